@@ -1,0 +1,14 @@
+//! The Postgres-free core of pgops: object stores (S3 and local directory), compression,
+//! Barman-Cloud-compatible object naming, the repository ownership guard and the WAL
+//! archiver. The extension and the CLI are thin layers over this crate.
+
+pub mod archive;
+pub mod check;
+pub mod compression;
+pub mod naming;
+pub mod ownership;
+pub mod repository;
+pub mod setting;
+pub mod store;
+
+pub use setting::InvalidSetting;

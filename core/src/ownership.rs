@@ -1,0 +1,155 @@
+//! The repository ownership guard: the repository root holds `pgops.json`, written on
+//! first use, naming the cluster that archives there. A cluster with another system
+//! identifier is refused, so two clusters never interleave WAL in one archive.
+
+use crate::store::{Repository, StoreError};
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+pub const METADATA_OBJECT: &str = "pgops.json";
+
+/// What identifies the cluster that owns a repository.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClusterIdentity {
+    pub system_identifier: u64,
+    pub pg_version_num: u32,
+    pub wal_segment_size: u32,
+}
+
+/// The content of `pgops.json`. The system identifier is a string: it is a u64, beyond
+/// what JSON readers in many languages hold exactly.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RepositoryMetadata {
+    pub system_identifier: String,
+    pub pg_version_num: u32,
+    pub wal_segment_size: u32,
+    pub created_by: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ownership {
+    /// The repository was unclaimed; this cluster's metadata was written now.
+    Claimed,
+    /// The repository already belongs to this cluster.
+    Owned,
+    /// Unclaimed (only reported by [`inspect`], which writes nothing).
+    Unclaimed,
+}
+
+#[derive(Debug)]
+pub enum OwnershipError {
+    Store(StoreError),
+    /// The repository belongs to another cluster.
+    Foreign { location: String, repository_system_identifier: String, cluster_system_identifier: u64 },
+    /// `pgops.json` exists but cannot be read as pgops metadata.
+    Unreadable { location: String, cause: String },
+}
+
+impl fmt::Display for OwnershipError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            OwnershipError::Store(e) => e.fmt(f),
+            OwnershipError::Foreign { location, repository_system_identifier, cluster_system_identifier } => write!(
+                f,
+                "repository belongs to another cluster: {location} records system identifier {repository_system_identifier}, this cluster's is {cluster_system_identifier}"
+            ),
+            OwnershipError::Unreadable { location, cause } => write!(f, "repository metadata {location} is unreadable: {cause}"),
+        }
+    }
+}
+
+impl std::error::Error for OwnershipError {}
+
+impl From<StoreError> for OwnershipError {
+    fn from(e: StoreError) -> Self {
+        OwnershipError::Store(e)
+    }
+}
+
+async fn read(repo: &Repository) -> Result<Option<RepositoryMetadata>, OwnershipError> {
+    let Some(body) = repo.get(METADATA_OBJECT).await? else { return Ok(None) };
+    serde_json::from_slice(&body)
+        .map(Some)
+        .map_err(|e| OwnershipError::Unreadable { location: repo.location(METADATA_OBJECT), cause: e.to_string() })
+}
+
+fn compare(repo: &Repository, found: &RepositoryMetadata, cluster: &ClusterIdentity) -> Result<Ownership, OwnershipError> {
+    if found.system_identifier == cluster.system_identifier.to_string() {
+        Ok(Ownership::Owned)
+    } else {
+        Err(OwnershipError::Foreign {
+            location: repo.location(METADATA_OBJECT),
+            repository_system_identifier: found.system_identifier.clone(),
+            cluster_system_identifier: cluster.system_identifier,
+        })
+    }
+}
+
+/// Claims an unclaimed repository for `cluster`, or checks that it already belongs to it.
+pub async fn claim(repo: &Repository, cluster: &ClusterIdentity) -> Result<Ownership, OwnershipError> {
+    if let Some(found) = read(repo).await? {
+        return compare(repo, &found, cluster);
+    }
+    let metadata = RepositoryMetadata {
+        system_identifier: cluster.system_identifier.to_string(),
+        pg_version_num: cluster.pg_version_num,
+        wal_segment_size: cluster.wal_segment_size,
+        created_by: format!("pgops {}", env!("CARGO_PKG_VERSION")),
+    };
+    let body = serde_json::to_vec_pretty(&metadata).expect("metadata serializes");
+    repo.put(METADATA_OBJECT, Bytes::from(body)).await?;
+    // Read back: if another cluster claimed the repository at the same moment, the last
+    // writer wins the object and the other one sees a foreign owner here.
+    let stored = read(repo).await?.ok_or_else(|| OwnershipError::Unreadable {
+        location: repo.location(METADATA_OBJECT),
+        cause: "missing right after it was written".into(),
+    })?;
+    compare(repo, &stored, cluster).map(|_| Ownership::Claimed)
+}
+
+/// Reports ownership without writing anything.
+pub async fn inspect(repo: &Repository, cluster: &ClusterIdentity) -> Result<Ownership, OwnershipError> {
+    match read(repo).await? {
+        Some(found) => compare(repo, &found, cluster),
+        None => Ok(Ownership::Unclaimed),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::repository::RepositoryUrl;
+    use crate::store::LocalStore;
+    use std::sync::Arc;
+
+    fn repo(dir: &std::path::Path) -> Repository {
+        let url = RepositoryUrl::Local { root: dir.to_path_buf() };
+        Repository::new(Arc::new(LocalStore::new(dir)), "", url)
+    }
+
+    const CLUSTER: ClusterIdentity =
+        ClusterIdentity { system_identifier: 7_300_000_000_000_000_001, pg_version_num: 150018, wal_segment_size: 16 << 20 };
+
+    #[tokio::test]
+    async fn first_use_claims_then_owner_passes_and_stranger_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = repo(dir.path());
+        assert_eq!(inspect(&repo, &CLUSTER).await.unwrap(), Ownership::Unclaimed);
+        assert_eq!(claim(&repo, &CLUSTER).await.unwrap(), Ownership::Claimed);
+        assert_eq!(claim(&repo, &CLUSTER).await.unwrap(), Ownership::Owned);
+
+        let stranger = ClusterIdentity { system_identifier: 42, ..CLUSTER };
+        let err = claim(&repo, &stranger).await.unwrap_err().to_string();
+        assert!(err.contains("7300000000000000001") && err.contains(" 42"), "{err}");
+        assert!(inspect(&repo, &stranger).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn garbage_metadata_is_an_error_not_a_claim() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(METADATA_OBJECT), b"{not json").unwrap();
+        let err = claim(&repo(dir.path()), &CLUSTER).await.unwrap_err();
+        assert!(matches!(err, OwnershipError::Unreadable { .. }), "{err}");
+    }
+}

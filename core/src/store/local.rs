@@ -1,0 +1,202 @@
+//! The local-directory driver (`file:///path` repositories): each object is a file, written
+//! to a temporary name, fsynced, renamed into place and its directory fsynced, so that an
+//! object either exists whole and durable or not at all.
+
+use super::{md5_of, ObjectMeta, ObjectStore, StoreError, StoreErrorKind, StoreResult};
+use async_trait::async_trait;
+use bytes::Bytes;
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+#[derive(Debug)]
+pub struct LocalStore {
+    root: PathBuf,
+}
+
+static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+impl LocalStore {
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        LocalStore { root: root.into() }
+    }
+
+    fn path(&self, operation: &'static str, key: &str) -> StoreResult<PathBuf> {
+        if key.split('/').any(|part| part.is_empty() || part == "." || part == "..") {
+            return Err(self.error(operation, key, StoreErrorKind::Other, "invalid object key".into()));
+        }
+        Ok(self.root.join(key))
+    }
+
+    fn error(&self, operation: &'static str, key: &str, kind: StoreErrorKind, cause: String) -> StoreError {
+        StoreError { operation, location: self.location(key), kind, cause }
+    }
+
+    fn io_error(&self, operation: &'static str, key: &str, err: io::Error) -> StoreError {
+        let kind = match err.kind() {
+            io::ErrorKind::PermissionDenied => StoreErrorKind::AccessDenied,
+            _ => StoreErrorKind::Other,
+        };
+        self.error(operation, key, kind, err.to_string())
+    }
+
+    fn check_root(&self, operation: &'static str, key: &str) -> StoreResult<()> {
+        if self.root.is_dir() {
+            Ok(())
+        } else {
+            Err(self.error(operation, key, StoreErrorKind::NoSuchBucket, format!("directory {} does not exist", self.root.display())))
+        }
+    }
+
+    fn write_durably(path: &Path, body: &[u8]) -> io::Result<()> {
+        let dir = path.parent().expect("object paths are below the root");
+        std::fs::create_dir_all(dir)?;
+        let name = path.file_name().expect("object paths name a file").to_string_lossy();
+        let temp = dir.join(format!(
+            ".{name}.pgops-tmp.{}.{}",
+            std::process::id(),
+            TEMP_COUNTER.fetch_add(1, Ordering::Relaxed)
+        ));
+        let result = (|| {
+            let mut file = std::fs::File::create(&temp)?;
+            file.write_all(body)?;
+            file.sync_all()?;
+            std::fs::rename(&temp, path)?;
+            std::fs::File::open(dir)?.sync_all()
+        })();
+        if result.is_err() {
+            let _ = std::fs::remove_file(&temp);
+        }
+        result
+    }
+
+    fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> io::Result<()> {
+        let entries = match std::fs::read_dir(dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        for entry in entries {
+            let entry = entry?;
+            if entry.file_name().to_string_lossy().starts_with('.') {
+                continue; // temporary files of writes in progress
+            }
+            if entry.file_type()?.is_dir() {
+                Self::walk(&entry.path(), out)?;
+            } else {
+                out.push(entry.path());
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Runs blocking file I/O off the async executor's threads.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    tokio::task::spawn_blocking(f).await.expect("local store I/O task panicked")
+}
+
+#[async_trait]
+impl ObjectStore for LocalStore {
+    async fn put(&self, key: &str, body: Bytes) -> StoreResult<()> {
+        self.check_root("write", key)?;
+        let path = self.path("write", key)?;
+        blocking(move || Self::write_durably(&path, &body)).await.map_err(|e| self.io_error("write", key, e))
+    }
+
+    async fn get(&self, key: &str) -> StoreResult<Option<Bytes>> {
+        self.check_root("read", key)?;
+        let path = self.path("read", key)?;
+        match blocking(move || std::fs::read(path)).await {
+            Ok(data) => Ok(Some(Bytes::from(data))),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(self.io_error("read", key, e)),
+        }
+    }
+
+    async fn head(&self, key: &str) -> StoreResult<Option<ObjectMeta>> {
+        Ok(self.get(key).await?.map(|data| ObjectMeta { key: key.to_string(), size: data.len() as u64, md5: Some(md5_of(&data)) }))
+    }
+
+    async fn list(&self, prefix: &str) -> StoreResult<Vec<ObjectMeta>> {
+        self.check_root("list", prefix)?;
+        // Walk the deepest directory the prefix names, then filter on the whole prefix.
+        let dir = match prefix.rfind('/') {
+            Some(i) => self.root.join(&prefix[..i]),
+            None => self.root.clone(),
+        };
+        let root = self.root.clone();
+        let prefix_owned = prefix.to_string();
+        let found = blocking(move || -> io::Result<Vec<ObjectMeta>> {
+            let mut files = Vec::new();
+            Self::walk(&dir, &mut files)?;
+            let mut objects = Vec::new();
+            for path in files {
+                let key = path.strip_prefix(&root).expect("walked below the root").to_string_lossy().into_owned();
+                if key.starts_with(&prefix_owned) {
+                    let size = std::fs::metadata(&path)?.len();
+                    objects.push(ObjectMeta { key, size, md5: None });
+                }
+            }
+            objects.sort_by(|a, b| a.key.cmp(&b.key));
+            Ok(objects)
+        })
+        .await;
+        found.map_err(|e| self.io_error("list", prefix, e))
+    }
+
+    async fn delete(&self, key: &str) -> StoreResult<()> {
+        let path = self.path("delete", key)?;
+        match blocking(move || std::fs::remove_file(path)).await {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(self.io_error("delete", key, e)),
+        }
+    }
+
+    fn location(&self, key: &str) -> String {
+        self.root.join(key).display().to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn put_get_head_list_delete() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::new(dir.path());
+        store.put("repo/wals/0000000100000000/a.zst", Bytes::from_static(b"hello")).await.unwrap();
+        store.put("repo/wals/b", Bytes::from_static(b"xy")).await.unwrap();
+        store.put("other/c", Bytes::from_static(b"z")).await.unwrap();
+
+        assert_eq!(store.get("repo/wals/b").await.unwrap().unwrap(), Bytes::from_static(b"xy"));
+        assert_eq!(store.get("repo/missing").await.unwrap(), None);
+        let meta = store.head("repo/wals/0000000100000000/a.zst").await.unwrap().unwrap();
+        assert_eq!((meta.size, meta.md5), (5, Some(md5_of(b"hello"))));
+
+        let keys: Vec<_> = store.list("repo/wals/").await.unwrap().into_iter().map(|m| m.key).collect();
+        assert_eq!(keys, ["repo/wals/0000000100000000/a.zst", "repo/wals/b"]);
+        let keys: Vec<_> = store.list("repo/wals/00000001").await.unwrap().into_iter().map(|m| m.key).collect();
+        assert_eq!(keys, ["repo/wals/0000000100000000/a.zst"]);
+
+        store.delete("repo/wals/b").await.unwrap();
+        store.delete("repo/wals/b").await.unwrap();
+        assert_eq!(store.get("repo/wals/b").await.unwrap(), None);
+        // No temporary files are left behind.
+        assert_eq!(std::fs::read_dir(dir.path().join("repo/wals")).unwrap().count(), 1);
+    }
+
+    #[tokio::test]
+    async fn missing_root_and_bad_keys_are_errors() {
+        let store = LocalStore::new("/nonexistent/pgops-test-root");
+        let err = store.put("k", Bytes::new()).await.unwrap_err();
+        assert_eq!(err.kind, StoreErrorKind::NoSuchBucket);
+        assert!(err.to_string().contains("/nonexistent/pgops-test-root"), "{err}");
+
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::new(dir.path());
+        assert!(store.put("../escape", Bytes::new()).await.is_err());
+    }
+}

@@ -1,0 +1,159 @@
+//! One object-store interface, several drivers (S3 and a local directory), in the manner
+//! of pgBackRest's storage layer. Keys are `/`-separated and relative to the store root
+//! (bucket or directory); [`Repository`] adds the repository prefix.
+
+mod local;
+mod s3;
+
+pub use local::LocalStore;
+pub use s3::{S3Options, S3Store};
+
+use crate::repository::RepositoryUrl;
+use async_trait::async_trait;
+use bytes::Bytes;
+use md5::{Digest, Md5};
+use std::fmt;
+use std::sync::Arc;
+
+/// What a store knows of one object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectMeta {
+    pub key: String,
+    pub size: u64,
+    /// MD5 of the content, when the store can tell it cheaply (an S3 ETag of a single-part
+    /// upload; the local driver computes it).
+    pub md5: Option<[u8; 16]>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreErrorKind {
+    /// The bucket or root directory does not exist.
+    NoSuchBucket,
+    /// Credentials were refused or lack permission.
+    AccessDenied,
+    /// The endpoint could not be reached (connect, DNS, timeout).
+    Unreachable,
+    /// What was stored is not what was sent.
+    Integrity,
+    Other,
+}
+
+/// A failed store operation, with everything a DBA needs to act on it: the operation, the
+/// object's location (including the endpoint) and the cause (S3 error code, HTTP status).
+#[derive(Debug, Clone)]
+pub struct StoreError {
+    pub operation: &'static str,
+    pub location: String,
+    pub kind: StoreErrorKind,
+    pub cause: String,
+}
+
+impl fmt::Display for StoreError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {} failed: {}", self.operation, self.location, self.cause)
+    }
+}
+
+impl std::error::Error for StoreError {}
+
+impl StoreError {
+    /// A sentence on what to fix, for `pgops.check()` and error hints.
+    pub fn hint(&self) -> &'static str {
+        match self.kind {
+            StoreErrorKind::NoSuchBucket => "Create the bucket (or directory) or fix pgops.repository.",
+            StoreErrorKind::AccessDenied => {
+                "Check pgops.s3_access_key_id and pgops.s3_secret_access_key (or the AWS credential chain) and the bucket policy."
+            }
+            StoreErrorKind::Unreachable => "Check pgops.s3_endpoint and that the object store is up and reachable.",
+            StoreErrorKind::Integrity => "The object store returned different data than was written; check the store's health.",
+            StoreErrorKind::Other => "See the cause above.",
+        }
+    }
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+#[async_trait]
+pub trait ObjectStore: Send + Sync + fmt::Debug {
+    /// Stores `body` under `key`, durably, replacing any object there. The driver makes the
+    /// store check the content on receipt where it can (Content-MD5 on S3).
+    async fn put(&self, key: &str, body: Bytes) -> StoreResult<()>;
+    /// The object's content, or `None` when there is no such object.
+    async fn get(&self, key: &str) -> StoreResult<Option<Bytes>>;
+    async fn head(&self, key: &str) -> StoreResult<Option<ObjectMeta>>;
+    /// Every object whose key starts with `prefix`, in key order.
+    async fn list(&self, prefix: &str) -> StoreResult<Vec<ObjectMeta>>;
+    /// Removes the object; removing a missing object is not an error.
+    async fn delete(&self, key: &str) -> StoreResult<()>;
+    /// Where `key` is, for messages: `s3://bucket/key at http://endpoint` or a path.
+    fn location(&self, key: &str) -> String;
+}
+
+pub fn md5_of(data: &[u8]) -> [u8; 16] {
+    Md5::digest(data).into()
+}
+
+/// A repository: a store plus the key prefix under which pgops (and Barman) lay out
+/// `wals/` and `base/`.
+#[derive(Debug, Clone)]
+pub struct Repository {
+    pub store: Arc<dyn ObjectStore>,
+    prefix: String,
+    url: RepositoryUrl,
+}
+
+impl Repository {
+    /// Opens the store behind `url`. For S3 this builds a client; no request is sent.
+    pub async fn open(url: &RepositoryUrl, s3: &S3Options) -> Repository {
+        match url {
+            RepositoryUrl::S3 { bucket, prefix } => {
+                let store = S3Store::new(bucket, s3).await;
+                Repository::new(Arc::new(store), prefix, url.clone())
+            }
+            RepositoryUrl::Local { root } => Repository::new(Arc::new(LocalStore::new(root)), "", url.clone()),
+        }
+    }
+
+    pub fn new(store: Arc<dyn ObjectStore>, prefix: &str, url: RepositoryUrl) -> Repository {
+        let prefix = if prefix.is_empty() { String::new() } else { format!("{}/", prefix.trim_matches('/')) };
+        Repository { store, prefix, url }
+    }
+
+    pub fn url(&self) -> &RepositoryUrl {
+        &self.url
+    }
+
+    /// The store key of a repository-relative path such as `wals/…`.
+    pub fn key(&self, relative: &str) -> String {
+        format!("{}{relative}", self.prefix)
+    }
+
+    /// The repository-relative path of a store key listed under this repository.
+    pub fn relative<'a>(&self, key: &'a str) -> &'a str {
+        key.strip_prefix(&self.prefix).unwrap_or(key)
+    }
+
+    pub async fn put(&self, relative: &str, body: Bytes) -> StoreResult<()> {
+        self.store.put(&self.key(relative), body).await
+    }
+
+    pub async fn get(&self, relative: &str) -> StoreResult<Option<Bytes>> {
+        self.store.get(&self.key(relative)).await
+    }
+
+    pub async fn head(&self, relative: &str) -> StoreResult<Option<ObjectMeta>> {
+        self.store.head(&self.key(relative)).await
+    }
+
+    pub async fn list(&self, relative_prefix: &str) -> StoreResult<Vec<ObjectMeta>> {
+        self.store.list(&self.key(relative_prefix)).await
+    }
+
+    pub async fn delete(&self, relative: &str) -> StoreResult<()> {
+        self.store.delete(&self.key(relative)).await
+    }
+
+    pub fn location(&self, relative: &str) -> String {
+        self.store.location(&self.key(relative))
+    }
+}
