@@ -1,2 +1,20 @@
-use pgrx::prelude::*;
+//! pgops: PostgreSQL backups to object storage, from inside Postgres.
+//!
+//! This crate is the Postgres-facing layer (settings, archive module, SQL functions); the
+//! logic lives in `pgops-core`.
+
+mod api;
+mod archive_module;
+mod archive_stats;
+mod guc;
+mod runtime;
+
 ::pgrx::pg_module_magic!();
+
+#[pgrx::pg_guard]
+pub extern "C-unwind" fn _PG_init() {
+    guc::register();
+    if unsafe { pgrx::pg_sys::process_shared_preload_libraries_in_progress } {
+        archive_stats::init();
+    }
+}

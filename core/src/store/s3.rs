@@ -12,7 +12,7 @@ use async_trait::async_trait;
 use aws_sdk_s3::config::{
     BehaviorVersion, Credentials, Region, RequestChecksumCalculation, ResponseChecksumValidation,
 };
-use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::Client;
 use base64::Engine;
@@ -84,7 +84,7 @@ impl S3Store {
                 format!("{code} (HTTP {status}): {}", err.message().unwrap_or("no message"))
             }
             (None, Some(status)) => format!("HTTP {status}"),
-            _ => DisplayErrorContext(&err).to_string(),
+            _ => error_chain(&err),
         };
         StoreError { operation, location: self.location(key), kind, cause }
     }
@@ -92,6 +92,20 @@ impl S3Store {
     fn is_not_found<E: ProvideErrorMetadata>(err: &SdkError<E, aws_sdk_s3::config::http::HttpResponse>) -> bool {
         err.raw_response().is_some_and(|r| r.status().as_u16() == 404) && err.code() != Some("NoSuchBucket")
     }
+}
+
+/// "dispatch failure: io error: … Connection refused (os error 111)": each cause once.
+fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut parts: Vec<String> = vec![err.to_string()];
+    let mut source = err.source();
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        source = cause.source();
+    }
+    parts.join(": ")
 }
 
 /// An ETag that is a plain MD5 (single-part upload without SSE-KMS), decoded.

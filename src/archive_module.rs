@@ -1,0 +1,193 @@
+//! The archive module (`archive_library = 'pgops'`): Postgres' archiver calls
+//! `archive_file` for each WAL file, on its main thread; uploads run on this process'
+//! tokio runtime, and every Postgres call (settings, logging, statistics) stays on the main
+//! thread. No panic crosses back into Postgres: a failure is a WARNING and `false`, and
+//! Postgres keeps the file and retries.
+
+use crate::{archive_stats, guc, runtime};
+use pgops_core::archive::{ArchiveError, ArchiveSettings, Archived, WalArchiver};
+use pgops_core::ownership::ClusterIdentity;
+use pgrx::pg_sys::panic::ErrorReport;
+use pgrx::prelude::*;
+use std::ffi::CStr;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::Path;
+use std::sync::Mutex;
+
+/// The archiver process' state, rebuilt when the settings change.
+static ARCHIVER: Mutex<Option<WalArchiver>> = Mutex::new(None);
+
+pub fn cluster_identity() -> ClusterIdentity {
+    unsafe {
+        ClusterIdentity {
+            system_identifier: pg_sys::GetSystemIdentifier(),
+            pg_version_num: pg_sys::PG_VERSION_NUM,
+            wal_segment_size: pg_sys::wal_segment_size as u32,
+        }
+    }
+}
+
+fn check_configured() -> bool {
+    match guc::archive_settings() {
+        Ok(_) => true,
+        Err(invalid) => {
+            ErrorReport::new(
+                PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+                format!("pgops: WAL archiving is not configured: {}", invalid.message),
+                "check_configured",
+            )
+            .set_hint(invalid.hint)
+            .report(PgLogLevel::LOG);
+            false
+        }
+    }
+}
+
+/// Runs on the archiver's main thread; Postgres is not called from here.
+fn upload(settings: ArchiveSettings, cluster: ClusterIdentity, file: &str, path: &Path) -> (Result<Archived, ArchiveError>, usize) {
+    let runtime = match runtime::runtime() {
+        Ok(runtime) => runtime,
+        Err(e) => return (Err(ArchiveError::Task(e)), 0),
+    };
+    let mut archiver = ARCHIVER.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    if archiver.as_ref().is_none_or(|a| a.settings() != &settings) {
+        *archiver = Some(runtime.block_on(WalArchiver::open(settings, cluster)));
+    }
+    let archiver = archiver.as_mut().expect("set above");
+    let result = runtime.block_on(archiver.archive(file, path));
+    (result, archiver.in_flight())
+}
+
+fn warn(file: &str, message: &str, hint: &str) {
+    ErrorReport::new(PgSqlErrorCode::ERRCODE_IO_ERROR, format!("pgops: could not archive \"{file}\": {message}"), "archive_file")
+        .set_hint(hint)
+        .report(PgLogLevel::WARNING);
+}
+
+fn archive_file(file: &CStr, path: &CStr) -> bool {
+    let file = file.to_string_lossy();
+    let settings = match guc::archive_settings() {
+        Ok(settings) => settings,
+        Err(invalid) => {
+            warn(&file, &invalid.message, &invalid.hint);
+            archive_stats::record_failure(&file, &invalid.message, 0);
+            return false;
+        }
+    };
+    let path = Path::new(path.to_str().unwrap_or_default());
+    let outcome = catch_unwind(AssertUnwindSafe(|| upload(settings, cluster_identity(), &file, path)));
+    match outcome {
+        Ok((Ok(archived), in_flight)) => {
+            if archived.already_present {
+                log!("pgops: \"{file}\" was already archived with identical content at {}; not uploaded again", archived.location);
+            } else {
+                debug1!("pgops: archived \"{file}\" to {} ({} -> {} bytes)", archived.location, archived.raw_bytes, archived.stored_bytes);
+            }
+            archive_stats::record_success(&file, archived.raw_bytes, archived.stored_bytes, in_flight);
+            true
+        }
+        Ok((Err(error), in_flight)) => {
+            let message = error.to_string();
+            warn(&file, &message, &error.hint());
+            archive_stats::record_failure(&file, &message, in_flight);
+            false
+        }
+        Err(panic) => {
+            let cause = panic
+                .downcast_ref::<String>()
+                .map(String::as_str)
+                .or_else(|| panic.downcast_ref::<&str>().copied())
+                .unwrap_or("unknown panic");
+            let message = format!("internal error: {cause}");
+            warn(&file, &message, "This is a bug in pgops; please report it. Postgres will retry.");
+            archive_stats::record_failure(&file, &message, 0);
+            // The archiver state may be half-updated: start afresh on the next call.
+            ARCHIVER.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).take();
+            false
+        }
+    }
+}
+
+fn shutdown() {
+    ARCHIVER.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).take();
+}
+
+#[cfg(feature = "pg15")]
+mod entry {
+    use pgrx::prelude::*;
+    use std::ffi::{c_char, CStr};
+
+    #[pg_guard]
+    #[no_mangle]
+    pub unsafe extern "C-unwind" fn _PG_archive_module_init(callbacks: *mut pg_sys::ArchiveModuleCallbacks) {
+        unsafe {
+            (*callbacks).check_configured_cb = Some(check_configured);
+            (*callbacks).archive_file_cb = Some(archive_file);
+            (*callbacks).shutdown_cb = Some(shutdown);
+        }
+    }
+
+    #[pg_guard]
+    unsafe extern "C-unwind" fn check_configured() -> bool {
+        super::check_configured()
+    }
+
+    #[pg_guard]
+    unsafe extern "C-unwind" fn archive_file(file: *const c_char, path: *const c_char) -> bool {
+        unsafe { super::archive_file(CStr::from_ptr(file), CStr::from_ptr(path)) }
+    }
+
+    #[pg_guard]
+    unsafe extern "C-unwind" fn shutdown() {
+        super::shutdown()
+    }
+}
+
+/// PostgreSQL 16 changed the archive-module API: the init function returns the callbacks
+/// and each callback takes an `ArchiveModuleState *`. pgrx has no bindings for it, so the
+/// C structs are declared here (src/include/archive/archive_module.h).
+#[cfg(any(feature = "pg16", feature = "pg17", feature = "pg18"))]
+mod entry {
+    use pgrx::prelude::*;
+    use std::ffi::{c_char, c_void, CStr};
+
+    #[repr(C)]
+    pub struct ArchiveModuleState {
+        private_data: *mut c_void,
+    }
+
+    #[repr(C)]
+    pub struct ArchiveModuleCallbacks {
+        startup_cb: Option<unsafe extern "C-unwind" fn(*mut ArchiveModuleState)>,
+        check_configured_cb: Option<unsafe extern "C-unwind" fn(*mut ArchiveModuleState) -> bool>,
+        archive_file_cb: Option<unsafe extern "C-unwind" fn(*mut ArchiveModuleState, *const c_char, *const c_char) -> bool>,
+        shutdown_cb: Option<unsafe extern "C-unwind" fn(*mut ArchiveModuleState)>,
+    }
+
+    static CALLBACKS: ArchiveModuleCallbacks = ArchiveModuleCallbacks {
+        startup_cb: None,
+        check_configured_cb: Some(check_configured),
+        archive_file_cb: Some(archive_file),
+        shutdown_cb: Some(shutdown),
+    };
+
+    #[no_mangle]
+    pub extern "C-unwind" fn _PG_archive_module_init() -> *const ArchiveModuleCallbacks {
+        &CALLBACKS
+    }
+
+    #[pg_guard]
+    unsafe extern "C-unwind" fn check_configured(_state: *mut ArchiveModuleState) -> bool {
+        super::check_configured()
+    }
+
+    #[pg_guard]
+    unsafe extern "C-unwind" fn archive_file(_state: *mut ArchiveModuleState, file: *const c_char, path: *const c_char) -> bool {
+        unsafe { super::archive_file(CStr::from_ptr(file), CStr::from_ptr(path)) }
+    }
+
+    #[pg_guard]
+    unsafe extern "C-unwind" fn shutdown(_state: *mut ArchiveModuleState) {
+        super::shutdown()
+    }
+}

@@ -1,0 +1,239 @@
+//! The `pgops.*` settings. Each is validated when it is set (SET, ALTER SYSTEM, a reload of
+//! postgresql.conf) by a check hook that reports a clear message and a HINT; the archiver
+//! and the SQL functions read them through [`archive_settings`], which validates what
+//! depends on several settings at once.
+
+use pgops_core::archive::ArchiveSettings;
+use pgops_core::compression::Compression;
+use pgops_core::repository::RepositoryUrl;
+use pgops_core::store::S3Options;
+use pgops_core::InvalidSetting;
+use pgrx::guc::{GucContext, GucFlags, GucRegistry, GucSetting, PostgresGucEnum};
+use pgrx::pg_sys;
+use std::ffi::{c_char, c_void, CStr, CString};
+
+#[derive(PostgresGucEnum, Clone, Copy, PartialEq, Eq, Debug)]
+pub enum WalCompression {
+    #[name = c"zstd"]
+    Zstd,
+    #[name = c"gzip"]
+    Gzip,
+    #[name = c"lz4"]
+    Lz4,
+    #[name = c"snappy"]
+    Snappy,
+    #[name = c"none"]
+    None,
+}
+
+impl From<WalCompression> for Compression {
+    fn from(value: WalCompression) -> Self {
+        match value {
+            WalCompression::Zstd => Compression::Zstd,
+            WalCompression::Gzip => Compression::Gzip,
+            WalCompression::Lz4 => Compression::Lz4,
+            WalCompression::Snappy => Compression::Snappy,
+            WalCompression::None => Compression::None,
+        }
+    }
+}
+
+pub static REPOSITORY: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+pub static S3_ENDPOINT: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+pub static S3_REGION: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(Some(c"us-east-1"));
+pub static S3_ACCESS_KEY_ID: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+pub static S3_SECRET_ACCESS_KEY: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+pub static WAL_COMPRESSION: GucSetting<WalCompression> = GucSetting::<WalCompression>::new(WalCompression::Zstd);
+pub static COMPRESSION_LEVEL: GucSetting<i32> = GucSetting::<i32>::new(0);
+pub static ARCHIVE_PARALLEL: GucSetting<i32> = GucSetting::<i32>::new(4);
+
+pub fn register() {
+    // SUSET everywhere: the archiver reads postgresql.conf, and a superuser may try other
+    // values in a session (for example with pgops.check()) without touching it.
+    let secret = GucFlags::SUPERUSER_ONLY | GucFlags::NO_SHOW_ALL;
+    unsafe {
+        GucRegistry::define_string_guc_with_hooks(
+            c"pgops.repository",
+            c"Where WAL and backups go: s3://bucket/prefix or file:///absolute/path.",
+            c"The layout below it is Barman Cloud's: wals/ and base/.",
+            &REPOSITORY,
+            GucContext::Suset,
+            GucFlags::default(),
+            Some(check_repository),
+            None,
+            None,
+        );
+        GucRegistry::define_string_guc_with_hooks(
+            c"pgops.s3_endpoint",
+            c"S3 endpoint URL for S3-compatible stores (RustFS, MinIO); empty for AWS S3.",
+            c"Path-style addressing is used whenever an endpoint is set.",
+            &S3_ENDPOINT,
+            GucContext::Suset,
+            GucFlags::default(),
+            Some(check_endpoint),
+            None,
+            None,
+        );
+        GucRegistry::define_string_guc_with_hooks(
+            c"pgops.s3_region",
+            c"S3 region.",
+            c"",
+            &S3_REGION,
+            GucContext::Suset,
+            GucFlags::default(),
+            Some(check_region),
+            None,
+            None,
+        );
+        GucRegistry::define_int_guc_with_hooks(
+            c"pgops.compression_level",
+            c"Compression level: 0 is the codec's default (zstd 3, gzip 6).",
+            c"zstd takes 1 to 22, gzip 1 to 9; lz4, snappy and none take only 0.",
+            &COMPRESSION_LEVEL,
+            0,
+            22,
+            GucContext::Suset,
+            GucFlags::default(),
+            Some(check_compression_level),
+            None,
+            None,
+        );
+    }
+    GucRegistry::define_string_guc(
+        c"pgops.s3_access_key_id",
+        c"S3 access key id; empty means the AWS default credential chain.",
+        c"",
+        &S3_ACCESS_KEY_ID,
+        GucContext::Suset,
+        secret,
+    );
+    GucRegistry::define_string_guc(
+        c"pgops.s3_secret_access_key",
+        c"S3 secret access key; empty means the AWS default credential chain.",
+        c"",
+        &S3_SECRET_ACCESS_KEY,
+        GucContext::Suset,
+        secret,
+    );
+    GucRegistry::define_enum_guc(
+        c"pgops.wal_compression",
+        c"Compression of archived WAL files.",
+        c"",
+        &WAL_COMPRESSION,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"pgops.archive_parallel",
+        c"WAL uploads in flight at most, the one Postgres asked for included.",
+        c"The archiver reads ahead the oldest .ready files.",
+        &ARCHIVE_PARALLEL,
+        1,
+        64,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
+}
+
+fn string(setting: &GucSetting<Option<CString>>) -> Option<String> {
+    setting.get().map(|s| s.to_string_lossy().into_owned()).filter(|s| !s.is_empty())
+}
+
+/// The archiver's settings, or what is wrong with them.
+pub fn archive_settings() -> Result<ArchiveSettings, InvalidSetting> {
+    let repository: RepositoryUrl = string(&REPOSITORY)
+        .ok_or_else(|| {
+            InvalidSetting::new(
+                "pgops.repository is not set",
+                "Set pgops.repository = 's3://bucket/prefix' (or 'file:///path') in postgresql.conf and reload.",
+            )
+        })?
+        .parse()?;
+    let credentials = match (string(&S3_ACCESS_KEY_ID), string(&S3_SECRET_ACCESS_KEY)) {
+        (Some(id), Some(secret)) => Some((id, secret)),
+        (None, None) => None,
+        (id, _) => {
+            let (set, unset) = if id.is_some() {
+                ("pgops.s3_access_key_id", "pgops.s3_secret_access_key")
+            } else {
+                ("pgops.s3_secret_access_key", "pgops.s3_access_key_id")
+            };
+            return Err(InvalidSetting::new(
+                format!("{set} is set but {unset} is not"),
+                "Set both, or neither to use the AWS default credential chain.",
+            ));
+        }
+    };
+    let compression = Compression::from(WAL_COMPRESSION.get());
+    Ok(ArchiveSettings {
+        repository,
+        s3: S3Options {
+            endpoint: string(&S3_ENDPOINT),
+            region: string(&S3_REGION).unwrap_or_else(|| "us-east-1".into()),
+            credentials,
+        },
+        compression,
+        level: compression.effective_level(COMPRESSION_LEVEL.get())?,
+        parallel: ARCHIVE_PARALLEL.get() as usize,
+    })
+}
+
+/// Hands a validation failure to Postgres, which raises it as the ERROR (or, on a reload,
+/// the LOG line) of the failed assignment.
+fn reject(invalid: InvalidSetting) -> bool {
+    let strings = (CString::new(invalid.message), CString::new(invalid.hint));
+    unsafe {
+        pg_sys::GUC_check_errcode(pgrx::PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE as i32);
+        if let (Ok(message), Ok(hint)) = strings {
+            pg_sys::GUC_check_errmsg_string = pg_sys::pstrdup(message.as_ptr());
+            pg_sys::GUC_check_errhint_string = pg_sys::pstrdup(hint.as_ptr());
+        }
+    }
+    false
+}
+
+/// The new value of a string setting; empty when unset.
+unsafe fn new_string<'a>(newval: *mut *mut c_char) -> &'a str {
+    unsafe {
+        if newval.is_null() || (*newval).is_null() {
+            return "";
+        }
+        CStr::from_ptr(*newval).to_str().unwrap_or("\u{fffd}")
+    }
+}
+
+#[pgrx::pg_guard]
+unsafe extern "C-unwind" fn check_repository(newval: *mut *mut c_char, _extra: *mut *mut c_void, _source: pg_sys::GucSource::Type) -> bool {
+    match unsafe { new_string(newval) } {
+        "" => true,
+        value => value.parse::<RepositoryUrl>().map(|_| true).unwrap_or_else(reject),
+    }
+}
+
+#[pgrx::pg_guard]
+unsafe extern "C-unwind" fn check_endpoint(newval: *mut *mut c_char, _extra: *mut *mut c_void, _source: pg_sys::GucSource::Type) -> bool {
+    match unsafe { new_string(newval) } {
+        "" => true,
+        value => pgops_core::setting::validate_endpoint(value).map(|_| true).unwrap_or_else(reject),
+    }
+}
+
+#[pgrx::pg_guard]
+unsafe extern "C-unwind" fn check_region(newval: *mut *mut c_char, _extra: *mut *mut c_void, _source: pg_sys::GucSource::Type) -> bool {
+    let value = unsafe { new_string(newval) };
+    if !value.is_empty() && value.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
+        return true;
+    }
+    reject(InvalidSetting::new(
+        format!("invalid S3 region \"{value}\""),
+        "Use a region name such as us-east-1 (S3-compatible servers usually accept us-east-1).",
+    ))
+}
+
+#[pgrx::pg_guard]
+unsafe extern "C-unwind" fn check_compression_level(newval: *mut i32, _extra: *mut *mut c_void, _source: pg_sys::GucSource::Type) -> bool {
+    // Checked against the compression in force now; when both change in one reload the
+    // archiver checks the pair again before it uses them.
+    let compression = Compression::from(WAL_COMPRESSION.get());
+    compression.effective_level(unsafe { *newval }).map(|_| true).unwrap_or_else(reject)
+}
