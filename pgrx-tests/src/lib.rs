@@ -1,0 +1,311 @@
+//! Harness for pgops' end-to-end tests: real PostgreSQL 15 clusters (run as an
+//! unprivileged user) and a real S3 server process (`s3s-fs`) over HTTP.
+//!
+//! Prerequisites (installed by `.ci/install`, the extension by `scripts/test`): the Debian
+//! PostgreSQL 15 server with pgops installed into it, `s3s-fs` on PATH, and the
+//! barman[cloud] venv.
+
+use pgops_core::compression::Compression;
+use pgops_core::repository::RepositoryUrl;
+use pgops_core::store::{Repository, S3Options};
+use std::net::TcpListener;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+pub const ACCESS_KEY: &str = "pgops-test-key";
+pub const SECRET_KEY: &str = "pgops-test-secret";
+pub const BUCKET: &str = "backups";
+
+fn pg_bindir() -> PathBuf {
+    let pg_config = std::env::var("PGOPS_PG_CONFIG").unwrap_or_else(|_| "/usr/lib/postgresql/15/bin/pg_config".into());
+    let out = Command::new(&pg_config).arg("--bindir").output().unwrap_or_else(|e| panic!("{pg_config}: {e}; run .ci/install"));
+    PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
+}
+
+pub fn barman_bin(tool: &str) -> PathBuf {
+    let venv = std::env::var("PGOPS_BARMAN_VENV").unwrap_or_else(|_| "/opt/pgops/barman-venv".into());
+    let path = Path::new(&venv).join("bin").join(tool);
+    assert!(path.exists(), "{} is missing; run .ci/install", path.display());
+    path
+}
+
+fn is_root() -> bool {
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// A command run as the `postgres` user when the tests run as root (Postgres refuses root).
+fn as_postgres(program: &Path) -> Command {
+    if is_root() {
+        let mut cmd = Command::new("runuser");
+        cmd.args(["-u", "postgres", "--"]).arg(program);
+        cmd
+    } else {
+        Command::new(program)
+    }
+}
+
+fn run(mut cmd: Command) -> Output {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    assert!(out.status.success(), "{cmd:?} failed:\n{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    out
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Polls `ready` until it holds, or panics after `timeout` saying what was awaited.
+pub fn wait_for(what: &str, timeout: Duration, mut ready: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !ready() {
+        assert!(start.elapsed() < timeout, "timed out after {timeout:?} waiting for {what}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// A scratch directory the `postgres` user can write in; removed at drop.
+pub fn scratch_dir() -> tempfile::TempDir {
+    let dir = tempfile::Builder::new().prefix("pgops-e2e-").tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    dir
+}
+
+/// An `s3s-fs` process serving `root` on a loopback port.
+pub struct S3Server {
+    child: Option<Child>,
+    pub port: u16,
+    pub root: PathBuf,
+}
+
+impl S3Server {
+    /// Starts the server with one empty bucket, [`BUCKET`].
+    pub fn start(dir: &Path) -> S3Server {
+        let root = dir.join("s3");
+        std::fs::create_dir_all(root.join(BUCKET)).unwrap();
+        let mut server = S3Server { child: None, port: free_port(), root };
+        server.resume();
+        server
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Stops the process (the data stays).
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the process again on the same port and data.
+    pub fn resume(&mut self) {
+        let log = std::fs::File::create(self.root.with_extension("log")).unwrap();
+        let child = Command::new("s3s-fs")
+            .args(["--host", "127.0.0.1", "--port", &self.port.to_string()])
+            .args(["--access-key", ACCESS_KEY, "--secret-key", SECRET_KEY])
+            .arg(&self.root)
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("s3s-fs is not on PATH; run .ci/install");
+        self.child = Some(child);
+        let addr = format!("127.0.0.1:{}", self.port);
+        wait_for("s3s-fs to listen", Duration::from_secs(20), || std::net::TcpStream::connect(&addr).is_ok());
+    }
+
+    pub fn options(&self) -> S3Options {
+        S3Options {
+            endpoint: Some(self.endpoint()),
+            region: "us-east-1".into(),
+            credentials: Some((ACCESS_KEY.into(), SECRET_KEY.into())),
+        }
+    }
+
+    /// postgresql.conf lines pointing pgops at `s3://backups/<prefix>` on this server.
+    pub fn pgops_settings(&self, prefix: &str) -> String {
+        format!(
+            "pgops.repository = 's3://{BUCKET}/{prefix}'\npgops.s3_endpoint = '{}'\npgops.s3_access_key_id = '{ACCESS_KEY}'\npgops.s3_secret_access_key = '{SECRET_KEY}'\n",
+            self.endpoint()
+        )
+    }
+
+    /// A client for `s3://backups/<prefix>`, over HTTP like any other.
+    pub fn repository(&self, prefix: &str) -> Repository {
+        let url: RepositoryUrl = format!("s3://{BUCKET}/{prefix}").parse().unwrap();
+        block_on(Repository::open(&url, &self.options()))
+    }
+
+    /// Environment for the Barman Cloud tools (boto3) to reach this server.
+    pub fn barman_env(&self, cmd: &mut Command) {
+        cmd.env("AWS_ACCESS_KEY_ID", ACCESS_KEY).env("AWS_SECRET_ACCESS_KEY", SECRET_KEY).env("AWS_DEFAULT_REGION", "us-east-1");
+    }
+}
+
+impl Drop for S3Server {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+pub fn block_on<F: std::future::Future>(future: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(future)
+}
+
+/// Reads a repository object and decompresses it by its suffix, as a restore would.
+pub fn fetch_decompressed(repo: &Repository, relative: &str) -> Option<Vec<u8>> {
+    let body = block_on(repo.get(relative)).unwrap()?;
+    let (_, codec) = Compression::split_file_name(relative);
+    Some(codec.decompress(&body).unwrap_or_else(|e| panic!("{relative} does not decompress: {e}")))
+}
+
+/// A PostgreSQL 15 cluster in a scratch directory, run as `postgres`.
+pub struct PgCluster {
+    pub data: PathBuf,
+    pub port: u16,
+    socket_dir: PathBuf,
+    bindir: PathBuf,
+}
+
+impl PgCluster {
+    /// initdb a new cluster in `dir/name`, with pgops preloaded and WAL kept around so
+    /// that tests can compare archived segments with the originals.
+    pub fn init(dir: &Path, name: &str) -> PgCluster {
+        let cluster = PgCluster::at(dir, name);
+        let mut initdb = as_postgres(&cluster.bindir.join("initdb"));
+        initdb.args(["-A", "trust", "-U", "postgres", "--no-sync", "-D"]).arg(&cluster.data);
+        run(initdb);
+        cluster.configure(&format!(
+            "port = {}\nunix_socket_directories = '{}'\nlisten_addresses = ''\nshared_preload_libraries = 'pgops'\n\
+             wal_keep_size = '1GB'\ncheckpoint_timeout = '1h'\nmax_wal_size = '4GB'\nfsync = off\n",
+            cluster.port,
+            cluster.socket_dir.display()
+        ));
+        cluster
+    }
+
+    /// A cluster whose data directory is (or will be) `dir/name`, not yet created.
+    pub fn at(dir: &Path, name: &str) -> PgCluster {
+        let socket_dir = dir.join(format!("{name}-socket"));
+        std::fs::create_dir_all(&socket_dir).unwrap();
+        std::fs::set_permissions(&socket_dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+        PgCluster { data: dir.join(name), port: free_port(), socket_dir, bindir: pg_bindir() }
+    }
+
+    pub fn bin(&self, tool: &str) -> PathBuf {
+        self.bindir.join(tool)
+    }
+
+    /// A command running a Postgres tool as `postgres`.
+    pub fn tool(&self, tool: &str) -> Command {
+        as_postgres(&self.bin(tool))
+    }
+
+    /// Appends settings to postgresql.conf (later lines win).
+    pub fn configure(&self, lines: &str) {
+        use std::io::Write;
+        let mut conf = std::fs::OpenOptions::new().append(true).open(self.data.join("postgresql.conf")).unwrap();
+        writeln!(conf, "{lines}").unwrap();
+    }
+
+    /// Points this cluster's port and socket at its own (after pg_basebackup copied another
+    /// cluster's postgresql.conf).
+    pub fn take_over_config(&self) {
+        self.configure(&format!("port = {}\nunix_socket_directories = '{}'\n", self.port, self.socket_dir.display()));
+    }
+
+    pub fn log_path(&self) -> PathBuf {
+        self.data.with_extension("log")
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+
+    pub fn start(&self) {
+        let mut pg_ctl = self.tool("pg_ctl");
+        pg_ctl.args(["start", "-w", "-t", "60", "-D"]).arg(&self.data).arg("-l").arg(self.log_path());
+        let out = pg_ctl.output().unwrap();
+        assert!(out.status.success(), "pg_ctl start failed:\n{}\n{}", String::from_utf8_lossy(&out.stderr), self.log());
+    }
+
+    pub fn stop(&self) {
+        let mut pg_ctl = self.tool("pg_ctl");
+        pg_ctl.args(["stop", "-w", "-m", "fast", "-D"]).arg(&self.data).stdout(Stdio::null()).stderr(Stdio::null());
+        let _ = pg_ctl.status();
+    }
+
+    pub fn connstr(&self) -> String {
+        format!("host={} port={} user=postgres dbname=postgres", self.socket_dir.display(), self.port)
+    }
+
+    pub fn client(&self) -> postgres::Client {
+        postgres::Client::connect(&self.connstr(), postgres::NoTls).unwrap_or_else(|e| panic!("connect: {e}\n{}", self.log()))
+    }
+
+    /// The first column of the first row, as text.
+    pub fn query_text(&self, sql: &str) -> String {
+        let rows = self.client().simple_query(sql).unwrap_or_else(|e| panic!("{sql}: {e}"));
+        rows.iter()
+            .find_map(|m| match m {
+                postgres::SimpleQueryMessage::Row(row) => Some(row.get(0).unwrap_or("").to_string()),
+                _ => None,
+            })
+            .unwrap_or_default()
+    }
+
+    pub fn execute(&self, sql: &str) {
+        self.client().batch_execute(sql).unwrap_or_else(|e| panic!("{sql}: {e}"));
+    }
+
+    pub fn system_identifier(&self) -> String {
+        self.query_text("SELECT system_identifier FROM pg_control_system()")
+    }
+
+    /// `(archived_count, failed_count)` from pg_stat_archiver.
+    pub fn archiver_counts(&self) -> (i64, i64) {
+        let row = self.client().query_one("SELECT archived_count, failed_count FROM pg_stat_archiver", &[]).unwrap();
+        (row.get(0), row.get(1))
+    }
+
+    /// Writes some rows and switches to a new WAL segment; returns the name of the segment
+    /// that was completed.
+    pub fn write_and_switch(&self) -> String {
+        self.execute("CREATE TABLE IF NOT EXISTS e2e_data(id serial, payload text); INSERT INTO e2e_data(payload) SELECT md5(g::text) FROM generate_series(1, 20000) g;");
+        self.query_text("SELECT pg_walfile_name(pg_switch_wal())")
+    }
+
+    pub fn pg_wal(&self) -> PathBuf {
+        self.data.join("pg_wal")
+    }
+
+    /// WAL files with a `.ready` (waiting) or `.done` (archived) status file.
+    pub fn wal_with_status(&self, status: &str) -> Vec<String> {
+        let suffix = format!(".{status}");
+        let mut names: Vec<String> = std::fs::read_dir(self.pg_wal().join("archive_status"))
+            .unwrap()
+            .filter_map(|e| e.ok()?.file_name().to_str()?.strip_suffix(&suffix).map(str::to_string))
+            .collect();
+        names.sort();
+        names
+    }
+
+    /// Waits until Postgres has archived `name` (its status file says `.done`).
+    pub fn wait_archived(&self, name: &str) {
+        let done = self.pg_wal().join("archive_status").join(format!("{name}.done"));
+        wait_for(&format!("{name} to be archived"), Duration::from_secs(120), || done.exists());
+    }
+}
+
+impl Drop for PgCluster {
+    fn drop(&mut self) {
+        if self.data.join("postmaster.pid").exists() {
+            let mut pg_ctl = self.tool("pg_ctl");
+            pg_ctl.args(["stop", "-m", "immediate", "-D"]).arg(&self.data).stdout(Stdio::null()).stderr(Stdio::null());
+            let _ = pg_ctl.status();
+        }
+    }
+}

@@ -80,9 +80,10 @@ impl S3Store {
             _ => StoreErrorKind::Other,
         };
         let cause = match (code, status) {
-            (Some(code), Some(status)) => {
-                format!("{code} (HTTP {status}): {}", err.message().unwrap_or("no message"))
-            }
+            (Some(code), Some(status)) => match err.message() {
+                Some(message) => format!("{code} (HTTP {status}): {message}"),
+                None => format!("{code} (HTTP {status})"),
+            },
             (None, Some(status)) => format!("HTTP {status}"),
             _ => error_chain(&err),
         };

@@ -1,0 +1,237 @@
+//! End-to-end tests of WAL archiving: real PostgreSQL 15 with `archive_library = 'pgops'`
+//! and a real S3 server process.
+
+use pgops_core::naming;
+use pgops_e2e::*;
+use std::process::Command;
+use std::time::Duration;
+
+const ARCHIVING: &str = "archive_mode = on\narchive_library = 'pgops'\n";
+
+/// A cluster archiving to `s3://backups/<prefix>` on `s3`, started.
+fn archiving_cluster(dir: &std::path::Path, name: &str, s3: &S3Server, prefix: &str) -> PgCluster {
+    let pg = PgCluster::init(dir, name);
+    pg.configure(ARCHIVING);
+    pg.configure(&s3.pgops_settings(prefix));
+    pg.start();
+    pg
+}
+
+/// The archived object of `name` decompresses to exactly the file Postgres archived.
+fn assert_archived_identical(pg: &PgCluster, repo: &pgops_core::store::Repository, name: &str) {
+    let key = naming::wal_key(name, pgops_core::compression::Compression::Zstd).unwrap();
+    let stored = fetch_decompressed(repo, &key).unwrap_or_else(|| panic!("{key} is not in the repository"));
+    let original = std::fs::read(pg.pg_wal().join(name)).unwrap();
+    assert!(stored == original, "{key} differs from pg_wal/{name}");
+}
+
+#[test]
+fn wal_lands_at_barman_paths_compressed_and_byte_identical() {
+    let dir = scratch_dir();
+    let s3 = S3Server::start(dir.path());
+    let pg = archiving_cluster(dir.path(), "main", &s3, "cnpg-main");
+    let segments: Vec<String> = (0..3).map(|_| pg.write_and_switch()).collect();
+    pg.wait_archived(segments.last().unwrap());
+
+    let repo = s3.repository("cnpg-main");
+    for name in &segments {
+        let key = format!("wals/{}/{name}.zst", &name[..16]);
+        let head = block_on(repo.head(&key)).unwrap().unwrap_or_else(|| panic!("{key} missing"));
+        assert!(head.size < 16 << 20, "{key} is not compressed: {} bytes", head.size);
+        assert_archived_identical(&pg, &repo, name);
+    }
+    // The repository was claimed for this cluster.
+    let metadata = fetch_decompressed(&repo, "pgops.json").unwrap();
+    assert!(String::from_utf8(metadata).unwrap().contains(&pg.system_identifier()));
+
+    let (archived, failed) = pg.archiver_counts();
+    assert!(archived >= 3 && failed == 0, "pg_stat_archiver: {archived} archived, {failed} failed");
+    pg.execute("CREATE EXTENSION pgops");
+    let row = pg
+        .client()
+        .query_one("SELECT last_archived_wal, archived_count, archived_bytes, stored_bytes, last_failed_wal FROM pgops.archive_status()", &[])
+        .unwrap();
+    let (last, count, raw, stored): (String, i64, i64, i64) = (row.get(0), row.get(1), row.get(2), row.get(3));
+    assert_eq!(count, archived);
+    assert_eq!(raw, count * (16 << 20));
+    assert!(stored > 0 && stored < raw, "stored {stored} of {raw}");
+    assert!(last >= *segments.last().unwrap());
+    assert_eq!(row.get::<_, Option<String>>(4), None);
+}
+
+#[test]
+fn barman_cloud_wal_restore_fetches_pgops_segments_byte_identical() {
+    let dir = scratch_dir();
+    let s3 = S3Server::start(dir.path());
+    let pg = archiving_cluster(dir.path(), "main", &s3, "cnpg-main");
+    let name = pg.write_and_switch();
+    pg.wait_archived(&name);
+
+    let dest = dir.path().join("restored-by-barman");
+    let mut restore = Command::new(barman_bin("barman-cloud-wal-restore"));
+    restore.args(["--endpoint-url", &s3.endpoint(), &format!("s3://{BUCKET}"), "cnpg-main", &name]).arg(&dest);
+    s3.barman_env(&mut restore);
+    let out = restore.output().unwrap();
+    assert!(out.status.success(), "barman-cloud-wal-restore: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(std::fs::read(&dest).unwrap() == std::fs::read(pg.pg_wal().join(&name)).unwrap(), "barman restored different bytes");
+
+    // And a segment that was never archived is "not found" (exit 1), not another error.
+    let mut missing = Command::new(barman_bin("barman-cloud-wal-restore"));
+    missing.args(["--endpoint-url", &s3.endpoint(), &format!("s3://{BUCKET}"), "cnpg-main", "0000000100000000000000FF"]);
+    missing.arg(dir.path().join("never"));
+    s3.barman_env(&mut missing);
+    assert_eq!(missing.output().unwrap().status.code(), Some(1));
+}
+
+#[test]
+fn timeline_history_and_partial_files_are_archived_after_promotion() {
+    let dir = scratch_dir();
+    let s3 = S3Server::start(dir.path());
+    let primary = archiving_cluster(dir.path(), "primary", &s3, "ha");
+    primary.execute("ALTER SYSTEM SET wal_level = 'replica'");
+    let first = primary.write_and_switch();
+    primary.wait_archived(&first);
+
+    let standby = PgCluster::at(dir.path(), "standby");
+    let mut basebackup = standby.tool("pg_basebackup");
+    basebackup.args(["-R", "-X", "stream", "--no-sync", "-d", &primary.connstr(), "-D"]).arg(&standby.data);
+    let out = basebackup.output().unwrap();
+    assert!(out.status.success(), "pg_basebackup: {}", String::from_utf8_lossy(&out.stderr));
+    standby.take_over_config();
+    standby.start();
+    primary.execute("INSERT INTO e2e_data(payload) VALUES ('before failover')");
+    wait_for("the standby to replay", Duration::from_secs(60), || {
+        standby.query_text("SELECT count(*) FROM e2e_data WHERE payload = 'before failover'") == "1"
+    });
+    primary.stop();
+
+    let mut promote = standby.tool("pg_ctl");
+    promote.args(["promote", "-w", "-D"]).arg(&standby.data);
+    assert!(promote.status().unwrap().success());
+    let on_new_timeline = standby.write_and_switch();
+    assert!(on_new_timeline.starts_with("00000002"), "{on_new_timeline}");
+    standby.wait_archived(&on_new_timeline);
+    standby.wait_archived("00000002.history");
+
+    let repo = s3.repository("ha");
+    let history = fetch_decompressed(&repo, "wals/00000002.history.zst").expect("history file at wals/<TLI>.history.zst");
+    assert_eq!(history, std::fs::read(standby.pg_wal().join("00000002.history")).unwrap());
+    assert_archived_identical(&standby, &repo, &on_new_timeline);
+    let partial = standby.wal_with_status("done").into_iter().find(|n| n.ends_with(".partial")).expect("a .partial was archived");
+    assert!(block_on(repo.head(&format!("wals/{}/{partial}.zst", &partial[..16]))).unwrap().is_some());
+}
+
+/// Makes Postgres archive `name` again, as after a crash between upload and `.done`.
+fn mark_ready_again(pg: &PgCluster, name: &str) {
+    let status = pg.pg_wal().join("archive_status");
+    std::fs::rename(status.join(format!("{name}.done")), status.join(format!("{name}.ready"))).unwrap();
+    // A WAL switch wakes the archiver, which then rescans archive_status.
+    pg.write_and_switch();
+}
+
+#[test]
+fn identical_rearchive_succeeds_and_a_tampered_object_is_never_overwritten() {
+    let dir = scratch_dir();
+    let s3 = S3Server::start(dir.path());
+    let pg = archiving_cluster(dir.path(), "main", &s3, "main");
+    let name = pg.write_and_switch();
+    pg.wait_archived(&name);
+    let repo = s3.repository("main");
+    let key = naming::wal_key(&name, pgops_core::compression::Compression::Zstd).unwrap();
+
+    let (_, failed_before) = pg.archiver_counts();
+    mark_ready_again(&pg, &name);
+    pg.wait_archived(&name);
+    assert_eq!(pg.archiver_counts().1, failed_before, "an identical re-archive must not fail");
+    assert!(pg.log().contains(&format!("\"{name}\" was already archived with identical content")), "{}", pg.log());
+
+    // Replace the object with valid zstd of other content.
+    let tampered = pgops_core::compression::Compression::Zstd.compress(b"not the segment", 3).unwrap();
+    block_on(repo.put(&key, tampered.clone().into())).unwrap();
+    mark_ready_again(&pg, &name);
+    wait_for("archiving of the tampered name to fail", Duration::from_secs(120), || pg.archiver_counts().1 > failed_before);
+    assert!(pg.wal_with_status("ready").contains(&name), "the segment must stay .ready");
+    assert_eq!(block_on(repo.get(&key)).unwrap().unwrap().as_ref(), tampered.as_slice(), "the object was overwritten");
+    let log = pg.log();
+    assert!(log.contains(&format!("WARNING:  pgops: could not archive \"{name}\"")) && log.contains("different content"), "{log}");
+    pg.execute("CREATE EXTENSION pgops");
+    let failure = pg.query_text("SELECT last_failed_wal || ': ' || last_failure FROM pgops.archive_status()");
+    assert!(failure.starts_with(&name) && failure.contains("not overwritten"), "{failure}");
+}
+
+#[test]
+fn a_second_cluster_is_refused_naming_both_system_identifiers() {
+    let dir = scratch_dir();
+    let s3 = S3Server::start(dir.path());
+    let owner = archiving_cluster(dir.path(), "owner", &s3, "shared");
+    let first = owner.write_and_switch();
+    owner.wait_archived(&first);
+    let stranger = archiving_cluster(dir.path(), "stranger", &s3, "shared");
+    stranger.write_and_switch();
+    wait_for("the stranger's archiving to fail", Duration::from_secs(60), || stranger.archiver_counts().1 > 0);
+    std::thread::sleep(Duration::from_secs(2));
+    let (archived, _) = stranger.archiver_counts();
+    assert_eq!(archived, 0, "nothing of the stranger's may be archived");
+    let log = stranger.log();
+    assert!(log.contains("belongs to another cluster"), "{log}");
+    assert!(log.contains(&owner.system_identifier()) && log.contains(&stranger.system_identifier()), "{log}");
+    // The owner's segment is untouched.
+    assert_archived_identical(&owner, &s3.repository("shared"), &first);
+}
+
+#[test]
+fn s3_outage_loses_nothing_and_archiving_resumes_by_itself() {
+    let dir = scratch_dir();
+    let mut s3 = S3Server::start(dir.path());
+    let pg = archiving_cluster(dir.path(), "main", &s3, "main");
+    let before = pg.write_and_switch();
+    pg.wait_archived(&before);
+
+    s3.stop();
+    let during: Vec<String> = (0..3).map(|_| pg.write_and_switch()).collect();
+    wait_for("archiving to fail while S3 is down", Duration::from_secs(60), || pg.archiver_counts().1 > 0);
+    let waiting = pg.wal_with_status("ready");
+    for name in &during {
+        assert!(waiting.contains(name) || pg.wal_with_status("done").contains(name), "{name} lost its status");
+    }
+    assert!(waiting.contains(&during[0]), "nothing can be archived while S3 is down");
+    assert!(pg.log().contains("Connection refused"), "the cause is logged: {}", pg.log());
+
+    s3.resume();
+    // No new WAL, no signal: Postgres' own retry (at most a minute later) must drain it.
+    for name in &during {
+        pg.wait_archived(name);
+    }
+    let repo = s3.repository("main");
+    for name in &during {
+        assert_archived_identical(&pg, &repo, name);
+    }
+    assert!(pg.wal_with_status("ready").is_empty());
+}
+
+#[test]
+fn file_repositories_work_the_same_way() {
+    let dir = scratch_dir();
+    let repo_dir = dir.path().join("repo");
+    std::fs::create_dir(&repo_dir).unwrap();
+    std::fs::set_permissions(&repo_dir, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+    let pg = PgCluster::init(dir.path(), "main");
+    pg.configure(ARCHIVING);
+    pg.configure(&format!("pgops.repository = 'file://{}'", repo_dir.display()));
+    pg.start();
+    let names: Vec<String> = (0..2).map(|_| pg.write_and_switch()).collect();
+    pg.wait_archived(&names[1]);
+    for name in &names {
+        let path = repo_dir.join(naming::wal_key(name, pgops_core::compression::Compression::Zstd).unwrap());
+        let stored = pgops_core::compression::Compression::Zstd.decompress(&std::fs::read(&path).unwrap()).unwrap();
+        assert!(stored == std::fs::read(pg.pg_wal().join(name)).unwrap(), "{} differs", path.display());
+    }
+    assert!(repo_dir.join("pgops.json").exists());
+    mark_ready_again(&pg, &names[0]);
+    pg.wait_archived(&names[0]);
+    assert_eq!(pg.archiver_counts().1, 0);
+
+    pg.execute("CREATE EXTENSION pgops");
+    let failing: i64 = pg.client().query_one("SELECT count(*) FROM pgops.check() WHERE NOT ok", &[]).unwrap().get(0);
+    assert_eq!(failing, 0);
+}
