@@ -9,7 +9,11 @@ use std::ffi::CStr;
 
 fn config_option(name: &CStr) -> String {
     let value = unsafe { pg_sys::GetConfigOption(name.as_ptr(), true, false) };
-    if value.is_null() { String::new() } else { unsafe { CStr::from_ptr(value) }.to_string_lossy().into_owned() }
+    if value.is_null() {
+        String::new()
+    } else {
+        unsafe { CStr::from_ptr(value) }.to_string_lossy().into_owned()
+    }
 }
 
 /// Whether the server hands WAL to pgops at all.
@@ -29,11 +33,16 @@ fn run_checks() -> Vec<CheckResult> {
     let settings = match guc::archive_settings() {
         Ok(settings) => settings,
         Err(invalid) => {
-            results.push(CheckResult { check: "settings", ok: false, detail: format!("{}. {}", invalid.message, invalid.hint) });
+            results.push(CheckResult {
+                check: "settings",
+                ok: false,
+                detail: format!("{}. {}", invalid.message, invalid.hint),
+            });
             return results;
         }
     };
-    let credentials = if settings.s3.credentials.is_some() { "static credentials" } else { "AWS default credential chain" };
+    let credentials =
+        if settings.s3.credentials.is_some() { "static credentials" } else { "AWS default credential chain" };
     let endpoint = settings.s3.endpoint.as_deref().unwrap_or("AWS S3");
     results.push(CheckResult {
         check: "settings",
@@ -48,7 +57,8 @@ fn run_checks() -> Vec<CheckResult> {
         ),
     });
     let cluster = archive_module::cluster_identity();
-    let probe = format!("{}-{}-{}", cluster.system_identifier, std::process::id(), unsafe { pg_sys::GetCurrentTimestamp() });
+    let probe =
+        format!("{}-{}-{}", cluster.system_identifier, std::process::id(), unsafe { pg_sys::GetCurrentTimestamp() });
     match runtime::runtime() {
         Ok(rt) => results.extend(rt.block_on(async {
             let repo = Repository::open(&settings.repository, &settings.s3).await;

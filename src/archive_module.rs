@@ -44,7 +44,12 @@ fn check_configured() -> bool {
 }
 
 /// Runs on the archiver's main thread; Postgres is not called from here.
-fn upload(settings: ArchiveSettings, cluster: ClusterIdentity, file: &str, path: &Path) -> (Result<Archived, ArchiveError>, usize) {
+fn upload(
+    settings: ArchiveSettings,
+    cluster: ClusterIdentity,
+    file: &str,
+    path: &Path,
+) -> (Result<Archived, ArchiveError>, usize) {
     let runtime = match runtime::runtime() {
         Ok(runtime) => runtime,
         Err(e) => return (Err(ArchiveError::Task(e)), 0),
@@ -59,9 +64,13 @@ fn upload(settings: ArchiveSettings, cluster: ClusterIdentity, file: &str, path:
 }
 
 fn warn(file: &str, message: &str, hint: &str) {
-    ErrorReport::new(PgSqlErrorCode::ERRCODE_IO_ERROR, format!("pgops: could not archive \"{file}\": {message}"), "archive_file")
-        .set_hint(hint)
-        .report(PgLogLevel::WARNING);
+    ErrorReport::new(
+        PgSqlErrorCode::ERRCODE_IO_ERROR,
+        format!("pgops: could not archive \"{file}\": {message}"),
+        "archive_file",
+    )
+    .set_hint(hint)
+    .report(PgLogLevel::WARNING);
 }
 
 fn archive_file(file: &CStr, path: &CStr) -> bool {
@@ -79,9 +88,17 @@ fn archive_file(file: &CStr, path: &CStr) -> bool {
     match outcome {
         Ok((Ok(archived), in_flight)) => {
             if archived.already_present {
-                log!("pgops: \"{file}\" was already archived with identical content at {}; not uploaded again", archived.location);
+                log!(
+                    "pgops: \"{file}\" was already archived with identical content at {}; not uploaded again",
+                    archived.location
+                );
             } else {
-                debug1!("pgops: archived \"{file}\" to {} ({} -> {} bytes)", archived.location, archived.raw_bytes, archived.stored_bytes);
+                debug1!(
+                    "pgops: archived \"{file}\" to {} ({} -> {} bytes)",
+                    archived.location,
+                    archived.raw_bytes,
+                    archived.stored_bytes
+                );
             }
             archive_stats::record_success(&file, archived.raw_bytes, archived.stored_bytes, in_flight);
             true
@@ -160,7 +177,8 @@ mod entry {
     pub struct ArchiveModuleCallbacks {
         startup_cb: Option<unsafe extern "C-unwind" fn(*mut ArchiveModuleState)>,
         check_configured_cb: Option<unsafe extern "C-unwind" fn(*mut ArchiveModuleState) -> bool>,
-        archive_file_cb: Option<unsafe extern "C-unwind" fn(*mut ArchiveModuleState, *const c_char, *const c_char) -> bool>,
+        archive_file_cb:
+            Option<unsafe extern "C-unwind" fn(*mut ArchiveModuleState, *const c_char, *const c_char) -> bool>,
         shutdown_cb: Option<unsafe extern "C-unwind" fn(*mut ArchiveModuleState)>,
     }
 
@@ -182,7 +200,11 @@ mod entry {
     }
 
     #[pg_guard]
-    unsafe extern "C-unwind" fn archive_file(_state: *mut ArchiveModuleState, file: *const c_char, path: *const c_char) -> bool {
+    unsafe extern "C-unwind" fn archive_file(
+        _state: *mut ArchiveModuleState,
+        file: *const c_char,
+        path: *const c_char,
+    ) -> bool {
         unsafe { super::archive_file(CStr::from_ptr(file), CStr::from_ptr(path)) }
     }
 

@@ -203,7 +203,11 @@ unsafe fn new_string<'a>(newval: *mut *mut c_char) -> &'a str {
 }
 
 #[pgrx::pg_guard]
-unsafe extern "C-unwind" fn check_repository(newval: *mut *mut c_char, _extra: *mut *mut c_void, _source: pg_sys::GucSource::Type) -> bool {
+unsafe extern "C-unwind" fn check_repository(
+    newval: *mut *mut c_char,
+    _extra: *mut *mut c_void,
+    _source: pg_sys::GucSource::Type,
+) -> bool {
     match unsafe { new_string(newval) } {
         "" => true,
         value => value.parse::<RepositoryUrl>().map(|_| true).unwrap_or_else(reject),
@@ -211,7 +215,11 @@ unsafe extern "C-unwind" fn check_repository(newval: *mut *mut c_char, _extra: *
 }
 
 #[pgrx::pg_guard]
-unsafe extern "C-unwind" fn check_endpoint(newval: *mut *mut c_char, _extra: *mut *mut c_void, _source: pg_sys::GucSource::Type) -> bool {
+unsafe extern "C-unwind" fn check_endpoint(
+    newval: *mut *mut c_char,
+    _extra: *mut *mut c_void,
+    _source: pg_sys::GucSource::Type,
+) -> bool {
     match unsafe { new_string(newval) } {
         "" => true,
         value => pgops_core::setting::validate_endpoint(value).map(|_| true).unwrap_or_else(reject),
@@ -219,7 +227,11 @@ unsafe extern "C-unwind" fn check_endpoint(newval: *mut *mut c_char, _extra: *mu
 }
 
 #[pgrx::pg_guard]
-unsafe extern "C-unwind" fn check_region(newval: *mut *mut c_char, _extra: *mut *mut c_void, _source: pg_sys::GucSource::Type) -> bool {
+unsafe extern "C-unwind" fn check_region(
+    newval: *mut *mut c_char,
+    _extra: *mut *mut c_void,
+    _source: pg_sys::GucSource::Type,
+) -> bool {
     let value = unsafe { new_string(newval) };
     if !value.is_empty() && value.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
         return true;
@@ -231,7 +243,11 @@ unsafe extern "C-unwind" fn check_region(newval: *mut *mut c_char, _extra: *mut 
 }
 
 #[pgrx::pg_guard]
-unsafe extern "C-unwind" fn check_compression_level(newval: *mut i32, _extra: *mut *mut c_void, _source: pg_sys::GucSource::Type) -> bool {
+unsafe extern "C-unwind" fn check_compression_level(
+    newval: *mut i32,
+    _extra: *mut *mut c_void,
+    _source: pg_sys::GucSource::Type,
+) -> bool {
     // Checked against the compression in force now; when both change in one reload the
     // archiver checks the pair again before it uses them.
     let compression = Compression::from(WAL_COMPRESSION.get());

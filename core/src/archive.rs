@@ -40,14 +40,23 @@ pub struct Archived {
 #[derive(Debug)]
 pub enum ArchiveError {
     NotAWalFile(NotAWalFile),
-    Read { path: PathBuf, cause: std::io::Error },
+    Read {
+        path: PathBuf,
+        cause: std::io::Error,
+    },
     Compress(std::io::Error),
     Store(StoreError),
     Ownership(OwnershipError),
     /// The repository holds another content under this name; it is left untouched.
-    Conflict { location: String, detail: String },
+    Conflict {
+        location: String,
+        detail: String,
+    },
     /// What the store holds after the upload is not what was sent.
-    Verification { location: String, detail: String },
+    Verification {
+        location: String,
+        detail: String,
+    },
     /// An upload task panicked or was cancelled.
     Task(String),
 }
@@ -208,19 +217,32 @@ pub async fn find_wal(repo: &Repository, name: &str) -> Result<Option<ObjectMeta
     }))
 }
 
-async fn upload(repo: &Repository, name: &str, path: &Path, compression: Compression, level: i32) -> Result<Archived, ArchiveError> {
+/// A WAL file read and compressed, ready to upload.
+struct Prepared {
+    raw: Vec<u8>,
+    packed: Vec<u8>,
+    md5: [u8; 16],
+}
+
+async fn upload(
+    repo: &Repository,
+    name: &str,
+    path: &Path,
+    compression: Compression,
+    level: i32,
+) -> Result<Archived, ArchiveError> {
     let key = naming::wal_key(name, compression)?;
     let location = repo.location(&key);
     let read_path = path.to_path_buf();
     // Reading and compressing (CPU) overlap the look-up for an existing object (network).
-    let prepare = tokio::task::spawn_blocking(move || -> Result<(Vec<u8>, Vec<u8>, [u8; 16]), ArchiveError> {
+    let prepare = tokio::task::spawn_blocking(move || -> Result<Prepared, ArchiveError> {
         let raw = std::fs::read(&read_path).map_err(|cause| ArchiveError::Read { path: read_path, cause })?;
         let packed = compression.compress(&raw, level).map_err(ArchiveError::Compress)?;
         let md5 = md5_of(&packed);
-        Ok((raw, packed, md5))
+        Ok(Prepared { raw, packed, md5 })
     });
     let (existing, prepared) = tokio::join!(find_wal(repo, name), prepare);
-    let (raw, packed, md5) = prepared.map_err(|e| ArchiveError::Task(e.to_string()))??;
+    let Prepared { raw, packed, md5 } = prepared.map_err(|e| ArchiveError::Task(e.to_string()))??;
     if let Some(existing) = existing? {
         return same_content(repo, name, &existing, &raw).await;
     }
@@ -237,19 +259,29 @@ async fn upload(repo: &Repository, name: &str, path: &Path, compression: Compres
         });
     }
     if stored.md5.is_some_and(|stored_md5| stored_md5 != md5) {
-        return Err(ArchiveError::Verification { location, detail: "stored MD5 differs from the uploaded content's".into() });
+        return Err(ArchiveError::Verification {
+            location,
+            detail: "stored MD5 differs from the uploaded content's".into(),
+        });
     }
     Ok(Archived { name: name.to_string(), location, raw_bytes: raw.len() as u64, stored_bytes, already_present: false })
 }
 
 /// Success when `existing` holds exactly `raw` (a repeated archive of the same file);
 /// otherwise a conflict, and the object stays as it is.
-async fn same_content(repo: &Repository, name: &str, existing: &ObjectMeta, raw: &[u8]) -> Result<Archived, ArchiveError> {
+async fn same_content(
+    repo: &Repository,
+    name: &str,
+    existing: &ObjectMeta,
+    raw: &[u8],
+) -> Result<Archived, ArchiveError> {
     let location = repo.store.location(&existing.key);
     let conflict = |detail: String| ArchiveError::Conflict { location: location.clone(), detail };
-    let body = repo.store.get(&existing.key).await?.ok_or_else(|| conflict("it vanished while being compared".into()))?;
+    let body =
+        repo.store.get(&existing.key).await?.ok_or_else(|| conflict("it vanished while being compared".into()))?;
     let (_, codec) = Compression::split_file_name(&existing.key);
-    let content = codec.decompress(&body).map_err(|e| conflict(format!("it does not decompress as {}: {e}", codec.name())))?;
+    let content =
+        codec.decompress(&body).map_err(|e| conflict(format!("it does not decompress as {}: {e}", codec.name())))?;
     if content != raw {
         return Err(conflict(format!("{} bytes stored, {} bytes in the local file", content.len(), raw.len())));
     }
@@ -265,10 +297,9 @@ async fn same_content(repo: &Repository, name: &str, existing: &ObjectMeta, raw:
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::LocalStore;
-    use std::sync::Arc;
 
-    const CLUSTER: ClusterIdentity = ClusterIdentity { system_identifier: 1, pg_version_num: 150000, wal_segment_size: 1 << 16 };
+    const CLUSTER: ClusterIdentity =
+        ClusterIdentity { system_identifier: 1, pg_version_num: 150000, wal_segment_size: 1 << 16 };
 
     struct Fixture {
         _dirs: (tempfile::TempDir, tempfile::TempDir),
@@ -402,9 +433,18 @@ mod tests {
     #[test]
     fn ready_files_come_in_archive_order() {
         let dir = tempfile::tempdir().unwrap();
-        for f in ["000000020000000000000003.ready", "00000002.history.ready", "000000010000000000000002.ready", "x.tmp", "000000010000000000000001.done"] {
+        for f in [
+            "000000020000000000000003.ready",
+            "00000002.history.ready",
+            "000000010000000000000002.ready",
+            "x.tmp",
+            "000000010000000000000001.done",
+        ] {
             std::fs::write(dir.path().join(f), b"").unwrap();
         }
-        assert_eq!(ready_files(dir.path()).unwrap(), ["00000002.history", "000000010000000000000002", "000000020000000000000003"]);
+        assert_eq!(
+            ready_files(dir.path()).unwrap(),
+            ["00000002.history", "000000010000000000000002", "000000020000000000000003"]
+        );
     }
 }

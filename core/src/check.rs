@@ -39,16 +39,22 @@ pub async fn check_repository(repo: &Repository, cluster: &ClusterIdentity, prob
     }
     .await;
     results.push(match written {
-        Ok(Some(read_back)) if read_back == payload => result("writable", true, format!("wrote, read back and deleted {}", repo.location(&probe))),
+        Ok(Some(read_back)) if read_back == payload => {
+            result("writable", true, format!("wrote, read back and deleted {}", repo.location(&probe)))
+        }
         Ok(_) => result("writable", false, format!("{} did not read back what was written", repo.location(&probe))),
         Err(e) => result("writable", false, format!("{e}. {}", e.hint())),
     });
 
     results.push(match ownership::inspect(repo, cluster).await {
-        Ok(Ownership::Owned | Ownership::Claimed) => {
-            result("ownership", true, format!("owned by this cluster (system identifier {})", cluster.system_identifier))
+        Ok(Ownership::Owned | Ownership::Claimed) => result(
+            "ownership",
+            true,
+            format!("owned by this cluster (system identifier {})", cluster.system_identifier),
+        ),
+        Ok(Ownership::Unclaimed) => {
+            result("ownership", true, "unclaimed: the first archived WAL file claims it for this cluster")
         }
-        Ok(Ownership::Unclaimed) => result("ownership", true, "unclaimed: the first archived WAL file claims it for this cluster"),
         Err(e) => result("ownership", false, e.to_string()),
     });
     results
@@ -61,7 +67,8 @@ mod tests {
     use crate::store::LocalStore;
     use std::sync::Arc;
 
-    const CLUSTER: ClusterIdentity = ClusterIdentity { system_identifier: 5, pg_version_num: 150000, wal_segment_size: 1 << 24 };
+    const CLUSTER: ClusterIdentity =
+        ClusterIdentity { system_identifier: 5, pg_version_num: 150000, wal_segment_size: 1 << 24 };
 
     #[tokio::test]
     async fn healthy_local_repository() {

@@ -41,7 +41,10 @@ impl Compression {
     pub fn from_name(name: &str) -> Result<Self, InvalidSetting> {
         Self::ALL.into_iter().find(|c| c.name() == name).ok_or_else(|| {
             let names: Vec<_> = Self::ALL.iter().map(|c| c.name()).collect();
-            InvalidSetting::new(format!("unknown compression \"{name}\""), format!("Available values: {}.", names.join(", ")))
+            InvalidSetting::new(
+                format!("unknown compression \"{name}\""),
+                format!("Available values: {}.", names.join(", ")),
+            )
         })
     }
 
@@ -100,8 +103,8 @@ impl Compression {
             Compression::Gzip => {
                 CompressWriter::Gzip(flate2::write::GzEncoder::new(inner, flate2::Compression::new(level as u32)))
             }
-            Compression::Lz4 => CompressWriter::Lz4(lz4_flex::frame::FrameEncoder::new(inner)),
-            Compression::Snappy => CompressWriter::Snappy(snap::write::FrameEncoder::new(inner)),
+            Compression::Lz4 => CompressWriter::Lz4(Box::new(lz4_flex::frame::FrameEncoder::new(inner))),
+            Compression::Snappy => CompressWriter::Snappy(Box::new(snap::write::FrameEncoder::new(inner))),
         })
     }
 
@@ -122,8 +125,9 @@ pub enum CompressWriter<W: Write> {
     None(W),
     Zstd(zstd::Encoder<'static, W>),
     Gzip(flate2::write::GzEncoder<W>),
-    Lz4(lz4_flex::frame::FrameEncoder<W>),
-    Snappy(snap::write::FrameEncoder<W>),
+    // Boxed: their buffers are inline and much larger than the other encoders.
+    Lz4(Box<lz4_flex::frame::FrameEncoder<W>>),
+    Snappy(Box<snap::write::FrameEncoder<W>>),
 }
 
 impl<W: Write> CompressWriter<W> {
@@ -197,9 +201,15 @@ mod tests {
     #[test]
     fn names_and_suffixes_match_barman() {
         assert_eq!(Compression::from_name("zstd").unwrap().extension(), ".zst");
-        assert_eq!(Compression::split_file_name("000000010000000000000001.zst"), ("000000010000000000000001", Compression::Zstd));
+        assert_eq!(
+            Compression::split_file_name("000000010000000000000001.zst"),
+            ("000000010000000000000001", Compression::Zstd)
+        );
         assert_eq!(Compression::split_file_name("00000002.history.gz"), ("00000002.history", Compression::Gzip));
-        assert_eq!(Compression::split_file_name("000000010000000000000001"), ("000000010000000000000001", Compression::None));
+        assert_eq!(
+            Compression::split_file_name("000000010000000000000001"),
+            ("000000010000000000000001", Compression::None)
+        );
         let err = Compression::from_name("brotli").unwrap_err();
         assert!(err.hint.contains("zstd, gzip, lz4, snappy, none"), "{}", err.hint);
     }

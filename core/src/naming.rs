@@ -89,7 +89,9 @@ mod tests {
         assert_eq!(classify("0000000100000000000000A1.partial").unwrap(), WalFileKind::Partial);
         assert_eq!(classify("000000010000000000000002.00000028.backup").unwrap(), WalFileKind::BackupHistory);
         assert_eq!(classify("00000002.history").unwrap(), WalFileKind::TimelineHistory);
-        for bad in ["", "00000001", "0000000100000000000000G1", "000000010000000000000001.tmp", "x.history", "0000002.history"] {
+        for bad in
+            ["", "00000001", "0000000100000000000000G1", "000000010000000000000001.tmp", "x.history", "0000002.history"]
+        {
             assert!(classify(bad).is_err(), "{bad}");
         }
     }

@@ -41,9 +41,16 @@ pub enum Ownership {
 pub enum OwnershipError {
     Store(StoreError),
     /// The repository belongs to another cluster.
-    Foreign { location: String, repository_system_identifier: String, cluster_system_identifier: u64 },
+    Foreign {
+        location: String,
+        repository_system_identifier: String,
+        cluster_system_identifier: u64,
+    },
     /// `pgops.json` exists but cannot be read as pgops metadata.
-    Unreadable { location: String, cause: String },
+    Unreadable {
+        location: String,
+        cause: String,
+    },
 }
 
 impl fmt::Display for OwnershipError {
@@ -74,7 +81,11 @@ async fn read(repo: &Repository) -> Result<Option<RepositoryMetadata>, Ownership
         .map_err(|e| OwnershipError::Unreadable { location: repo.location(METADATA_OBJECT), cause: e.to_string() })
 }
 
-fn compare(repo: &Repository, found: &RepositoryMetadata, cluster: &ClusterIdentity) -> Result<Ownership, OwnershipError> {
+fn compare(
+    repo: &Repository,
+    found: &RepositoryMetadata,
+    cluster: &ClusterIdentity,
+) -> Result<Ownership, OwnershipError> {
     if found.system_identifier == cluster.system_identifier.to_string() {
         Ok(Ownership::Owned)
     } else {
@@ -128,8 +139,11 @@ mod tests {
         Repository::new(Arc::new(LocalStore::new(dir)), "", url)
     }
 
-    const CLUSTER: ClusterIdentity =
-        ClusterIdentity { system_identifier: 7_300_000_000_000_000_001, pg_version_num: 150018, wal_segment_size: 16 << 20 };
+    const CLUSTER: ClusterIdentity = ClusterIdentity {
+        system_identifier: 7_300_000_000_000_000_001,
+        pg_version_num: 150018,
+        wal_segment_size: 16 << 20,
+    };
 
     #[tokio::test]
     async fn first_use_claims_then_owner_passes_and_stranger_is_refused() {

@@ -20,7 +20,10 @@ pub const BUCKET: &str = "backups";
 
 fn pg_bindir() -> PathBuf {
     let pg_config = std::env::var("PGOPS_PG_CONFIG").unwrap_or_else(|_| "/usr/lib/postgresql/15/bin/pg_config".into());
-    let out = Command::new(&pg_config).arg("--bindir").output().unwrap_or_else(|e| panic!("{pg_config}: {e}; run .ci/install"));
+    let out = Command::new(&pg_config)
+        .arg("--bindir")
+        .output()
+        .unwrap_or_else(|e| panic!("{pg_config}: {e}; run .ci/install"));
     PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
 }
 
@@ -48,7 +51,12 @@ fn as_postgres(program: &Path) -> Command {
 
 fn run(mut cmd: Command) -> Output {
     let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
-    assert!(out.status.success(), "{cmd:?} failed:\n{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     out
 }
 
@@ -141,7 +149,9 @@ impl S3Server {
 
     /// Environment for the Barman Cloud tools (boto3) to reach this server.
     pub fn barman_env(&self, cmd: &mut Command) {
-        cmd.env("AWS_ACCESS_KEY_ID", ACCESS_KEY).env("AWS_SECRET_ACCESS_KEY", SECRET_KEY).env("AWS_DEFAULT_REGION", "us-east-1");
+        cmd.env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
+            .env("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
+            .env("AWS_DEFAULT_REGION", "us-east-1");
     }
 }
 
@@ -243,7 +253,8 @@ impl PgCluster {
     }
 
     pub fn client(&self) -> postgres::Client {
-        postgres::Client::connect(&self.connstr(), postgres::NoTls).unwrap_or_else(|e| panic!("connect: {e}\n{}", self.log()))
+        postgres::Client::connect(&self.connstr(), postgres::NoTls)
+            .unwrap_or_else(|e| panic!("connect: {e}\n{}", self.log()))
     }
 
     /// The first column of the first row, as text.

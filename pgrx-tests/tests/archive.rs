@@ -73,11 +73,20 @@ fn barman_cloud_wal_restore_fetches_pgops_segments_byte_identical() {
     s3.barman_env(&mut restore);
     let out = restore.output().unwrap();
     assert!(out.status.success(), "barman-cloud-wal-restore: {}", String::from_utf8_lossy(&out.stderr));
-    assert!(std::fs::read(&dest).unwrap() == std::fs::read(pg.pg_wal().join(&name)).unwrap(), "barman restored different bytes");
+    assert!(
+        std::fs::read(&dest).unwrap() == std::fs::read(pg.pg_wal().join(&name)).unwrap(),
+        "barman restored different bytes"
+    );
 
     // And a segment that was never archived is "not found" (exit 1), not another error.
     let mut missing = Command::new(barman_bin("barman-cloud-wal-restore"));
-    missing.args(["--endpoint-url", &s3.endpoint(), &format!("s3://{BUCKET}"), "cnpg-main", "0000000100000000000000FF"]);
+    missing.args([
+        "--endpoint-url",
+        &s3.endpoint(),
+        &format!("s3://{BUCKET}"),
+        "cnpg-main",
+        "0000000100000000000000FF",
+    ]);
     missing.arg(dir.path().join("never"));
     s3.barman_env(&mut missing);
     assert_eq!(missing.output().unwrap().status.code(), Some(1));
@@ -114,10 +123,12 @@ fn timeline_history_and_partial_files_are_archived_after_promotion() {
     standby.wait_archived("00000002.history");
 
     let repo = s3.repository("ha");
-    let history = fetch_decompressed(&repo, "wals/00000002.history.zst").expect("history file at wals/<TLI>.history.zst");
+    let history =
+        fetch_decompressed(&repo, "wals/00000002.history.zst").expect("history file at wals/<TLI>.history.zst");
     assert_eq!(history, std::fs::read(standby.pg_wal().join("00000002.history")).unwrap());
     assert_archived_identical(&standby, &repo, &on_new_timeline);
-    let partial = standby.wal_with_status("done").into_iter().find(|n| n.ends_with(".partial")).expect("a .partial was archived");
+    let partial =
+        standby.wal_with_status("done").into_iter().find(|n| n.ends_with(".partial")).expect("a .partial was archived");
     assert!(block_on(repo.head(&format!("wals/{}/{partial}.zst", &partial[..16]))).unwrap().is_some());
 }
 
@@ -149,11 +160,16 @@ fn identical_rearchive_succeeds_and_a_tampered_object_is_never_overwritten() {
     let tampered = pgops_core::compression::Compression::Zstd.compress(b"not the segment", 3).unwrap();
     block_on(repo.put(&key, tampered.clone().into())).unwrap();
     mark_ready_again(&pg, &name);
-    wait_for("archiving of the tampered name to fail", Duration::from_secs(120), || pg.archiver_counts().1 > failed_before);
+    wait_for("archiving of the tampered name to fail", Duration::from_secs(120), || {
+        pg.archiver_counts().1 > failed_before
+    });
     assert!(pg.wal_with_status("ready").contains(&name), "the segment must stay .ready");
     assert_eq!(block_on(repo.get(&key)).unwrap().unwrap().as_ref(), tampered.as_slice(), "the object was overwritten");
     let log = pg.log();
-    assert!(log.contains(&format!("WARNING:  pgops: could not archive \"{name}\"")) && log.contains("different content"), "{log}");
+    assert!(
+        log.contains(&format!("WARNING:  pgops: could not archive \"{name}\"")) && log.contains("different content"),
+        "{log}"
+    );
     pg.execute("CREATE EXTENSION pgops");
     let failure = pg.query_text("SELECT last_failed_wal || ': ' || last_failure FROM pgops.archive_status()");
     assert!(failure.starts_with(&name) && failure.contains("not overwritten"), "{failure}");

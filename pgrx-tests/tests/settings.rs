@@ -20,9 +20,17 @@ fn bad_values_are_rejected_when_set_with_a_hint() {
         ("SET pgops.repository = 's3://Bad_Bucket/x'", "bucket names", "s3://"),
         ("SET pgops.s3_endpoint = 'localhost:9000'", "scheme must be http or https", "http://"),
         ("SET pgops.s3_endpoint = 'http://h:9000/bucket'", "must not have a path", "pgops.repository"),
-        ("SET pgops.wal_compression = 'brotli'", "invalid value for parameter \"pgops.wal_compression\"", "zstd, gzip, lz4, snappy, none"),
+        (
+            "SET pgops.wal_compression = 'brotli'",
+            "invalid value for parameter \"pgops.wal_compression\"",
+            "zstd, gzip, lz4, snappy, none",
+        ),
         ("SET pgops.wal_compression = 'gzip'; SET pgops.compression_level = 12", "out of range for gzip", "1 to 9"),
-        ("SET pgops.wal_compression = 'lz4'; SET pgops.compression_level = 3", "does not apply to lz4", "Set pgops.compression_level to 0"),
+        (
+            "SET pgops.wal_compression = 'lz4'; SET pgops.compression_level = 3",
+            "does not apply to lz4",
+            "Set pgops.compression_level to 0",
+        ),
         ("SET pgops.s3_region = ''", "invalid S3 region", "us-east-1"),
     ];
     for (sql, message, hint) in cases {
@@ -43,16 +51,32 @@ fn credentials_are_superuser_only_and_hidden() {
     pg.configure("pgops.s3_access_key_id = 'AKIDSECRETVALUE'\npgops.s3_secret_access_key = 'VERYSECRETVALUE'");
     pg.start();
     let all = pg.client().simple_query("SHOW ALL").unwrap();
-    let shown = format!("{:?}", all.iter().filter_map(|m| match m { postgres::SimpleQueryMessage::Row(r) => r.get(1).map(str::to_string), _ => None }).collect::<Vec<_>>());
+    let shown = format!(
+        "{:?}",
+        all.iter()
+            .filter_map(|m| match m {
+                postgres::SimpleQueryMessage::Row(r) => r.get(1).map(str::to_string),
+                _ => None,
+            })
+            .collect::<Vec<_>>()
+    );
     assert!(!shown.contains("SECRETVALUE"), "SHOW ALL shows a credential");
     pg.execute("CREATE ROLE app LOGIN; CREATE EXTENSION pgops");
-    let mut app = postgres::Client::connect(&pg.connstr().replace("user=postgres", "user=app"), postgres::NoTls).unwrap();
-    for sql in ["SHOW pgops.s3_secret_access_key", "SHOW pgops.s3_access_key_id", "SET pgops.s3_secret_access_key = 'x'", "SET pgops.repository = 's3://bkt/x'", "SELECT * FROM pgops.check()"] {
+    let mut app =
+        postgres::Client::connect(&pg.connstr().replace("user=postgres", "user=app"), postgres::NoTls).unwrap();
+    for sql in [
+        "SHOW pgops.s3_secret_access_key",
+        "SHOW pgops.s3_access_key_id",
+        "SET pgops.s3_secret_access_key = 'x'",
+        "SET pgops.repository = 's3://bkt/x'",
+        "SELECT * FROM pgops.check()",
+    ] {
         let err = app.batch_execute(sql).expect_err(sql);
         let message = err.as_db_error().map(|e| e.message().to_string()).unwrap_or_default();
         assert!(message.contains("permission denied") || message.contains("must be superuser"), "{sql}: {message}");
     }
-    let visible: i64 = app.query_one("SELECT count(*) FROM pg_settings WHERE name LIKE 'pgops.s3_%access%'", &[]).unwrap().get(0);
+    let visible: i64 =
+        app.query_one("SELECT count(*) FROM pg_settings WHERE name LIKE 'pgops.s3_%access%'", &[]).unwrap().get(0);
     assert_eq!(visible, 0);
 }
 
@@ -85,20 +109,34 @@ fn check_says_what_to_fix_on_a_misconfigured_repository() {
     let dead_port = free_port();
     let unreachable = check_rows(&pg, &format!("SET pgops.s3_endpoint = 'http://127.0.0.1:{dead_port}'"));
     let reachable = row(&unreachable, "reachable");
-    assert!(!reachable.1 && reachable.2.contains(&format!("127.0.0.1:{dead_port}")) && reachable.2.contains("pgops.s3_endpoint"), "{reachable:?}");
+    assert!(
+        !reachable.1
+            && reachable.2.contains(&format!("127.0.0.1:{dead_port}"))
+            && reachable.2.contains("pgops.s3_endpoint"),
+        "{reachable:?}"
+    );
     assert!(!row(&unreachable, "writable").1);
 
     let wrong_key = check_rows(&pg, "SET pgops.s3_secret_access_key = 'wrong'");
     let reachable = row(&wrong_key, "reachable");
-    assert!(!reachable.1 && reachable.2.contains("pgops.s3_secret_access_key") && reachable.2.contains("HTTP 403"), "{reachable:?}");
+    assert!(
+        !reachable.1 && reachable.2.contains("pgops.s3_secret_access_key") && reachable.2.contains("HTTP 403"),
+        "{reachable:?}"
+    );
 
     let no_bucket = check_rows(&pg, "SET pgops.repository = 's3://no-such-bucket/x'");
     let reachable = row(&no_bucket, "reachable");
-    assert!(!reachable.1 && reachable.2.contains("NoSuchBucket") && reachable.2.contains("Create the bucket"), "{reachable:?}");
+    assert!(
+        !reachable.1 && reachable.2.contains("NoSuchBucket") && reachable.2.contains("Create the bucket"),
+        "{reachable:?}"
+    );
 
     let half_credentials = check_rows(&pg, "SET pgops.s3_access_key_id = ''");
     let settings = row(&half_credentials, "settings");
-    assert!(!settings.1 && settings.2.contains("pgops.s3_secret_access_key is set but pgops.s3_access_key_id is not"), "{settings:?}");
+    assert!(
+        !settings.1 && settings.2.contains("pgops.s3_secret_access_key is set but pgops.s3_access_key_id is not"),
+        "{settings:?}"
+    );
 
     // The backend survived all of it.
     assert_eq!(pg.query_text("SELECT 1"), "1");

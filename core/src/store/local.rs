@@ -44,7 +44,12 @@ impl LocalStore {
         if self.root.is_dir() {
             Ok(())
         } else {
-            Err(self.error(operation, key, StoreErrorKind::NoSuchBucket, format!("directory {} does not exist", self.root.display())))
+            Err(self.error(
+                operation,
+                key,
+                StoreErrorKind::NoSuchBucket,
+                format!("directory {} does not exist", self.root.display()),
+            ))
         }
     }
 
@@ -115,7 +120,11 @@ impl ObjectStore for LocalStore {
     }
 
     async fn head(&self, key: &str) -> StoreResult<Option<ObjectMeta>> {
-        Ok(self.get(key).await?.map(|data| ObjectMeta { key: key.to_string(), size: data.len() as u64, md5: Some(md5_of(&data)) }))
+        Ok(self.get(key).await?.map(|data| ObjectMeta {
+            key: key.to_string(),
+            size: data.len() as u64,
+            md5: Some(md5_of(&data)),
+        }))
     }
 
     async fn list(&self, prefix: &str) -> StoreResult<Vec<ObjectMeta>> {

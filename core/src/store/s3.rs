@@ -43,8 +43,9 @@ impl S3Store {
             .connect_timeout(Duration::from_secs(10))
             .read_timeout(Duration::from_secs(60))
             .build();
-        let mut loader =
-            aws_config::defaults(BehaviorVersion::latest()).region(Region::new(options.region.clone())).timeout_config(timeouts);
+        let mut loader = aws_config::defaults(BehaviorVersion::latest())
+            .region(Region::new(options.region.clone()))
+            .timeout_config(timeouts);
         if let Some((key_id, secret)) = &options.credentials {
             loader = loader.credentials_provider(Credentials::new(key_id, secret, None, None, "pgops"));
         }
@@ -64,18 +65,24 @@ impl S3Store {
         }
     }
 
-    fn error<E>(&self, operation: &'static str, key: &str, err: SdkError<E, aws_sdk_s3::config::http::HttpResponse>) -> StoreError
+    fn error<E>(
+        &self,
+        operation: &'static str,
+        key: &str,
+        err: SdkError<E, aws_sdk_s3::config::http::HttpResponse>,
+    ) -> StoreError
     where
         E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
     {
         let status = err.raw_response().map(|r| r.status().as_u16());
         let code = err.code().map(str::to_string);
         let kind = match (code.as_deref(), status) {
-            (_, _) if matches!(err, SdkError::DispatchFailure(_) | SdkError::TimeoutError(_)) => StoreErrorKind::Unreachable,
-            (Some("NoSuchBucket"), _) => StoreErrorKind::NoSuchBucket,
-            (Some("AccessDenied" | "InvalidAccessKeyId" | "SignatureDoesNotMatch" | "ExpiredToken"), _) | (_, Some(401 | 403)) => {
-                StoreErrorKind::AccessDenied
+            (_, _) if matches!(err, SdkError::DispatchFailure(_) | SdkError::TimeoutError(_)) => {
+                StoreErrorKind::Unreachable
             }
+            (Some("NoSuchBucket"), _) => StoreErrorKind::NoSuchBucket,
+            (Some("AccessDenied" | "InvalidAccessKeyId" | "SignatureDoesNotMatch" | "ExpiredToken"), _)
+            | (_, Some(401 | 403)) => StoreErrorKind::AccessDenied,
             (Some("BadDigest" | "InvalidDigest"), _) => StoreErrorKind::Integrity,
             _ => StoreErrorKind::Other,
         };
@@ -167,7 +174,11 @@ impl ObjectStore for S3Store {
         while let Some(page) = pages.next().await {
             let page = page.map_err(|e| self.error("ListObjectsV2", prefix, e))?;
             objects.extend(page.contents().iter().filter_map(|o| {
-                Some(ObjectMeta { key: o.key()?.to_string(), size: o.size().unwrap_or(0) as u64, md5: etag_md5(o.e_tag()) })
+                Some(ObjectMeta {
+                    key: o.key()?.to_string(),
+                    size: o.size().unwrap_or(0) as u64,
+                    md5: etag_md5(o.e_tag()),
+                })
             }));
         }
         objects.sort_by(|a, b| a.key.cmp(&b.key));
@@ -175,7 +186,13 @@ impl ObjectStore for S3Store {
     }
 
     async fn delete(&self, key: &str) -> StoreResult<()> {
-        self.client.delete_object().bucket(&self.bucket).key(key).send().await.map_err(|e| self.error("DeleteObject", key, e))?;
+        self.client
+            .delete_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+            .map_err(|e| self.error("DeleteObject", key, e))?;
         Ok(())
     }
 
