@@ -202,45 +202,25 @@ unsafe fn new_string<'a>(newval: *mut *mut c_char) -> &'a str {
     }
 }
 
-#[pgrx::pg_guard]
-unsafe extern "C-unwind" fn check_repository(
-    newval: *mut *mut c_char,
-    _extra: *mut *mut c_void,
-    _source: pg_sys::GucSource::Type,
-) -> bool {
-    match unsafe { new_string(newval) } {
-        "" => true,
-        value => value.parse::<RepositoryUrl>().map(|_| true).unwrap_or_else(reject),
-    }
+/// Declares a check hook for a string setting around `validate`.
+macro_rules! string_check_hook {
+    ($hook:ident, $validate:expr) => {
+        #[pgrx::pg_guard]
+        unsafe extern "C-unwind" fn $hook(
+            newval: *mut *mut c_char,
+            _extra: *mut *mut c_void,
+            _source: pg_sys::GucSource::Type,
+        ) -> bool {
+            let validate: fn(&str) -> Result<(), InvalidSetting> = $validate;
+            validate(unsafe { new_string(newval) }).map(|_| true).unwrap_or_else(reject)
+        }
+    };
 }
 
-#[pgrx::pg_guard]
-unsafe extern "C-unwind" fn check_endpoint(
-    newval: *mut *mut c_char,
-    _extra: *mut *mut c_void,
-    _source: pg_sys::GucSource::Type,
-) -> bool {
-    match unsafe { new_string(newval) } {
-        "" => true,
-        value => pgops_core::setting::validate_endpoint(value).map(|_| true).unwrap_or_else(reject),
-    }
-}
-
-#[pgrx::pg_guard]
-unsafe extern "C-unwind" fn check_region(
-    newval: *mut *mut c_char,
-    _extra: *mut *mut c_void,
-    _source: pg_sys::GucSource::Type,
-) -> bool {
-    let value = unsafe { new_string(newval) };
-    if !value.is_empty() && value.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
-        return true;
-    }
-    reject(InvalidSetting::new(
-        format!("invalid S3 region \"{value}\""),
-        "Use a region name such as us-east-1 (S3-compatible servers usually accept us-east-1).",
-    ))
-}
+// Empty means unset for the repository (archiving waits) and the endpoint (AWS S3).
+string_check_hook!(check_repository, |v| if v.is_empty() { Ok(()) } else { v.parse::<RepositoryUrl>().map(drop) });
+string_check_hook!(check_endpoint, |v| if v.is_empty() { Ok(()) } else { pgops_core::setting::validate_endpoint(v) });
+string_check_hook!(check_region, pgops_core::setting::validate_region);
 
 #[pgrx::pg_guard]
 unsafe extern "C-unwind" fn check_compression_level(

@@ -47,6 +47,17 @@ pub fn validate_endpoint(endpoint: &str) -> Result<(), InvalidSetting> {
     Ok(())
 }
 
+/// Checks an S3 region name (S3-compatible servers usually accept `us-east-1`).
+pub fn validate_region(region: &str) -> Result<(), InvalidSetting> {
+    if !region.is_empty() && region.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
+        return Ok(());
+    }
+    Err(InvalidSetting::new(
+        format!("invalid S3 region \"{region}\""),
+        "Use a region name such as us-east-1 (S3-compatible servers usually accept us-east-1).",
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -59,5 +70,12 @@ mod tests {
         assert!(validate_endpoint("localhost:9000").is_err());
         assert!(validate_endpoint("http://h:9000/bucket").unwrap_err().message.contains("path"));
         assert!(validate_endpoint("not a url").is_err());
+    }
+
+    #[test]
+    fn regions() {
+        assert!(validate_region("eu-west-1").is_ok());
+        assert!(validate_region("").unwrap_err().hint.contains("us-east-1"));
+        assert!(validate_region("us east").is_err());
     }
 }

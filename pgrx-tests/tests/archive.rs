@@ -59,6 +59,14 @@ fn wal_lands_at_barman_paths_compressed_and_byte_identical() {
     assert_eq!(row.get::<_, Option<String>>(4), None);
 }
 
+/// Runs `barman-cloud-wal-restore` for `s3://backups`, server `server_name`.
+fn barman_wal_restore(s3: &S3Server, server_name: &str, wal: &str, dest: &std::path::Path) -> std::process::Output {
+    let mut restore = Command::new(barman_bin("barman-cloud-wal-restore"));
+    restore.args(["--endpoint-url", &s3.endpoint(), &format!("s3://{BUCKET}"), server_name, wal]).arg(dest);
+    s3.barman_env(&mut restore);
+    restore.output().unwrap()
+}
+
 #[test]
 fn barman_cloud_wal_restore_fetches_pgops_segments_byte_identical() {
     let dir = scratch_dir();
@@ -68,10 +76,7 @@ fn barman_cloud_wal_restore_fetches_pgops_segments_byte_identical() {
     pg.wait_archived(&name);
 
     let dest = dir.path().join("restored-by-barman");
-    let mut restore = Command::new(barman_bin("barman-cloud-wal-restore"));
-    restore.args(["--endpoint-url", &s3.endpoint(), &format!("s3://{BUCKET}"), "cnpg-main", &name]).arg(&dest);
-    s3.barman_env(&mut restore);
-    let out = restore.output().unwrap();
+    let out = barman_wal_restore(&s3, "cnpg-main", &name, &dest);
     assert!(out.status.success(), "barman-cloud-wal-restore: {}", String::from_utf8_lossy(&out.stderr));
     assert!(
         std::fs::read(&dest).unwrap() == std::fs::read(pg.pg_wal().join(&name)).unwrap(),
@@ -79,17 +84,8 @@ fn barman_cloud_wal_restore_fetches_pgops_segments_byte_identical() {
     );
 
     // And a segment that was never archived is "not found" (exit 1), not another error.
-    let mut missing = Command::new(barman_bin("barman-cloud-wal-restore"));
-    missing.args([
-        "--endpoint-url",
-        &s3.endpoint(),
-        &format!("s3://{BUCKET}"),
-        "cnpg-main",
-        "0000000100000000000000FF",
-    ]);
-    missing.arg(dir.path().join("never"));
-    s3.barman_env(&mut missing);
-    assert_eq!(missing.output().unwrap().status.code(), Some(1));
+    let missing = barman_wal_restore(&s3, "cnpg-main", "0000000100000000000000FF", &dir.path().join("never"));
+    assert_eq!(missing.status.code(), Some(1));
 }
 
 #[test]
