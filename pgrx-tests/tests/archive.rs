@@ -247,3 +247,25 @@ fn file_repositories_work_the_same_way() {
     let failing: i64 = pg.client().query_one("SELECT count(*) FROM pgops.check() WHERE NOT ok", &[]).unwrap().get(0);
     assert_eq!(failing, 0);
 }
+
+#[test]
+fn archiving_waits_while_unconfigured_and_drains_once_configured() {
+    let dir = scratch_dir();
+    let s3 = S3Server::start(dir.path());
+    let pg = PgCluster::init(dir.path(), "main");
+    pg.configure(ARCHIVING);
+    pg.start();
+    let name = pg.write_and_switch();
+    wait_for("the LOG line saying what is missing", Duration::from_secs(60), || {
+        pg.log().contains("pgops: WAL archiving is not configured: pgops.repository is not set")
+    });
+    assert!(pg.wal_with_status("ready").contains(&name), "{name} must wait, not be dropped");
+
+    // One statement at a time: ALTER SYSTEM refuses to run inside a (implicit) transaction.
+    for line in s3.pgops_settings("late").lines() {
+        pg.execute(&format!("ALTER SYSTEM SET {line}"));
+    }
+    pg.execute("SELECT pg_reload_conf()");
+    pg.wait_archived(&name);
+    assert_archived_identical(&pg, &s3.repository("late"), &name);
+}
