@@ -10,5 +10,6 @@ pub mod ownership;
 pub mod repository;
 pub mod setting;
 pub mod store;
+pub mod wal_fetch;
 
 pub use setting::InvalidSetting;

@@ -34,6 +34,16 @@ pub fn barman_bin(tool: &str) -> PathBuf {
     path
 }
 
+/// The `pgops` command-line tool of this workspace (`cargo build -p pgops-cli`).
+pub fn pgops_cli() -> PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
+    let path = target.join("debug/pgops");
+    assert!(path.exists(), "{} is missing: run cargo build -p pgops-cli (scripts/test does)", path.display());
+    path
+}
+
 fn is_root() -> bool {
     unsafe { libc::geteuid() == 0 }
 }
@@ -172,6 +182,17 @@ pub fn fetch_decompressed(repo: &Repository, relative: &str) -> Option<Vec<u8>> 
     Some(codec.decompress(&body).unwrap_or_else(|e| panic!("{relative} does not decompress: {e}")))
 }
 
+pub const ARCHIVING: &str = "archive_mode = on\narchive_library = 'pgops'\n";
+
+/// A cluster archiving with pgops to `s3://backups/<prefix>` on `s3`, started.
+pub fn archiving_cluster(dir: &Path, name: &str, s3: &S3Server, prefix: &str) -> PgCluster {
+    let pg = PgCluster::init(dir, name);
+    pg.configure(ARCHIVING);
+    pg.configure(&s3.pgops_settings(prefix));
+    pg.start();
+    pg
+}
+
 /// A PostgreSQL 15 cluster in a scratch directory, run as `postgres`.
 pub struct PgCluster {
     pub data: PathBuf,
@@ -236,7 +257,14 @@ impl PgCluster {
     }
 
     pub fn start(&self) {
+        self.start_with_env(&[]);
+    }
+
+    /// Starts the server with extra environment variables (seen by archive_command and
+    /// restore_command).
+    pub fn start_with_env(&self, env: &[(&str, &str)]) {
         let mut pg_ctl = self.tool("pg_ctl");
+        pg_ctl.envs(env.iter().copied());
         pg_ctl.args(["start", "-w", "-t", "60", "-D"]).arg(&self.data).arg("-l").arg(self.log_path());
         let out = pg_ctl.output().unwrap();
         assert!(out.status.success(), "pg_ctl start failed:\n{}\n{}", String::from_utf8_lossy(&out.stderr), self.log());
@@ -287,6 +315,13 @@ impl PgCluster {
     pub fn write_and_switch(&self) -> String {
         self.execute("CREATE TABLE IF NOT EXISTS e2e_data(id serial, payload text); INSERT INTO e2e_data(payload) SELECT md5(g::text) FROM generate_series(1, 20000) g;");
         self.query_text("SELECT pg_walfile_name(pg_switch_wal())")
+    }
+
+    /// Creates an empty file in the data directory, owned by `postgres`.
+    pub fn touch(&self, name: &str) {
+        let mut touch = as_postgres(Path::new("/usr/bin/touch"));
+        touch.arg(self.data.join(name));
+        run(touch);
     }
 
     pub fn pg_wal(&self) -> PathBuf {

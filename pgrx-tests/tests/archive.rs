@@ -6,17 +6,6 @@ use pgops_e2e::*;
 use std::process::Command;
 use std::time::Duration;
 
-const ARCHIVING: &str = "archive_mode = on\narchive_library = 'pgops'\n";
-
-/// A cluster archiving to `s3://backups/<prefix>` on `s3`, started.
-fn archiving_cluster(dir: &std::path::Path, name: &str, s3: &S3Server, prefix: &str) -> PgCluster {
-    let pg = PgCluster::init(dir, name);
-    pg.configure(ARCHIVING);
-    pg.configure(&s3.pgops_settings(prefix));
-    pg.start();
-    pg
-}
-
 /// The archived object of `name` decompresses to exactly the file Postgres archived.
 fn assert_archived_identical(pg: &PgCluster, repo: &pgops_core::store::Repository, name: &str) {
     let key = naming::wal_key(name, pgops_core::compression::Compression::Zstd).unwrap();

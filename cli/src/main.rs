@@ -1,0 +1,112 @@
+//! `pgops`: the command-line side of pgops. It reads the same repository as the extension,
+//! configured by flags or environment (`PGOPS_REPOSITORY`, `PGOPS_S3_ENDPOINT`,
+//! `PGOPS_S3_REGION`; credentials from the AWS chain: `AWS_ACCESS_KEY_ID` /
+//! `AWS_SECRET_ACCESS_KEY`, profile, web identity).
+
+use clap::{Parser, Subcommand};
+use pgops_core::repository::RepositoryUrl;
+use pgops_core::store::{Repository, S3Options};
+use pgops_core::wal_fetch::{fetch_wal, FetchError, Fetched};
+use pgops_core::InvalidSetting;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// Exit statuses, Barman Cloud's (barman-cloud-wal-restore): scripts written for it keep
+/// working.
+mod exit {
+    pub const NOT_FOUND: u8 = 1;
+    pub const STORE: u8 = 2;
+    pub const USAGE: u8 = 3;
+    pub const OTHER: u8 = 4;
+}
+
+#[derive(Parser)]
+#[command(
+    name = "pgops",
+    version,
+    about = "Restore side of pgops: fetch WAL from a pgops (or Barman Cloud) repository"
+)]
+struct Cli {
+    /// Repository: s3://bucket/prefix or file:///absolute/path
+    #[arg(long, env = "PGOPS_REPOSITORY", global = true)]
+    repository: Option<String>,
+    /// S3 endpoint of an S3-compatible store (path-style addressing); empty for AWS S3
+    #[arg(long, env = "PGOPS_S3_ENDPOINT", global = true)]
+    s3_endpoint: Option<String>,
+    /// S3 region
+    #[arg(long, env = "PGOPS_S3_REGION", default_value = "us-east-1", global = true)]
+    s3_region: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Fetch one WAL file: restore_command = 'pgops wal-fetch %f %p'.
+    ///
+    /// Exit status: 0 fetched; 1 not in the repository (recovery ends there); 2 the store
+    /// could not be reached or refused the request; 3 bad usage; 4 any other error.
+    WalFetch {
+        /// The WAL file name (%f)
+        wal_name: String,
+        /// Where to write it (%p)
+        destination: PathBuf,
+    },
+}
+
+fn usage_error(invalid: InvalidSetting) -> ExitCode {
+    eprintln!("pgops: {}\nhint: {}", invalid.message, invalid.hint);
+    ExitCode::from(exit::USAGE)
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() { ExitCode::from(exit::USAGE) } else { ExitCode::SUCCESS };
+        }
+    };
+    let Some(repository) = cli.repository.as_deref().filter(|r| !r.is_empty()) else {
+        return usage_error(InvalidSetting::new(
+            "no repository given",
+            "Pass --repository s3://bucket/prefix (or file:///path), or set PGOPS_REPOSITORY.",
+        ));
+    };
+    let url: RepositoryUrl = match repository.parse() {
+        Ok(url) => url,
+        Err(invalid) => return usage_error(invalid),
+    };
+    let endpoint = cli.s3_endpoint.filter(|e| !e.is_empty());
+    if let Some(Err(invalid)) = endpoint.as_deref().map(pgops_core::setting::validate_endpoint) {
+        return usage_error(invalid);
+    }
+    if let Err(invalid) = pgops_core::setting::validate_region(&cli.s3_region) {
+        return usage_error(invalid);
+    }
+    let s3 = S3Options { endpoint, region: cli.s3_region, credentials: None };
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("pgops: could not start the I/O runtime: {e}");
+            return ExitCode::from(exit::OTHER);
+        }
+    };
+    match cli.command {
+        Command::WalFetch { wal_name, destination } => runtime.block_on(async {
+            let repo = Repository::open(&url, &s3).await;
+            match fetch_wal(&repo, &wal_name, &destination).await {
+                Ok(Fetched::Written { .. }) => ExitCode::SUCCESS,
+                Ok(Fetched::NotFound) => ExitCode::from(exit::NOT_FOUND),
+                Err(e) => {
+                    eprintln!("pgops wal-fetch: {wal_name}: {e}");
+                    ExitCode::from(match e {
+                        FetchError::Store(_) => exit::STORE,
+                        FetchError::NotAWalFile(_) => exit::USAGE,
+                        FetchError::Corrupt { .. } | FetchError::Write { .. } => exit::OTHER,
+                    })
+                }
+            }
+        }),
+    }
+}
