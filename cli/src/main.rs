@@ -6,7 +6,7 @@
 use clap::{Parser, Subcommand};
 use pgops_core::repository::RepositoryUrl;
 use pgops_core::store::{Repository, S3Options};
-use pgops_core::wal_fetch::{fetch_wal, FetchError, Fetched};
+use pgops_core::wal_fetch::{fetch_wal_prefetching, FetchError, Fetched};
 use pgops_core::InvalidSetting;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -51,6 +51,13 @@ enum Command {
         wal_name: String,
         /// Where to write it (%p)
         destination: PathBuf,
+        /// Segments to fetch ahead, concurrently, when the requested one is not spooled
+        #[arg(long, default_value_t = 4)]
+        prefetch: usize,
+        /// Where prefetched segments wait (default: pgops-prefetch beside the destination,
+        /// i.e. in pg_wal, so that handing one over is a rename)
+        #[arg(long)]
+        spool: Option<PathBuf>,
     },
 }
 
@@ -93,9 +100,10 @@ fn main() -> ExitCode {
         }
     };
     match cli.command {
-        Command::WalFetch { wal_name, destination } => runtime.block_on(async {
+        Command::WalFetch { wal_name, destination, prefetch, spool } => runtime.block_on(async {
             let repo = Repository::open(&url, &s3).await;
-            match fetch_wal(&repo, &wal_name, &destination).await {
+            let spool = spool.unwrap_or_else(|| destination.with_file_name("pgops-prefetch"));
+            match fetch_wal_prefetching(&repo, &wal_name, &destination, &spool, prefetch).await {
                 Ok(Fetched::Written { .. }) => ExitCode::SUCCESS,
                 Ok(Fetched::NotFound) => ExitCode::from(exit::NOT_FOUND),
                 Err(e) => {

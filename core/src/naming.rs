@@ -73,6 +73,19 @@ pub fn wal_key(name: &str, compression: Compression) -> Result<String, NotAWalFi
     Ok(format!("{}{name}{}", wal_dir(name)?, compression.extension()))
 }
 
+/// The segment after `name` on the same timeline, for segments of `segment_size` bytes
+/// (a segment file's size); `None` when `name` is not a plain segment.
+pub fn next_segment(name: &str, segment_size: u64) -> Option<String> {
+    if classify(name).ok()? != WalFileKind::Segment || !segment_size.is_power_of_two() {
+        return None;
+    }
+    let field = |range: std::ops::Range<usize>| u32::from_str_radix(&name[range], 16).ok();
+    let (tli, log, seg) = (field(0..8)?, field(8..16)?, field(16..24)?);
+    let segments_per_log = (1u64 << 32) / segment_size;
+    let (log, seg) = if u64::from(seg) + 1 >= segments_per_log { (log.checked_add(1)?, 0) } else { (log, seg + 1) };
+    Some(format!("{tli:08X}{log:08X}{seg:08X}"))
+}
+
 /// Postgres' archiving order: timeline history files first (a new timeline must be known
 /// before its segments are used), then by name, which for segments is WAL order.
 pub fn archive_order_key(name: &str) -> (bool, &str) {
@@ -112,6 +125,16 @@ mod tests {
             "wals/0000000100000000/000000010000000000000005.partial.gz"
         );
         assert!(wal_key("../../etc/passwd", Compression::None).is_err());
+    }
+
+    #[test]
+    fn next_segments_wrap_at_the_log_boundary() {
+        let mb16 = 16 << 20;
+        assert_eq!(next_segment("000000010000000000000001", mb16).unwrap(), "000000010000000000000002");
+        assert_eq!(next_segment("0000000100000000000000FF", mb16).unwrap(), "000000010000000100000000");
+        assert_eq!(next_segment("000000020000000A00000FFF", 1 << 20).unwrap(), "000000020000000B00000000");
+        assert_eq!(next_segment("00000002.history", mb16), None);
+        assert_eq!(next_segment("000000010000000000000001", 1000), None);
     }
 
     #[test]

@@ -1,6 +1,10 @@
 //! `wal-fetch`: the `restore_command` side of archiving. Finds a WAL file in the
 //! repository whatever codec it was stored with, decompresses it, and writes it atomically
 //! (temporary file, fsync, rename), so that Postgres never reads a half-written segment.
+//!
+//! Prefetch (Barman's model): when the requested segment is not in the spool, it is fetched,
+//! then the next N segments are fetched concurrently into the spool; the next calls are
+//! served from there by a rename, without a round trip each.
 
 use crate::compression::Compression;
 use crate::naming::{self, NotAWalFile};
@@ -74,6 +78,52 @@ pub async fn fetch_wal(repo: &Repository, name: &str, dest: &Path) -> Result<Fet
     Ok(Fetched::Written { location, bytes: content.len() as u64 })
 }
 
+/// Fetches `name` into `dest`, serving it from `spool` when a previous call prefetched it;
+/// otherwise fetches it and then the `prefetch` segments after it into `spool`. The spool
+/// must be on the same file system as `dest` (the hand-over is a rename).
+pub async fn fetch_wal_prefetching(
+    repo: &Repository,
+    name: &str,
+    dest: &Path,
+    spool: &Path,
+    prefetch: usize,
+) -> Result<Fetched, FetchError> {
+    let spooled = spool.join(name);
+    if let Ok(meta) = std::fs::metadata(&spooled) {
+        std::fs::rename(&spooled, dest).map_err(|cause| FetchError::Write { path: dest.to_path_buf(), cause })?;
+        return Ok(Fetched::Written { location: spooled.display().to_string(), bytes: meta.len() });
+    }
+    let fetched = fetch_wal(repo, name, dest).await?;
+    let Fetched::Written { bytes: segment_size, .. } = fetched else { return Ok(fetched) };
+    if prefetch == 0 || naming::next_segment(name, segment_size).is_none() {
+        return Ok(fetched);
+    }
+    std::fs::create_dir_all(spool).map_err(|cause| FetchError::Write { path: spool.to_path_buf(), cause })?;
+    remove_passed(spool, name);
+    let following =
+        std::iter::successors(naming::next_segment(name, segment_size), |n| naming::next_segment(n, segment_size));
+    let mut fetches = tokio::task::JoinSet::new();
+    for next in following.take(prefetch) {
+        let (repo, into) = (repo.clone(), spool.join(&next));
+        // A failed prefetch costs nothing but the round trip the next call makes anyway.
+        fetches.spawn(async move { fetch_wal(&repo, &next, &into).await.ok() });
+    }
+    fetches.join_all().await;
+    Ok(fetched)
+}
+
+/// Removes spooled segments Postgres has gone past (recovery moves forward only, within a
+/// timeline; a spooled file of another timeline is removed too once passed by name).
+fn remove_passed(spool: &Path, requested: &str) {
+    let Ok(entries) = std::fs::read_dir(spool) else { return };
+    for entry in entries.flatten() {
+        let file = entry.file_name();
+        if file.to_str().is_some_and(|f| f < requested) {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+}
+
 fn write_atomically(dest: &Path, content: &[u8]) -> std::io::Result<()> {
     let file_name = dest.file_name().ok_or_else(|| std::io::Error::other("the destination names no file"))?;
     let temp = dest.with_file_name(format!(".{}.pgops-tmp", file_name.to_string_lossy()));
@@ -130,5 +180,38 @@ mod tests {
         assert!(matches!(fetch_wal(&repo, "00000002.history", &dest).await, Err(FetchError::Corrupt { .. })));
         assert!(!dest.exists());
         assert!(matches!(fetch_wal(&repo, "../../etc", &dest).await, Err(FetchError::NotAWalFile(_))));
+    }
+
+    #[tokio::test]
+    async fn prefetches_the_next_segments_and_serves_them_from_the_spool() {
+        let (store, pg_wal) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let repo = repo(store.path());
+        let segment_size = 1 << 16;
+        let names: Vec<String> = (1..=6).map(|n| format!("0000000100000000{n:08X}")).collect();
+        for (i, name) in names.iter().enumerate() {
+            let content = vec![i as u8; segment_size];
+            let key = format!("wals/0000000100000000/{name}.zst");
+            repo.put(&key, Bytes::from(Compression::Zstd.compress(&content, 3).unwrap())).await.unwrap();
+        }
+        let (dest, spool) = (pg_wal.path().join("RECOVERYXLOG"), pg_wal.path().join("pgops-prefetch"));
+        let spooled = || -> Vec<String> {
+            let mut v: Vec<_> =
+                std::fs::read_dir(&spool).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+            v.sort();
+            v
+        };
+
+        fetch_wal_prefetching(&repo, &names[0], &dest, &spool, 3).await.unwrap();
+        assert_eq!(spooled(), names[1..4]);
+        // Served from the spool: the repository copy is gone and it still arrives, intact.
+        std::fs::remove_file(store.path().join(format!("srv/wals/0000000100000000/{}.zst", names[1]))).unwrap();
+        let served = fetch_wal_prefetching(&repo, &names[1], &dest, &spool, 3).await.unwrap();
+        assert!(matches!(served, Fetched::Written { .. }));
+        assert_eq!(std::fs::read(&dest).unwrap(), vec![1u8; segment_size]);
+        assert_eq!(spooled(), names[2..4]);
+        // A miss further on drops what was passed and prefetches past the last segment
+        // (not found there is fine).
+        fetch_wal_prefetching(&repo, &names[4], &dest, &spool, 3).await.unwrap();
+        assert_eq!(spooled(), names[5..6]);
     }
 }

@@ -54,6 +54,7 @@ fn a_base_backup_replays_archived_wal_through_pgops_wal_fetch() {
     assert_eq!(restored.query_text("SELECT count(*) || '/' || sum(id) FROM orders"), expected);
     let log = restored.log();
     assert!(log.contains(&format!("restored log file \"{last}\" from archive")), "{log}");
+    assert!(restored.pg_wal().join("pgops-prefetch").is_dir(), "replay went through the prefetch spool");
 }
 
 #[test]
