@@ -63,7 +63,6 @@ pub async fn check_repository(repo: &Repository, cluster: &ClusterIdentity, prob
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::repository::RepositoryUrl;
     use crate::store::LocalStore;
     use std::sync::Arc;
 
@@ -73,8 +72,7 @@ mod tests {
     #[tokio::test]
     async fn healthy_local_repository() {
         let dir = tempfile::tempdir().unwrap();
-        let url = RepositoryUrl::Local { root: dir.path().into() };
-        let repo = Repository::new(Arc::new(LocalStore::new(dir.path())), "", url);
+        let repo = Repository::new(Arc::new(LocalStore::new(dir.path())), "");
         let results = check_repository(&repo, &CLUSTER, "t1").await;
         assert!(results.iter().all(|r| r.ok), "{results:?}");
         assert!(results[2].detail.contains("unclaimed"));
@@ -83,8 +81,7 @@ mod tests {
 
     #[tokio::test]
     async fn missing_directory_fails_every_row_with_a_hint() {
-        let url = RepositoryUrl::Local { root: "/nonexistent/pgops".into() };
-        let repo = Repository::new(Arc::new(LocalStore::new("/nonexistent/pgops")), "", url);
+        let repo = Repository::new(Arc::new(LocalStore::new("/nonexistent/pgops")), "");
         let results = check_repository(&repo, &CLUSTER, "t2").await;
         assert!(results.iter().all(|r| !r.ok), "{results:?}");
         assert!(results[0].detail.contains("Create the bucket"), "{}", results[0].detail);

@@ -130,13 +130,11 @@ pub async fn inspect(repo: &Repository, cluster: &ClusterIdentity) -> Result<Own
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::repository::RepositoryUrl;
     use crate::store::LocalStore;
     use std::sync::Arc;
 
     fn repo(dir: &std::path::Path) -> Repository {
-        let url = RepositoryUrl::Local { root: dir.to_path_buf() };
-        Repository::new(Arc::new(LocalStore::new(dir)), "", url)
+        Repository::new(Arc::new(LocalStore::new(dir)), "")
     }
 
     const CLUSTER: ClusterIdentity = ClusterIdentity {

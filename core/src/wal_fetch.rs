@@ -142,13 +142,12 @@ fn write_atomically(dest: &Path, content: &[u8]) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::repository::RepositoryUrl;
     use crate::store::LocalStore;
     use bytes::Bytes;
     use std::sync::Arc;
 
     fn repo(dir: &Path) -> Repository {
-        Repository::new(Arc::new(LocalStore::new(dir)), "srv", RepositoryUrl::Local { root: dir.into() })
+        Repository::new(Arc::new(LocalStore::new(dir)), "srv")
     }
 
     #[tokio::test]

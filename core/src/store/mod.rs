@@ -99,7 +99,6 @@ pub fn md5_of(data: &[u8]) -> [u8; 16] {
 pub struct Repository {
     pub store: Arc<dyn ObjectStore>,
     prefix: String,
-    url: RepositoryUrl,
 }
 
 impl Repository {
@@ -108,29 +107,20 @@ impl Repository {
         match url {
             RepositoryUrl::S3 { bucket, prefix } => {
                 let store = S3Store::new(bucket, s3).await;
-                Repository::new(Arc::new(store), prefix, url.clone())
+                Repository::new(Arc::new(store), prefix)
             }
-            RepositoryUrl::Local { root } => Repository::new(Arc::new(LocalStore::new(root)), "", url.clone()),
+            RepositoryUrl::Local { root } => Repository::new(Arc::new(LocalStore::new(root)), ""),
         }
     }
 
-    pub fn new(store: Arc<dyn ObjectStore>, prefix: &str, url: RepositoryUrl) -> Repository {
+    pub fn new(store: Arc<dyn ObjectStore>, prefix: &str) -> Repository {
         let prefix = if prefix.is_empty() { String::new() } else { format!("{}/", prefix.trim_matches('/')) };
-        Repository { store, prefix, url }
-    }
-
-    pub fn url(&self) -> &RepositoryUrl {
-        &self.url
+        Repository { store, prefix }
     }
 
     /// The store key of a repository-relative path such as `wals/…`.
     pub fn key(&self, relative: &str) -> String {
         format!("{}{relative}", self.prefix)
-    }
-
-    /// The repository-relative path of a store key listed under this repository.
-    pub fn relative<'a>(&self, key: &'a str) -> &'a str {
-        key.strip_prefix(&self.prefix).unwrap_or(key)
     }
 
     pub async fn put(&self, relative: &str, body: Bytes) -> StoreResult<()> {
