@@ -97,9 +97,21 @@ impl Compression {
 
     /// A streaming encoder over `inner`; call [`CompressWriter::finish`] to end the stream.
     pub fn writer<W: Write>(self, inner: W, level: i32) -> io::Result<CompressWriter<W>> {
+        self.parallel_writer(inner, level, 0)
+    }
+
+    /// Like [`Compression::writer`], with `workers` zstd threads (0: compress on the
+    /// calling thread). Only zstd compresses in parallel; other codecs ignore `workers`.
+    pub fn parallel_writer<W: Write>(self, inner: W, level: i32, workers: u32) -> io::Result<CompressWriter<W>> {
         Ok(match self {
             Compression::None => CompressWriter::None(inner),
-            Compression::Zstd => CompressWriter::Zstd(zstd::Encoder::new(inner, level)?),
+            Compression::Zstd => {
+                let mut encoder = zstd::Encoder::new(inner, level)?;
+                if workers > 0 {
+                    encoder.multithread(workers)?;
+                }
+                CompressWriter::Zstd(encoder)
+            }
             Compression::Gzip => {
                 CompressWriter::Gzip(flate2::write::GzEncoder::new(inner, flate2::Compression::new(level as u32)))
             }
@@ -139,6 +151,29 @@ impl<W: Write> CompressWriter<W> {
             CompressWriter::Gzip(e) => e.finish(),
             CompressWriter::Lz4(e) => e.finish().map_err(io::Error::other),
             CompressWriter::Snappy(e) => e.into_inner().map_err(|e| e.into_error()),
+        }
+    }
+}
+
+impl<W: Write> CompressWriter<W> {
+    /// The writer the compressed bytes go to.
+    pub fn get_ref(&self) -> &W {
+        match self {
+            CompressWriter::None(w) => w,
+            CompressWriter::Zstd(e) => e.get_ref(),
+            CompressWriter::Gzip(e) => e.get_ref(),
+            CompressWriter::Lz4(e) => e.get_ref(),
+            CompressWriter::Snappy(e) => e.get_ref(),
+        }
+    }
+
+    pub fn get_mut(&mut self) -> &mut W {
+        match self {
+            CompressWriter::None(w) => w,
+            CompressWriter::Zstd(e) => e.get_mut(),
+            CompressWriter::Gzip(e) => e.get_mut(),
+            CompressWriter::Lz4(e) => e.get_mut(),
+            CompressWriter::Snappy(e) => e.get_mut(),
         }
     }
 }

@@ -3,12 +3,15 @@
 //! archiver. The extension and the CLI are thin layers over this crate.
 
 pub mod archive;
+pub mod backup;
 pub mod check;
 pub mod compression;
 pub mod naming;
 pub mod ownership;
 pub mod repository;
+pub mod schedule;
 pub mod setting;
+pub mod signals;
 pub mod store;
 pub mod wal_fetch;
 

@@ -2,7 +2,7 @@
 //! to a temporary name, fsynced, renamed into place and its directory fsynced, so that an
 //! object either exists whole and durable or not at all.
 
-use super::{md5_of, ObjectMeta, ObjectStore, StoreError, StoreErrorKind, StoreResult};
+use super::{md5_of, MultipartUpload, ObjectMeta, ObjectStore, StoreError, StoreErrorKind, StoreResult, UploadedPart};
 use async_trait::async_trait;
 use bytes::Bytes;
 use std::io::{self, Write};
@@ -54,6 +54,12 @@ impl LocalStore {
     }
 
     fn write_durably(path: &Path, body: &[u8]) -> io::Result<()> {
+        Self::write_durably_with(path, |file| file.write_all(body))
+    }
+
+    /// Creates `path` whole or not at all: `fill` writes a temporary file, which is then
+    /// fsynced and renamed into place.
+    fn write_durably_with(path: &Path, fill: impl FnOnce(&mut std::fs::File) -> io::Result<()>) -> io::Result<()> {
         let dir = path.parent().expect("object paths are below the root");
         std::fs::create_dir_all(dir)?;
         let name = path.file_name().expect("object paths name a file").to_string_lossy();
@@ -64,7 +70,7 @@ impl LocalStore {
         ));
         let result = (|| {
             let mut file = std::fs::File::create(&temp)?;
-            file.write_all(body)?;
+            fill(&mut file)?;
             file.sync_all()?;
             std::fs::rename(&temp, path)?;
             std::fs::File::open(dir)?.sync_all()
@@ -73,6 +79,20 @@ impl LocalStore {
             let _ = std::fs::remove_file(&temp);
         }
         result
+    }
+
+    /// The hidden file holding part `number` of `upload` until it is completed.
+    fn part_path(&self, upload: &MultipartUpload, number: u32) -> StoreResult<PathBuf> {
+        let (dir, prefix) = self.part_prefix(upload)?;
+        Ok(dir.join(format!("{prefix}{number:05}")))
+    }
+
+    /// The directory of the upload's parts and the name prefix they share.
+    fn part_prefix(&self, upload: &MultipartUpload) -> StoreResult<(PathBuf, String)> {
+        let path = self.path("upload part", &upload.key)?;
+        let name = path.file_name().expect("object paths name a file").to_string_lossy().into_owned();
+        let dir = path.parent().expect("object paths are below the root").to_path_buf();
+        Ok((dir, format!(".{name}.pgops-part.{}.", upload.upload_id)))
     }
 
     fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> io::Result<()> {
@@ -93,6 +113,23 @@ impl LocalStore {
             }
         }
         Ok(())
+    }
+}
+
+impl LocalStore {
+    async fn remove_parts(&self, upload: &MultipartUpload) -> StoreResult<()> {
+        let (dir, prefix) = self.part_prefix(upload)?;
+        blocking(move || -> io::Result<()> {
+            for entry in std::fs::read_dir(dir)? {
+                let entry = entry?;
+                if entry.file_name().to_string_lossy().starts_with(&prefix) {
+                    std::fs::remove_file(entry.path())?;
+                }
+            }
+            Ok(())
+        })
+        .await
+        .map_err(|e| self.io_error("remove upload parts", &upload.key, e))
     }
 }
 
@@ -161,6 +198,49 @@ impl ObjectStore for LocalStore {
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(self.io_error("delete", key, e)),
         }
+    }
+
+    async fn start_multipart(&self, key: &str) -> StoreResult<MultipartUpload> {
+        self.check_root("start upload", key)?;
+        let path = self.path("start upload", key)?;
+        let dir = path.parent().expect("object paths are below the root").to_path_buf();
+        blocking(move || std::fs::create_dir_all(dir)).await.map_err(|e| self.io_error("start upload", key, e))?;
+        let upload_id = format!("{}-{}", std::process::id(), TEMP_COUNTER.fetch_add(1, Ordering::Relaxed));
+        Ok(MultipartUpload { key: key.to_string(), upload_id })
+    }
+
+    async fn put_part(&self, upload: &MultipartUpload, number: u32, body: Bytes) -> StoreResult<UploadedPart> {
+        let path = self.part_path(upload, number)?;
+        let size = body.len() as u64;
+        let etag = hex::encode(md5_of(&body));
+        blocking(move || Self::write_durably(&path, &body))
+            .await
+            .map_err(|e| self.io_error("upload part", &upload.key, e))?;
+        Ok(UploadedPart { number, etag, size })
+    }
+
+    async fn complete_multipart(&self, upload: &MultipartUpload, parts: &[UploadedPart]) -> StoreResult<()> {
+        let path = self.path("complete upload", &upload.key)?;
+        let mut part_paths = Vec::with_capacity(parts.len());
+        for part in parts {
+            part_paths.push(self.part_path(upload, part.number)?);
+        }
+        let sources = part_paths.clone();
+        blocking(move || {
+            Self::write_durably_with(&path, |file| {
+                for part in &sources {
+                    io::copy(&mut std::fs::File::open(part)?, file)?;
+                }
+                Ok(())
+            })
+        })
+        .await
+        .map_err(|e| self.io_error("complete upload", &upload.key, e))?;
+        self.remove_parts(upload).await
+    }
+
+    async fn abort_multipart(&self, upload: &MultipartUpload) -> StoreResult<()> {
+        self.remove_parts(upload).await
     }
 
     fn location(&self, key: &str) -> String {

@@ -73,6 +73,22 @@ impl StoreError {
 
 pub type StoreResult<T> = Result<T, StoreError>;
 
+/// A multipart upload in progress: the object appears only when it is completed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MultipartUpload {
+    pub key: String,
+    pub upload_id: String,
+}
+
+/// What the store answered for one uploaded part; completing the upload needs them all.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UploadedPart {
+    /// From 1, as S3 numbers parts.
+    pub number: u32,
+    pub etag: String,
+    pub size: u64,
+}
+
 #[async_trait]
 pub trait ObjectStore: Send + Sync + fmt::Debug {
     /// Stores `body` under `key`, durably, replacing any object there. The driver makes the
@@ -85,9 +101,22 @@ pub trait ObjectStore: Send + Sync + fmt::Debug {
     async fn list(&self, prefix: &str) -> StoreResult<Vec<ObjectMeta>>;
     /// Removes the object; removing a missing object is not an error.
     async fn delete(&self, key: &str) -> StoreResult<()>;
+    /// Starts a multipart upload of `key`. Parts may be sent concurrently and in any order;
+    /// every part but the last must be at least [`MIN_PART_SIZE`] bytes.
+    async fn start_multipart(&self, key: &str) -> StoreResult<MultipartUpload>;
+    async fn put_part(&self, upload: &MultipartUpload, number: u32, body: Bytes) -> StoreResult<UploadedPart>;
+    /// Assembles the parts (in number order) into the object.
+    async fn complete_multipart(&self, upload: &MultipartUpload, parts: &[UploadedPart]) -> StoreResult<()>;
+    /// Discards the parts; the object is not created.
+    async fn abort_multipart(&self, upload: &MultipartUpload) -> StoreResult<()>;
     /// Where `key` is, for messages: `s3://bucket/key at http://endpoint` or a path.
     fn location(&self, key: &str) -> String;
 }
+
+/// S3's lower bound for every part but the last.
+pub const MIN_PART_SIZE: usize = 5 * 1024 * 1024;
+/// S3's upper bound on the number of parts of one object.
+pub const MAX_PARTS: u32 = 10_000;
 
 pub fn md5_of(data: &[u8]) -> [u8; 16] {
     Md5::digest(data).into()
@@ -141,6 +170,10 @@ impl Repository {
 
     pub async fn delete(&self, relative: &str) -> StoreResult<()> {
         self.store.delete(&self.key(relative)).await
+    }
+
+    pub async fn start_multipart(&self, relative: &str) -> StoreResult<MultipartUpload> {
+        self.store.start_multipart(&self.key(relative)).await
     }
 
     pub fn location(&self, relative: &str) -> String {

@@ -7,13 +7,14 @@
 //!   or mis-store such bodies; integrity comes from Content-MD5 instead, which every S3
 //!   implementation checks on receipt.
 
-use super::{ObjectMeta, ObjectStore, StoreError, StoreErrorKind, StoreResult};
+use super::{MultipartUpload, ObjectMeta, ObjectStore, StoreError, StoreErrorKind, StoreResult, UploadedPart};
 use async_trait::async_trait;
 use aws_sdk_s3::config::{
     BehaviorVersion, Credentials, Region, RequestChecksumCalculation, ResponseChecksumValidation,
 };
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 use aws_sdk_s3::Client;
 use base64::Engine;
 use bytes::Bytes;
@@ -193,6 +194,73 @@ impl ObjectStore for S3Store {
             .send()
             .await
             .map_err(|e| self.error("DeleteObject", key, e))?;
+        Ok(())
+    }
+
+    async fn start_multipart(&self, key: &str) -> StoreResult<MultipartUpload> {
+        let created = self
+            .client
+            .create_multipart_upload()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+            .map_err(|e| self.error("CreateMultipartUpload", key, e))?;
+        let upload_id = created.upload_id().ok_or_else(|| StoreError {
+            operation: "CreateMultipartUpload",
+            location: self.location(key),
+            kind: StoreErrorKind::Other,
+            cause: "the response has no UploadId".into(),
+        })?;
+        Ok(MultipartUpload { key: key.to_string(), upload_id: upload_id.to_string() })
+    }
+
+    async fn put_part(&self, upload: &MultipartUpload, number: u32, body: Bytes) -> StoreResult<UploadedPart> {
+        let size = body.len() as u64;
+        let md5 = base64::engine::general_purpose::STANDARD.encode(super::md5_of(&body));
+        let response = self
+            .client
+            .upload_part()
+            .bucket(&self.bucket)
+            .key(&upload.key)
+            .upload_id(&upload.upload_id)
+            .part_number(number as i32)
+            .content_md5(md5)
+            .content_length(size as i64)
+            .body(ByteStream::from(body))
+            .send()
+            .await
+            .map_err(|e| self.error("UploadPart", &upload.key, e))?;
+        let etag = response.e_tag().unwrap_or_default().to_string();
+        Ok(UploadedPart { number, etag, size })
+    }
+
+    async fn complete_multipart(&self, upload: &MultipartUpload, parts: &[UploadedPart]) -> StoreResult<()> {
+        let completed = parts
+            .iter()
+            .map(|p| CompletedPart::builder().part_number(p.number as i32).e_tag(&p.etag).build())
+            .collect();
+        self.client
+            .complete_multipart_upload()
+            .bucket(&self.bucket)
+            .key(&upload.key)
+            .upload_id(&upload.upload_id)
+            .multipart_upload(CompletedMultipartUpload::builder().set_parts(Some(completed)).build())
+            .send()
+            .await
+            .map_err(|e| self.error("CompleteMultipartUpload", &upload.key, e))?;
+        Ok(())
+    }
+
+    async fn abort_multipart(&self, upload: &MultipartUpload) -> StoreResult<()> {
+        self.client
+            .abort_multipart_upload()
+            .bucket(&self.bucket)
+            .key(&upload.key)
+            .upload_id(&upload.upload_id)
+            .send()
+            .await
+            .map_err(|e| self.error("AbortMultipartUpload", &upload.key, e))?;
         Ok(())
     }
 

@@ -1,0 +1,80 @@
+//! The backups in a repository, read from the store: Barman's `backup.info` of each
+//! `base/<backup_id>/`, so that backups taken by any cluster or tool that writes the
+//! layout are listed, the running one (STARTED) included.
+
+use super::info::InfoFields;
+use crate::store::{Repository, StoreResult};
+use std::collections::BTreeMap;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackupSummary {
+    pub backup_id: String,
+    pub fields: InfoFields,
+    /// Bytes of every object under the backup's directory.
+    pub stored_bytes: u64,
+}
+
+impl BackupSummary {
+    pub fn status(&self) -> &str {
+        self.fields.get("status").unwrap_or("EMPTY")
+    }
+}
+
+/// Every backup with a `backup.info`, oldest first.
+pub async fn list_backups(repo: &Repository) -> StoreResult<Vec<BackupSummary>> {
+    let mut stored: BTreeMap<String, u64> = BTreeMap::new();
+    let mut with_info = Vec::new();
+    let base = repo.key("base/");
+    for object in repo.list("base/").await? {
+        let Some((backup_id, name)) = object.key.strip_prefix(&base).and_then(|rest| rest.split_once('/')) else {
+            continue;
+        };
+        *stored.entry(backup_id.to_string()).or_default() += object.size;
+        if name == "backup.info" {
+            with_info.push(backup_id.to_string());
+        }
+    }
+    let mut backups = Vec::with_capacity(with_info.len());
+    for backup_id in with_info {
+        let Some(text) = repo.get(&format!("base/{backup_id}/backup.info")).await? else {
+            continue; // deleted since the listing
+        };
+        backups.push(BackupSummary {
+            fields: InfoFields::parse(&String::from_utf8_lossy(&text)),
+            stored_bytes: stored[&backup_id],
+            backup_id,
+        });
+    }
+    Ok(backups)
+}
+
+/// Marks FAILED, with `reason`, every STARTED backup of cluster `system_identifier` other
+/// than `running`: they were left by a worker that stopped mid-backup. Returns their ids.
+pub async fn fail_interrupted(
+    repo: &Repository,
+    system_identifier: u64,
+    running: Option<&str>,
+    reason: &str,
+) -> StoreResult<Vec<String>> {
+    let mut marked = Vec::new();
+    for backup in list_backups(repo).await? {
+        let ours = backup.fields.get("systemid") == Some(system_identifier.to_string().as_str());
+        if backup.status() != "STARTED" || !ours || Some(backup.backup_id.as_str()) == running {
+            continue;
+        }
+        let key = format!("base/{}/backup.info", backup.backup_id);
+        let Some(text) = repo.get(&key).await? else { continue };
+        let rewritten: String = String::from_utf8_lossy(&text)
+            .lines()
+            .map(|line| match line.split_once('=') {
+                Some(("status", _)) => "status=FAILED".to_string(),
+                Some(("error", _)) => format!("error={}", reason.replace('\n', " ")),
+                _ => line.to_string(),
+            })
+            .map(|line| line + "\n")
+            .collect();
+        repo.put(&key, rewritten.into()).await?;
+        marked.push(backup.backup_id);
+    }
+    Ok(marked)
+}

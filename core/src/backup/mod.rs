@@ -1,0 +1,522 @@
+//! Base backups, Barman Cloud's layout: `<repository>/base/<backup_id>/` holds
+//! `backup.info`, `data.tar[.ext]` (split into `data_0001.tar…` past a maximum size), one
+//! `<tablespace oid>.tar[.ext]` per tablespace, a PostgreSQL `backup_manifest` and
+//! pgops' own `pgops-backup.json`.
+//!
+//! [`run_backup`] drives one backup. What only Postgres can do (pg_backup_start/stop,
+//! progress reporting, noticing a shutdown) goes through [`BackupHost`], always from the
+//! calling thread; reading, compressing and uploading files runs on a thread of its own,
+//! which never calls the host.
+
+pub mod catalog;
+pub mod info;
+pub mod manifest;
+pub mod upload;
+pub mod walk;
+
+use crate::store::Repository;
+use chrono::{DateTime, Utc};
+use info::{BackupInfo, BackupStatus, Tablespace};
+use manifest::{ManifestFile, WalRange};
+use serde::Serialize;
+use std::io::{self, Read};
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use tokio::runtime::Handle;
+use upload::{BackupFileReader, StoredObject, StreamControl, TarUpload, UploadError, UploadSettings};
+use walk::{Entry, EntryKind};
+
+/// The file Postgres reads last at startup; copied last, as pg_basebackup and Barman do.
+const PG_CONTROL: &str = "global/pg_control";
+/// pgops' metadata object, beside Barman's.
+pub const PGOPS_METADATA: &str = "pgops-backup.json";
+
+/// `backup_id`: the UTC start time, as Barman names backups.
+pub fn backup_id(at: DateTime<Utc>) -> String {
+    at.format("%Y%m%dT%H%M%S").to_string()
+}
+
+/// Barman's timestamp form.
+pub fn barman_time(at: DateTime<Utc>) -> String {
+    at.format("%Y-%m-%d %H:%M:%S%.6f+00:00").to_string()
+}
+
+/// The `base/<backup_id>` directory of a backup, relative to the repository.
+pub fn backup_dir(backup_id: &str) -> String {
+    format!("base/{backup_id}")
+}
+
+/// The cluster being backed up.
+#[derive(Debug, Clone)]
+pub struct ClusterInfo {
+    pub system_identifier: u64,
+    pub server_version_num: u32,
+    pub data_directory: PathBuf,
+    pub config_file: String,
+    pub hba_file: String,
+    pub ident_file: String,
+    pub segment_size: u64,
+    pub data_checksums: bool,
+    pub cluster_size: u64,
+    pub tablespaces: Vec<Tablespace>,
+}
+
+/// A WAL position as Postgres reports it, with its segment file and offset.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WalPosition {
+    pub lsn: String,
+    pub wal: String,
+    pub offset: u64,
+    pub timeline: u32,
+    pub time: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone)]
+pub struct BackupStop {
+    pub end: WalPosition,
+    pub backup_label: String,
+    pub tablespace_map: String,
+}
+
+/// `pg_stat_progress_basebackup`'s phases, numbered as Postgres numbers them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    WaitCheckpoint = 1,
+    EstimateSize = 2,
+    Stream = 3,
+    WaitWalArchive = 4,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Progress {
+    pub total: Option<u64>,
+    pub streamed: u64,
+    pub tablespaces_total: u64,
+    pub tablespaces_streamed: u64,
+}
+
+/// What a backup needs from Postgres. Every call comes from the thread running
+/// [`run_backup`].
+pub trait BackupHost {
+    /// Non-exclusive `pg_backup_start`.
+    fn start_backup(&mut self, label: &str) -> Result<WalPosition, String>;
+    /// `pg_backup_stop`, waiting until the last WAL segment the backup needs is archived.
+    fn stop_backup(&mut self) -> Result<BackupStop, String>;
+    /// Ends a started backup that failed (`pg_backup_stop` without waiting for WAL).
+    fn abort_backup(&mut self);
+    fn progress(&mut self, phase: Phase, progress: Progress);
+    /// Sleeps a little (for progress updates); `Err` with the reason when the backup must
+    /// stop now (shutdown, cancel).
+    fn wait(&mut self) -> Result<(), String>;
+}
+
+/// Everything about the backup to take.
+pub struct BackupJob {
+    pub backup_id: String,
+    pub server_name: String,
+    pub cluster: ClusterInfo,
+    pub upload: UploadSettings,
+    pub runtime: Handle,
+    /// Run first on the streaming thread (the extension blocks signals there).
+    pub thread_start: fn(),
+}
+
+/// A failed backup: why, and whether the FAILED status reached the store (if not, the
+/// caller retries [`record`] with `unrecorded` later).
+#[derive(Debug, Clone)]
+pub struct BackupFailure {
+    pub error: String,
+    pub unrecorded: Option<Box<BackupInfo>>,
+}
+
+/// pgops' own metadata object.
+#[derive(Debug, Serialize)]
+struct PgopsMetadata<'a> {
+    pgops_version: &'a str,
+    backup_id: &'a str,
+    compression: &'a str,
+    archives: Vec<ArchiveRecord<'a>>,
+    files: Vec<FileRecord<'a>>,
+}
+
+#[derive(Debug, Serialize)]
+struct ArchiveRecord<'a> {
+    name: &'a str,
+    stored_bytes: u64,
+    tar_bytes: u64,
+}
+
+#[derive(Debug, Serialize)]
+struct FileRecord<'a> {
+    path: &'a str,
+    size: u64,
+    crc32c: String,
+}
+
+/// Writes `backup.info`.
+pub fn record(repo: &Repository, runtime: &Handle, backup_id: &str, info: &BackupInfo) -> Result<(), String> {
+    let key = format!("{}/backup.info", backup_dir(backup_id));
+    runtime.block_on(repo.put(&key, info.to_barman().into())).map_err(|e| e.to_string())
+}
+
+/// What streaming produced: the archives, the manifest entries and the data archive,
+/// still open for `backup_label`.
+struct Streamed {
+    archives: Vec<StoredObject>,
+    files: Vec<ManifestFile>,
+    data: TarUpload,
+}
+
+/// A planned archive: its base name and the entries it holds.
+struct ArchivePlan {
+    base: String,
+    /// Prefix of its files' paths in the manifest (`pg_tblspc/<oid>/` for a tablespace).
+    manifest_prefix: String,
+    entries: Vec<Entry>,
+}
+
+/// Takes one backup. On success returns the DONE `backup.info` as stored.
+pub fn run_backup(host: &mut dyn BackupHost, repo: &Repository, job: &BackupJob) -> Result<BackupInfo, BackupFailure> {
+    let mut info = BackupInfo {
+        server_name: job.server_name.clone(),
+        systemid: job.cluster.system_identifier.to_string(),
+        version: job.cluster.server_version_num,
+        pgdata: job.cluster.data_directory.display().to_string(),
+        config_file: job.cluster.config_file.clone(),
+        hba_file: job.cluster.hba_file.clone(),
+        ident_file: job.cluster.ident_file.clone(),
+        tablespaces: job.cluster.tablespaces.clone(),
+        xlog_segment_size: job.cluster.segment_size,
+        data_checksums: job.cluster.data_checksums,
+        cluster_size: job.cluster.cluster_size,
+        compression: Some(job.upload.compression.name().to_string()),
+        ..Default::default()
+    };
+    let fail = |mut info: BackupInfo, error: String| {
+        info.status = Some(BackupStatus::Failed);
+        info.error = Some(error.clone());
+        let unrecorded = record(repo, &job.runtime, &job.backup_id, &info).err().map(|_| Box::new(info));
+        BackupFailure { error, unrecorded }
+    };
+
+    host.progress(Phase::WaitCheckpoint, Progress::default());
+    let start = match host.start_backup(&format!("pgops backup {}", job.backup_id)) {
+        Ok(start) => start,
+        Err(e) => return Err(fail(info, format!("pg_backup_start failed: {e}"))),
+    };
+    info.status = Some(BackupStatus::Started);
+    info.timeline = start.timeline;
+    info.begin_time = barman_time(start.time);
+    info.begin_xlog = start.lsn.clone();
+    info.begin_wal = start.wal.clone();
+    info.begin_offset = start.offset;
+    if let Err(e) = record(repo, &job.runtime, &job.backup_id, &info) {
+        host.abort_backup();
+        return Err(BackupFailure { error: e, unrecorded: None });
+    }
+
+    match take_backup(host, repo, job, &start, &mut info) {
+        Ok(()) => Ok(info),
+        Err((error, stopped)) => {
+            if !stopped {
+                host.abort_backup();
+            }
+            Err(fail(info, error))
+        }
+    }
+}
+
+/// The part of a backup between start and DONE. `Err` carries the cause and whether
+/// pg_backup_stop already ran.
+fn take_backup(
+    host: &mut dyn BackupHost,
+    repo: &Repository,
+    job: &BackupJob,
+    start: &WalPosition,
+    info: &mut BackupInfo,
+) -> Result<(), (String, bool)> {
+    host.progress(Phase::EstimateSize, Progress::default());
+    let plan = plan_archives(&job.cluster).map_err(|e| (e.to_string(), false))?;
+    let progress = Progress {
+        total: Some(plan.iter().flat_map(|a| &a.entries).map(|e| e.size).sum()),
+        tablespaces_total: plan.len() as u64,
+        ..Default::default()
+    };
+    host.progress(Phase::Stream, progress);
+
+    let control = Arc::new(StreamControl::default());
+    let streaming = {
+        let (repo, control, dir) = (repo.clone(), control.clone(), backup_dir(&job.backup_id));
+        let (settings, runtime, data_directory) =
+            (job.upload.clone(), job.runtime.clone(), job.cluster.data_directory.clone());
+        let thread_start = job.thread_start;
+        std::thread::Builder::new()
+            .name("pgops-backup".into())
+            .spawn(move || {
+                thread_start();
+                stream_archives(&repo, &dir, plan, &data_directory, &settings, &runtime, &control)
+            })
+            .map_err(|e| (format!("could not start the backup thread: {e}"), false))?
+    };
+    let mut stopping = None;
+    while !streaming.is_finished() {
+        let done = plan_progress(&control, progress);
+        host.progress(Phase::Stream, done);
+        if let Err(reason) = host.wait() {
+            control.cancel.store(true, Ordering::Relaxed);
+            stopping = Some(reason);
+            break;
+        }
+    }
+    let streamed = streaming.join().unwrap_or_else(|_| Err("the backup thread panicked".into()));
+    if let Some(reason) = stopping {
+        if let Ok(streamed) = streamed {
+            streamed.data.abort();
+        }
+        return Err((reason, false));
+    }
+    let Streamed { mut archives, mut files, mut data } = streamed.map_err(|e| (e, false))?;
+    host.progress(
+        Phase::Stream,
+        Progress { tablespaces_streamed: progress.tablespaces_total, ..plan_progress(&control, progress) },
+    );
+
+    host.progress(Phase::WaitWalArchive, plan_progress(&control, progress));
+    let stop = match host.stop_backup() {
+        Ok(stop) => stop,
+        Err(e) => {
+            data.abort();
+            return Err((format!("pg_backup_stop failed: {e}"), true));
+        }
+    };
+    let finish = (|| -> Result<(), String> {
+        let now = stop.end.time.timestamp();
+        for (name, content) in [("backup_label", &stop.backup_label), ("tablespace_map", &stop.tablespace_map)] {
+            if name == "tablespace_map" && content.is_empty() {
+                continue;
+            }
+            let mut header = tar::Header::new_gnu();
+            header.set_size(content.len() as u64);
+            header.set_mode(0o600);
+            header.set_mtime(now as u64);
+            header.set_entry_type(tar::EntryType::Regular);
+            data.builder().append_data(&mut header, name, content.as_bytes()).map_err(|e| e.to_string())?;
+            files.push(ManifestFile {
+                path: name.into(),
+                size: content.len() as u64,
+                modified: now,
+                crc32c: crc32c::crc32c(content.as_bytes()),
+            });
+        }
+        Ok(())
+    })();
+    if let Err(e) = finish {
+        data.abort();
+        return Err((format!("could not add backup_label: {e}"), true));
+    }
+    archives.push(data.finish().map_err(|e| (e.to_string(), true))?);
+
+    let wal = WalRange { timeline: start.timeline, start_lsn: start.lsn.clone(), end_lsn: stop.end.lsn.clone() };
+    let manifest = manifest::render(
+        manifest::manifest_version(job.cluster.server_version_num),
+        job.cluster.system_identifier,
+        &files,
+        &wal,
+    );
+    let metadata = PgopsMetadata {
+        pgops_version: env!("CARGO_PKG_VERSION"),
+        backup_id: &job.backup_id,
+        compression: job.upload.compression.name(),
+        archives: archives
+            .iter()
+            .map(|a| ArchiveRecord { name: &a.name, stored_bytes: a.stored_bytes, tar_bytes: a.tar_bytes })
+            .collect(),
+        files: files
+            .iter()
+            .map(|f| FileRecord { path: &f.path, size: f.size, crc32c: format!("{:08x}", f.crc32c) })
+            .collect(),
+    };
+    let metadata = serde_json::to_vec_pretty(&metadata).map_err(|e| (e.to_string(), true))?;
+    let dir = backup_dir(&job.backup_id);
+    for (name, body) in [("backup_manifest", manifest.into_bytes()), (PGOPS_METADATA, metadata)] {
+        job.runtime.block_on(repo.put(&format!("{dir}/{name}"), body.into())).map_err(|e| (e.to_string(), true))?;
+    }
+
+    info.status = Some(BackupStatus::Done);
+    info.end_time = Some(barman_time(stop.end.time));
+    info.end_xlog = Some(stop.end.lsn.clone());
+    info.end_wal = Some(stop.end.wal.clone());
+    info.end_offset = Some(stop.end.offset);
+    info.backup_label = Some(stop.backup_label.clone());
+    info.size = Some(archives.iter().map(|a| a.tar_bytes).sum());
+    record(repo, &job.runtime, &job.backup_id, info).map_err(|e| (e, true))
+}
+
+fn plan_progress(control: &StreamControl, plan: Progress) -> Progress {
+    Progress { streamed: control.streamed.load(Ordering::Relaxed), ..plan }
+}
+
+/// One archive per tablespace (only its `PG_<major>_*` directory, as Barman takes), then
+/// the data directory, whose tablespace links are kept as links.
+fn plan_archives(cluster: &ClusterInfo) -> io::Result<Vec<ArchivePlan>> {
+    let major = cluster.server_version_num / 10000;
+    let mut plan = Vec::new();
+    for tablespace in &cluster.tablespaces {
+        let mut entries = Vec::new();
+        let mut version_dirs: Vec<_> = std::fs::read_dir(&tablespace.location)?
+            .collect::<io::Result<Vec<_>>>()?
+            .into_iter()
+            .filter(|d| d.file_name().to_string_lossy().starts_with(&format!("PG_{major}_")))
+            .collect();
+        version_dirs.sort_by_key(|d| d.file_name());
+        for dir in version_dirs {
+            let name = dir.file_name().to_string_lossy().into_owned();
+            entries.push(Entry { path: dir.path(), name: name.clone(), kind: EntryKind::Directory, size: 0 });
+            entries.extend(walk::walk(&dir.path(), &format!("{name}/"), &[])?);
+        }
+        plan.push(ArchivePlan {
+            base: tablespace.oid.to_string(),
+            manifest_prefix: format!("pg_tblspc/{}/", tablespace.oid),
+            entries,
+        });
+    }
+    plan.push(ArchivePlan {
+        base: "data".into(),
+        manifest_prefix: String::new(),
+        entries: walk::walk(&cluster.data_directory, "", &[PG_CONTROL])?,
+    });
+    Ok(plan)
+}
+
+/// The streaming thread: writes every planned archive, then `global/pg_control` into the
+/// data archive, which it returns open.
+fn stream_archives(
+    repo: &Repository,
+    dir: &str,
+    plan: Vec<ArchivePlan>,
+    data_directory: &std::path::Path,
+    settings: &UploadSettings,
+    runtime: &Handle,
+    control: &StreamControl,
+) -> Result<Streamed, String> {
+    let mut archives = Vec::new();
+    let mut files = Vec::new();
+    let last = plan.len() - 1;
+    for (i, archive) in plan.into_iter().enumerate() {
+        let mut index = 0;
+        let mut upload =
+            TarUpload::start(repo, dir, &archive.base, index, runtime.clone(), settings).map_err(|e| e.to_string())?;
+        for entry in &archive.entries {
+            if entry.kind == EntryKind::File && upload.stored_bytes() >= settings.max_archive_size {
+                archives.push(upload.finish().map_err(|e| e.to_string())?);
+                index += 1;
+                upload = TarUpload::start(repo, dir, &archive.base, index, runtime.clone(), settings)
+                    .map_err(|e| e.to_string())?;
+            }
+            if let Err(e) = append_entry(&mut upload, entry, &archive.manifest_prefix, control, &mut files) {
+                let cause = upload.store_failure().map_or_else(|| e.to_string(), |s| s.to_string());
+                upload.abort();
+                return Err(cause);
+            }
+        }
+        if i == last {
+            let pg_control = Entry {
+                path: data_directory.join(PG_CONTROL),
+                name: PG_CONTROL.into(),
+                kind: EntryKind::File,
+                size: 0,
+            };
+            if let Err(e) = append_entry(&mut upload, &pg_control, "", control, &mut files) {
+                let cause = upload.store_failure().map_or_else(|| e.to_string(), |s| s.to_string());
+                upload.abort();
+                return Err(cause);
+            }
+            return Ok(Streamed { archives, files, data: upload });
+        }
+        archives.push(upload.finish().map_err(|e: UploadError| e.to_string())?);
+    }
+    unreachable!("the plan always ends with the data directory")
+}
+
+/// Adds one entry to the archive, and a file to the manifest.
+fn append_entry(
+    upload: &mut TarUpload,
+    entry: &Entry,
+    manifest_prefix: &str,
+    control: &StreamControl,
+    files: &mut Vec<ManifestFile>,
+) -> io::Result<()> {
+    if control.cancel.load(Ordering::Relaxed) {
+        return Err(io::Error::other("the backup was cancelled"));
+    }
+    let mut header = tar::Header::new_gnu();
+    match &entry.kind {
+        EntryKind::Directory => {
+            header.set_entry_type(tar::EntryType::Directory);
+            header.set_mode(0o700);
+            header.set_size(0);
+            header.set_mtime(mtime(&entry.path).unwrap_or(0) as u64);
+            upload.builder().append_data(&mut header, format!("{}/", entry.name), io::empty())
+        }
+        EntryKind::Symlink(target) => {
+            header.set_entry_type(tar::EntryType::Symlink);
+            header.set_mode(0o777);
+            header.set_size(0);
+            upload.builder().append_link(&mut header, &entry.name, target)
+        }
+        EntryKind::File => {
+            let file = match std::fs::File::open(&entry.path) {
+                Ok(file) => file,
+                // Dropped since the walk (a table, a temporary file): not part of the backup.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+                Err(e) => {
+                    return Err(io::Error::new(e.kind(), format!("could not open {}: {e}", entry.path.display())))
+                }
+            };
+            let meta = file.metadata()?;
+            let modified = meta
+                .modified()
+                .ok()
+                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                .map_or(0, |d| d.as_secs() as i64);
+            header.set_entry_type(tar::EntryType::Regular);
+            header.set_mode(0o600);
+            header.set_size(meta.len());
+            header.set_mtime(modified as u64);
+            let mut reader = BackupFileReader::new(file, meta.len(), control);
+            upload
+                .builder()
+                .append_data(&mut header, &entry.name, &mut reader)
+                .map_err(|e| io::Error::new(e.kind(), format!("could not archive {}: {e}", entry.path.display())))?;
+            files.push(ManifestFile {
+                path: format!("{manifest_prefix}{}", entry.name),
+                size: meta.len(),
+                modified,
+                crc32c: reader.crc32c,
+            });
+            Ok(())
+        }
+    }
+}
+
+fn mtime(path: &std::path::Path) -> Option<i64> {
+    let modified = std::fs::symlink_metadata(path).ok()?.modified().ok()?;
+    Some(modified.duration_since(std::time::UNIX_EPOCH).ok()?.as_secs() as i64)
+}
+
+/// Reads an archive back from the store, decompressed (for checks and tests).
+pub fn read_archive(repo: &Repository, runtime: &Handle, backup_id: &str, name: &str) -> io::Result<Vec<u8>> {
+    let key = format!("{}/{name}", backup_dir(backup_id));
+    let stored = runtime
+        .block_on(repo.get(&key))
+        .map_err(io::Error::other)?
+        .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, repo.location(&key)))?;
+    let (_, compression) = crate::compression::Compression::split_file_name(name);
+    let mut out = Vec::new();
+    compression.reader(&stored[..])?.read_to_end(&mut out)?;
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests;

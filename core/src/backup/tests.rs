@@ -1,0 +1,176 @@
+//! `run_backup` against a scripted host, a small data directory and the local store.
+
+use super::catalog::{fail_interrupted, list_backups};
+use super::*;
+use crate::compression::Compression;
+use crate::store::LocalStore;
+use chrono::TimeZone;
+use std::collections::BTreeMap;
+
+struct ScriptedHost {
+    fail_stop: bool,
+    calls: Vec<String>,
+    phases: Vec<Phase>,
+}
+
+fn position(lsn: &str, wal: &str, second: u32) -> WalPosition {
+    WalPosition {
+        lsn: lsn.into(),
+        wal: wal.into(),
+        offset: 40,
+        timeline: 1,
+        time: Utc.with_ymd_and_hms(2026, 11, 25, 2, 0, second).unwrap(),
+    }
+}
+
+impl BackupHost for ScriptedHost {
+    fn start_backup(&mut self, label: &str) -> Result<WalPosition, String> {
+        self.calls.push(format!("start {label}"));
+        Ok(position("0/2000028", "000000010000000000000002", 0))
+    }
+    fn stop_backup(&mut self) -> Result<BackupStop, String> {
+        self.calls.push("stop".into());
+        if self.fail_stop {
+            return Err("still waiting for WAL archiving".into());
+        }
+        Ok(BackupStop {
+            end: position("0/2000100", "000000010000000000000002", 5),
+            backup_label: "START WAL LOCATION: 0/2000028 (file 000000010000000000000002)\n".into(),
+            tablespace_map: String::new(),
+        })
+    }
+    fn abort_backup(&mut self) {
+        self.calls.push("abort".into());
+    }
+    fn progress(&mut self, phase: Phase, _: Progress) {
+        if self.phases.last() != Some(&phase) {
+            self.phases.push(phase);
+        }
+    }
+    fn wait(&mut self) -> Result<(), String> {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        Ok(())
+    }
+}
+
+fn data_directory() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, content) in [
+        ("PG_VERSION", &b"15\n"[..]),
+        ("global/pg_control", &[7u8; 8192][..]),
+        ("base/1/1259", &[1u8; 20000][..]),
+        ("postmaster.pid", &b"123\n"[..]),
+        ("pg_wal/000000010000000000000001", &[0u8; 100][..]),
+    ] {
+        let path = dir.path().join(name);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, content).unwrap();
+    }
+    dir
+}
+
+fn job(runtime: &tokio::runtime::Runtime, data: &std::path::Path, backup_id: &str) -> BackupJob {
+    BackupJob {
+        backup_id: backup_id.into(),
+        server_name: "main".into(),
+        cluster: ClusterInfo {
+            system_identifier: 7300,
+            server_version_num: 150004,
+            data_directory: data.to_path_buf(),
+            config_file: String::new(),
+            hba_file: String::new(),
+            ident_file: String::new(),
+            segment_size: 16 << 20,
+            data_checksums: false,
+            cluster_size: 0,
+            tablespaces: vec![],
+        },
+        upload: UploadSettings::new(Compression::Zstd, 3),
+        runtime: runtime.handle().clone(),
+        thread_start: crate::signals::block_all,
+    }
+}
+
+#[test]
+fn a_backup_is_barman_layout_with_label_and_control_file_last_and_a_manifest() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let store_dir = tempfile::tempdir().unwrap();
+    let repo = Repository::new(Arc::new(LocalStore::new(store_dir.path())), "main");
+    let data = data_directory();
+    let mut host = ScriptedHost { fail_stop: false, calls: vec![], phases: vec![] };
+    let info = run_backup(&mut host, &repo, &job(&runtime, data.path(), "20261125T020000")).unwrap();
+    assert_eq!(host.calls, ["start pgops backup 20261125T020000", "stop"]);
+    assert_eq!(host.phases, [Phase::WaitCheckpoint, Phase::EstimateSize, Phase::Stream, Phase::WaitWalArchive]);
+    assert_eq!(info.status, Some(BackupStatus::Done));
+
+    let tar = read_archive(&repo, runtime.handle(), "20261125T020000", "data.tar.zst").unwrap();
+    let mut archive = tar::Archive::new(&tar[..]);
+    let mut members = BTreeMap::new();
+    let mut order = Vec::new();
+    for entry in archive.entries().unwrap() {
+        let mut entry = entry.unwrap();
+        let name = entry.path().unwrap().display().to_string();
+        let mut content = Vec::new();
+        entry.read_to_end(&mut content).unwrap();
+        order.push(name.clone());
+        members.insert(name, content);
+    }
+    assert_eq!(order[order.len() - 2..], ["global/pg_control", "backup_label"]);
+    assert!(!members.contains_key("postmaster.pid"));
+    assert!(members.contains_key("pg_wal/archive_status/"));
+    assert!(!members.contains_key("pg_wal/000000010000000000000001"));
+    assert_eq!(members["base/1/1259"], vec![1u8; 20000]);
+
+    let manifest = runtime.block_on(repo.get("base/20261125T020000/backup_manifest")).unwrap().unwrap();
+    let manifest: serde_json::Value = serde_json::from_slice(&manifest).unwrap();
+    let files = manifest["Files"].as_array().unwrap();
+    assert_eq!(files.len(), 4, "{files:?}"); // PG_VERSION, base/1/1259, pg_control, backup_label
+    for file in files {
+        let content = &members[file["Path"].as_str().unwrap()];
+        assert_eq!(file["Checksum"], hex::encode(crc32c::crc32c(content).to_le_bytes()));
+        assert_eq!(file["Size"], content.len());
+    }
+    assert_eq!(manifest["WAL-Ranges"][0]["End-LSN"], "0/2000100");
+
+    let listed = runtime.block_on(list_backups(&repo)).unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].status(), "DONE");
+    assert_eq!(listed[0].fields.get("begin_wal"), Some("000000010000000000000002"));
+    assert_eq!(listed[0].fields.get("end_time"), Some("2026-11-25 02:00:05.000000+00:00"));
+    assert!(listed[0].stored_bytes > 0);
+}
+
+#[test]
+fn a_failed_backup_is_stopped_and_recorded_failed_and_crash_leftovers_are_marked() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let store_dir = tempfile::tempdir().unwrap();
+    let repo = Repository::new(Arc::new(LocalStore::new(store_dir.path())), "main");
+    let data = data_directory();
+    let mut host = ScriptedHost { fail_stop: true, calls: vec![], phases: vec![] };
+    let failure = run_backup(&mut host, &repo, &job(&runtime, data.path(), "20261125T020000")).unwrap_err();
+    assert!(failure.error.contains("still waiting for WAL archiving"), "{}", failure.error);
+    assert!(failure.unrecorded.is_none());
+    // pg_backup_stop ran (and failed): no second stop.
+    assert_eq!(host.calls, ["start pgops backup 20261125T020000", "stop"]);
+    let listed = runtime.block_on(list_backups(&repo)).unwrap();
+    assert_eq!(listed[0].status(), "FAILED");
+    assert!(listed[0].fields.get("error").unwrap().contains("still waiting"));
+    // The data archive's upload was dropped, not completed.
+    assert!(runtime.block_on(repo.head("base/20261125T020000/data.tar.zst")).unwrap().is_none());
+
+    // A STARTED backup.info (a worker killed mid-backup) is marked FAILED, the running one not.
+    let started = BackupInfo { status: Some(BackupStatus::Started), systemid: "7300".into(), ..Default::default() };
+    for id in ["20261125T030000", "20261125T040000"] {
+        record(&repo, runtime.handle(), id, &started).unwrap();
+    }
+    let marked = runtime.block_on(fail_interrupted(&repo, 7300, Some("20261125T040000"), "interrupted")).unwrap();
+    assert_eq!(marked, ["20261125T030000"]);
+    let statuses: Vec<_> = runtime
+        .block_on(list_backups(&repo))
+        .unwrap()
+        .iter()
+        .map(|b| (b.backup_id.clone(), b.status().to_string()))
+        .collect();
+    assert_eq!(statuses[1], ("20261125T030000".to_string(), "FAILED".to_string()));
+    assert_eq!(statuses[2], ("20261125T040000".to_string(), "STARTED".to_string()));
+}

@@ -1,0 +1,11 @@
+//! Threads pgops starts inside a Postgres process block every signal, so that Postgres'
+//! handlers (which touch backend state) only ever run on the process' main thread.
+
+/// Blocks all signals on the calling thread; threads it starts inherit the mask.
+pub fn block_all() {
+    unsafe {
+        let mut all: libc::sigset_t = std::mem::zeroed();
+        libc::sigfillset(&mut all);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &all, std::ptr::null_mut());
+    }
+}
