@@ -1,6 +1,9 @@
 //! The SQL interface: thin wrappers over the core, in schema `pgops`.
 
+use crate::backup_control::{self, RequestRefused};
 use crate::{archive_module, archive_stats, guc, runtime};
+use pgops_core::backup;
+use pgops_core::backup::catalog::list_backups;
 use pgops_core::check::{check_repository, CheckResult};
 use pgops_core::store::Repository;
 use pgrx::pg_sys::panic::ErrorReport;
@@ -121,4 +124,116 @@ fn archive_status() -> TableIterator<
     ))
 }
 
+fn raise(code: PgSqlErrorCode, message: String, hint: &str) -> ! {
+    ErrorReport::new(code, message, "pgops").set_hint(hint).report(PgLogLevel::ERROR);
+    unreachable!("ERROR does not return");
+}
+
+/// Asks the pgops worker for a base backup and returns its id; with `wait`, returns when
+/// it is DONE and raises its error if it FAILED.
+#[pg_extern(volatile, parallel_unsafe)]
+fn backup_now(wait: default!(bool, true)) -> String {
+    if !backup_control::available() {
+        raise(
+            PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+            "pgops.backup_now() needs pgops in shared_preload_libraries".into(),
+            "Add pgops to shared_preload_libraries in postgresql.conf and restart the server.",
+        );
+    }
+    let backup_id = loop {
+        let backup_id = backup::backup_id(chrono::Utc::now());
+        match backup_control::request(&backup_id) {
+            Ok(()) => break backup_id,
+            Err(RequestRefused::SameSecond) => sleep_interruptibly(100),
+            Err(RequestRefused::WorkerNotRunning) => raise(
+                PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+                "the pgops worker is not running".into(),
+                "It starts with the server when pgops is in shared_preload_libraries; see the server log for why it stopped.",
+            ),
+            Err(RequestRefused::Busy(running)) => raise(
+                PgSqlErrorCode::ERRCODE_LOCK_NOT_AVAILABLE,
+                format!("backup {running} is already running"),
+                "pgops takes one backup at a time: wait for it to finish (SELECT * FROM pgops.backup_list) and try again.",
+            ),
+        }
+    };
+    if wait {
+        loop {
+            match backup_control::outcome(&backup_id) {
+                Some(Ok(())) => break,
+                Some(Err(error)) => raise(
+                    PgSqlErrorCode::ERRCODE_EXTERNAL_ROUTINE_EXCEPTION,
+                    format!("backup {backup_id} failed: {error}"),
+                    "The backup is recorded as FAILED in the repository; the server log has the details.",
+                ),
+                None => sleep_interruptibly(200),
+            }
+        }
+    }
+    backup_id
+}
+
+/// Waits on this backend's latch, so that a cancel or terminate is served at once.
+fn sleep_interruptibly(milliseconds: i64) {
+    unsafe {
+        let events = (pg_sys::WL_LATCH_SET | pg_sys::WL_TIMEOUT | pg_sys::WL_EXIT_ON_PM_DEATH) as i32;
+        pg_sys::WaitLatch(pg_sys::MyLatch, events, milliseconds, pg_sys::PG_WAIT_EXTENSION);
+        pg_sys::ResetLatch(pg_sys::MyLatch);
+    }
+    pgrx::check_for_interrupts!();
+}
+
+/// The backups in the repository as text; `pgops.backups()` gives them their SQL types.
+#[pg_extern(volatile, parallel_safe, name = "backups_text")]
+#[allow(clippy::type_complexity)]
+fn backups_text() -> TableIterator<
+    'static,
+    (
+        name!(id, String),
+        name!(status, String),
+        name!(started_at, Option<String>),
+        name!(finished_at, Option<String>),
+        name!(begin_lsn, Option<String>),
+        name!(end_lsn, Option<String>),
+        name!(begin_wal, Option<String>),
+        name!(end_wal, Option<String>),
+        name!(timeline, Option<i32>),
+        name!(size_bytes, Option<i64>),
+        name!(stored_bytes, i64),
+        name!(compression, Option<String>),
+        name!(error, Option<String>),
+    ),
+> {
+    let (url, s3) = guc::repository_settings().unwrap_or_else(|invalid| {
+        raise(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, invalid.message, &invalid.hint)
+    });
+    let rt =
+        runtime::runtime().unwrap_or_else(|e| raise(PgSqlErrorCode::ERRCODE_INTERNAL_ERROR, e, "See the server log."));
+    let listed = rt.block_on(async {
+        let repo = Repository::open(&url, &s3).await;
+        list_backups(&repo).await
+    });
+    let backups =
+        listed.unwrap_or_else(|e| raise(PgSqlErrorCode::ERRCODE_EXTERNAL_ROUTINE_EXCEPTION, e.to_string(), e.hint()));
+    TableIterator::new(backups.into_iter().map(|b| {
+        let text = |key: &str| b.fields.get(key).map(str::to_string);
+        (
+            b.backup_id.clone(),
+            b.status().to_string(),
+            text("begin_time"),
+            text("end_time"),
+            text("begin_xlog"),
+            text("end_xlog"),
+            text("begin_wal"),
+            text("end_wal"),
+            b.fields.number("timeline").map(|t| t as i32),
+            b.fields.number("size").map(|s| s as i64),
+            b.stored_bytes as i64,
+            text("compression"),
+            text("error"),
+        )
+    }))
+}
+
+extension_sql_file!("../sql/catalog.sql", name = "catalog", requires = [backups_text]);
 extension_sql_file!("../sql/privileges.sql", name = "privileges", finalize);

@@ -4,8 +4,10 @@
 //! depends on several settings at once.
 
 use pgops_core::archive::ArchiveSettings;
+use pgops_core::backup::upload::UploadSettings;
 use pgops_core::compression::Compression;
 use pgops_core::repository::RepositoryUrl;
+use pgops_core::schedule::{self, Schedule};
 use pgops_core::store::S3Options;
 use pgops_core::InvalidSetting;
 use pgrx::guc::{GucContext, GucFlags, GucRegistry, GucSetting, PostgresGucEnum};
@@ -38,6 +40,31 @@ impl From<WalCompression> for Compression {
     }
 }
 
+/// Codecs for base backups: those Barman Cloud's tools read (tar, tar.gz, tar.snappy),
+/// and zstd (`.tar.zst`, as pg_basebackup writes it).
+#[derive(PostgresGucEnum, Clone, Copy, PartialEq, Eq, Debug)]
+pub enum BackupCompression {
+    #[name = c"zstd"]
+    Zstd,
+    #[name = c"snappy"]
+    Snappy,
+    #[name = c"gzip"]
+    Gzip,
+    #[name = c"none"]
+    None,
+}
+
+impl From<BackupCompression> for Compression {
+    fn from(value: BackupCompression) -> Self {
+        match value {
+            BackupCompression::Zstd => Compression::Zstd,
+            BackupCompression::Snappy => Compression::Snappy,
+            BackupCompression::Gzip => Compression::Gzip,
+            BackupCompression::None => Compression::None,
+        }
+    }
+}
+
 pub static REPOSITORY: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 pub static S3_ENDPOINT: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 pub static S3_REGION: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(Some(c"us-east-1"));
@@ -46,10 +73,18 @@ pub static S3_SECRET_ACCESS_KEY: GucSetting<Option<CString>> = GucSetting::<Opti
 pub static WAL_COMPRESSION: GucSetting<WalCompression> = GucSetting::<WalCompression>::new(WalCompression::Zstd);
 pub static COMPRESSION_LEVEL: GucSetting<i32> = GucSetting::<i32>::new(0);
 pub static ARCHIVE_PARALLEL: GucSetting<i32> = GucSetting::<i32>::new(4);
+pub static BACKUP_SCHEDULE: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+pub static SCHEDULE_TIMEZONE: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(Some(c"UTC"));
+pub static BACKUP_COMPRESSION: GucSetting<BackupCompression> =
+    GucSetting::<BackupCompression>::new(BackupCompression::Zstd);
+pub static BACKUP_COMPRESSION_WORKERS: GucSetting<i32> = GucSetting::<i32>::new(2);
+pub static BACKUP_FAST_CHECKPOINT: GucSetting<bool> = GucSetting::<bool>::new(false);
+pub static DATABASE: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(Some(c"postgres"));
 
 pub fn register() {
-    // SUSET everywhere: the archiver reads postgresql.conf, and a superuser may try other
-    // values in a session (for example with pgops.check()) without touching it.
+    // SUSET everywhere but pgops.database: the archiver and the worker read postgresql.conf,
+    // and a superuser may try values in a session (SET validates them, pgops.check() uses
+    // them) without touching the server's.
     let secret = GucFlags::SUPERUSER_ONLY | GucFlags::NO_SHOW_ALL;
     unsafe {
         GucRegistry::define_string_guc_with_hooks(
@@ -99,6 +134,64 @@ pub fn register() {
             None,
         );
     }
+    unsafe {
+        GucRegistry::define_string_guc_with_hooks(
+            c"pgops.backup_schedule",
+            c"When the worker takes base backups: cron with seconds, e.g. '0 0 2 * * *'; empty for none.",
+            c"Six fields (second minute hour day-of-month month day-of-week) or the five-field form.",
+            &BACKUP_SCHEDULE,
+            GucContext::Suset,
+            GucFlags::default(),
+            Some(check_backup_schedule),
+            None,
+            None,
+        );
+        GucRegistry::define_string_guc_with_hooks(
+            c"pgops.schedule_timezone",
+            c"Time zone of pgops.backup_schedule (an IANA name).",
+            c"",
+            &SCHEDULE_TIMEZONE,
+            GucContext::Suset,
+            GucFlags::default(),
+            Some(check_schedule_timezone),
+            None,
+            None,
+        );
+    }
+    GucRegistry::define_enum_guc(
+        c"pgops.backup_compression",
+        c"Compression of base backup archives.",
+        c"barman-cloud-restore reads none, gzip and snappy; zstd archives are .tar.zst.",
+        &BACKUP_COMPRESSION,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"pgops.backup_compression_workers",
+        c"zstd threads compressing a base backup; 0 compresses on the reading thread.",
+        c"",
+        &BACKUP_COMPRESSION_WORKERS,
+        0,
+        64,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_bool_guc(
+        c"pgops.backup_fast_checkpoint",
+        c"Start base backups with an immediate checkpoint instead of a spread one.",
+        c"Like pg_basebackup --checkpoint=fast; off spreads the checkpoint's I/O.",
+        &BACKUP_FAST_CHECKPOINT,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_string_guc(
+        c"pgops.database",
+        c"Database the pgops worker connects to.",
+        c"",
+        &DATABASE,
+        GucContext::Postmaster,
+        GucFlags::default(),
+    );
     GucRegistry::define_string_guc(
         c"pgops.s3_access_key_id",
         c"S3 access key id; empty means the AWS default credential chain.",
@@ -139,8 +232,8 @@ fn string(setting: &GucSetting<Option<CString>>) -> Option<String> {
     setting.get().map(|s| s.to_string_lossy().into_owned()).filter(|s| !s.is_empty())
 }
 
-/// The archiver's settings, or what is wrong with them.
-pub fn archive_settings() -> Result<ArchiveSettings, InvalidSetting> {
+/// Where the repository is and how to reach it, or what is wrong with the settings.
+pub fn repository_settings() -> Result<(RepositoryUrl, S3Options), InvalidSetting> {
     let repository: RepositoryUrl = string(&REPOSITORY)
         .ok_or_else(|| {
             InvalidSetting::new(
@@ -164,18 +257,45 @@ pub fn archive_settings() -> Result<ArchiveSettings, InvalidSetting> {
             ));
         }
     };
+    let s3 = S3Options {
+        endpoint: string(&S3_ENDPOINT),
+        region: string(&S3_REGION).unwrap_or_else(|| "us-east-1".into()),
+        credentials,
+    };
+    Ok((repository, s3))
+}
+
+/// The archiver's settings, or what is wrong with them.
+pub fn archive_settings() -> Result<ArchiveSettings, InvalidSetting> {
+    let (repository, s3) = repository_settings()?;
     let compression = Compression::from(WAL_COMPRESSION.get());
     Ok(ArchiveSettings {
         repository,
-        s3: S3Options {
-            endpoint: string(&S3_ENDPOINT),
-            region: string(&S3_REGION).unwrap_or_else(|| "us-east-1".into()),
-            credentials,
-        },
+        s3,
         compression,
         level: compression.effective_level(COMPRESSION_LEVEL.get())?,
         parallel: ARCHIVE_PARALLEL.get() as usize,
     })
+}
+
+/// How base backups are written (the codec's default level).
+pub fn backup_upload_settings() -> UploadSettings {
+    let compression = Compression::from(BACKUP_COMPRESSION.get());
+    let level = compression.effective_level(0).expect("0 is every codec's default level");
+    UploadSettings {
+        compression_workers: BACKUP_COMPRESSION_WORKERS.get() as u32,
+        ..UploadSettings::new(compression, level)
+    }
+}
+
+/// The backup schedule in force, `None` when there is none.
+pub fn backup_schedule() -> Result<Option<Schedule>, InvalidSetting> {
+    let zone = string(&SCHEDULE_TIMEZONE).unwrap_or_else(|| "UTC".into());
+    schedule::parse(&string(&BACKUP_SCHEDULE).unwrap_or_default(), &zone)
+}
+
+pub fn database() -> String {
+    string(&DATABASE).unwrap_or_else(|| "postgres".into())
 }
 
 /// Hands a validation failure to Postgres, which raises it as the ERROR (or, on a reload,
@@ -221,6 +341,9 @@ macro_rules! string_check_hook {
 string_check_hook!(check_repository, |v| if v.is_empty() { Ok(()) } else { v.parse::<RepositoryUrl>().map(drop) });
 string_check_hook!(check_endpoint, |v| if v.is_empty() { Ok(()) } else { pgops_core::setting::validate_endpoint(v) });
 string_check_hook!(check_region, pgops_core::setting::validate_region);
+// The expression's form; the zone is checked by its own setting.
+string_check_hook!(check_backup_schedule, |v| schedule::parse(v, "UTC").map(drop));
+string_check_hook!(check_schedule_timezone, |v| schedule::parse_zone(v).map(drop));
 
 #[pgrx::pg_guard]
 unsafe extern "C-unwind" fn check_compression_level(

@@ -6,6 +6,9 @@
 mod api;
 mod archive_module;
 mod archive_stats;
+mod backup_control;
+mod backup_worker;
+mod fixed_text;
 mod guc;
 mod runtime;
 
@@ -16,5 +19,7 @@ pub extern "C-unwind" fn _PG_init() {
     guc::register();
     if unsafe { pgrx::pg_sys::process_shared_preload_libraries_in_progress } {
         archive_stats::init();
+        backup_control::init();
+        backup_worker::register();
     }
 }

@@ -53,6 +53,18 @@ impl FromStr for RepositoryUrl {
     }
 }
 
+impl RepositoryUrl {
+    /// Barman's server name: the last path component (`s3://bucket/path/<server_name>`).
+    pub fn server_name(&self) -> String {
+        let path = match self {
+            RepositoryUrl::S3 { bucket, prefix } if prefix.is_empty() => bucket.as_str(),
+            RepositoryUrl::S3 { prefix, .. } => prefix.as_str(),
+            RepositoryUrl::Local { root } => root.to_str().unwrap_or("pgops"),
+        };
+        path.trim_end_matches('/').rsplit('/').next().filter(|n| !n.is_empty()).unwrap_or("pgops").to_string()
+    }
+}
+
 impl fmt::Display for RepositoryUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -83,6 +95,15 @@ mod tests {
         assert!(parse("s3://Upper/x").unwrap_err().message.contains("bucket names"));
         assert!(parse("s3://bkt/a//b").is_err());
         assert!(parse("s3://bkt/a/../b").is_err());
+    }
+
+    #[test]
+    fn server_names() {
+        let name = |url: &str| url.parse::<RepositoryUrl>().unwrap().server_name();
+        assert_eq!(name("s3://cnpg-backups/cnpg-main"), "cnpg-main");
+        assert_eq!(name("s3://cnpg-backups/a/b"), "b");
+        assert_eq!(name("s3://cnpg-backups"), "cnpg-backups");
+        assert_eq!(name("file:///var/backups/main/"), "main");
     }
 
     #[test]

@@ -138,7 +138,7 @@ impl BackupInfo {
     }
 }
 
-/// A `backup.info` read back: its fields as text, `None` values left out.
+/// A `backup.info` read back: its fields as text, `None` and empty values left out.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct InfoFields(pub BTreeMap<String, String>);
 
@@ -149,7 +149,7 @@ impl InfoFields {
                 .filter(|l| !l.trim().is_empty() && !l.trim_start().starts_with('#'))
                 .filter_map(|l| l.split_once('='))
                 .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
-                .filter(|(_, v)| v != "None")
+                .filter(|(_, v)| v != "None" && !v.is_empty())
                 .collect(),
         )
     }

@@ -200,12 +200,16 @@ pub fn run_backup(host: &mut dyn BackupHost, repo: &Repository, job: &BackupJob)
         BackupFailure { error, unrecorded }
     };
 
+    // Listed as running from the start, the checkpoint wait included.
+    info.status = Some(BackupStatus::Started);
+    if let Err(e) = record(repo, &job.runtime, &job.backup_id, &info) {
+        return Err(fail(info, e));
+    }
     host.progress(Phase::WaitCheckpoint, Progress::default());
     let start = match host.start_backup(&format!("pgops backup {}", job.backup_id)) {
         Ok(start) => start,
         Err(e) => return Err(fail(info, format!("pg_backup_start failed: {e}"))),
     };
-    info.status = Some(BackupStatus::Started);
     info.timeline = start.timeline;
     info.begin_time = barman_time(start.time);
     info.begin_xlog = start.lsn.clone();
@@ -213,7 +217,7 @@ pub fn run_backup(host: &mut dyn BackupHost, repo: &Repository, job: &BackupJob)
     info.begin_offset = start.offset;
     if let Err(e) = record(repo, &job.runtime, &job.backup_id, &info) {
         host.abort_backup();
-        return Err(BackupFailure { error: e, unrecorded: None });
+        return Err(fail(info, e));
     }
 
     match take_backup(host, repo, job, &start, &mut info) {

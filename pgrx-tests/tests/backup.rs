@@ -1,0 +1,237 @@
+//! Base backups taken by the pgops worker, against real PostgreSQL 15 and s3s-fs
+//! processes.
+
+use pgops_e2e::*;
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+/// A cluster archiving to `s3://backups/<prefix>`, with the extension created and `conf`
+/// added to its settings.
+fn backup_cluster(dir: &std::path::Path, s3: &S3Server, prefix: &str, conf: &str) -> PgCluster {
+    let pg = PgCluster::init(dir, "primary");
+    pg.configure(ARCHIVING);
+    pg.configure(&s3.pgops_settings(prefix));
+    pg.configure(conf);
+    pg.start();
+    pg.execute("CREATE EXTENSION pgops");
+    pg
+}
+
+const FAST: &str = "pgops.backup_fast_checkpoint = on";
+
+/// `(status, error)` of a backup in `pgops.backup_list`.
+fn status_of(pg: &PgCluster, id: &str) -> (String, String) {
+    let row = pg
+        .client()
+        .query_one("SELECT status, coalesce(error, '') FROM pgops.backup_list WHERE id = $1", &[&id])
+        .unwrap_or_else(|e| panic!("backup {id} not listed: {e}"));
+    (row.get(0), row.get(1))
+}
+
+fn wait_for_phase(pg: &PgCluster, phase: &str) {
+    wait_for(&format!("pg_stat_progress_basebackup phase '{phase}'"), Duration::from_secs(60), || {
+        pg.query_text("SELECT phase FROM pg_stat_progress_basebackup") == phase
+    });
+}
+
+/// The members of a tar archive and their contents.
+fn tar_members(tar: &[u8]) -> BTreeMap<String, Vec<u8>> {
+    let mut members = BTreeMap::new();
+    for entry in tar::Archive::new(tar).entries().unwrap() {
+        let mut entry = entry.unwrap();
+        let name = entry.path().unwrap().display().to_string();
+        let mut content = Vec::new();
+        entry.read_to_end(&mut content).unwrap();
+        members.insert(name, content);
+    }
+    members
+}
+
+#[test]
+fn backup_now_under_pgbench_load_is_done_complete_and_verifiable() {
+    let dir = scratch_dir();
+    let s3 = S3Server::start(dir.path());
+    let pg = backup_cluster(dir.path(), &s3, "main", FAST);
+    let mut init = pg.tool("pgbench");
+    init.args(["-i", "-s", "5", "-q", &pg.connstr()]);
+    assert!(init.output().unwrap().status.success());
+
+    let mut load = pg.tool("pgbench");
+    load.args(["-c", "2", "-T", "120", &pg.connstr()]).stdout(Stdio::null()).stderr(Stdio::null());
+    let mut load = load.spawn().unwrap();
+    let id = pg.query_text("SELECT pgops.backup_now()");
+    let _ = load.kill();
+    let _ = load.wait();
+
+    let row = pg
+        .client()
+        .query_one(
+            "SELECT status, begin_lsn::text, end_lsn::text, begin_wal, end_wal, size_bytes, stored_bytes, compression,
+                    finished_at >= started_at FROM pgops.backup_list WHERE id = $1",
+            &[&id],
+        )
+        .unwrap();
+    assert_eq!(row.get::<_, String>(0), "DONE");
+    assert!(row.get::<_, Option<String>>(1).is_some() && row.get::<_, Option<String>>(2).is_some());
+    let end_wal: String = row.get(4);
+    assert!(row.get::<_, i64>(5) > 50_000_000, "pgbench scale 5 is ~75 MB");
+    assert!(row.get::<_, i64>(6) < row.get::<_, i64>(5), "zstd-compressed");
+    assert_eq!(row.get::<_, String>(7), "zstd");
+    assert!(row.get::<_, bool>(8));
+    // The end segment was archived before the backup was DONE.
+    let repo = s3.repository("main");
+    assert!(fetch_decompressed(&repo, &format!("wals/{}/{end_wal}.zst", &end_wal[..16])).is_some());
+
+    let tar = fetch_decompressed(&repo, &format!("base/{id}/data.tar.zst")).unwrap();
+    let members = tar_members(&tar);
+    for needed in ["backup_label", "global/pg_control", "PG_VERSION", "pg_wal/"] {
+        assert!(members.contains_key(needed), "{needed} missing from data.tar.zst");
+    }
+    assert!(String::from_utf8_lossy(&members["backup_label"]).contains(&format!("LABEL: pgops backup {id}")));
+    assert!(!members.contains_key("postmaster.pid"));
+    let relation_files = pg
+        .client()
+        .query(
+            "SELECT pg_relation_filepath(oid) FROM pg_class
+              WHERE relpersistence = 'p' AND relkind IN ('r', 'i', 't', 'm', 'S') AND pg_relation_filepath(oid) IS NOT NULL",
+            &[],
+        )
+        .unwrap();
+    assert!(relation_files.len() > 100);
+    for file in relation_files {
+        let path: String = file.get(0);
+        assert!(members.contains_key(&path), "relation file {path} missing from the backup");
+    }
+
+    // pg_verifybackup checks every file against the manifest (sizes, CRC-32C) and the
+    // manifest's own checksum.
+    let unpacked = dir.path().join("unpacked");
+    tar::Archive::new(&tar[..]).unpack(&unpacked).unwrap();
+    let manifest = block_on(repo.get(&format!("base/{id}/backup_manifest"))).unwrap().unwrap();
+    std::fs::write(unpacked.join("backup_manifest"), &manifest).unwrap();
+    assert!(Command::new("chown").args(["-R", "postgres"]).arg(&unpacked).status().unwrap().success());
+    let mut verify = pg.tool("pg_verifybackup");
+    verify.arg("-n").arg(&unpacked);
+    let out = verify.output().unwrap();
+    assert!(
+        out.status.success(),
+        "pg_verifybackup: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // And it notices a change.
+    std::fs::write(unpacked.join("PG_VERSION"), "14\n").unwrap();
+    assert!(!verify.output().unwrap().status.success(), "pg_verifybackup must reject a changed file");
+}
+
+#[test]
+fn one_backup_at_a_time_with_progress_in_pg_stat_progress_basebackup() {
+    let dir = scratch_dir();
+    let s3 = S3Server::start(dir.path());
+    // A spread checkpoint (checkpoint_timeout is 1h here) holds the backup in its first
+    // phase until a CHECKPOINT hurries it.
+    let pg = backup_cluster(dir.path(), &s3, "main", "");
+    let id = pg.query_text("SELECT pgops.backup_now(wait => false)");
+    wait_for_phase(&pg, "waiting for checkpoint to finish");
+    let pid = pg.query_text("SELECT pid FROM pg_stat_progress_basebackup");
+    let worker = pg.query_text(&format!("SELECT backend_type FROM pg_stat_activity WHERE pid = {pid}"));
+    assert_eq!(worker, "pgops worker");
+
+    let err = pg.client().simple_query("SELECT pgops.backup_now()").unwrap_err();
+    let db = err.as_db_error().unwrap();
+    assert_eq!(db.message(), format!("backup {id} is already running"));
+    assert!(db.hint().unwrap().contains("one backup at a time"));
+    assert_eq!(status_of(&pg, &id).0, "STARTED", "the running backup is listed");
+
+    pg.execute("CHECKPOINT");
+    wait_for("the backup to finish", Duration::from_secs(60), || status_of(&pg, &id).0 == "DONE");
+    assert_eq!(pg.query_text("SELECT count(*) FROM pg_stat_progress_basebackup"), "0");
+    let second = pg.query_text("SELECT pgops.backup_now()");
+    assert!(second > id);
+}
+
+#[test]
+fn a_schedule_takes_backups_without_a_call() {
+    let dir = scratch_dir();
+    let s3 = S3Server::start(dir.path());
+    let pg = backup_cluster(dir.path(), &s3, "main", FAST);
+    pg.execute("ALTER SYSTEM SET pgops.backup_schedule = '*/4 * * * * *'");
+    pg.execute("SELECT pg_reload_conf()");
+    wait_for("two scheduled backups", Duration::from_secs(90), || {
+        pg.query_text("SELECT count(*) FROM pgops.backup_list WHERE status = 'DONE'").parse::<i32>().unwrap() >= 2
+    });
+    pg.execute("ALTER SYSTEM RESET pgops.backup_schedule");
+    pg.execute("SELECT pg_reload_conf()");
+    assert!(pg.log().contains("pgops: backup"), "the worker logs its backups");
+}
+
+#[test]
+fn bad_schedules_and_unprivileged_callers_are_refused() {
+    let dir = scratch_dir();
+    let s3 = S3Server::start(dir.path());
+    let pg = backup_cluster(dir.path(), &s3, "main", FAST);
+    let mut client = pg.client();
+    for bad in ["0 0 25 * * *", "every night", "0 0 2 * * * * *"] {
+        let err = client.batch_execute(&format!("SET pgops.backup_schedule = '{bad}'")).unwrap_err();
+        let db = err.as_db_error().unwrap();
+        assert!(db.message().contains("invalid backup schedule"), "{bad}: {}", db.message());
+        assert!(db.hint().unwrap().contains("'0 0 2 * * *'"), "{bad}");
+    }
+    let err = client.batch_execute("SET pgops.schedule_timezone = 'Mars/Olympus'").unwrap_err();
+    assert!(err.as_db_error().unwrap().message().contains("unknown time zone"));
+    client
+        .batch_execute("SET pgops.backup_schedule = '0 0 2 * * *'; SET pgops.backup_schedule = '30 2 * * *'")
+        .unwrap();
+
+    client.batch_execute("CREATE ROLE alice LOGIN; CREATE ROLE bob LOGIN IN ROLE pgops_operator").unwrap();
+    for call in ["SELECT pgops.backup_now()", "SELECT * FROM pgops.backup_list"] {
+        let err = client.batch_execute(&format!("SET ROLE alice; {call}")).unwrap_err();
+        assert!(err.as_db_error().unwrap().message().contains("permission denied"), "{call}: {err}");
+        client.batch_execute("RESET ROLE").unwrap();
+    }
+    client.batch_execute("SET ROLE bob").unwrap();
+    let id: String = client.query_one("SELECT pgops.backup_now()", &[]).unwrap().get(0);
+    let status: String = client.query_one("SELECT status FROM pgops.backup_list WHERE id = $1", &[&id]).unwrap().get(0);
+    assert_eq!(status, "DONE");
+}
+
+#[test]
+fn an_s3_outage_mid_backup_fails_it_with_the_cause_and_the_next_one_succeeds() {
+    let dir = scratch_dir();
+    let mut s3 = S3Server::start(dir.path());
+    // Spread checkpoint: the backup waits in its first phase until the outage is set up.
+    let pg = backup_cluster(dir.path(), &s3, "main", "pgops.backup_compression = 'none'");
+    let mut init = pg.tool("pgbench");
+    init.args(["-i", "-s", "20", "-q", &pg.connstr()]);
+    assert!(init.output().unwrap().status.success());
+    let id = pg.query_text("SELECT pgops.backup_now(wait => false)");
+    wait_for_phase(&pg, "waiting for checkpoint to finish");
+    pg.execute("CHECKPOINT");
+    wait_for_phase(&pg, "streaming database files");
+    s3.stop();
+
+    let failed = format!("pgops: backup {id} FAILED");
+    wait_for("the backup to fail", Duration::from_secs(120), || pg.log().contains(&failed));
+    assert_eq!(pg.query_text("SELECT 1"), "1", "the database is unaffected");
+    assert_eq!(pg.query_text("SELECT count(*) FROM pg_stat_progress_basebackup"), "0");
+
+    s3.resume();
+    // The worker records the FAILED status once the store is back.
+    wait_for("the failed backup to be recorded", Duration::from_secs(60), || {
+        pg.query_text(&format!("SELECT status FROM pgops.backup_list WHERE id = '{id}'")) == "FAILED"
+    });
+    let (_, error) = status_of(&pg, &id);
+    assert!(
+        error.contains(&s3.endpoint()) || error.contains("Connection refused") || error.contains("dispatch"),
+        "{error}"
+    );
+    // Nothing of it is restorable: no completed data archive.
+    assert!(block_on(s3.repository("main").head(&format!("base/{id}/data.tar"))).unwrap().is_none());
+
+    pg.execute("ALTER SYSTEM SET pgops.backup_fast_checkpoint = on");
+    pg.execute("SELECT pg_reload_conf()");
+    let next = pg.query_text("SELECT pgops.backup_now()");
+    assert_eq!(status_of(&pg, &next).0, "DONE");
+}

@@ -1,0 +1,26 @@
+-- The backup catalog with SQL types. Times are Barman's (UTC offsets included).
+CREATE FUNCTION @extschema@.backups()
+RETURNS TABLE (
+    id text,
+    status text,
+    started_at timestamptz,
+    finished_at timestamptz,
+    begin_lsn pg_lsn,
+    end_lsn pg_lsn,
+    begin_wal text,
+    end_wal text,
+    timeline integer,
+    size_bytes bigint,
+    stored_bytes bigint,
+    compression text,
+    error text
+)
+LANGUAGE sql VOLATILE
+AS $$
+    SELECT id, status, started_at::timestamptz, finished_at::timestamptz, begin_lsn::pg_lsn, end_lsn::pg_lsn,
+           begin_wal, end_wal, timeline, size_bytes, stored_bytes, compression, error
+      FROM @extschema@.backups_text()
+     ORDER BY id
+$$;
+
+CREATE VIEW @extschema@.backup_list AS SELECT * FROM @extschema@.backups();

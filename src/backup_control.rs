@@ -1,0 +1,151 @@
+//! Backup requests and their outcome, in shared memory: `pgops.backup_now()` (any backend)
+//! asks, the pgops worker takes backups and reports. One backup at a time.
+
+use crate::fixed_text::FixedText;
+use pgrx::lwlock::PgLwLock;
+use pgrx::pg_sys;
+use pgrx::shmem::PGRXSharedMemory;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+type BackupIdText = FixedText<32>;
+
+#[derive(Copy, Clone)]
+pub struct BackupControl {
+    /// The worker's pid, 0 while it is not running.
+    worker_pid: i32,
+    /// The worker's process latch (in shared memory, the same address in every process).
+    worker_latch: usize,
+    /// A backup asked for and not yet started.
+    requested: BackupIdText,
+    running: BackupIdText,
+    /// The newest id handed out, so that two backups never share one (ids are seconds).
+    newest: BackupIdText,
+    finished: BackupIdText,
+    finished_ok: bool,
+    finished_error: FixedText<1024>,
+}
+
+unsafe impl PGRXSharedMemory for BackupControl {}
+
+impl BackupControl {
+    const fn new() -> Self {
+        BackupControl {
+            worker_pid: 0,
+            worker_latch: 0,
+            requested: FixedText::EMPTY,
+            running: FixedText::EMPTY,
+            newest: FixedText::EMPTY,
+            finished: FixedText::EMPTY,
+            finished_ok: false,
+            finished_error: FixedText::EMPTY,
+        }
+    }
+}
+
+static CONTROL: PgLwLock<BackupControl> = unsafe { PgLwLock::new(c"pgops_backup_control") };
+static IN_SHARED_MEMORY: AtomicBool = AtomicBool::new(false);
+
+/// From `_PG_init`, while shared_preload_libraries loads.
+#[allow(unexpected_cfgs)] // the macro tests for pg13/pg14, which pgops does not build for
+pub fn init() {
+    use pgrx::pg_guard;
+    pgrx::pg_shmem_init!(CONTROL = BackupControl::new());
+    IN_SHARED_MEMORY.store(true, Ordering::Relaxed);
+}
+
+pub fn available() -> bool {
+    IN_SHARED_MEMORY.load(Ordering::Relaxed)
+}
+
+/// Why a request was not accepted.
+pub enum RequestRefused {
+    WorkerNotRunning,
+    Busy(String),
+    /// An id for this second was handed out already: ask again in a moment.
+    SameSecond,
+}
+
+/// Asks the worker for backup `backup_id`.
+pub fn request(backup_id: &str) -> Result<(), RequestRefused> {
+    let latch = {
+        let mut control = CONTROL.exclusive();
+        if control.worker_pid == 0 {
+            return Err(RequestRefused::WorkerNotRunning);
+        }
+        if let Some(busy) = control.running.get().or_else(|| control.requested.get()) {
+            return Err(RequestRefused::Busy(busy));
+        }
+        if control.newest.get().is_some_and(|newest| newest.as_str() >= backup_id) {
+            return Err(RequestRefused::SameSecond);
+        }
+        control.requested.set(backup_id);
+        control.newest.set(backup_id);
+        control.worker_latch
+    };
+    unsafe { pg_sys::SetLatch(latch as *mut pg_sys::Latch) };
+    Ok(())
+}
+
+/// The outcome of `backup_id`, once it finished: `Ok` or the error.
+pub fn outcome(backup_id: &str) -> Option<Result<(), String>> {
+    let control = CONTROL.share();
+    (control.finished.get().as_deref() == Some(backup_id)).then(|| {
+        if control.finished_ok {
+            Ok(())
+        } else {
+            Err(control.finished_error.get().unwrap_or_default())
+        }
+    })
+}
+
+/// The worker starts: it can be woken from now on. A backup the previous worker was
+/// running is over (it died with it); returns its id.
+pub fn worker_started() -> Option<String> {
+    let mut control = CONTROL.exclusive();
+    control.worker_pid = unsafe { pg_sys::MyProcPid };
+    control.worker_latch = unsafe { &raw mut (*pg_sys::MyProc).procLatch } as usize;
+    let interrupted = control.running.get();
+    if let Some(id) = &interrupted {
+        control.finished.set(id);
+        control.finished_ok = false;
+        control.finished_error.set("the pgops worker stopped during the backup");
+        control.running = FixedText::EMPTY;
+    }
+    interrupted
+}
+
+pub fn worker_stopped() {
+    let mut control = CONTROL.exclusive();
+    control.worker_pid = 0;
+    control.worker_latch = 0;
+}
+
+/// The worker takes the pending request, if any: it is now running.
+pub fn take_request() -> Option<String> {
+    let mut control = CONTROL.exclusive();
+    let id = control.requested.get()?;
+    control.requested = FixedText::EMPTY;
+    control.running.set(&id);
+    Some(id)
+}
+
+/// The worker starts a scheduled backup, unless one was requested meanwhile or the id was
+/// handed out already.
+pub fn start_scheduled(backup_id: &str) -> bool {
+    let mut control = CONTROL.exclusive();
+    let taken = control.newest.get().is_some_and(|newest| newest.as_str() >= backup_id);
+    if control.requested.get().is_some() || control.running.get().is_some() || taken {
+        return false;
+    }
+    control.newest.set(backup_id);
+    control.running.set(backup_id);
+    true
+}
+
+pub fn finish(backup_id: &str, result: Result<(), &str>) {
+    let mut control = CONTROL.exclusive();
+    control.running = FixedText::EMPTY;
+    control.finished.set(backup_id);
+    control.finished_ok = result.is_ok();
+    control.finished_error.set(result.err().unwrap_or(""));
+}

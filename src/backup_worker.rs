@@ -1,0 +1,433 @@
+//! The pgops background worker: takes base backups on `pgops.backup_schedule` and when
+//! `pgops.backup_now()` asks. It talks to Postgres from its main thread only; the core
+//! reads and uploads files on threads of its own.
+
+use crate::{archive_module, backup_control, guc, runtime};
+use chrono::{DateTime, Utc};
+use pgops_core::backup::catalog::fail_interrupted;
+use pgops_core::backup::info::{BackupInfo, Tablespace};
+use pgops_core::backup::{self, BackupHost, BackupJob, BackupStop, ClusterInfo, Phase, Progress, WalPosition};
+use pgops_core::store::Repository;
+use pgrx::bgworkers::{BackgroundWorker, BackgroundWorkerBuilder, BgWorkerStartTime};
+use pgrx::pg_sys;
+use pgrx::prelude::*;
+use pgrx::{PgTryBuilder, Spi};
+use serde::Deserialize;
+use std::time::{Duration, Instant};
+
+const INTERRUPTED: &str = "interrupted: the pgops worker stopped before the backup finished";
+
+pub fn register() {
+    BackgroundWorkerBuilder::new("pgops worker")
+        .set_type("pgops worker")
+        .set_function("pgops_worker_main")
+        .set_library("pgops")
+        .enable_spi_access()
+        .set_start_time(BgWorkerStartTime::RecoveryFinished)
+        .set_restart_time(Some(Duration::from_secs(5)))
+        .load();
+}
+
+// Postgres' own handlers, by their C symbols (pgrx's wrappers are Rust functions).
+unsafe extern "C-unwind" {
+    /// A backend's SIGTERM handler: sets ProcDiePending, wakes the latch.
+    fn die(signal: i32);
+    /// Sets ConfigReloadPending, wakes the latch.
+    fn SignalHandlerForConfigReload(signal: i32);
+}
+
+fn set_signal_handler(signal: u32, handler: unsafe extern "C-unwind" fn(i32)) {
+    unsafe {
+        #[cfg(not(feature = "pg18"))]
+        pg_sys::pqsignal(signal as i32, Some(handler));
+        #[cfg(feature = "pg18")]
+        pg_sys::pqsignal_be(signal as i32, Some(handler));
+    }
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn on_worker_exit(_code: i32, _arg: pg_sys::Datum) {
+    backup_control::worker_stopped();
+}
+
+#[pg_guard]
+#[unsafe(no_mangle)]
+pub extern "C-unwind" fn pgops_worker_main(_arg: pg_sys::Datum) {
+    // SIGTERM is a normal backend's: any wait inside Postgres (pg_backup_stop waiting for
+    // WAL archiving) ends, and pg_backup_start's exit hook ends the backup.
+    set_signal_handler(pg_sys::SIGHUP, SignalHandlerForConfigReload);
+    set_signal_handler(pg_sys::SIGTERM, die);
+    unsafe { pg_sys::BackgroundWorkerUnblockSignals() };
+    BackgroundWorker::connect_worker_to_spi(Some(&guc::database()), None);
+    unsafe { pg_sys::before_shmem_exit(Some(on_worker_exit), pg_sys::Datum::from(0)) };
+    if let Some(id) = backup_control::worker_started() {
+        warning!("pgops: backup {id} did not finish: the previous pgops worker stopped during it");
+    }
+    log!("pgops worker started");
+    let mut worker = Worker { unrecorded: Vec::new(), swept: false, next_tidy: Instant::now(), schedule: None };
+    loop {
+        pgrx::check_for_interrupts!();
+        reload_settings_if_asked();
+        worker.tidy_store();
+        if let Some(id) = backup_control::take_request() {
+            worker.backup(&id);
+            continue;
+        }
+        if let Some(id) = worker.scheduled_backup_due() {
+            if backup_control::start_scheduled(&id) {
+                worker.backup(&id);
+            }
+            continue;
+        }
+        wait(worker.sleep());
+    }
+}
+
+fn reload_settings_if_asked() {
+    unsafe {
+        if pg_sys::ConfigReloadPending != 0 {
+            pg_sys::ConfigReloadPending = 0;
+            pg_sys::ProcessConfigFile(pg_sys::GucContext::PGC_SIGHUP);
+        }
+    }
+}
+
+/// Sleeps until woken (a request), the timeout, or postmaster death (exits).
+fn wait(timeout: Duration) {
+    unsafe {
+        let events = (pg_sys::WL_LATCH_SET | pg_sys::WL_TIMEOUT | pg_sys::WL_EXIT_ON_PM_DEATH) as i32;
+        pg_sys::WaitLatch(pg_sys::MyLatch, events, timeout.as_millis() as i64, pg_sys::PG_WAIT_EXTENSION);
+        pg_sys::ResetLatch(pg_sys::MyLatch);
+    }
+}
+
+struct Worker {
+    /// FAILED statuses that could not be written yet (the store was down), retried.
+    unrecorded: Vec<(String, BackupInfo)>,
+    /// Whether STARTED leftovers of an earlier worker were marked FAILED.
+    swept: bool,
+    next_tidy: Instant,
+    /// The schedule's text and its next firing.
+    schedule: Option<(String, DateTime<Utc>)>,
+}
+
+impl Worker {
+    fn repository(&self) -> Result<Repository, String> {
+        let (url, s3) = guc::repository_settings().map_err(|e| format!("{} {}", e.message, e.hint))?;
+        Ok(runtime::runtime()?.block_on(Repository::open(&url, &s3)))
+    }
+
+    /// Marks crash leftovers FAILED and writes FAILED statuses the store refused earlier;
+    /// retried every 10 seconds until it works.
+    fn tidy_store(&mut self) {
+        if (self.swept && self.unrecorded.is_empty()) || Instant::now() < self.next_tidy {
+            return;
+        }
+        self.next_tidy = Instant::now() + Duration::from_secs(10);
+        let (Ok(repo), Ok(rt)) = (self.repository(), runtime::runtime()) else { return };
+        if !self.swept {
+            let system_identifier = archive_module::cluster_identity().system_identifier;
+            match rt.block_on(fail_interrupted(&repo, system_identifier, None, INTERRUPTED)) {
+                Ok(marked) => {
+                    for id in marked {
+                        log!("pgops: backup {id} marked FAILED: {INTERRUPTED}");
+                    }
+                    self.swept = true;
+                }
+                Err(e) => log!("pgops: could not check for interrupted backups yet: {e}"),
+            }
+        }
+        self.unrecorded.retain(|(id, info)| match backup::record(&repo, rt.handle(), id, info) {
+            Ok(()) => {
+                log!("pgops: backup {id} recorded as FAILED");
+                false
+            }
+            Err(_) => true,
+        });
+    }
+
+    /// The id of a scheduled backup due now, if one is.
+    fn scheduled_backup_due(&mut self) -> Option<String> {
+        let schedule = match guc::backup_schedule() {
+            Ok(Some(schedule)) => schedule,
+            Ok(None) => {
+                self.schedule = None;
+                return None;
+            }
+            Err(e) => {
+                // Checked when set; a time zone and expression changed together land here.
+                warning!("pgops: backup schedule ignored: {} {}", e.message, e.hint);
+                self.schedule = None;
+                return None;
+            }
+        };
+        let text = format!(
+            "{} {}",
+            guc::BACKUP_SCHEDULE.get().unwrap_or_default().to_string_lossy(),
+            guc::SCHEDULE_TIMEZONE.get().unwrap_or_default().to_string_lossy()
+        );
+        let now = Utc::now();
+        match &self.schedule {
+            Some((current, next)) if *current == text => {
+                if now < *next {
+                    return None;
+                }
+                // Fire once, however many slots a long backup skipped.
+                self.schedule = schedule.next_after(now).map(|next| (text, next));
+                Some(backup::backup_id(now))
+            }
+            _ => {
+                self.schedule = schedule.next_after(now).map(|next| (text, next));
+                None
+            }
+        }
+    }
+
+    /// How long to sleep: until the next scheduled backup, at most a second.
+    fn sleep(&self) -> Duration {
+        let until_next = self.schedule.as_ref().map(|(_, next)| (*next - Utc::now()).to_std().unwrap_or_default());
+        until_next.unwrap_or(Duration::from_secs(1)).min(Duration::from_secs(1))
+    }
+
+    fn backup(&mut self, id: &str) {
+        log!("pgops: backup {id} starting");
+        let result = self.take_backup(id);
+        match &result {
+            Ok(info) => log!(
+                "pgops: backup {id} DONE: WAL {} to {}, {} bytes",
+                info.begin_wal,
+                info.end_wal.as_deref().unwrap_or("?"),
+                info.size.unwrap_or(0)
+            ),
+            Err(e) => warning!("pgops: backup {id} FAILED: {e}"),
+        }
+        backup_control::finish(id, result.as_ref().map(drop).map_err(String::as_str));
+    }
+
+    fn take_backup(&mut self, id: &str) -> Result<BackupInfo, String> {
+        let repo = self.repository()?;
+        let rt = runtime::runtime()?;
+        let (cluster, archive_mode) = cluster_info()?;
+        let (url, _) = guc::repository_settings().map_err(|e| e.message)?;
+        let job = BackupJob {
+            backup_id: id.to_string(),
+            server_name: url.server_name(),
+            cluster,
+            upload: guc::backup_upload_settings(),
+            runtime: rt.handle().clone(),
+            thread_start: pgops_core::signals::block_all,
+        };
+        let mut host = PgHost { fast_checkpoint: guc::BACKUP_FAST_CHECKPOINT.get(), archive_mode };
+        unsafe {
+            pg_sys::pgstat_progress_start_command(
+                pg_sys::ProgressCommandType::PROGRESS_COMMAND_BASEBACKUP,
+                pg_sys::InvalidOid,
+            )
+        };
+        let result = backup::run_backup(&mut host, &repo, &job);
+        unsafe { pg_sys::pgstat_progress_end_command() };
+        result.map_err(|failure| {
+            if let Some(info) = failure.unrecorded {
+                self.unrecorded.push((id.to_string(), *info));
+            }
+            failure.error
+        })
+    }
+}
+
+/// Runs `body` in a transaction of its own; a Postgres ERROR aborts the transaction and
+/// comes back as its message.
+fn in_transaction<R>(body: impl FnOnce() -> R) -> Result<R, String> {
+    unsafe {
+        pg_sys::SetCurrentStatementStartTimestamp();
+        pg_sys::StartTransactionCommand();
+        pg_sys::PushActiveSnapshot(pg_sys::GetTransactionSnapshot());
+    }
+    let body = std::panic::AssertUnwindSafe(body);
+    let outcome = PgTryBuilder::new(move || Ok(body()))
+        .catch_others(|caught| {
+            Err(match caught {
+                pgrx::pg_sys::panic::CaughtError::PostgresError(report)
+                | pgrx::pg_sys::panic::CaughtError::ErrorReport(report)
+                | pgrx::pg_sys::panic::CaughtError::RustPanic { ereport: report, .. } => report.message().to_string(),
+            })
+        })
+        .execute();
+    unsafe {
+        if outcome.is_ok() {
+            pg_sys::PopActiveSnapshot();
+            pg_sys::CommitTransactionCommand();
+        } else {
+            pg_sys::AbortCurrentTransaction();
+        }
+    }
+    outcome
+}
+
+/// One row of JSON from a query, in a transaction of its own.
+fn query_json<T: for<'de> Deserialize<'de>>(query: &str) -> Result<T, String> {
+    let text = in_transaction(|| Spi::get_one::<String>(query))?
+        .map_err(|e| e.to_string())?
+        .ok_or_else(|| format!("no result from: {query}"))?;
+    serde_json::from_str(&text).map_err(|e| format!("unexpected result {text}: {e}"))
+}
+
+#[derive(Deserialize)]
+struct ClusterRow {
+    system_identifier: String,
+    server_version_num: u32,
+    data_directory: String,
+    config_file: String,
+    hba_file: String,
+    ident_file: String,
+    segment_size: u64,
+    data_checksums: bool,
+    cluster_size: u64,
+    archive_mode: String,
+    tablespaces: Vec<TablespaceRow>,
+}
+
+#[derive(Deserialize)]
+struct TablespaceRow {
+    name: String,
+    oid: u32,
+    location: String,
+}
+
+fn cluster_info() -> Result<(ClusterInfo, String), String> {
+    let row: ClusterRow = query_json(
+        "SELECT json_build_object(
+            'system_identifier', (SELECT system_identifier::text FROM pg_control_system()),
+            'server_version_num', current_setting('server_version_num')::int,
+            'data_directory', current_setting('data_directory'),
+            'config_file', current_setting('config_file'),
+            'hba_file', current_setting('hba_file'),
+            'ident_file', current_setting('ident_file'),
+            'segment_size', (SELECT bytes_per_wal_segment FROM pg_control_init()),
+            'data_checksums', current_setting('data_checksums') = 'on',
+            'cluster_size', (SELECT sum(pg_database_size(oid))::bigint FROM pg_database),
+            'archive_mode', current_setting('archive_mode'),
+            'tablespaces', (SELECT coalesce(json_agg(json_build_object(
+                    'name', spcname, 'oid', oid, 'location', pg_tablespace_location(oid)) ORDER BY oid), '[]')
+                FROM pg_tablespace WHERE spcname NOT IN ('pg_default', 'pg_global'))
+        )::text",
+    )?;
+    let cluster = ClusterInfo {
+        system_identifier: row.system_identifier.parse().map_err(|e| format!("system identifier: {e}"))?,
+        server_version_num: row.server_version_num,
+        data_directory: row.data_directory.into(),
+        config_file: row.config_file,
+        hba_file: row.hba_file,
+        ident_file: row.ident_file,
+        segment_size: row.segment_size,
+        data_checksums: row.data_checksums,
+        cluster_size: row.cluster_size,
+        tablespaces: row
+            .tablespaces
+            .into_iter()
+            .map(|t| Tablespace { name: t.name, oid: t.oid, location: t.location })
+            .collect(),
+    };
+    Ok((cluster, row.archive_mode))
+}
+
+/// pg_backup_start/stop and progress, in the worker's own session.
+struct PgHost {
+    fast_checkpoint: bool,
+    archive_mode: String,
+}
+
+#[derive(Deserialize)]
+struct PositionRow {
+    lsn: String,
+    wal: String,
+    offset: u64,
+}
+
+#[derive(Deserialize)]
+struct StopRow {
+    lsn: String,
+    wal: String,
+    offset: u64,
+    label: String,
+    spcmap: Option<String>,
+}
+
+fn timeline_of(wal: &str) -> u32 {
+    u32::from_str_radix(wal.get(..8).unwrap_or("1"), 16).unwrap_or(1)
+}
+
+fn shutting_down() -> bool {
+    unsafe { pg_sys::ProcDiePending != 0 }
+}
+
+impl BackupHost for PgHost {
+    fn start_backup(&mut self, label: &str) -> Result<WalPosition, String> {
+        if self.archive_mode == "off" {
+            return Err("archive_mode is off: the WAL this backup needs would not be archived, so it could not be restored. Set archive_mode = on and archive_library = 'pgops'".into());
+        }
+        let row: PositionRow = query_json(&format!(
+            "SELECT json_build_object('lsn', lsn::text, 'wal', w.file_name, 'offset', w.file_offset)::text
+               FROM pg_backup_start({}, {}) AS lsn, pg_walfile_name_offset(lsn) AS w",
+            pgrx::spi::quote_literal(label),
+            self.fast_checkpoint
+        ))?;
+        Ok(WalPosition {
+            timeline: timeline_of(&row.wal),
+            lsn: row.lsn,
+            wal: row.wal,
+            offset: row.offset,
+            time: Utc::now(),
+        })
+    }
+
+    fn stop_backup(&mut self) -> Result<BackupStop, String> {
+        let row: StopRow = query_json(
+            "SELECT json_build_object('lsn', s.lsn::text, 'wal', w.file_name, 'offset', w.file_offset,
+                    'label', s.labelfile, 'spcmap', s.spcmapfile)::text
+               FROM pg_backup_stop(wait_for_archive => true) AS s, pg_walfile_name_offset(s.lsn) AS w",
+        )?;
+        Ok(BackupStop {
+            end: WalPosition {
+                timeline: timeline_of(&row.wal),
+                lsn: row.lsn,
+                wal: row.wal,
+                offset: row.offset,
+                time: Utc::now(),
+            },
+            backup_label: row.label,
+            tablespace_map: row.spcmap.unwrap_or_default(),
+        })
+    }
+
+    fn abort_backup(&mut self) {
+        // When the worker is stopping, SQL cannot run; pg_backup_start's exit hook ends it.
+        if !shutting_down() {
+            if let Err(e) = in_transaction(|| Spi::run("SELECT pg_backup_stop(wait_for_archive => false)")) {
+                warning!("pgops: could not end the failed backup: {e}");
+            }
+        }
+    }
+
+    fn progress(&mut self, phase: Phase, progress: Progress) {
+        let values = [
+            (pg_sys::PROGRESS_BASEBACKUP_PHASE, phase as i64),
+            (pg_sys::PROGRESS_BASEBACKUP_BACKUP_TOTAL, progress.total.map_or(-1, |t| t as i64)),
+            (pg_sys::PROGRESS_BASEBACKUP_BACKUP_STREAMED, progress.streamed as i64),
+            (pg_sys::PROGRESS_BASEBACKUP_TBLSPC_TOTAL, progress.tablespaces_total as i64),
+            (pg_sys::PROGRESS_BASEBACKUP_TBLSPC_STREAMED, progress.tablespaces_streamed as i64),
+        ];
+        for (index, value) in values {
+            unsafe { pg_sys::pgstat_progress_update_param(index as i32, value) };
+        }
+    }
+
+    fn wait(&mut self) -> Result<(), String> {
+        wait(Duration::from_millis(200));
+        reload_settings_if_asked();
+        if shutting_down() {
+            return Err(INTERRUPTED.into());
+        }
+        Ok(())
+    }
+}
