@@ -235,3 +235,60 @@ fn an_s3_outage_mid_backup_fails_it_with_the_cause_and_the_next_one_succeeds() {
     let next = pg.query_text("SELECT pgops.backup_now()");
     assert_eq!(status_of(&pg, &next).0, "DONE");
 }
+
+#[test]
+fn barman_cloud_lists_and_restores_a_snappy_backup_that_postgres_then_runs() {
+    let dir = scratch_dir();
+    let s3 = S3Server::start(dir.path());
+    let pg = backup_cluster(
+        dir.path(),
+        &s3,
+        "cnpg-main",
+        "pgops.backup_compression = 'snappy'\npgops.backup_fast_checkpoint = on",
+    );
+    pg.execute("CREATE TABLE orders(id int PRIMARY KEY); INSERT INTO orders SELECT generate_series(1, 1000)");
+    let id = pg.query_text("SELECT pgops.backup_now()");
+    let begin_wal = pg.query_text(&format!("SELECT begin_wal FROM pgops.backup_list WHERE id = '{id}'"));
+    pg.execute("INSERT INTO orders SELECT generate_series(1001, 1500)");
+    let last = pg.query_text("SELECT pg_walfile_name(pg_switch_wal())");
+    pg.wait_archived(&last);
+
+    let mut list = Command::new(barman_bin("barman-cloud-backup-list"));
+    list.args(["--endpoint-url", &s3.endpoint(), "--format", "json", &format!("s3://{BUCKET}"), "cnpg-main"]);
+    s3.barman_env(&mut list);
+    let out = list.output().unwrap();
+    let listing = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "barman-cloud-backup-list: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(listing.contains(&format!("\"backup_id\": \"{id}\"")), "{listing}");
+    assert!(listing.contains(&format!("\"begin_wal\": \"{begin_wal}\"")), "{listing}");
+    assert!(listing.contains("\"status\": \"DONE\""), "{listing}");
+
+    let restored = PgCluster::at(dir.path(), "restored");
+    let mut restore = Command::new(barman_bin("barman-cloud-restore"));
+    restore.args(["--endpoint-url", &s3.endpoint(), &format!("s3://{BUCKET}"), "cnpg-main", &id]).arg(&restored.data);
+    s3.barman_env(&mut restore);
+    let out = restore.output().unwrap();
+    assert!(out.status.success(), "barman-cloud-restore: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(restored.data.join("backup_label").exists() && restored.data.join("global/pg_control").exists());
+    assert!(Command::new("chown").args(["-R", "postgres"]).arg(&restored.data).status().unwrap().success());
+    assert!(Command::new("chmod").args(["700"]).arg(&restored.data).status().unwrap().success());
+
+    // Postgres starts on what Barman restored and replays the archive (through pgops).
+    pg.stop();
+    restored.take_over_config();
+    restored.configure(&format!(
+        "archive_mode = off\npgops.repository = ''\nrestore_command = '{} --repository s3://{BUCKET}/cnpg-main --s3-endpoint {} wal-fetch %f %p'",
+        pgops_cli().display(),
+        s3.endpoint()
+    ));
+    restored.touch("recovery.signal");
+    restored.start_with_env(&[
+        ("AWS_ACCESS_KEY_ID", ACCESS_KEY),
+        ("AWS_SECRET_ACCESS_KEY", SECRET_KEY),
+        ("AWS_EC2_METADATA_DISABLED", "true"),
+    ]);
+    wait_for("recovery to finish", Duration::from_secs(120), || {
+        restored.query_text("SELECT pg_is_in_recovery()") == "f"
+    });
+    assert_eq!(restored.query_text("SELECT count(*) FROM orders"), "1500");
+}
