@@ -32,10 +32,11 @@ impl UploadSettings {
             compression,
             level,
             compression_workers: 0,
-            part_size: 8 * 1024 * 1024,
-            parts_in_flight: 3,
-            // 8 MiB parts × 10,000 parts is ~78 GiB, S3's limit for one object.
-            max_archive_size: 64 << 30,
+            // S3's smallest part, two in flight: ~15 MiB of buffers in all.
+            part_size: MIN_PART_SIZE,
+            parts_in_flight: 2,
+            // 5 MiB parts × 10,000 parts is ~48 GiB, S3's limit for one object this way.
+            max_archive_size: 40 << 30,
         }
     }
 }
