@@ -6,23 +6,14 @@ use tokio::runtime::Runtime;
 
 static RUNTIME: OnceCell<Runtime> = OnceCell::new();
 
-/// Runtime threads block every signal, so that Postgres' handlers run on the main thread
-/// only.
-fn block_signals() {
-    unsafe {
-        let mut all: libc::sigset_t = std::mem::zeroed();
-        libc::sigfillset(&mut all);
-        libc::pthread_sigmask(libc::SIG_BLOCK, &all, std::ptr::null_mut());
-    }
-}
-
 pub fn runtime() -> Result<&'static Runtime, String> {
     RUNTIME.get_or_try_init(|| {
         tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("pgops-io")
             .enable_all()
-            .on_thread_start(block_signals)
+            // Postgres' signal handlers must run on the main thread only.
+            .on_thread_start(pgops_core::signals::block_all)
             .build()
             .map_err(|e| format!("could not start the I/O runtime: {e}"))
     })
