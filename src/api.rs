@@ -164,7 +164,7 @@ fn backup_now(wait: default!(bool, true)) -> String {
                 Some(Err(error)) => raise(
                     PgSqlErrorCode::ERRCODE_EXTERNAL_ROUTINE_EXCEPTION,
                     format!("backup {backup_id} failed: {error}"),
-                    "The backup is recorded as FAILED in the repository; the server log has the details.",
+                    "The server log has the details; pgops.backup_list shows the backup as FAILED once it was recorded.",
                 ),
                 None => sleep_interruptibly(200),
             }

@@ -308,7 +308,7 @@ fn cluster_info() -> Result<(ClusterInfo, String), String> {
             'cluster_size', (SELECT sum(pg_database_size(oid))::bigint FROM pg_database),
             'archive_mode', current_setting('archive_mode'),
             'tablespaces', (SELECT coalesce(json_agg(json_build_object(
-                    'name', spcname, 'oid', oid, 'location', pg_tablespace_location(oid)) ORDER BY oid), '[]')
+                    'name', spcname, 'oid', oid::bigint, 'location', pg_tablespace_location(oid)) ORDER BY oid), '[]')
                 FROM pg_tablespace WHERE spcname NOT IN ('pg_default', 'pg_global'))
         )::text",
     )?;

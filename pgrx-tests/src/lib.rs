@@ -287,7 +287,7 @@ impl PgCluster {
 
     /// The first column of the first row, as text.
     pub fn query_text(&self, sql: &str) -> String {
-        let rows = self.client().simple_query(sql).unwrap_or_else(|e| panic!("{sql}: {e}"));
+        let rows = self.client().simple_query(sql).unwrap_or_else(|e| panic!("{sql}: {e:?}"));
         rows.iter()
             .find_map(|m| match m {
                 postgres::SimpleQueryMessage::Row(row) => Some(row.get(0).unwrap_or("").to_string()),
@@ -297,7 +297,7 @@ impl PgCluster {
     }
 
     pub fn execute(&self, sql: &str) {
-        self.client().batch_execute(sql).unwrap_or_else(|e| panic!("{sql}: {e}"));
+        self.client().batch_execute(sql).unwrap_or_else(|e| panic!("{sql}: {e:?}"));
     }
 
     pub fn system_identifier(&self) -> String {

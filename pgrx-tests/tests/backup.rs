@@ -292,3 +292,65 @@ fn barman_cloud_lists_and_restores_a_snappy_backup_that_postgres_then_runs() {
     });
     assert_eq!(restored.query_text("SELECT count(*) FROM orders"), "1500");
 }
+
+#[test]
+fn a_killed_worker_is_restarted_and_its_backup_marked_failed() {
+    let dir = scratch_dir();
+    let s3 = S3Server::start(dir.path());
+    let pg = backup_cluster(dir.path(), &s3, "main", "");
+    // Spread checkpoint: the backup is still running when the worker is terminated.
+    let id = pg.query_text("SELECT pgops.backup_now(wait => false)");
+    wait_for_phase(&pg, "waiting for checkpoint to finish");
+    assert_eq!(status_of(&pg, &id).0, "STARTED");
+    let pid = pg.query_text("SELECT pid FROM pg_stat_activity WHERE backend_type = 'pgops worker'");
+    assert_eq!(pg.query_text(&format!("SELECT pg_terminate_backend({pid})")), "t");
+
+    wait_for("a new pgops worker", Duration::from_secs(60), || {
+        let now = pg.query_text("SELECT pid FROM pg_stat_activity WHERE backend_type = 'pgops worker'");
+        !now.is_empty() && now != pid
+    });
+    wait_for("the interrupted backup to be marked FAILED", Duration::from_secs(60), || {
+        status_of(&pg, &id).0 == "FAILED"
+    });
+    assert!(status_of(&pg, &id).1.contains("interrupted"));
+    // The server is fine and the new worker takes backups.
+    pg.execute("CHECKPOINT");
+    pg.execute("ALTER SYSTEM SET pgops.backup_fast_checkpoint = on");
+    pg.execute("SELECT pg_reload_conf()");
+    let next = pg.query_text("SELECT pgops.backup_now()");
+    assert_eq!(status_of(&pg, &next).0, "DONE");
+}
+
+#[test]
+fn tablespaces_go_to_their_own_archive_with_a_tablespace_map() {
+    let dir = scratch_dir();
+    let s3 = S3Server::start(dir.path());
+    let pg = backup_cluster(dir.path(), &s3, "main", FAST);
+    let location = dir.path().join("fast-disk");
+    std::fs::create_dir(&location).unwrap();
+    assert!(Command::new("chown").arg("postgres").arg(&location).status().unwrap().success());
+    pg.execute(&format!("CREATE TABLESPACE fast LOCATION '{}'", location.display()));
+    pg.execute("CREATE TABLE hot(id int) TABLESPACE fast; INSERT INTO hot SELECT generate_series(1, 1000)");
+    let oid = pg.query_text("SELECT oid FROM pg_tablespace WHERE spcname = 'fast'");
+    let file = pg.query_text("SELECT pg_relation_filepath('hot')");
+    let id = pg.query_text("SELECT pgops.backup_now()");
+
+    let repo = s3.repository("main");
+    let tablespace = tar_members(&fetch_decompressed(&repo, &format!("base/{id}/{oid}.tar.zst")).unwrap());
+    // pg_relation_filepath says pg_tblspc/<oid>/PG_15_…/<db>/<relfilenode>.
+    let inside = file.strip_prefix(&format!("pg_tblspc/{oid}/")).unwrap();
+    assert!(tablespace.contains_key(inside), "{inside} missing from {oid}.tar.zst: {:?}", tablespace.keys());
+    let data = tar_members(&fetch_decompressed(&repo, &format!("base/{id}/data.tar.zst")).unwrap());
+    let map = String::from_utf8_lossy(&data["tablespace_map"]).into_owned();
+    assert!(map.contains(&format!("{oid} {}", location.display())), "{map}");
+    let info =
+        String::from_utf8(block_on(repo.get(&format!("base/{id}/backup.info"))).unwrap().unwrap().to_vec()).unwrap();
+    assert!(info.contains(&format!("tablespaces=[('fast', {oid}, '{}')]", location.display())), "{info}");
+    let manifest =
+        String::from_utf8(block_on(repo.get(&format!("base/{id}/backup_manifest"))).unwrap().unwrap().to_vec())
+            .unwrap();
+    assert!(
+        manifest.contains(&format!("\"Path\": \"{file}\"")),
+        "the manifest names tablespace files by their data directory path"
+    );
+}
