@@ -5,7 +5,7 @@ use crate::InvalidSetting;
 use std::io::{self, Read, Write};
 
 /// Input per zstd job when compressing with worker threads.
-const PARALLEL_JOB_SIZE: u32 = 2 * 1024 * 1024;
+const PARALLEL_JOB_SIZE: u32 = 1024 * 1024;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Compression {
@@ -113,7 +113,7 @@ impl Compression {
                 if workers > 0 {
                     encoder.multithread(workers)?;
                     // zstd's default job is 4 windows (8 MiB at level 3) and it keeps a
-                    // few per worker, in and out: 2 MiB jobs bound that to ~16 MiB.
+                    // few per worker, in and out: 1 MiB jobs bound that to ~8 MiB.
                     encoder.set_parameter(zstd::zstd_safe::CParameter::JobSize(PARALLEL_JOB_SIZE))?;
                 }
                 CompressWriter::Zstd(encoder)

@@ -174,3 +174,33 @@ fn a_failed_backup_is_stopped_and_recorded_failed_and_crash_leftovers_are_marked
     assert_eq!(statuses[1], ("20261125T030000".to_string(), "FAILED".to_string()));
     assert_eq!(statuses[2], ("20261125T040000".to_string(), "STARTED".to_string()));
 }
+
+#[test]
+fn an_archive_past_the_maximum_size_continues_in_data_0001() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let store_dir = tempfile::tempdir().unwrap();
+    let repo = Repository::new(Arc::new(LocalStore::new(store_dir.path())), "main");
+    let data = data_directory();
+    let mut job = job(&runtime, data.path(), "20261125T020000");
+    job.upload = UploadSettings { max_archive_size: 1, ..UploadSettings::new(Compression::None, 0) };
+    let mut host = ScriptedHost { fail_stop: false, calls: vec![], phases: vec![] };
+    run_backup(&mut host, &repo, &job).unwrap();
+    let names: Vec<String> = runtime
+        .block_on(repo.list("base/20261125T020000/"))
+        .unwrap()
+        .into_iter()
+        .map(|o| o.key.rsplit('/').next().unwrap().to_string())
+        .filter(|name| name.contains(".tar"))
+        .collect();
+    assert_eq!(names[..2], ["data.tar", "data_0001.tar"]);
+    // Every file is in exactly one archive; pg_control and backup_label end the last one.
+    let mut seen = Vec::new();
+    for name in &names {
+        let tar = read_archive(&repo, runtime.handle(), "20261125T020000", name).unwrap();
+        for entry in tar::Archive::new(&tar[..]).entries().unwrap() {
+            seen.push(entry.unwrap().path().unwrap().display().to_string());
+        }
+    }
+    let files: Vec<_> = seen.iter().filter(|n| !n.ends_with('/')).cloned().collect();
+    assert_eq!(files, ["PG_VERSION", "base/1/1259", "global/pg_control", "backup_label"]);
+}
