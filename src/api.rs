@@ -215,22 +215,21 @@ fn backups_text() -> TableIterator<
     });
     let backups =
         listed.unwrap_or_else(|e| raise(PgSqlErrorCode::ERRCODE_EXTERNAL_ROUTINE_EXCEPTION, e.to_string(), e.hint()));
-    TableIterator::new(backups.into_iter().map(|b| {
-        let text = |key: &str| b.fields.get(key).map(str::to_string);
+    TableIterator::new(backups.iter().map(|b| b.row()).collect::<Vec<_>>().into_iter().map(|r| {
         (
-            b.backup_id.clone(),
-            b.status().to_string(),
-            text("begin_time"),
-            text("end_time"),
-            text("begin_xlog"),
-            text("end_xlog"),
-            text("begin_wal"),
-            text("end_wal"),
-            b.fields.number("timeline").map(|t| t as i32),
-            b.fields.number("size").map(|s| s as i64),
-            b.stored_bytes as i64,
-            text("compression"),
-            text("error"),
+            r.id,
+            r.status,
+            r.started_at,
+            r.finished_at,
+            r.begin_lsn,
+            r.end_lsn,
+            r.begin_wal,
+            r.end_wal,
+            r.timeline.map(|t| t as i32),
+            r.size_bytes.map(|s| s as i64),
+            r.stored_bytes as i64,
+            r.compression,
+            r.error,
         )
     }))
 }

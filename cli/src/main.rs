@@ -4,6 +4,7 @@
 //! `AWS_SECRET_ACCESS_KEY`, profile, web identity).
 
 use clap::{Parser, Subcommand};
+use pgops_core::backup::catalog::{list_backups, BackupRow};
 use pgops_core::repository::RepositoryUrl;
 use pgops_core::store::{Repository, S3Options};
 use pgops_core::wal_fetch::{fetch_wal_prefetching, FetchError, Fetched};
@@ -24,7 +25,7 @@ mod exit {
 #[command(
     name = "pgops",
     version,
-    about = "Restore side of pgops: fetch WAL from a pgops (or Barman Cloud) repository"
+    about = "Restore side of pgops: list backups and fetch WAL from a pgops (or Barman Cloud) repository"
 )]
 struct Cli {
     /// Repository: s3://bucket/prefix or file:///absolute/path
@@ -59,6 +60,36 @@ enum Command {
         #[arg(long)]
         spool: Option<PathBuf>,
     },
+    /// List the backups in the repository (pgops' and Barman Cloud's), oldest first.
+    List {
+        /// One JSON array instead of a table
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// `pgops list`: a table for people, JSON for programs.
+fn print_backups(rows: &[BackupRow], json: bool) {
+    if json {
+        println!("{}", serde_json::to_string_pretty(rows).expect("rows serialize"));
+        return;
+    }
+    println!(
+        "{:<16} {:<8} {:<24} {:<24} {:>14} {:>14}  error",
+        "id", "status", "begin_wal", "end_wal", "size_bytes", "stored_bytes"
+    );
+    for r in rows {
+        println!(
+            "{:<16} {:<8} {:<24} {:<24} {:>14} {:>14}  {}",
+            r.id,
+            r.status,
+            r.begin_wal.as_deref().unwrap_or("-"),
+            r.end_wal.as_deref().unwrap_or("-"),
+            r.size_bytes.map_or("-".to_string(), |s| s.to_string()),
+            r.stored_bytes,
+            r.error.as_deref().unwrap_or("")
+        );
+    }
 }
 
 fn usage_error(invalid: InvalidSetting) -> ExitCode {
@@ -113,6 +144,19 @@ fn main() -> ExitCode {
                         FetchError::NotAWalFile(_) => exit::USAGE,
                         FetchError::Corrupt { .. } | FetchError::Write { .. } => exit::OTHER,
                     })
+                }
+            }
+        }),
+        Command::List { json } => runtime.block_on(async {
+            let repo = Repository::open(&url, &s3).await;
+            match list_backups(&repo).await {
+                Ok(backups) => {
+                    print_backups(&backups.iter().map(|b| b.row()).collect::<Vec<_>>(), json);
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("pgops list: {e}\nhint: {}", e.hint());
+                    ExitCode::from(exit::STORE)
                 }
             }
         }),

@@ -263,6 +263,16 @@ fn barman_cloud_lists_and_restores_a_snappy_backup_that_postgres_then_runs() {
     assert!(listing.contains(&format!("\"begin_wal\": \"{begin_wal}\"")), "{listing}");
     assert!(listing.contains("\"status\": \"DONE\""), "{listing}");
 
+    // pgops' own CLI lists the same backup.
+    let mut list = Command::new(pgops_cli());
+    list.args(["--repository", &format!("s3://{BUCKET}/cnpg-main"), "--s3-endpoint", &s3.endpoint(), "list", "--json"]);
+    s3.barman_env(&mut list);
+    let out = list.output().unwrap();
+    assert!(out.status.success(), "pgops list: {}", String::from_utf8_lossy(&out.stderr));
+    let listing = String::from_utf8_lossy(&out.stdout);
+    assert!(listing.contains(&format!("\"id\": \"{id}\"")) && listing.contains("\"status\": \"DONE\""), "{listing}");
+    assert!(listing.contains(&format!("\"begin_wal\": \"{begin_wal}\"")), "{listing}");
+
     let restored = PgCluster::at(dir.path(), "restored");
     let mut restore = Command::new(barman_bin("barman-cloud-restore"));
     restore.args(["--endpoint-url", &s3.endpoint(), &format!("s3://{BUCKET}"), "cnpg-main", &id]).arg(&restored.data);

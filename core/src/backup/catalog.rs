@@ -4,6 +4,7 @@
 
 use super::info::InfoFields;
 use crate::store::{Repository, StoreResult};
+use serde::Serialize;
 use std::collections::BTreeMap;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -18,6 +19,47 @@ impl BackupSummary {
     pub fn status(&self) -> &str {
         self.fields.get("status").unwrap_or("EMPTY")
     }
+
+    /// The backup as `pgops.backups()` and `pgops list` show it.
+    pub fn row(&self) -> BackupRow {
+        let text = |key: &str| self.fields.get(key).map(str::to_string);
+        BackupRow {
+            id: self.backup_id.clone(),
+            status: self.status().to_string(),
+            started_at: text("begin_time"),
+            finished_at: text("end_time"),
+            begin_lsn: text("begin_xlog"),
+            end_lsn: text("end_xlog"),
+            begin_wal: text("begin_wal"),
+            end_wal: text("end_wal"),
+            timeline: self.fields.number("timeline").map(|t| t as u32),
+            size_bytes: self.fields.number("size"),
+            stored_bytes: self.stored_bytes,
+            compression: text("compression"),
+            error: text("error"),
+        }
+    }
+}
+
+/// One backup, as listed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct BackupRow {
+    pub id: String,
+    pub status: String,
+    /// Barman's timestamps (`2026-11-25 02:00:00.000000+00:00`).
+    pub started_at: Option<String>,
+    pub finished_at: Option<String>,
+    pub begin_lsn: Option<String>,
+    pub end_lsn: Option<String>,
+    pub begin_wal: Option<String>,
+    pub end_wal: Option<String>,
+    pub timeline: Option<u32>,
+    /// Tar bytes before compression.
+    pub size_bytes: Option<u64>,
+    /// Bytes of every object of the backup in the store.
+    pub stored_bytes: u64,
+    pub compression: Option<String>,
+    pub error: Option<String>,
 }
 
 /// Every backup with a `backup.info`, oldest first.
