@@ -9,6 +9,7 @@ pub mod compression;
 pub mod naming;
 pub mod ownership;
 pub mod repository;
+pub mod restore;
 pub mod schedule;
 pub mod setting;
 pub mod signals;

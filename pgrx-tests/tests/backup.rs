@@ -59,11 +59,12 @@ fn backup_now_under_pgbench_load_is_done_complete_and_verifiable() {
     assert!(init.output().unwrap().status.success());
 
     let mut load = pg.tool("pgbench");
-    load.args(["-c", "2", "-T", "120", &pg.connstr()]).stdout(Stdio::null()).stderr(Stdio::null());
+    // Bounded in time, so that it ends by itself (killing runuser would leave pgbench on).
+    load.args(["-c", "2", "-T", "8", &pg.connstr()]).stdout(Stdio::null()).stderr(Stdio::null());
     let mut load = load.spawn().unwrap();
     let id = pg.query_text("SELECT pgops.backup_now()");
-    let _ = load.kill();
-    let _ = load.wait();
+    assert!(load.try_wait().unwrap().is_none(), "the backup ran while pgbench wrote");
+    load.wait().unwrap();
 
     let row = pg
         .client()

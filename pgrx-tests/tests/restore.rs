@@ -97,3 +97,113 @@ fn wal_fetch_exit_statuses_tell_missing_from_broken() {
     assert!(stderr.contains(&s3.endpoint()) && stderr.contains("Connection refused"), "{stderr}");
     assert!(!dest.exists());
 }
+
+/// Runs `pgops restore` against `s3://backups/<prefix>`.
+fn pgops_restore(s3: &S3Server, prefix: &str, args: &[&str]) -> Output {
+    let mut restore = Command::new(pgops_cli());
+    restore.args(["--repository", &format!("s3://{BUCKET}/{prefix}"), "--s3-endpoint", &s3.endpoint(), "restore"]);
+    restore.args(args);
+    restore.env("AWS_ACCESS_KEY_ID", ACCESS_KEY).env("AWS_SECRET_ACCESS_KEY", SECRET_KEY);
+    restore.output().unwrap()
+}
+
+/// Starts Postgres on a directory `pgops restore` wrote, as `postgres`, and waits for
+/// recovery to end.
+fn start_restored(restored: &PgCluster) {
+    assert!(Command::new("chown").args(["-R", "postgres"]).arg(&restored.data).status().unwrap().success());
+    restored.configure(&format!("port = {}\narchive_mode = off\npgops.repository = ''\n", restored.port));
+    restored.take_over_config();
+    restored.start_with_env(&[
+        ("AWS_ACCESS_KEY_ID", ACCESS_KEY),
+        ("AWS_SECRET_ACCESS_KEY", SECRET_KEY),
+        ("AWS_EC2_METADATA_DISABLED", "true"),
+    ]);
+    wait_for("recovery to end", Duration::from_secs(120), || restored.query_text("SELECT pg_is_in_recovery()") == "f");
+}
+
+#[test]
+fn pgops_restore_to_a_point_in_time_and_to_the_end() {
+    let dir = scratch_dir();
+    let s3 = S3Server::start(dir.path());
+    let pg = archiving_cluster(dir.path(), "primary", &s3, "main");
+    pg.configure("pgops.backup_fast_checkpoint = on");
+    pg.execute("SELECT pg_reload_conf()");
+    pg.execute("CREATE EXTENSION pgops");
+    let mut init = pg.tool("pgbench");
+    init.args(["-i", "-s", "2", "-q", &pg.connstr()]);
+    assert!(init.output().unwrap().status.success());
+    let mut load = pg.tool("pgbench");
+    // Bounded in time, so that it ends by itself (killing runuser would leave pgbench on).
+    load.args(["-c", "2", "-T", "8", &pg.connstr()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    let mut load = load.spawn().unwrap();
+    let backup = pg.query_text("SELECT pgops.backup_now()");
+    assert!(load.try_wait().unwrap().is_none(), "the backup ran while pgbench wrote");
+    load.wait().unwrap();
+
+    // Committed work with recorded times: 100 rows before the target, 100 after.
+    pg.execute("CREATE TABLE marks(id int); INSERT INTO marks SELECT generate_series(1, 100)");
+    std::thread::sleep(Duration::from_millis(1100));
+    let target = pg.query_text("SELECT now()::text");
+    std::thread::sleep(Duration::from_millis(1100));
+    pg.execute("INSERT INTO marks SELECT generate_series(101, 200)");
+    let last = pg.query_text("SELECT pg_walfile_name(pg_switch_wal())");
+    pg.wait_archived(&last);
+    let accounts = pg.query_text("SELECT sum(abalance) FROM pgbench_accounts");
+
+    // Bad input first: nothing written.
+    let busy = dir.path().join("busy");
+    std::fs::create_dir(&busy).unwrap();
+    std::fs::write(busy.join("keep"), "x").unwrap();
+    let out = pgops_restore(&s3, "main", &["--pgdata", busy.to_str().unwrap()]);
+    assert_ne!(out.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is not empty"));
+    assert_eq!(std::fs::read_dir(&busy).unwrap().count(), 1);
+    let nowhere = dir.path().join("nowhere");
+    let out = pgops_restore(&s3, "main", &["--pgdata", nowhere.to_str().unwrap(), "--backup", "20000101T000000"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no backup 20000101T000000"), "{out:?}");
+    let out =
+        pgops_restore(&s3, "main", &["--pgdata", nowhere.to_str().unwrap(), "--target-time", "2000-01-01 00:00:00+00"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no DONE backup ends before"), "{out:?}");
+    assert!(!nowhere.exists());
+
+    // Point in time: exactly the rows committed before the target.
+    let pitr = PgCluster::at(dir.path(), "pitr");
+    let data = pitr.data.to_str().unwrap();
+    let out = pgops_restore(&s3, "main", &["--pgdata", data, "--target-time", &target, "--target-action", "promote"]);
+    assert!(out.status.success(), "pgops restore: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains(&backup));
+    // The restored directory passes pg_verifybackup before Postgres touches it.
+    assert!(Command::new("chown").args(["-R", "postgres"]).arg(&pitr.data).status().unwrap().success());
+    let mut verify = pitr.tool("pg_verifybackup");
+    verify.arg("-n").arg(&pitr.data);
+    let verified = verify.output().unwrap();
+    assert!(verified.status.success(), "pg_verifybackup: {}", String::from_utf8_lossy(&verified.stderr));
+    start_restored(&pitr);
+    assert_eq!(pitr.query_text("SELECT count(*) FROM marks"), "100");
+
+    // To the end: every committed row.
+    let end = PgCluster::at(dir.path(), "end");
+    let out = pgops_restore(&s3, "main", &["--pgdata", end.data.to_str().unwrap()]);
+    assert!(out.status.success(), "pgops restore: {}", String::from_utf8_lossy(&out.stderr));
+    start_restored(&end);
+    assert_eq!(end.query_text("SELECT count(*) FROM marks"), "200");
+    assert_eq!(end.query_text("SELECT sum(abalance) FROM pgbench_accounts"), accounts);
+
+    // A stored file that does not match the backup's manifest stops the restore.
+    let repo = s3.repository("main");
+    let manifest_key = format!("base/{backup}/backup_manifest");
+    let manifest = String::from_utf8(block_on(repo.get(&manifest_key)).unwrap().unwrap().to_vec()).unwrap();
+    let start = manifest.find("\"Path\": \"PG_VERSION\"").unwrap();
+    let checksum_at = start + manifest[start..].find("\"Checksum\": \"").unwrap() + "\"Checksum\": \"".len();
+    let mut tampered = manifest.clone();
+    tampered.replace_range(checksum_at..checksum_at + 8, "00000000");
+    block_on(repo.put(&manifest_key, tampered.into_bytes().into())).unwrap();
+    let out = pgops_restore(&s3, "main", &["--pgdata", dir.path().join("tampered").to_str().unwrap()]);
+    assert_ne!(out.status.code(), Some(0));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("PG_VERSION does not match the backup's manifest"),
+        "{out:?}"
+    );
+}

@@ -156,6 +156,20 @@ impl ObjectStore for LocalStore {
         }
     }
 
+    async fn get_range(&self, key: &str, offset: u64, length: u64) -> StoreResult<Bytes> {
+        let path = self.path("read", key)?;
+        blocking(move || -> io::Result<Bytes> {
+            use std::io::{Read, Seek};
+            let mut file = std::fs::File::open(path)?;
+            file.seek(io::SeekFrom::Start(offset))?;
+            let mut data = Vec::with_capacity(length as usize);
+            file.take(length).read_to_end(&mut data)?;
+            Ok(Bytes::from(data))
+        })
+        .await
+        .map_err(|e| self.io_error("read", key, e))
+    }
+
     async fn head(&self, key: &str) -> StoreResult<Option<ObjectMeta>> {
         Ok(self.get(key).await?.map(|data| ObjectMeta {
             key: key.to_string(),

@@ -97,6 +97,9 @@ pub trait ObjectStore: Send + Sync + fmt::Debug {
     /// The object's content, or `None` when there is no such object.
     async fn get(&self, key: &str) -> StoreResult<Option<Bytes>>;
     async fn head(&self, key: &str) -> StoreResult<Option<ObjectMeta>>;
+    /// `length` bytes from `offset` (fewer at the end of the object), for reading large
+    /// objects piece by piece.
+    async fn get_range(&self, key: &str, offset: u64, length: u64) -> StoreResult<Bytes>;
     /// Every object whose key starts with `prefix`, in key order.
     async fn list(&self, prefix: &str) -> StoreResult<Vec<ObjectMeta>>;
     /// Removes the object; removing a missing object is not an error.

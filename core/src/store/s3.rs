@@ -157,6 +157,26 @@ impl ObjectStore for S3Store {
         Ok(Some(data.into_bytes()))
     }
 
+    async fn get_range(&self, key: &str, offset: u64, length: u64) -> StoreResult<Bytes> {
+        let range = format!("bytes={offset}-{}", offset + length.max(1) - 1);
+        let response = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .range(range)
+            .send()
+            .await
+            .map_err(|e| self.error("GetObject", key, e))?;
+        let data = response.body.collect().await.map_err(|e| StoreError {
+            operation: "GetObject",
+            location: self.location(key),
+            kind: StoreErrorKind::Unreachable,
+            cause: format!("reading the response body: {e}"),
+        })?;
+        Ok(data.into_bytes())
+    }
+
     async fn head(&self, key: &str) -> StoreResult<Option<ObjectMeta>> {
         match self.client.head_object().bucket(&self.bucket).key(key).send().await {
             Ok(head) => Ok(Some(ObjectMeta {
