@@ -133,7 +133,14 @@ fn print_backups(rows: &[BackupRow], json: bool) {
 
 /// The restore_command a restore writes: this binary, with the repository it restored from.
 fn wal_fetch_command(url: &RepositoryUrl, s3: &S3Options) -> String {
-    let quote = |s: &str| format!("'{}'", s.replace('\'', "'\\''"));
+    // Shell-quoted only when needed, to keep the setting readable.
+    let quote = |s: &str| {
+        if s.chars().all(|c| c.is_ascii_alphanumeric() || "/._:-".contains(c)) {
+            s.to_string()
+        } else {
+            format!("'{}'", s.replace('\'', "'\\''"))
+        }
+    };
     let exe = std::env::current_exe().map(|p| p.display().to_string()).unwrap_or_else(|_| "pgops".into());
     let mut command = format!("{} --repository {}", quote(&exe), quote(&url.to_string()));
     if let Some(endpoint) = &s3.endpoint {
