@@ -107,11 +107,15 @@ fn pgops_restore(s3: &S3Server, prefix: &str, args: &[&str]) -> Output {
     restore.output().unwrap()
 }
 
-/// Starts Postgres on a directory `pgops restore` wrote, as `postgres`, and waits for
-/// recovery to end.
+/// Starts Postgres on a directory `pgops restore` wrote, as `postgres`, not archiving, and
+/// waits for recovery to end.
 fn start_restored(restored: &PgCluster) {
+    start_restored_with(restored, "archive_mode = off\npgops.repository = ''");
+}
+
+fn start_restored_with(restored: &PgCluster, settings: &str) {
     assert!(Command::new("chown").args(["-R", "postgres"]).arg(&restored.data).status().unwrap().success());
-    restored.configure(&format!("port = {}\narchive_mode = off\npgops.repository = ''\n", restored.port));
+    restored.configure(settings);
     restored.take_over_config();
     restored.start_with_env(&[
         ("AWS_ACCESS_KEY_ID", ACCESS_KEY),
@@ -191,19 +195,64 @@ fn pgops_restore_to_a_point_in_time_and_to_the_end() {
     assert_eq!(end.query_text("SELECT count(*) FROM marks"), "200");
     assert_eq!(end.query_text("SELECT sum(abalance) FROM pgbench_accounts"), accounts);
 
-    // A stored file that does not match the backup's manifest stops the restore.
+    // Wrong credentials: a clear message, a non-zero exit, nothing written.
+    let denied = dir.path().join("denied");
+    let mut restore = Command::new(pgops_cli());
+    restore.args(["--repository", &format!("s3://{BUCKET}/main"), "--s3-endpoint", &s3.endpoint(), "restore", "--pgdata"]);
+    restore.arg(&denied).env("AWS_ACCESS_KEY_ID", ACCESS_KEY).env("AWS_SECRET_ACCESS_KEY", "wrong");
+    let out = restore.output().unwrap();
+    assert_ne!(out.status.code(), Some(0));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("HTTP 403") && stderr.contains("pgops.s3_secret_access_key"), "{stderr}");
+    assert!(!denied.exists());
+
+    // A file changed in the stored archive (same length, so only its checksum tells) stops
+    // the restore.
     let repo = s3.repository("main");
-    let manifest_key = format!("base/{backup}/backup_manifest");
-    let manifest = String::from_utf8(block_on(repo.get(&manifest_key)).unwrap().unwrap().to_vec()).unwrap();
-    let start = manifest.find("\"Path\": \"PG_VERSION\"").unwrap();
-    let checksum_at = start + manifest[start..].find("\"Checksum\": \"").unwrap() + "\"Checksum\": \"".len();
-    let mut tampered = manifest.clone();
-    tampered.replace_range(checksum_at..checksum_at + 8, "00000000");
-    block_on(repo.put(&manifest_key, tampered.into_bytes().into())).unwrap();
+    let key = format!("base/{backup}/data.tar.zst");
+    let mut tar = fetch_decompressed(&repo, &key).unwrap();
+    let at = tar.windows(3).position(|w| w == b"15\n").unwrap();
+    tar[at..at + 3].copy_from_slice(b"14\n");
+    let recompressed = pgops_core::compression::Compression::Zstd.compress(&tar, 3).unwrap();
+    block_on(repo.put(&key, recompressed.into())).unwrap();
     let out = pgops_restore(&s3, "main", &["--pgdata", dir.path().join("tampered").to_str().unwrap()]);
     assert_ne!(out.status.code(), Some(0));
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("PG_VERSION does not match the backup's manifest"),
-        "{out:?}"
-    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("does not match the backup's manifest"), "{out:?}");
+}
+
+#[test]
+fn pgops_restore_follows_a_timeline_switch() {
+    let dir = scratch_dir();
+    let s3 = S3Server::start(dir.path());
+    let pg = archiving_cluster(dir.path(), "primary", &s3, "main");
+    pg.configure("pgops.backup_fast_checkpoint = on");
+    pg.execute("SELECT pg_reload_conf()");
+    pg.execute("CREATE EXTENSION pgops");
+    pg.query_text("SELECT pgops.backup_now()");
+    pg.execute("CREATE TABLE marks(id int); INSERT INTO marks SELECT generate_series(1, 100)");
+    let last = pg.query_text("SELECT pg_walfile_name(pg_switch_wal())");
+    pg.wait_archived(&last);
+    pg.stop();
+
+    // Restored and promoted: timeline 2, archiving to the same repository.
+    let promoted = PgCluster::at(dir.path(), "promoted");
+    let out = pgops_restore(&s3, "main", &["--pgdata", promoted.data.to_str().unwrap()]);
+    assert!(out.status.success(), "pgops restore: {}", String::from_utf8_lossy(&out.stderr));
+    start_restored_with(&promoted, &format!("{ARCHIVING}{}", s3.pgops_settings("main")));
+    assert_eq!(promoted.query_text("SELECT count(*) FROM marks"), "100");
+    promoted.execute("INSERT INTO marks SELECT generate_series(101, 150)");
+    let last = promoted.query_text("SELECT pg_walfile_name(pg_switch_wal())");
+    assert!(last.starts_with("00000002"), "{last}");
+    promoted.wait_archived(&last);
+    let repo = s3.repository("main");
+    assert!(block_on(repo.head("wals/00000002.history.zst")).unwrap().is_some());
+    promoted.stop();
+
+    // The backup is on timeline 1; recovery follows the history file onto timeline 2.
+    let again = PgCluster::at(dir.path(), "again");
+    let out = pgops_restore(&s3, "main", &["--pgdata", again.data.to_str().unwrap(), "--target-timeline", "latest"]);
+    assert!(out.status.success(), "pgops restore: {}", String::from_utf8_lossy(&out.stderr));
+    start_restored(&again);
+    assert_eq!(again.query_text("SELECT count(*) FROM marks"), "150");
+    assert!(again.log().contains("restored log file \"00000002.history\" from archive"), "{}", again.log());
 }
