@@ -198,7 +198,14 @@ fn pgops_restore_to_a_point_in_time_and_to_the_end() {
     // Wrong credentials: a clear message, a non-zero exit, nothing written.
     let denied = dir.path().join("denied");
     let mut restore = Command::new(pgops_cli());
-    restore.args(["--repository", &format!("s3://{BUCKET}/main"), "--s3-endpoint", &s3.endpoint(), "restore", "--pgdata"]);
+    restore.args([
+        "--repository",
+        &format!("s3://{BUCKET}/main"),
+        "--s3-endpoint",
+        &s3.endpoint(),
+        "restore",
+        "--pgdata",
+    ]);
     restore.arg(&denied).env("AWS_ACCESS_KEY_ID", ACCESS_KEY).env("AWS_SECRET_ACCESS_KEY", "wrong");
     let out = restore.output().unwrap();
     assert_ne!(out.status.code(), Some(0));
@@ -255,4 +262,39 @@ fn pgops_restore_follows_a_timeline_switch() {
     start_restored(&again);
     assert_eq!(again.query_text("SELECT count(*) FROM marks"), "150");
     assert!(again.log().contains("restored log file \"00000002.history\" from archive"), "{}", again.log());
+}
+
+#[test]
+fn pgops_restores_a_barman_cloud_backup_with_barman_archived_wal() {
+    let dir = scratch_dir();
+    let s3 = S3Server::start(dir.path());
+    let pg = PgCluster::init(dir.path(), "barman-primary");
+    let credentials =
+        format!("AWS_ACCESS_KEY_ID={ACCESS_KEY} AWS_SECRET_ACCESS_KEY={SECRET_KEY} AWS_DEFAULT_REGION=us-east-1");
+    pg.configure(&format!(
+        "archive_mode = on\narchive_command = 'env {credentials} {} --endpoint-url {} s3://{BUCKET} barman-srv %p'",
+        barman_bin("barman-cloud-wal-archive").display(),
+        s3.endpoint()
+    ));
+    pg.start();
+    pg.execute("CREATE TABLE marks(id int); INSERT INTO marks SELECT generate_series(1, 100)");
+    let connstr = pg.connstr();
+    let host = connstr.split_whitespace().find_map(|kv| kv.strip_prefix("host=")).unwrap();
+    let mut backup = Command::new(barman_bin("barman-cloud-backup"));
+    backup.args(["--immediate-checkpoint", "--endpoint-url", &s3.endpoint(), "-h", host, "-p", &pg.port.to_string()]);
+    backup.args(["-U", "postgres", &format!("s3://{BUCKET}"), "barman-srv"]);
+    s3.barman_env(&mut backup);
+    let out = backup.output().unwrap();
+    assert!(out.status.success(), "barman-cloud-backup: {}", String::from_utf8_lossy(&out.stderr));
+    pg.execute("INSERT INTO marks SELECT generate_series(101, 150)");
+    let last = pg.query_text("SELECT pg_walfile_name(pg_switch_wal())");
+    pg.wait_archived(&last);
+    pg.stop();
+
+    let restored = PgCluster::at(dir.path(), "restored");
+    let out = pgops_restore(&s3, "barman-srv", &["--pgdata", restored.data.to_str().unwrap()]);
+    assert!(out.status.success(), "pgops restore: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("no manifest"), "Barman backups carry no manifest");
+    start_restored(&restored);
+    assert_eq!(restored.query_text("SELECT count(*) FROM marks"), "150");
 }
