@@ -8,6 +8,7 @@ use pgops_core::backup::catalog::{list_backups, BackupRow};
 use pgops_core::repository::RepositoryUrl;
 use pgops_core::restore::{self, RecoveryTarget, RestoreRequest};
 use pgops_core::store::{Repository, S3Options};
+use pgops_core::verify::{self, VerifyReport};
 use pgops_core::wal_fetch::{fetch_wal_prefetching, FetchError, Fetched};
 use pgops_core::InvalidSetting;
 use std::path::PathBuf;
@@ -16,6 +17,7 @@ use std::process::ExitCode;
 /// Exit statuses, Barman Cloud's (barman-cloud-wal-restore): scripts written for it keep
 /// working.
 mod exit {
+    /// wal-fetch: not in the repository; verify: problems found.
     pub const NOT_FOUND: u8 = 1;
     pub const STORE: u8 = 2;
     pub const USAGE: u8 = 3;
@@ -99,12 +101,45 @@ enum Command {
         #[arg(long = "tablespace-map", value_name = "OID=DIR")]
         tablespace_map: Vec<String>,
     },
+    /// Check that the repository is restorable: every DONE backup's files against its
+    /// manifest, the WAL archive free of gaps on every timeline, each backup's WAL present.
+    ///
+    /// Exit status: 0 all good; 1 problems found (each one printed); 2 the store could not
+    /// be read.
+    Verify {
+        /// A JSON report instead of text
+        #[arg(long)]
+        json: bool,
+    },
     /// List the backups in the repository (pgops' and Barman Cloud's), oldest first.
     List {
         /// One JSON array instead of a table
         #[arg(long)]
         json: bool,
     },
+}
+
+/// `pgops verify`: one line per backup and timeline, then the verdict.
+fn print_verify_report(report: &VerifyReport, json: bool) {
+    if json {
+        println!("{}", serde_json::to_string_pretty(report).expect("the report serializes"));
+        return;
+    }
+    for b in &report.backups {
+        let checked = if b.manifest { "checked against its manifest" } else { "read (no manifest)" };
+        match b.problems.is_empty() {
+            true => println!("backup {}: ok, {} files {checked}", b.id, b.files_checked),
+            false => println!("backup {}: {}", b.id, b.problems.join("; ")),
+        }
+    }
+    for t in &report.timelines {
+        let gaps = if t.gaps.is_empty() { "no gaps".to_string() } else { format!("missing {}", t.gaps.join(", ")) };
+        println!("timeline {}: WAL {} to {} ({} segments), {gaps}", t.timeline, t.first, t.last, t.segments);
+    }
+    for problem in &report.problems {
+        println!("problem: {problem}");
+    }
+    println!("{}", if report.ok { "repository ok" } else { "repository has problems" });
 }
 
 /// `pgops list`: a table for people, JSON for programs.
@@ -277,6 +312,23 @@ fn main() -> ExitCode {
                 Err(e) => {
                     eprintln!("pgops restore: {e}");
                     ExitCode::from(exit::OTHER)
+                }
+            }
+        }
+        Command::Verify { json } => {
+            let repo = runtime.block_on(Repository::open(&url, &s3));
+            match verify::verify(&repo, runtime.handle()) {
+                Ok(report) => {
+                    print_verify_report(&report, json);
+                    if report.ok {
+                        ExitCode::SUCCESS
+                    } else {
+                        ExitCode::from(exit::NOT_FOUND)
+                    }
+                }
+                Err(e) => {
+                    eprintln!("pgops verify: {e}");
+                    ExitCode::from(exit::STORE)
                 }
             }
         }

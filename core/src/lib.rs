@@ -14,6 +14,7 @@ pub mod schedule;
 pub mod setting;
 pub mod signals;
 pub mod store;
+pub mod verify;
 pub mod wal_fetch;
 
 pub use setting::InvalidSetting;

@@ -152,8 +152,10 @@ impl Read for ObjectReader {
     }
 }
 
-/// Files the manifest lists: path → (size, CRC-32C as PostgreSQL prints it).
-fn manifest_files(manifest: &[u8]) -> Result<HashMap<String, (u64, String)>, String> {
+/// Files a manifest lists: path → (size, CRC-32C as PostgreSQL prints it).
+type ManifestFiles = HashMap<String, (u64, String)>;
+
+fn manifest_files(manifest: &[u8]) -> Result<ManifestFiles, String> {
     let json: serde_json::Value =
         serde_json::from_slice(manifest).map_err(|e| format!("backup_manifest is not valid JSON: {e}"))?;
     let files = json["Files"].as_array().ok_or("backup_manifest has no Files")?;
@@ -186,13 +188,14 @@ struct Extracted {
     bytes: u64,
 }
 
-/// Extracts one archive into `dir`, checking each file against `manifest` (paths there
-/// start with `manifest_prefix`), and removing the checked ones from it.
+/// Extracts one archive into `dir` (or only reads it when `dir` is `None`), checking each
+/// file against `manifest` (paths there start with `manifest_prefix`), and removing the
+/// checked ones from it.
 fn extract(
     archive: impl Read,
-    dir: &Path,
+    dir: Option<&Path>,
     manifest_prefix: &str,
-    manifest: &mut Option<HashMap<String, (u64, String)>>,
+    manifest: &mut Option<ManifestFiles>,
 ) -> Result<Extracted, String> {
     let mut done = Extracted { files: 0, bytes: 0 };
     let mut tar = tar::Archive::new(archive);
@@ -200,44 +203,29 @@ fn extract(
         let mut entry = entry.map_err(|e| format!("reading the archive: {e}"))?;
         let relative = safe_relative(&entry.path().map_err(|e| e.to_string())?).map_err(|e| e.to_string())?;
         let name = relative.to_string_lossy().into_owned();
-        let target = dir.join(&relative);
-        match entry.header().entry_type() {
-            tar::EntryType::Directory => {
-                std::fs::create_dir_all(&target).map_err(|e| format!("{}: {e}", target.display()))?;
+        let target = dir.map(|d| d.join(&relative));
+        match (entry.header().entry_type(), &target) {
+            (tar::EntryType::Directory, Some(target)) => {
+                std::fs::create_dir_all(target).map_err(|e| format!("{}: {e}", target.display()))?;
             }
             // Tablespace links are made from tablespace_map, where the restore puts them.
-            tar::EntryType::Symlink if name.starts_with("pg_tblspc/") => {}
-            tar::EntryType::Symlink => {
+            (tar::EntryType::Symlink, Some(target)) if !name.starts_with("pg_tblspc/") => {
                 let link = entry.link_name().map_err(|e| e.to_string())?.ok_or("symlink without target")?;
-                std::os::unix::fs::symlink(&link, &target).map_err(|e| format!("{}: {e}", target.display()))?;
+                std::os::unix::fs::symlink(&link, target).map_err(|e| format!("{}: {e}", target.display()))?;
             }
-            tar::EntryType::Regular => {
-                if let Some(parent) = target.parent() {
-                    std::fs::create_dir_all(parent).map_err(|e| format!("{}: {e}", parent.display()))?;
-                }
-                let mut file = std::fs::File::create(&target).map_err(|e| format!("{}: {e}", target.display()))?;
-                let (mut crc, mut size, mut buf) = (0u32, 0u64, vec![0u8; 256 * 1024]);
-                loop {
-                    let n = entry.read(&mut buf).map_err(|e| format!("reading {name} from the archive: {e}"))?;
-                    if n == 0 {
-                        break;
+            (tar::EntryType::Regular, target) => {
+                let (size, crc) = match target {
+                    Some(target) => {
+                        if let Some(parent) = target.parent() {
+                            std::fs::create_dir_all(parent).map_err(|e| format!("{}: {e}", parent.display()))?;
+                        }
+                        let mut file =
+                            std::fs::File::create(target).map_err(|e| format!("{}: {e}", target.display()))?;
+                        checksum_entry(&mut entry, &name, &mut file)?
                     }
-                    crc = crc32c::crc32c_append(crc, &buf[..n]);
-                    size += n as u64;
-                    file.write_all(&buf[..n]).map_err(|e| format!("{}: {e}", target.display()))?;
-                }
-                if let Some(expected) = manifest.as_mut() {
-                    let key = format!("{manifest_prefix}{name}");
-                    let (want_size, want_crc) = expected
-                        .remove(&key)
-                        .ok_or_else(|| format!("{key} is in the archive but not in the backup's manifest"))?;
-                    let got_crc = hex::encode(crc.to_le_bytes());
-                    if size != want_size || got_crc != want_crc {
-                        return Err(format!(
-                            "{key} does not match the backup's manifest: {size} bytes with CRC-32C {got_crc}, expected {want_size} bytes with {want_crc}"
-                        ));
-                    }
-                }
+                    None => checksum_entry(&mut entry, &name, &mut io::sink())?,
+                };
+                check_against_manifest(manifest, manifest_prefix, &name, size, crc)?;
                 done.files += 1;
                 done.bytes += size;
             }
@@ -245,6 +233,111 @@ fn extract(
         }
     }
     Ok(done)
+}
+
+/// Copies an archive member to `out`; returns its size and CRC-32C.
+fn checksum_entry(entry: &mut impl Read, name: &str, out: &mut impl Write) -> Result<(u64, u32), String> {
+    let (mut crc, mut size, mut buf) = (0u32, 0u64, vec![0u8; 256 * 1024]);
+    loop {
+        let n = entry.read(&mut buf).map_err(|e| format!("reading {name} from the archive: {e}"))?;
+        if n == 0 {
+            return Ok((size, crc));
+        }
+        crc = crc32c::crc32c_append(crc, &buf[..n]);
+        size += n as u64;
+        out.write_all(&buf[..n]).map_err(|e| format!("writing {name}: {e}"))?;
+    }
+}
+
+/// Checks a file against the manifest (when there is one) and strikes it off.
+fn check_against_manifest(
+    manifest: &mut Option<ManifestFiles>,
+    manifest_prefix: &str,
+    name: &str,
+    size: u64,
+    crc: u32,
+) -> Result<(), String> {
+    let Some(expected) = manifest.as_mut() else { return Ok(()) };
+    let key = format!("{manifest_prefix}{name}");
+    let (want_size, want_crc) =
+        expected.remove(&key).ok_or_else(|| format!("{key} is in the archive but not in the backup's manifest"))?;
+    let got_crc = hex::encode(crc.to_le_bytes());
+    if size != want_size || got_crc != want_crc {
+        return Err(format!(
+            "{key} does not match the backup's manifest: {size} bytes with CRC-32C {got_crc}, expected {want_size} bytes with {want_crc}"
+        ));
+    }
+    Ok(())
+}
+
+/// A backup's archives and manifest, as stored.
+pub(crate) struct StoredBackup {
+    pub data: Vec<(String, u64)>,
+    pub tablespaces: Vec<(String, u64)>,
+    pub manifest_bytes: Option<Bytes>,
+}
+
+impl StoredBackup {
+    pub(crate) fn load(repo: &Repository, runtime: &Handle, backup_id: &str) -> Result<StoredBackup, String> {
+        let dir = backup_dir(backup_id);
+        let objects = runtime.block_on(repo.list(&format!("{dir}/"))).map_err(|e| e.to_string())?;
+        let manifest_bytes =
+            runtime.block_on(repo.get(&format!("{dir}/backup_manifest"))).map_err(|e| e.to_string())?;
+        let prefix = repo.key(&format!("{dir}/"));
+        let mut archives: Vec<(String, u64)> = objects
+            .iter()
+            .filter_map(|o| Some((o.key.strip_prefix(&prefix)?.to_string(), o.size)))
+            .filter(|(name, _)| name.contains(".tar") && name != PGOPS_METADATA)
+            .collect();
+        archives.sort();
+        let (data, tablespaces): (Vec<_>, Vec<_>) =
+            archives.into_iter().partition(|(name, _)| name.starts_with("data"));
+        if data.is_empty() {
+            return Err(format!("backup {backup_id} has no data archive in {}", repo.location(&dir)));
+        }
+        Ok(StoredBackup { data, tablespaces, manifest_bytes })
+    }
+
+    pub(crate) fn manifest(&self) -> Result<Option<ManifestFiles>, String> {
+        self.manifest_bytes.as_deref().map(manifest_files).transpose()
+    }
+
+    /// A decompressing reader over one of the archives.
+    pub(crate) fn open(
+        repo: &Repository,
+        runtime: &Handle,
+        backup_id: &str,
+        name: &str,
+        size: u64,
+    ) -> Result<Box<dyn Read>, String> {
+        let (_, codec) = Compression::split_file_name(name);
+        let reader = ObjectReader::new(repo, format!("{}/{name}", backup_dir(backup_id)), size, runtime.clone());
+        codec.reader(reader).map_err(|e| format!("{name}: {e}"))
+    }
+}
+
+/// Reads every archive of a backup and checks each file against its manifest, writing
+/// nothing. Returns the number of files read and whether there was a manifest.
+pub fn verify_backup(repo: &Repository, runtime: &Handle, backup_id: &str) -> Result<(u64, bool), String> {
+    let stored = StoredBackup::load(repo, runtime, backup_id)?;
+    let mut manifest = stored.manifest()?;
+    let verified = manifest.is_some();
+    let mut files = 0;
+    for (name, size) in &stored.data {
+        let archive = StoredBackup::open(repo, runtime, backup_id, name, *size)?;
+        files += extract(archive, None, "", &mut manifest).map_err(|e| format!("{name}: {e}"))?.files;
+    }
+    for (name, size) in &stored.tablespaces {
+        let oid = name.split(['.', '_']).next().unwrap_or_default();
+        let archive = StoredBackup::open(repo, runtime, backup_id, name, *size)?;
+        files += extract(archive, None, &format!("pg_tblspc/{oid}/"), &mut manifest)
+            .map_err(|e| format!("{name}: {e}"))?
+            .files;
+    }
+    if let Some(missing) = manifest.as_ref().and_then(|m| m.keys().min()) {
+        return Err(format!("{missing} is in the backup's manifest but in no archive"));
+    }
+    Ok((files, verified))
 }
 
 /// Whether `dir` can receive a restore: missing, or an empty directory.
@@ -292,34 +385,16 @@ pub fn restore(repo: &Repository, runtime: &Handle, request: &RestoreRequest) ->
     ensure_empty(&request.pgdata)?;
     let backups = runtime.block_on(list_backups(repo)).map_err(|e| format!("{e}. {}", e.hint()))?;
     let backup = choose_backup(&backups, request.backup.as_deref(), &request.target)?;
-    let dir = backup_dir(&backup.backup_id);
-    let objects = runtime.block_on(repo.list(&format!("{dir}/"))).map_err(|e| e.to_string())?;
-    let manifest_bytes = runtime.block_on(repo.get(&format!("{dir}/backup_manifest"))).map_err(|e| e.to_string())?;
-    let mut manifest = manifest_bytes.as_deref().map(manifest_files).transpose()?;
-
-    let prefix = repo.key(&format!("{dir}/"));
-    let mut archives: Vec<(String, u64)> = objects
-        .iter()
-        .filter_map(|o| Some((o.key.strip_prefix(&prefix)?.to_string(), o.size)))
-        .filter(|(name, _)| name.contains(".tar") && name != PGOPS_METADATA)
-        .collect();
-    archives.sort();
-    let (data, tablespaces): (Vec<_>, Vec<_>) = archives.into_iter().partition(|(name, _)| name.starts_with("data"));
-    if data.is_empty() {
-        return Err(format!("backup {} has no data archive in {}", backup.backup_id, repo.location(&dir)));
-    }
+    let stored = StoredBackup::load(repo, runtime, &backup.backup_id)?;
+    let mut manifest = stored.manifest()?;
 
     create_private_dir(&request.pgdata)?;
     let mut report =
         RestoreReport { backup_id: backup.backup_id.clone(), files: 0, bytes: 0, verified: manifest.is_some() };
-    let open = |name: &str, size: u64| -> Result<Box<dyn Read>, String> {
-        let (_, codec) = Compression::split_file_name(name);
-        let reader = ObjectReader::new(repo, format!("{dir}/{name}"), size, runtime.clone());
-        codec.reader(reader).map_err(|e| format!("{name}: {e}"))
-    };
-    for (name, size) in &data {
-        let extracted =
-            extract(open(name, *size)?, &request.pgdata, "", &mut manifest).map_err(|e| format!("{name}: {e}"))?;
+    let open = |name: &str, size: u64| StoredBackup::open(repo, runtime, &backup.backup_id, name, size);
+    for (name, size) in &stored.data {
+        let extracted = extract(open(name, *size)?, Some(&request.pgdata), "", &mut manifest)
+            .map_err(|e| format!("{name}: {e}"))?;
         report.files += extracted.files;
         report.bytes += extracted.bytes;
     }
@@ -332,7 +407,7 @@ pub fn restore(repo: &Repository, runtime: &Handle, request: &RestoreRequest) ->
         .filter_map(|l| l.split_once(' ').and_then(|(oid, path)| Some((oid.parse().ok()?, PathBuf::from(path)))))
         .collect();
     locations.extend(request.tablespace_map.clone());
-    for (name, size) in &tablespaces {
+    for (name, size) in &stored.tablespaces {
         let oid: u32 = name
             .split(['.', '_'])
             .next()
@@ -343,7 +418,7 @@ pub fn restore(repo: &Repository, runtime: &Handle, request: &RestoreRequest) ->
             .ok_or_else(|| format!("no location for tablespace {oid}: pass --tablespace-map {oid}=DIR"))?;
         ensure_empty(location)?;
         create_private_dir(location)?;
-        let extracted = extract(open(name, *size)?, location, &format!("pg_tblspc/{oid}/"), &mut manifest)
+        let extracted = extract(open(name, *size)?, Some(location), &format!("pg_tblspc/{oid}/"), &mut manifest)
             .map_err(|e| format!("{name}: {e}"))?;
         report.files += extracted.files;
         report.bytes += extracted.bytes;
@@ -360,7 +435,7 @@ pub fn restore(repo: &Repository, runtime: &Handle, request: &RestoreRequest) ->
         return Err(format!("{missing} is in the backup's manifest but in no archive"));
     }
 
-    if let Some(bytes) = manifest_bytes {
+    if let Some(bytes) = &stored.manifest_bytes {
         std::fs::write(request.pgdata.join("backup_manifest"), bytes).map_err(|e| e.to_string())?;
     }
     let auto_conf = request.pgdata.join("postgresql.auto.conf");

@@ -98,13 +98,17 @@ fn wal_fetch_exit_statuses_tell_missing_from_broken() {
     assert!(!dest.exists());
 }
 
-/// Runs `pgops restore` against `s3://backups/<prefix>`.
+/// Runs `pgops <subcommand> <args>` against `s3://backups/<prefix>`.
+fn pgops(s3: &S3Server, prefix: &str, subcommand: &str, args: &[&str]) -> Output {
+    let mut pgops = Command::new(pgops_cli());
+    pgops.args(["--repository", &format!("s3://{BUCKET}/{prefix}"), "--s3-endpoint", &s3.endpoint(), subcommand]);
+    pgops.args(args);
+    pgops.env("AWS_ACCESS_KEY_ID", ACCESS_KEY).env("AWS_SECRET_ACCESS_KEY", SECRET_KEY);
+    pgops.output().unwrap()
+}
+
 fn pgops_restore(s3: &S3Server, prefix: &str, args: &[&str]) -> Output {
-    let mut restore = Command::new(pgops_cli());
-    restore.args(["--repository", &format!("s3://{BUCKET}/{prefix}"), "--s3-endpoint", &s3.endpoint(), "restore"]);
-    restore.args(args);
-    restore.env("AWS_ACCESS_KEY_ID", ACCESS_KEY).env("AWS_SECRET_ACCESS_KEY", SECRET_KEY);
-    restore.output().unwrap()
+    pgops(s3, prefix, "restore", args)
 }
 
 /// Starts Postgres on a directory `pgops restore` wrote, as `postgres`, not archiving, and
@@ -195,6 +199,12 @@ fn pgops_restore_to_a_point_in_time_and_to_the_end() {
     assert_eq!(end.query_text("SELECT count(*) FROM marks"), "200");
     assert_eq!(end.query_text("SELECT sum(abalance) FROM pgbench_accounts"), accounts);
 
+    // pgops verify: the backup's files against its manifest, and the WAL archive.
+    let out = pgops(&s3, "main", "verify", &[]);
+    let report = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "pgops verify: {report}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(report.contains(&format!("backup {backup}: ok")) && report.contains("no gaps"), "{report}");
+
     // Wrong credentials: a clear message, a non-zero exit, nothing written.
     let denied = dir.path().join("denied");
     let mut restore = Command::new(pgops_cli());
@@ -225,6 +235,24 @@ fn pgops_restore_to_a_point_in_time_and_to_the_end() {
     let out = pgops_restore(&s3, "main", &["--pgdata", dir.path().join("tampered").to_str().unwrap()]);
     assert_ne!(out.status.code(), Some(0));
     assert!(String::from_utf8_lossy(&out.stderr).contains("does not match the backup's manifest"), "{out:?}");
+    let out = pgops(&s3, "main", "verify", &[]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("does not match the backup's manifest"), "{out:?}");
+
+    // A WAL segment missing from the archive is a gap that verify names.
+    let segments: Vec<String> = block_on(repo.list("wals/0000000100000000/"))
+        .unwrap()
+        .into_iter()
+        .map(|o| o.key)
+        .filter(|key| key.rsplit('/').next().unwrap().len() == "000000010000000000000001.zst".len())
+        .collect();
+    let removed = &segments[segments.len() / 2];
+    block_on(repo.store.delete(removed)).unwrap();
+    let out = pgops(&s3, "main", "verify", &["--json"]);
+    let report = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(out.status.code(), Some(1), "{report}");
+    let name = removed.rsplit('/').next().unwrap().trim_end_matches(".zst");
+    assert!(report.contains("\"gaps\"") && report.contains(name), "{name} not named in {report}");
 }
 
 #[test]
