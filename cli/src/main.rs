@@ -293,7 +293,23 @@ fn main() -> ExitCode {
                 restore_command: wal_fetch_command(&url, &s3),
             };
             let repo = runtime.block_on(Repository::open(&url, &s3));
-            match restore::restore(&repo, runtime.handle(), &request) {
+            // Drawn on a terminal only (indicatif hides it otherwise).
+            let progress = indicatif::ProgressBar::new_spinner().with_style(
+                indicatif::ProgressStyle::with_template(
+                    "{spinner} {binary_bytes} in {msg} files, {binary_bytes_per_sec}",
+                )
+                .expect("a valid template"),
+            );
+            progress.enable_steady_tick(std::time::Duration::from_millis(200));
+            let mut files = 0u64;
+            let mut on_file = |size: u64| {
+                files += 1;
+                progress.inc(size);
+                progress.set_message(files.to_string());
+            };
+            let result = restore::restore(&repo, runtime.handle(), &request, &mut on_file);
+            progress.finish_and_clear();
+            match result {
                 Ok(report) => {
                     println!(
                         "restored backup {} into {}: {} files, {} bytes{}; start PostgreSQL on it to recover",

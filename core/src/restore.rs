@@ -8,7 +8,7 @@ use crate::compression::Compression;
 use crate::store::{Repository, StoreError};
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::io::{self, Read, Write};
 use std::path::{Component, Path, PathBuf};
 use tokio::runtime::Handle;
@@ -102,8 +102,9 @@ pub fn choose_backup<'a>(
     })
 }
 
-/// Reads an object piece by piece (8 MiB ranges, the next one fetched while this one is
-/// read), so memory stays bounded whatever the object's size.
+/// Reads an object piece by piece: 8 MiB ranges, several fetched ahead of the one being
+/// read, so that download and extraction overlap and memory stays bounded (at most
+/// `RANGES_IN_FLIGHT + 1` ranges) whatever the object's size.
 struct ObjectReader {
     repo: Repository,
     key: String,
@@ -111,37 +112,43 @@ struct ObjectReader {
     runtime: Handle,
     chunk: Bytes,
     next_offset: u64,
-    next: Option<JoinHandle<Result<Bytes, StoreError>>>,
+    in_flight: VecDeque<JoinHandle<Result<Bytes, StoreError>>>,
 }
 
 const RANGE: u64 = 8 * 1024 * 1024;
+const RANGES_IN_FLIGHT: usize = 4;
 
 impl ObjectReader {
     fn new(repo: &Repository, key: String, size: u64, runtime: Handle) -> Self {
-        let mut reader =
-            ObjectReader { repo: repo.clone(), key, size, runtime, chunk: Bytes::new(), next_offset: 0, next: None };
-        reader.fetch_next();
+        let mut reader = ObjectReader {
+            repo: repo.clone(),
+            key,
+            size,
+            runtime,
+            chunk: Bytes::new(),
+            next_offset: 0,
+            in_flight: VecDeque::new(),
+        };
+        reader.fetch_ahead();
         reader
     }
 
-    fn fetch_next(&mut self) {
-        if self.next_offset >= self.size {
-            self.next = None;
-            return;
+    fn fetch_ahead(&mut self) {
+        while self.in_flight.len() < RANGES_IN_FLIGHT && self.next_offset < self.size {
+            let (store, key, offset) = (self.repo.store.clone(), self.repo.key(&self.key), self.next_offset);
+            let length = RANGE.min(self.size - offset);
+            self.next_offset += length;
+            self.in_flight.push_back(self.runtime.spawn(async move { store.get_range(&key, offset, length).await }));
         }
-        let (store, key, offset) = (self.repo.store.clone(), self.repo.key(&self.key), self.next_offset);
-        let length = RANGE.min(self.size - offset);
-        self.next_offset += length;
-        self.next = Some(self.runtime.spawn(async move { store.get_range(&key, offset, length).await }));
     }
 }
 
 impl Read for ObjectReader {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         if self.chunk.is_empty() {
-            let Some(next) = self.next.take() else { return Ok(0) };
+            let Some(next) = self.in_flight.pop_front() else { return Ok(0) };
             self.chunk = self.runtime.block_on(next).map_err(io::Error::other)?.map_err(io::Error::other)?;
-            self.fetch_next();
+            self.fetch_ahead();
             if self.chunk.is_empty() {
                 return Err(io::Error::new(io::ErrorKind::UnexpectedEof, format!("{} ended early", self.key)));
             }
@@ -196,6 +203,7 @@ fn extract(
     dir: Option<&Path>,
     manifest_prefix: &str,
     manifest: &mut Option<ManifestFiles>,
+    on_file: &mut dyn FnMut(u64),
 ) -> Result<Extracted, String> {
     let mut done = Extracted { files: 0, bytes: 0 };
     let mut tar = tar::Archive::new(archive);
@@ -228,6 +236,7 @@ fn extract(
                 check_against_manifest(manifest, manifest_prefix, &name, size, crc)?;
                 done.files += 1;
                 done.bytes += size;
+                on_file(size);
             }
             _ => {}
         }
@@ -325,12 +334,12 @@ pub fn verify_backup(repo: &Repository, runtime: &Handle, backup_id: &str) -> Re
     let mut files = 0;
     for (name, size) in &stored.data {
         let archive = StoredBackup::open(repo, runtime, backup_id, name, *size)?;
-        files += extract(archive, None, "", &mut manifest).map_err(|e| format!("{name}: {e}"))?.files;
+        files += extract(archive, None, "", &mut manifest, &mut |_| {}).map_err(|e| format!("{name}: {e}"))?.files;
     }
     for (name, size) in &stored.tablespaces {
         let oid = name.split(['.', '_']).next().unwrap_or_default();
         let archive = StoredBackup::open(repo, runtime, backup_id, name, *size)?;
-        files += extract(archive, None, &format!("pg_tblspc/{oid}/"), &mut manifest)
+        files += extract(archive, None, &format!("pg_tblspc/{oid}/"), &mut manifest, &mut |_| {})
             .map_err(|e| format!("{name}: {e}"))?
             .files;
     }
@@ -381,7 +390,13 @@ fn recovery_settings(request: &RestoreRequest) -> String {
 
 /// Restores a backup as `request` says. Nothing is written before the checks that can
 /// refuse it (directory not empty, unknown backup, no backup before the target) passed.
-pub fn restore(repo: &Repository, runtime: &Handle, request: &RestoreRequest) -> Result<RestoreReport, String> {
+/// `on_file` is called with each restored file's size, for progress display.
+pub fn restore(
+    repo: &Repository,
+    runtime: &Handle,
+    request: &RestoreRequest,
+    on_file: &mut dyn FnMut(u64),
+) -> Result<RestoreReport, String> {
     ensure_empty(&request.pgdata)?;
     let backups = runtime.block_on(list_backups(repo)).map_err(|e| format!("{e}. {}", e.hint()))?;
     let backup = choose_backup(&backups, request.backup.as_deref(), &request.target)?;
@@ -393,7 +408,7 @@ pub fn restore(repo: &Repository, runtime: &Handle, request: &RestoreRequest) ->
         RestoreReport { backup_id: backup.backup_id.clone(), files: 0, bytes: 0, verified: manifest.is_some() };
     let open = |name: &str, size: u64| StoredBackup::open(repo, runtime, &backup.backup_id, name, size);
     for (name, size) in &stored.data {
-        let extracted = extract(open(name, *size)?, Some(&request.pgdata), "", &mut manifest)
+        let extracted = extract(open(name, *size)?, Some(&request.pgdata), "", &mut manifest, on_file)
             .map_err(|e| format!("{name}: {e}"))?;
         report.files += extracted.files;
         report.bytes += extracted.bytes;
@@ -418,8 +433,9 @@ pub fn restore(repo: &Repository, runtime: &Handle, request: &RestoreRequest) ->
             .ok_or_else(|| format!("no location for tablespace {oid}: pass --tablespace-map {oid}=DIR"))?;
         ensure_empty(location)?;
         create_private_dir(location)?;
-        let extracted = extract(open(name, *size)?, Some(location), &format!("pg_tblspc/{oid}/"), &mut manifest)
-            .map_err(|e| format!("{name}: {e}"))?;
+        let extracted =
+            extract(open(name, *size)?, Some(location), &format!("pg_tblspc/{oid}/"), &mut manifest, on_file)
+                .map_err(|e| format!("{name}: {e}"))?;
         report.files += extracted.files;
         report.bytes += extracted.bytes;
         let link = request.pgdata.join("pg_tblspc").join(oid.to_string());
