@@ -284,12 +284,13 @@ fn barman_cloud_lists_and_restores_a_snappy_backup_that_postgres_then_runs() {
     assert!(Command::new("chown").args(["-R", "postgres"]).arg(&restored.data).status().unwrap().success());
     assert!(Command::new("chmod").args(["700"]).arg(&restored.data).status().unwrap().success());
 
-    // Postgres starts on what Barman restored and replays the archive (through pgops).
+    // Postgres starts on what Barman restored and replays the archive.
     pg.stop();
     restored.take_over_config();
+    // Barman all the way: its own WAL restore tool reads the WAL pgops archived.
     restored.configure(&format!(
-        "archive_mode = off\npgops.repository = ''\nrestore_command = '{} --repository s3://{BUCKET}/cnpg-main --s3-endpoint {} wal-fetch %f %p'",
-        pgops_cli().display(),
+        "archive_mode = off\npgops.repository = ''\nrestore_command = 'env AWS_DEFAULT_REGION=us-east-1 {} --endpoint-url {} s3://{BUCKET} cnpg-main %f %p'",
+        barman_bin("barman-cloud-wal-restore").display(),
         s3.endpoint()
     ));
     restored.touch("recovery.signal");
@@ -363,5 +364,40 @@ fn tablespaces_go_to_their_own_archive_with_a_tablespace_map() {
     assert!(
         manifest.contains(&format!("\"Path\": \"{file}\"")),
         "the manifest names tablespace files by their data directory path"
+    );
+
+    // pgops restore puts the tablespace where --tablespace-map says, linked from pg_tblspc.
+    pg.stop();
+    let restored = PgCluster::at(dir.path(), "restored");
+    let moved = dir.path().join("moved-disk");
+    let mut restore = Command::new(pgops_cli());
+    restore.args([
+        "--repository",
+        &format!("s3://{BUCKET}/main"),
+        "--s3-endpoint",
+        &s3.endpoint(),
+        "restore",
+        "--pgdata",
+    ]);
+    restore.arg(&restored.data).arg("--tablespace-map").arg(format!("{oid}={}", moved.display()));
+    s3.barman_env(&mut restore);
+    let out = restore.output().unwrap();
+    assert!(out.status.success(), "pgops restore: {}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(std::fs::read_link(restored.data.join(format!("pg_tblspc/{oid}"))).unwrap(), moved);
+    for path in [&restored.data, &moved] {
+        assert!(Command::new("chown").args(["-R", "postgres"]).arg(path).status().unwrap().success());
+    }
+    restored.configure("archive_mode = off\npgops.repository = ''");
+    restored.take_over_config();
+    restored.start_with_env(&[
+        ("AWS_ACCESS_KEY_ID", ACCESS_KEY),
+        ("AWS_SECRET_ACCESS_KEY", SECRET_KEY),
+        ("AWS_EC2_METADATA_DISABLED", "true"),
+    ]);
+    wait_for("recovery to end", Duration::from_secs(120), || restored.query_text("SELECT pg_is_in_recovery()") == "f");
+    assert_eq!(restored.query_text("SELECT count(*) FROM hot"), "1000");
+    assert_eq!(
+        restored.query_text("SELECT pg_tablespace_location(oid) FROM pg_tablespace WHERE spcname = 'fast'"),
+        moved.display().to_string()
     );
 }
