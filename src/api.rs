@@ -101,14 +101,11 @@ fn archive_status() -> TableIterator<
     ),
 > {
     let Some(s) = archive_stats::snapshot() else {
-        ErrorReport::new(
+        raise(
             PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
-            "pgops.archive_status() needs pgops in shared_preload_libraries",
-            "archive_status",
-        )
-        .set_hint("Add pgops to shared_preload_libraries in postgresql.conf and restart the server.")
-        .report(PgLogLevel::ERROR);
-        unreachable!("ERROR does not return");
+            "pgops.archive_status() needs pgops in shared_preload_libraries".into(),
+            PRELOAD_HINT,
+        );
     };
     TableIterator::once((
         s.last_archived_wal.get(),
@@ -124,6 +121,8 @@ fn archive_status() -> TableIterator<
     ))
 }
 
+const PRELOAD_HINT: &str = "Add pgops to shared_preload_libraries in postgresql.conf and restart the server.";
+
 fn raise(code: PgSqlErrorCode, message: String, hint: &str) -> ! {
     ErrorReport::new(code, message, "pgops").set_hint(hint).report(PgLogLevel::ERROR);
     unreachable!("ERROR does not return");
@@ -137,7 +136,7 @@ fn backup_now(wait: default!(bool, true)) -> String {
         raise(
             PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
             "pgops.backup_now() needs pgops in shared_preload_libraries".into(),
-            "Add pgops to shared_preload_libraries in postgresql.conf and restart the server.",
+            PRELOAD_HINT,
         );
     }
     let backup_id = loop {
@@ -215,7 +214,8 @@ fn backups_text() -> TableIterator<
     });
     let backups =
         listed.unwrap_or_else(|e| raise(PgSqlErrorCode::ERRCODE_EXTERNAL_ROUTINE_EXCEPTION, e.to_string(), e.hint()));
-    TableIterator::new(backups.iter().map(|b| b.row()).collect::<Vec<_>>().into_iter().map(|r| {
+    TableIterator::new(backups.into_iter().map(|backup| {
+        let r = backup.row();
         (
             r.id,
             r.status,

@@ -7,6 +7,7 @@ use chrono::{DateTime, Utc};
 use pgops_core::backup::catalog::fail_interrupted;
 use pgops_core::backup::info::{BackupInfo, Tablespace};
 use pgops_core::backup::{self, BackupHost, BackupJob, BackupStop, ClusterInfo, Phase, Progress, WalPosition};
+use pgops_core::repository::RepositoryUrl;
 use pgops_core::store::Repository;
 use pgrx::bgworkers::{BackgroundWorker, BackgroundWorkerBuilder, BgWorkerStartTime};
 use pgrx::pg_sys;
@@ -112,9 +113,11 @@ struct Worker {
 }
 
 impl Worker {
-    fn repository(&self) -> Result<Repository, String> {
+    /// The repository in the settings, and its URL.
+    fn repository(&self) -> Result<(RepositoryUrl, Repository), String> {
         let (url, s3) = guc::repository_settings().map_err(|e| format!("{} {}", e.message, e.hint))?;
-        Ok(runtime::runtime()?.block_on(Repository::open(&url, &s3)))
+        let repo = runtime::runtime()?.block_on(Repository::open(&url, &s3));
+        Ok((url, repo))
     }
 
     /// Marks crash leftovers FAILED and writes FAILED statuses the store refused earlier;
@@ -124,7 +127,7 @@ impl Worker {
             return;
         }
         self.next_tidy = Instant::now() + Duration::from_secs(10);
-        let (Ok(repo), Ok(rt)) = (self.repository(), runtime::runtime()) else { return };
+        let (Ok((_, repo)), Ok(rt)) = (self.repository(), runtime::runtime()) else { return };
         if !self.swept {
             let system_identifier = archive_module::cluster_identity().system_identifier;
             match rt.block_on(fail_interrupted(&repo, system_identifier, None, INTERRUPTED)) {
@@ -205,10 +208,9 @@ impl Worker {
     }
 
     fn take_backup(&mut self, id: &str) -> Result<BackupInfo, String> {
-        let repo = self.repository()?;
+        let (url, repo) = self.repository()?;
         let rt = runtime::runtime()?;
         let (cluster, archive_mode) = cluster_info()?;
-        let (url, _) = guc::repository_settings().map_err(|e| e.message)?;
         let job = BackupJob {
             backup_id: id.to_string(),
             server_name: url.server_name(),

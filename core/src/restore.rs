@@ -2,8 +2,8 @@
 //! the backup's manifest (size and CRC-32C), then set up for recovery from the WAL archive
 //! (recovery.signal, restore_command, recovery target).
 
+use crate::backup::backup_dir;
 use crate::backup::catalog::{list_backups, BackupSummary};
-use crate::backup::{backup_dir, PGOPS_METADATA};
 use crate::compression::Compression;
 use crate::store::{Repository, StoreError};
 use bytes::Bytes;
@@ -296,7 +296,7 @@ impl StoredBackup {
         let mut archives: Vec<(String, u64)> = objects
             .iter()
             .filter_map(|o| Some((o.key.strip_prefix(&prefix)?.to_string(), o.size)))
-            .filter(|(name, _)| name.contains(".tar") && name != PGOPS_METADATA)
+            .filter(|(name, _)| name.contains(".tar"))
             .collect();
         archives.sort();
         let (data, tablespaces): (Vec<_>, Vec<_>) =
@@ -325,6 +325,11 @@ impl StoredBackup {
     }
 }
 
+/// The tablespace a `<oid>.tar…` / `<oid>_0001.tar…` archive holds.
+fn tablespace_oid(archive: &str) -> Result<u32, String> {
+    archive.split(['.', '_']).next().and_then(|o| o.parse().ok()).ok_or_else(|| format!("unexpected archive {archive}"))
+}
+
 /// Reads every archive of a backup and checks each file against its manifest, writing
 /// nothing. Returns the number of files read and whether there was a manifest.
 pub fn verify_backup(repo: &Repository, runtime: &Handle, backup_id: &str) -> Result<(u64, bool), String> {
@@ -337,7 +342,7 @@ pub fn verify_backup(repo: &Repository, runtime: &Handle, backup_id: &str) -> Re
         files += extract(archive, None, "", &mut manifest, &mut |_| {}).map_err(|e| format!("{name}: {e}"))?.files;
     }
     for (name, size) in &stored.tablespaces {
-        let oid = name.split(['.', '_']).next().unwrap_or_default();
+        let oid = tablespace_oid(name)?;
         let archive = StoredBackup::open(repo, runtime, backup_id, name, *size)?;
         files += extract(archive, None, &format!("pg_tblspc/{oid}/"), &mut manifest, &mut |_| {})
             .map_err(|e| format!("{name}: {e}"))?
@@ -423,11 +428,7 @@ pub fn restore(
         .collect();
     locations.extend(request.tablespace_map.clone());
     for (name, size) in &stored.tablespaces {
-        let oid: u32 = name
-            .split(['.', '_'])
-            .next()
-            .and_then(|o| o.parse().ok())
-            .ok_or_else(|| format!("unexpected archive {name}"))?;
+        let oid = tablespace_oid(name)?;
         let location = locations
             .get(&oid)
             .ok_or_else(|| format!("no location for tablespace {oid}: pass --tablespace-map {oid}=DIR"))?;

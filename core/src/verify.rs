@@ -106,8 +106,9 @@ pub fn verify(repo: &Repository, runtime: &Handle) -> Result<VerifyReport, Strin
         }
         if let (Some(begin), Some(end)) = (backup.fields.get("begin_wal"), backup.fields.get("end_wal")) {
             let timeline = u32::from_str_radix(begin.get(..8).unwrap_or("0"), 16).unwrap_or(0);
-            let present = segments.get(&timeline).cloned().unwrap_or_default();
-            let mut needed = missing_segments(begin, end, &present, segment_size);
+            let none = BTreeSet::new();
+            let present = segments.get(&timeline).unwrap_or(&none);
+            let mut needed = missing_segments(begin, end, present, segment_size);
             if !present.contains(begin) {
                 needed.insert(0, begin.to_string());
             }

@@ -157,6 +157,14 @@ impl S3Server {
         block_on(Repository::open(&url, &self.options()))
     }
 
+    /// The `pgops` CLI pointed at `repository` on this server, with its credentials.
+    pub fn pgops(&self, repository: &str) -> Command {
+        let mut pgops = Command::new(pgops_cli());
+        pgops.args(["--repository", repository, "--s3-endpoint", &self.endpoint()]);
+        pgops.env("AWS_ACCESS_KEY_ID", ACCESS_KEY).env("AWS_SECRET_ACCESS_KEY", SECRET_KEY);
+        pgops
+    }
+
     /// Environment for the Barman Cloud tools (boto3) to reach this server.
     pub fn barman_env(&self, cmd: &mut Command) {
         cmd.env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
@@ -191,6 +199,25 @@ pub fn archiving_cluster(dir: &Path, name: &str, s3: &S3Server, prefix: &str) ->
     pg.configure(&s3.pgops_settings(prefix));
     pg.start();
     pg
+}
+
+/// An archiving cluster named `primary` with the extension created and `conf` added, ready
+/// for `pgops.backup_now()`.
+pub fn backing_up_cluster(dir: &Path, s3: &S3Server, prefix: &str, conf: &str) -> PgCluster {
+    let pg = PgCluster::init(dir, "primary");
+    pg.configure(ARCHIVING);
+    pg.configure(&s3.pgops_settings(prefix));
+    pg.configure(conf);
+    pg.start();
+    pg.execute("CREATE EXTENSION pgops");
+    pg
+}
+
+/// Hands a directory a test wrote (as root) to the `postgres` user.
+pub fn give_to_postgres(path: &Path) {
+    let mut chown = Command::new("chown");
+    chown.args(["-R", "postgres"]).arg(path);
+    run(chown);
 }
 
 /// A PostgreSQL 15 cluster in a scratch directory, run as `postgres`.
@@ -268,6 +295,17 @@ impl PgCluster {
         pg_ctl.args(["start", "-w", "-t", "60", "-D"]).arg(&self.data).arg("-l").arg(self.log_path());
         let out = pg_ctl.output().unwrap();
         assert!(out.status.success(), "pg_ctl start failed:\n{}\n{}", String::from_utf8_lossy(&out.stderr), self.log());
+    }
+
+    /// Starts a restored cluster with the S3 credentials its restore_command needs, and
+    /// waits until recovery has ended.
+    pub fn recover(&self) {
+        self.start_with_env(&[
+            ("AWS_ACCESS_KEY_ID", ACCESS_KEY),
+            ("AWS_SECRET_ACCESS_KEY", SECRET_KEY),
+            ("AWS_EC2_METADATA_DISABLED", "true"),
+        ]);
+        wait_for("recovery to end", Duration::from_secs(120), || self.query_text("SELECT pg_is_in_recovery()") == "f");
     }
 
     pub fn stop(&self) {

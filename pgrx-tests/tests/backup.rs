@@ -7,18 +7,6 @@ use std::io::Read;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-/// A cluster archiving to `s3://backups/<prefix>`, with the extension created and `conf`
-/// added to its settings.
-fn backup_cluster(dir: &std::path::Path, s3: &S3Server, prefix: &str, conf: &str) -> PgCluster {
-    let pg = PgCluster::init(dir, "primary");
-    pg.configure(ARCHIVING);
-    pg.configure(&s3.pgops_settings(prefix));
-    pg.configure(conf);
-    pg.start();
-    pg.execute("CREATE EXTENSION pgops");
-    pg
-}
-
 const FAST: &str = "pgops.backup_fast_checkpoint = on";
 
 /// `(status, error)` of a backup in `pgops.backup_list`.
@@ -53,7 +41,7 @@ fn tar_members(tar: &[u8]) -> BTreeMap<String, Vec<u8>> {
 fn backup_now_under_pgbench_load_is_done_complete_and_verifiable() {
     let dir = scratch_dir();
     let s3 = S3Server::start(dir.path());
-    let pg = backup_cluster(dir.path(), &s3, "main", FAST);
+    let pg = backing_up_cluster(dir.path(), &s3, "main", FAST);
     let mut init = pg.tool("pgbench");
     init.args(["-i", "-s", "5", "-q", &pg.connstr()]);
     assert!(init.output().unwrap().status.success());
@@ -112,7 +100,7 @@ fn backup_now_under_pgbench_load_is_done_complete_and_verifiable() {
     tar::Archive::new(&tar[..]).unpack(&unpacked).unwrap();
     let manifest = block_on(repo.get(&format!("base/{id}/backup_manifest"))).unwrap().unwrap();
     std::fs::write(unpacked.join("backup_manifest"), &manifest).unwrap();
-    assert!(Command::new("chown").args(["-R", "postgres"]).arg(&unpacked).status().unwrap().success());
+    give_to_postgres(&unpacked);
     let mut verify = pg.tool("pg_verifybackup");
     verify.arg("-n").arg(&unpacked);
     let out = verify.output().unwrap();
@@ -133,7 +121,7 @@ fn one_backup_at_a_time_with_progress_in_pg_stat_progress_basebackup() {
     let s3 = S3Server::start(dir.path());
     // A spread checkpoint (checkpoint_timeout is 1h here) holds the backup in its first
     // phase until a CHECKPOINT hurries it.
-    let pg = backup_cluster(dir.path(), &s3, "main", "");
+    let pg = backing_up_cluster(dir.path(), &s3, "main", "");
     let id = pg.query_text("SELECT pgops.backup_now(wait => false)");
     wait_for_phase(&pg, "waiting for checkpoint to finish");
     let pid = pg.query_text("SELECT pid FROM pg_stat_progress_basebackup");
@@ -157,7 +145,7 @@ fn one_backup_at_a_time_with_progress_in_pg_stat_progress_basebackup() {
 fn a_schedule_takes_backups_without_a_call() {
     let dir = scratch_dir();
     let s3 = S3Server::start(dir.path());
-    let pg = backup_cluster(dir.path(), &s3, "main", FAST);
+    let pg = backing_up_cluster(dir.path(), &s3, "main", FAST);
     pg.execute("ALTER SYSTEM SET pgops.backup_schedule = '*/4 * * * * *'");
     pg.execute("SELECT pg_reload_conf()");
     wait_for("two scheduled backups", Duration::from_secs(90), || {
@@ -172,7 +160,7 @@ fn a_schedule_takes_backups_without_a_call() {
 fn bad_schedules_and_unprivileged_callers_are_refused() {
     let dir = scratch_dir();
     let s3 = S3Server::start(dir.path());
-    let pg = backup_cluster(dir.path(), &s3, "main", FAST);
+    let pg = backing_up_cluster(dir.path(), &s3, "main", FAST);
     let mut client = pg.client();
     for bad in ["0 0 25 * * *", "every night", "0 0 2 * * * * *"] {
         let err = client.batch_execute(&format!("SET pgops.backup_schedule = '{bad}'")).unwrap_err();
@@ -203,7 +191,7 @@ fn an_s3_outage_mid_backup_fails_it_with_the_cause_and_the_next_one_succeeds() {
     let dir = scratch_dir();
     let mut s3 = S3Server::start(dir.path());
     // Spread checkpoint: the backup waits in its first phase until the outage is set up.
-    let pg = backup_cluster(dir.path(), &s3, "main", "pgops.backup_compression = 'none'");
+    let pg = backing_up_cluster(dir.path(), &s3, "main", "pgops.backup_compression = 'none'");
     let mut init = pg.tool("pgbench");
     init.args(["-i", "-s", "20", "-q", &pg.connstr()]);
     assert!(init.output().unwrap().status.success());
@@ -241,7 +229,7 @@ fn an_s3_outage_mid_backup_fails_it_with_the_cause_and_the_next_one_succeeds() {
 fn barman_cloud_lists_and_restores_a_snappy_backup_that_postgres_then_runs() {
     let dir = scratch_dir();
     let s3 = S3Server::start(dir.path());
-    let pg = backup_cluster(
+    let pg = backing_up_cluster(
         dir.path(),
         &s3,
         "cnpg-main",
@@ -265,10 +253,7 @@ fn barman_cloud_lists_and_restores_a_snappy_backup_that_postgres_then_runs() {
     assert!(listing.contains("\"status\": \"DONE\""), "{listing}");
 
     // pgops' own CLI lists the same backup.
-    let mut list = Command::new(pgops_cli());
-    list.args(["--repository", &format!("s3://{BUCKET}/cnpg-main"), "--s3-endpoint", &s3.endpoint(), "list", "--json"]);
-    s3.barman_env(&mut list);
-    let out = list.output().unwrap();
+    let out = s3.pgops(&format!("s3://{BUCKET}/cnpg-main")).args(["list", "--json"]).output().unwrap();
     assert!(out.status.success(), "pgops list: {}", String::from_utf8_lossy(&out.stderr));
     let listing = String::from_utf8_lossy(&out.stdout);
     assert!(listing.contains(&format!("\"id\": \"{id}\"")) && listing.contains("\"status\": \"DONE\""), "{listing}");
@@ -281,7 +266,7 @@ fn barman_cloud_lists_and_restores_a_snappy_backup_that_postgres_then_runs() {
     let out = restore.output().unwrap();
     assert!(out.status.success(), "barman-cloud-restore: {}", String::from_utf8_lossy(&out.stderr));
     assert!(restored.data.join("backup_label").exists() && restored.data.join("global/pg_control").exists());
-    assert!(Command::new("chown").args(["-R", "postgres"]).arg(&restored.data).status().unwrap().success());
+    give_to_postgres(&restored.data);
     assert!(Command::new("chmod").args(["700"]).arg(&restored.data).status().unwrap().success());
 
     // Postgres starts on what Barman restored and replays the archive.
@@ -294,14 +279,7 @@ fn barman_cloud_lists_and_restores_a_snappy_backup_that_postgres_then_runs() {
         s3.endpoint()
     ));
     restored.touch("recovery.signal");
-    restored.start_with_env(&[
-        ("AWS_ACCESS_KEY_ID", ACCESS_KEY),
-        ("AWS_SECRET_ACCESS_KEY", SECRET_KEY),
-        ("AWS_EC2_METADATA_DISABLED", "true"),
-    ]);
-    wait_for("recovery to finish", Duration::from_secs(120), || {
-        restored.query_text("SELECT pg_is_in_recovery()") == "f"
-    });
+    restored.recover();
     assert_eq!(restored.query_text("SELECT count(*) FROM orders"), "1500");
 }
 
@@ -309,7 +287,7 @@ fn barman_cloud_lists_and_restores_a_snappy_backup_that_postgres_then_runs() {
 fn a_killed_worker_is_restarted_and_its_backup_marked_failed() {
     let dir = scratch_dir();
     let s3 = S3Server::start(dir.path());
-    let pg = backup_cluster(dir.path(), &s3, "main", "");
+    let pg = backing_up_cluster(dir.path(), &s3, "main", "");
     // Spread checkpoint: the backup is still running when the worker is terminated.
     let id = pg.query_text("SELECT pgops.backup_now(wait => false)");
     wait_for_phase(&pg, "waiting for checkpoint to finish");
@@ -337,10 +315,10 @@ fn a_killed_worker_is_restarted_and_its_backup_marked_failed() {
 fn tablespaces_go_to_their_own_archive_with_a_tablespace_map() {
     let dir = scratch_dir();
     let s3 = S3Server::start(dir.path());
-    let pg = backup_cluster(dir.path(), &s3, "main", FAST);
+    let pg = backing_up_cluster(dir.path(), &s3, "main", FAST);
     let location = dir.path().join("fast-disk");
     std::fs::create_dir(&location).unwrap();
-    assert!(Command::new("chown").arg("postgres").arg(&location).status().unwrap().success());
+    give_to_postgres(&location);
     pg.execute(&format!("CREATE TABLESPACE fast LOCATION '{}'", location.display()));
     pg.execute("CREATE TABLE hot(id int) TABLESPACE fast; INSERT INTO hot SELECT generate_series(1, 1000)");
     let oid = pg.query_text("SELECT oid FROM pg_tablespace WHERE spcname = 'fast'");
@@ -370,31 +348,16 @@ fn tablespaces_go_to_their_own_archive_with_a_tablespace_map() {
     pg.stop();
     let restored = PgCluster::at(dir.path(), "restored");
     let moved = dir.path().join("moved-disk");
-    let mut restore = Command::new(pgops_cli());
-    restore.args([
-        "--repository",
-        &format!("s3://{BUCKET}/main"),
-        "--s3-endpoint",
-        &s3.endpoint(),
-        "restore",
-        "--pgdata",
-    ]);
-    restore.arg(&restored.data).arg("--tablespace-map").arg(format!("{oid}={}", moved.display()));
-    s3.barman_env(&mut restore);
-    let out = restore.output().unwrap();
+    let mut restore = s3.pgops(&format!("s3://{BUCKET}/main"));
+    restore.args(["restore", "--pgdata"]).arg(&restored.data);
+    let out = restore.arg("--tablespace-map").arg(format!("{oid}={}", moved.display())).output().unwrap();
     assert!(out.status.success(), "pgops restore: {}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(std::fs::read_link(restored.data.join(format!("pg_tblspc/{oid}"))).unwrap(), moved);
-    for path in [&restored.data, &moved] {
-        assert!(Command::new("chown").args(["-R", "postgres"]).arg(path).status().unwrap().success());
-    }
+    give_to_postgres(&restored.data);
+    give_to_postgres(&moved);
     restored.configure("archive_mode = off\npgops.repository = ''");
     restored.take_over_config();
-    restored.start_with_env(&[
-        ("AWS_ACCESS_KEY_ID", ACCESS_KEY),
-        ("AWS_SECRET_ACCESS_KEY", SECRET_KEY),
-        ("AWS_EC2_METADATA_DISABLED", "true"),
-    ]);
-    wait_for("recovery to end", Duration::from_secs(120), || restored.query_text("SELECT pg_is_in_recovery()") == "f");
+    restored.recover();
     assert_eq!(restored.query_text("SELECT count(*) FROM hot"), "1000");
     assert_eq!(
         restored.query_text("SELECT pg_tablespace_location(oid) FROM pg_tablespace WHERE spcname = 'fast'"),

@@ -7,10 +7,7 @@ use std::process::{Command, Output};
 use std::time::Duration;
 
 fn wal_fetch(s3: &S3Server, repository: &str, wal: &str, dest: &std::path::Path) -> Output {
-    let mut fetch = Command::new(pgops_cli());
-    fetch.args(["--repository", repository, "--s3-endpoint", &s3.endpoint(), "wal-fetch", wal]).arg(dest);
-    fetch.env("AWS_ACCESS_KEY_ID", ACCESS_KEY).env("AWS_SECRET_ACCESS_KEY", SECRET_KEY);
-    fetch.output().unwrap()
+    s3.pgops(repository).args(["wal-fetch", wal]).arg(dest).output().unwrap()
 }
 
 #[test]
@@ -43,14 +40,7 @@ fn a_base_backup_replays_archived_wal_through_pgops_wal_fetch() {
         s3.endpoint()
     ));
     restored.touch("recovery.signal");
-    restored.start_with_env(&[
-        ("AWS_ACCESS_KEY_ID", ACCESS_KEY),
-        ("AWS_SECRET_ACCESS_KEY", SECRET_KEY),
-        ("AWS_EC2_METADATA_DISABLED", "true"),
-    ]);
-    wait_for("recovery to reach the end of the archive", Duration::from_secs(120), || {
-        restored.query_text("SELECT pg_is_in_recovery()") == "f"
-    });
+    restored.recover();
     assert_eq!(restored.query_text("SELECT count(*) || '/' || sum(id) FROM orders"), expected);
     let log = restored.log();
     assert!(log.contains(&format!("restored log file \"{last}\" from archive")), "{log}");
@@ -100,11 +90,7 @@ fn wal_fetch_exit_statuses_tell_missing_from_broken() {
 
 /// Runs `pgops <subcommand> <args>` against `s3://backups/<prefix>`.
 fn pgops(s3: &S3Server, prefix: &str, subcommand: &str, args: &[&str]) -> Output {
-    let mut pgops = Command::new(pgops_cli());
-    pgops.args(["--repository", &format!("s3://{BUCKET}/{prefix}"), "--s3-endpoint", &s3.endpoint(), subcommand]);
-    pgops.args(args);
-    pgops.env("AWS_ACCESS_KEY_ID", ACCESS_KEY).env("AWS_SECRET_ACCESS_KEY", SECRET_KEY);
-    pgops.output().unwrap()
+    s3.pgops(&format!("s3://{BUCKET}/{prefix}")).arg(subcommand).args(args).output().unwrap()
 }
 
 fn pgops_restore(s3: &S3Server, prefix: &str, args: &[&str]) -> Output {
@@ -118,25 +104,17 @@ fn start_restored(restored: &PgCluster) {
 }
 
 fn start_restored_with(restored: &PgCluster, settings: &str) {
-    assert!(Command::new("chown").args(["-R", "postgres"]).arg(&restored.data).status().unwrap().success());
+    give_to_postgres(&restored.data);
     restored.configure(settings);
     restored.take_over_config();
-    restored.start_with_env(&[
-        ("AWS_ACCESS_KEY_ID", ACCESS_KEY),
-        ("AWS_SECRET_ACCESS_KEY", SECRET_KEY),
-        ("AWS_EC2_METADATA_DISABLED", "true"),
-    ]);
-    wait_for("recovery to end", Duration::from_secs(120), || restored.query_text("SELECT pg_is_in_recovery()") == "f");
+    restored.recover();
 }
 
 #[test]
 fn pgops_restore_to_a_point_in_time_and_to_the_end() {
     let dir = scratch_dir();
     let s3 = S3Server::start(dir.path());
-    let pg = archiving_cluster(dir.path(), "primary", &s3, "main");
-    pg.configure("pgops.backup_fast_checkpoint = on");
-    pg.execute("SELECT pg_reload_conf()");
-    pg.execute("CREATE EXTENSION pgops");
+    let pg = backing_up_cluster(dir.path(), &s3, "main", "pgops.backup_fast_checkpoint = on");
     let mut init = pg.tool("pgbench");
     init.args(["-i", "-s", "2", "-q", &pg.connstr()]);
     assert!(init.output().unwrap().status.success());
@@ -183,7 +161,7 @@ fn pgops_restore_to_a_point_in_time_and_to_the_end() {
     assert!(out.status.success(), "pgops restore: {}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stdout).contains(&backup));
     // The restored directory passes pg_verifybackup before Postgres touches it.
-    assert!(Command::new("chown").args(["-R", "postgres"]).arg(&pitr.data).status().unwrap().success());
+    give_to_postgres(&pitr.data);
     let mut verify = pitr.tool("pg_verifybackup");
     verify.arg("-n").arg(&pitr.data);
     let verified = verify.output().unwrap();
@@ -207,17 +185,9 @@ fn pgops_restore_to_a_point_in_time_and_to_the_end() {
 
     // Wrong credentials: a clear message, a non-zero exit, nothing written.
     let denied = dir.path().join("denied");
-    let mut restore = Command::new(pgops_cli());
-    restore.args([
-        "--repository",
-        &format!("s3://{BUCKET}/main"),
-        "--s3-endpoint",
-        &s3.endpoint(),
-        "restore",
-        "--pgdata",
-    ]);
-    restore.arg(&denied).env("AWS_ACCESS_KEY_ID", ACCESS_KEY).env("AWS_SECRET_ACCESS_KEY", "wrong");
-    let out = restore.output().unwrap();
+    let mut restore = s3.pgops(&format!("s3://{BUCKET}/main"));
+    let out =
+        restore.args(["restore", "--pgdata"]).arg(&denied).env("AWS_SECRET_ACCESS_KEY", "wrong").output().unwrap();
     assert_ne!(out.status.code(), Some(0));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("HTTP 403") && stderr.contains("pgops.s3_secret_access_key"), "{stderr}");
@@ -259,10 +229,7 @@ fn pgops_restore_to_a_point_in_time_and_to_the_end() {
 fn pgops_restore_follows_a_timeline_switch() {
     let dir = scratch_dir();
     let s3 = S3Server::start(dir.path());
-    let pg = archiving_cluster(dir.path(), "primary", &s3, "main");
-    pg.configure("pgops.backup_fast_checkpoint = on");
-    pg.execute("SELECT pg_reload_conf()");
-    pg.execute("CREATE EXTENSION pgops");
+    let pg = backing_up_cluster(dir.path(), &s3, "main", "pgops.backup_fast_checkpoint = on");
     pg.query_text("SELECT pgops.backup_now()");
     pg.execute("CREATE TABLE marks(id int); INSERT INTO marks SELECT generate_series(1, 100)");
     let last = pg.query_text("SELECT pg_walfile_name(pg_switch_wal())");

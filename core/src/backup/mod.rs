@@ -19,7 +19,7 @@ use chrono::{DateTime, Utc};
 use info::{BackupInfo, BackupStatus, Tablespace};
 use manifest::{ManifestFile, WalRange};
 use serde::Serialize;
-use std::io::{self, Read};
+use std::io;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -252,14 +252,13 @@ fn take_backup(
     let control = Arc::new(StreamControl::default());
     let streaming = {
         let (repo, control, dir) = (repo.clone(), control.clone(), backup_dir(&job.backup_id));
-        let (settings, runtime, data_directory) =
-            (job.upload.clone(), job.runtime.clone(), job.cluster.data_directory.clone());
+        let (settings, runtime) = (job.upload.clone(), job.runtime.clone());
         let thread_start = job.thread_start;
         std::thread::Builder::new()
             .name("pgops-backup".into())
             .spawn(move || {
                 thread_start();
-                stream_archives(&repo, &dir, plan, &data_directory, &settings, &runtime, &control)
+                stream_archives(&repo, &dir, plan, &settings, &runtime, &control)
             })
             .map_err(|e| (format!("could not start the backup thread: {e}"), false))?
     };
@@ -362,7 +361,7 @@ fn plan_progress(control: &StreamControl, plan: Progress) -> Progress {
 }
 
 /// One archive per tablespace (only its `PG_<major>_*` directory, as Barman takes), then
-/// the data directory, whose tablespace links are kept as links.
+/// the data directory, whose tablespace links are kept as links, `global/pg_control` last.
 fn plan_archives(cluster: &ClusterInfo) -> io::Result<Vec<ArchivePlan>> {
     let major = cluster.server_version_num / 10000;
     let mut plan = Vec::new();
@@ -385,38 +384,36 @@ fn plan_archives(cluster: &ClusterInfo) -> io::Result<Vec<ArchivePlan>> {
             entries,
         });
     }
-    plan.push(ArchivePlan {
-        base: "data".into(),
-        manifest_prefix: String::new(),
-        entries: walk::walk(&cluster.data_directory, "", &[PG_CONTROL])?,
-    });
+    let mut entries = walk::walk(&cluster.data_directory, "", &[PG_CONTROL])?;
+    let pg_control = cluster.data_directory.join(PG_CONTROL);
+    let size = std::fs::metadata(&pg_control)?.len();
+    entries.push(Entry { path: pg_control, name: PG_CONTROL.into(), kind: EntryKind::File, size });
+    plan.push(ArchivePlan { base: "data".into(), manifest_prefix: String::new(), entries });
     Ok(plan)
 }
 
-/// The streaming thread: writes every planned archive, then `global/pg_control` into the
-/// data archive, which it returns open.
+/// The streaming thread: writes every planned archive and returns the last one (the data
+/// directory's) open, for `backup_label`.
 fn stream_archives(
     repo: &Repository,
     dir: &str,
     plan: Vec<ArchivePlan>,
-    data_directory: &std::path::Path,
     settings: &UploadSettings,
     runtime: &Handle,
     control: &StreamControl,
 ) -> Result<Streamed, String> {
     let mut archives = Vec::new();
     let mut files = Vec::new();
-    let last = plan.len() - 1;
-    for (i, archive) in plan.into_iter().enumerate() {
+    let mut plan = plan.into_iter().peekable();
+    while let Some(archive) = plan.next() {
+        let start = |index| TarUpload::start(repo, dir, &archive.base, index, runtime.clone(), settings);
         let mut index = 0;
-        let mut upload =
-            TarUpload::start(repo, dir, &archive.base, index, runtime.clone(), settings).map_err(|e| e.to_string())?;
+        let mut upload = start(index).map_err(|e| e.to_string())?;
         for entry in &archive.entries {
             if entry.kind == EntryKind::File && upload.stored_bytes() >= settings.max_archive_size {
                 archives.push(upload.finish().map_err(|e| e.to_string())?);
                 index += 1;
-                upload = TarUpload::start(repo, dir, &archive.base, index, runtime.clone(), settings)
-                    .map_err(|e| e.to_string())?;
+                upload = start(index).map_err(|e| e.to_string())?;
             }
             if let Err(e) = append_entry(&mut upload, entry, &archive.manifest_prefix, control, &mut files) {
                 let cause = upload.store_failure().map_or_else(|| e.to_string(), |s| s.to_string());
@@ -424,18 +421,7 @@ fn stream_archives(
                 return Err(cause);
             }
         }
-        if i == last {
-            let pg_control = Entry {
-                path: data_directory.join(PG_CONTROL),
-                name: PG_CONTROL.into(),
-                kind: EntryKind::File,
-                size: 0,
-            };
-            if let Err(e) = append_entry(&mut upload, &pg_control, "", control, &mut files) {
-                let cause = upload.store_failure().map_or_else(|| e.to_string(), |s| s.to_string());
-                upload.abort();
-                return Err(cause);
-            }
+        if plan.peek().is_none() {
             return Ok(Streamed { archives, files, data: upload });
         }
         archives.push(upload.finish().map_err(|e: UploadError| e.to_string())?);
@@ -460,7 +446,8 @@ fn append_entry(
             header.set_entry_type(tar::EntryType::Directory);
             header.set_mode(0o700);
             header.set_size(0);
-            header.set_mtime(mtime(&entry.path).unwrap_or(0) as u64);
+            let modified = std::fs::symlink_metadata(&entry.path).map_or(0, |m| seconds_since_epoch(&m));
+            header.set_mtime(modified as u64);
             upload.builder().append_data(&mut header, format!("{}/", entry.name), io::empty())
         }
         EntryKind::Symlink(target) => {
@@ -504,22 +491,9 @@ fn append_entry(
     }
 }
 
-fn mtime(path: &std::path::Path) -> Option<i64> {
-    let modified = std::fs::symlink_metadata(path).ok()?.modified().ok()?;
-    Some(modified.duration_since(std::time::UNIX_EPOCH).ok()?.as_secs() as i64)
-}
-
-/// Reads an archive back from the store, decompressed (for checks and tests).
-pub fn read_archive(repo: &Repository, runtime: &Handle, backup_id: &str, name: &str) -> io::Result<Vec<u8>> {
-    let key = format!("{}/{name}", backup_dir(backup_id));
-    let stored = runtime
-        .block_on(repo.get(&key))
-        .map_err(io::Error::other)?
-        .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, repo.location(&key)))?;
-    let (_, compression) = crate::compression::Compression::split_file_name(name);
-    let mut out = Vec::new();
-    compression.reader(&stored[..])?.read_to_end(&mut out)?;
-    Ok(out)
+/// A file's modification time, for tar headers and the manifest.
+fn seconds_since_epoch(meta: &std::fs::Metadata) -> i64 {
+    meta.modified().ok().and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok()).map_or(0, |d| d.as_secs() as i64)
 }
 
 #[cfg(test)]

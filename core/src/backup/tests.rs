@@ -6,6 +6,7 @@ use crate::compression::Compression;
 use crate::store::LocalStore;
 use chrono::TimeZone;
 use std::collections::BTreeMap;
+use std::io::Read;
 
 struct ScriptedHost {
     fail_stop: bool,
@@ -51,6 +52,15 @@ impl BackupHost for ScriptedHost {
         std::thread::sleep(std::time::Duration::from_millis(5));
         Ok(())
     }
+}
+
+/// An archive of a backup, read back from the store and decompressed.
+fn read_archive(repo: &Repository, runtime: &Handle, backup_id: &str, name: &str) -> Vec<u8> {
+    let stored = runtime.block_on(repo.get(&format!("{}/{name}", backup_dir(backup_id)))).unwrap().unwrap();
+    let (_, compression) = Compression::split_file_name(name);
+    let mut out = Vec::new();
+    compression.reader(&stored[..]).unwrap().read_to_end(&mut out).unwrap();
+    out
 }
 
 fn data_directory() -> tempfile::TempDir {
@@ -103,7 +113,7 @@ fn a_backup_is_barman_layout_with_label_and_control_file_last_and_a_manifest() {
     assert_eq!(host.phases, [Phase::WaitCheckpoint, Phase::EstimateSize, Phase::Stream, Phase::WaitWalArchive]);
     assert_eq!(info.status, Some(BackupStatus::Done));
 
-    let tar = read_archive(&repo, runtime.handle(), "20261125T020000", "data.tar.zst").unwrap();
+    let tar = read_archive(&repo, runtime.handle(), "20261125T020000", "data.tar.zst");
     let mut archive = tar::Archive::new(&tar[..]);
     let mut members = BTreeMap::new();
     let mut order = Vec::new();
@@ -196,7 +206,7 @@ fn an_archive_past_the_maximum_size_continues_in_data_0001() {
     // Every file is in exactly one archive; pg_control and backup_label end the last one.
     let mut seen = Vec::new();
     for name in &names {
-        let tar = read_archive(&repo, runtime.handle(), "20261125T020000", name).unwrap();
+        let tar = read_archive(&repo, runtime.handle(), "20261125T020000", name);
         for entry in tar::Archive::new(&tar[..]).entries().unwrap() {
             seen.push(entry.unwrap().path().unwrap().display().to_string());
         }

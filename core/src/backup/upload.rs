@@ -8,7 +8,6 @@ use bytes::Bytes;
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
 use tokio::runtime::Handle;
 use tokio::task::JoinHandle;
 
@@ -357,13 +356,11 @@ impl<R: Read> Read for BackupFileReader<'_, R> {
     }
 }
 
-/// Where progress and cancellation are kept across threads.
-pub type SharedControl = Arc<StreamControl>;
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::store::LocalStore;
+    use std::sync::Arc;
 
     #[test]
     fn names_follow_barman_cloud() {

@@ -98,6 +98,17 @@ impl S3Store {
         StoreError { operation, location: self.location(key), kind, cause }
     }
 
+    /// The whole body of a GetObject response.
+    async fn read_body(&self, key: &str, body: ByteStream) -> StoreResult<Bytes> {
+        let data = body.collect().await.map_err(|e| StoreError {
+            operation: "GetObject",
+            location: self.location(key),
+            kind: StoreErrorKind::Unreachable,
+            cause: format!("reading the response body: {e}"),
+        })?;
+        Ok(data.into_bytes())
+    }
+
     fn is_not_found<E: ProvideErrorMetadata>(err: &SdkError<E, aws_sdk_s3::config::http::HttpResponse>) -> bool {
         err.raw_response().is_some_and(|r| r.status().as_u16() == 404) && err.code() != Some("NoSuchBucket")
     }
@@ -148,13 +159,7 @@ impl ObjectStore for S3Store {
             Err(e) if Self::is_not_found(&e) => return Ok(None),
             Err(e) => return Err(self.error("GetObject", key, e)),
         };
-        let data = response.body.collect().await.map_err(|e| StoreError {
-            operation: "GetObject",
-            location: self.location(key),
-            kind: StoreErrorKind::Unreachable,
-            cause: format!("reading the response body: {e}"),
-        })?;
-        Ok(Some(data.into_bytes()))
+        self.read_body(key, response.body).await.map(Some)
     }
 
     async fn get_range(&self, key: &str, offset: u64, length: u64) -> StoreResult<Bytes> {
@@ -168,13 +173,7 @@ impl ObjectStore for S3Store {
             .send()
             .await
             .map_err(|e| self.error("GetObject", key, e))?;
-        let data = response.body.collect().await.map_err(|e| StoreError {
-            operation: "GetObject",
-            location: self.location(key),
-            kind: StoreErrorKind::Unreachable,
-            cause: format!("reading the response body: {e}"),
-        })?;
-        Ok(data.into_bytes())
+        self.read_body(key, response.body).await
     }
 
     async fn head(&self, key: &str) -> StoreResult<Option<ObjectMeta>> {
