@@ -59,8 +59,8 @@ pub enum Comparison {
 
 /// Compares `password` with `stored` (`rolpassword`) of role `role`.
 pub fn compare(password: &str, stored: &str, role: &str) -> Comparison {
-    if let Some((iterations, salt, stored_key, server_key)) = parse(stored) {
-        return if keys(password, &salt, iterations) == (stored_key, server_key) {
+    if let Some(secret) = parse(stored) {
+        return if keys(password, &secret.salt, secret.iterations) == (secret.stored_key, secret.server_key) {
             Comparison::Same
         } else {
             Comparison::Different
@@ -76,18 +76,25 @@ pub fn compare(password: &str, stored: &str, role: &str) -> Comparison {
     Comparison::Different
 }
 
+struct ScramSecret {
+    iterations: u32,
+    salt: Vec<u8>,
+    stored_key: [u8; 32],
+    server_key: [u8; 32],
+}
+
 /// `SCRAM-SHA-256$<iterations>:<salt>$<StoredKey>:<ServerKey>`.
-fn parse(stored: &str) -> Option<(u32, Vec<u8>, [u8; 32], [u8; 32])> {
+fn parse(stored: &str) -> Option<ScramSecret> {
     let rest = stored.strip_prefix("SCRAM-SHA-256$")?;
     let (iterations_salt, keys) = rest.split_once('$')?;
     let (iterations, salt) = iterations_salt.split_once(':')?;
     let (stored_key, server_key) = keys.split_once(':')?;
-    Some((
-        iterations.parse().ok()?,
-        STANDARD.decode(salt).ok()?,
-        STANDARD.decode(stored_key).ok()?.try_into().ok()?,
-        STANDARD.decode(server_key).ok()?.try_into().ok()?,
-    ))
+    Some(ScramSecret {
+        iterations: iterations.parse().ok()?,
+        salt: STANDARD.decode(salt).ok()?,
+        stored_key: STANDARD.decode(stored_key).ok()?.try_into().ok()?,
+        server_key: STANDARD.decode(server_key).ok()?.try_into().ok()?,
+    })
 }
 
 #[cfg(test)]
@@ -102,8 +109,8 @@ mod tests {
     fn matches_a_secret_postgres_wrote() {
         assert_eq!(compare("correct horse", BY_POSTGRES, "r"), Comparison::Same);
         assert_eq!(compare("correct horse ", BY_POSTGRES, "r"), Comparison::Different);
-        let (iterations, salt, _, _) = parse(BY_POSTGRES).unwrap();
-        assert_eq!(secret_with("correct horse", &salt, iterations), BY_POSTGRES);
+        let parsed = parse(BY_POSTGRES).unwrap();
+        assert_eq!(secret_with("correct horse", &parsed.salt, parsed.iterations), BY_POSTGRES);
     }
 
     #[test]
