@@ -24,3 +24,6 @@ AS $$
 $$;
 
 CREATE VIEW @extschema@.backup_list AS SELECT * FROM @extschema@.backups();
+
+-- The roles file's reconciliation by the pgops worker (pgops.roles_file).
+CREATE VIEW @extschema@.role_status AS SELECT * FROM @extschema@.role_status_rows();

@@ -20,3 +20,9 @@ GRANT EXECUTE ON FUNCTION @extschema@.backup_now(boolean) TO pgops_operator;
 GRANT EXECUTE ON FUNCTION @extschema@.backups_text() TO pgops_operator;
 GRANT EXECUTE ON FUNCTION @extschema@.backups() TO pgops_operator;
 GRANT SELECT ON @extschema@.backup_list TO pgops_operator;
+-- Roles file status: superusers and pgops_operator. ensure_role() and ensure_database()
+-- stay executable by PUBLIC: they run their statements with the caller's privileges
+-- (CREATEROLE, CREATEDB) and check them first.
+REVOKE EXECUTE ON FUNCTION @extschema@.role_status_rows() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION @extschema@.role_status_rows() TO pgops_operator;
+GRANT SELECT ON @extschema@.role_status TO pgops_operator;

@@ -1,14 +1,16 @@
 //! The SQL interface: thin wrappers over the core, in schema `pgops`.
 
 use crate::backup_control::{self, RequestRefused};
-use crate::{archive_module, archive_stats, guc, runtime};
+use crate::{archive_module, archive_stats, databases, guc, role_status, roles, runtime, top_level};
 use pgops_core::backup;
 use pgops_core::backup::catalog::list_backups;
 use pgops_core::check::{check_repository, CheckResult};
+use pgops_core::roles::{DatabaseSpec, Flag, RoleSpec, Timestamp};
 use pgops_core::store::Repository;
 use pgrx::pg_sys::panic::ErrorReport;
 use pgrx::prelude::*;
 use std::ffi::CStr;
+use std::path::Path;
 
 fn config_option(name: &CStr) -> String {
     let value = unsafe { pg_sys::GetConfigOption(name.as_ptr(), true, false) };
@@ -234,5 +236,113 @@ fn backups_text() -> TableIterator<
     }))
 }
 
-extension_sql_file!("../sql/catalog.sql", name = "catalog", requires = [backups_text]);
+/// Makes a role as declared: `created`, `updated`, `unchanged` or `dropped`. Unset
+/// attributes are not managed; passwords reach Postgres only as SCRAM-SHA-256 secrets.
+#[pg_extern(volatile, parallel_unsafe)]
+#[allow(clippy::too_many_arguments)]
+fn ensure_role(
+    name: &str,
+    password: default!(Option<&str>, "NULL"),
+    password_file: default!(Option<&str>, "NULL"),
+    login: default!(bool, true),
+    superuser: default!(Option<bool>, "NULL"),
+    createdb: default!(Option<bool>, "NULL"),
+    createrole: default!(Option<bool>, "NULL"),
+    inherit: default!(Option<bool>, "NULL"),
+    replication: default!(Option<bool>, "NULL"),
+    bypassrls: default!(Option<bool>, "NULL"),
+    connection_limit: default!(i32, -1),
+    valid_until: default!(Option<TimestampWithTimeZone>, "NULL"),
+    in_roles: default!(Option<Vec<String>>, "NULL"),
+    comment: default!(Option<&str>, "NULL"),
+    ensure: default!(&str, "'present'"),
+    password_update: default!(&str, "'always'"),
+) -> String {
+    let flags = [
+        (Flag::Login, Some(login)),
+        (Flag::Superuser, superuser),
+        (Flag::Createdb, createdb),
+        (Flag::Createrole, createrole),
+        (Flag::Inherit, inherit),
+        (Flag::Replication, replication),
+        (Flag::Bypassrls, bypassrls),
+    ];
+    let spec = RoleSpec {
+        name: name.to_string(),
+        flags: flags.into_iter().filter_map(|(flag, on)| Some((flag, on?))).collect(),
+        connection_limit,
+        valid_until: valid_until.map(|t| Timestamp(pg_sys::TimestampTz::from(t))),
+        in_roles,
+        comment: comment.map(str::to_string),
+        ensure: ensure.parse().unwrap_or_else(|r| roles::refuse(r)),
+        password_update: password_update.parse().unwrap_or_else(|r| roles::refuse(r)),
+    };
+    let password = match (password, password_file) {
+        (None, None) => roles::Password::Unmanaged,
+        (Some(text), None) => roles::Password::Given(text),
+        (None, Some(path)) => roles::Password::File(Path::new(path)),
+        (Some(_), Some(_)) => raise(
+            PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+            "give password or password_file, not both".into(),
+            "password_file (a mounted secret) keeps the password out of your SQL and its logs.",
+        ),
+    };
+    roles::ensure_role(&spec, password).outcome.to_string()
+}
+
+/// Makes a database as declared: `created`, `updated` (owner), `unchanged` or `dropped`.
+/// CREATE and DROP DATABASE run in a statement worker as the caller, so this works inside
+/// a transaction block too (they are not undone by its rollback).
+#[pg_extern(volatile, parallel_unsafe)]
+fn ensure_database(
+    name: &str,
+    owner: default!(Option<&str>, "NULL"),
+    template: default!(Option<&str>, "NULL"),
+    encoding: default!(Option<&str>, "NULL"),
+    locale: default!(Option<&str>, "NULL"),
+    ensure: default!(&str, "'present'"),
+) -> String {
+    let spec = DatabaseSpec {
+        name: name.to_string(),
+        owner: owner.map(str::to_string),
+        template: template.map(str::to_string),
+        encoding: encoding.map(str::to_string),
+        locale: locale.map(str::to_string),
+        ensure: ensure.parse().unwrap_or_else(|r| roles::refuse(r)),
+    };
+    databases::ensure_database(&spec, top_level::run_in_worker).to_string()
+}
+
+/// The roles file's reconciliation, a row per declared object and one for the file.
+#[pg_extern(volatile, parallel_safe)]
+#[allow(clippy::type_complexity)]
+fn role_status_rows() -> TableIterator<
+    'static,
+    (
+        name!(kind, String),
+        name!(name, String),
+        name!(state, String),
+        name!(message, Option<String>),
+        name!(last_attempt, Option<TimestampWithTimeZone>),
+    ),
+> {
+    let Some(rows) = role_status::snapshot() else {
+        raise(
+            PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+            "pgops.role_status needs pgops in shared_preload_libraries".into(),
+            PRELOAD_HINT,
+        );
+    };
+    TableIterator::new(rows.into_iter().map(|row| {
+        (
+            row.kind.get().unwrap_or_default(),
+            row.name.get().unwrap_or_default(),
+            row.state.get().unwrap_or_default(),
+            row.message.get(),
+            timestamp(row.last_attempt),
+        )
+    }))
+}
+
+extension_sql_file!("../sql/catalog.sql", name = "catalog", requires = [backups_text, role_status_rows]);
 extension_sql_file!("../sql/privileges.sql", name = "privileges", finalize);

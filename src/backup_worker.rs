@@ -2,7 +2,9 @@
 //! `pgops.backup_now()` asks. It talks to Postgres from its main thread only; the core
 //! reads and uploads files on threads of its own.
 
-use crate::{archive_module, backup_control, guc, runtime};
+use crate::roles_file::Reconciler;
+use crate::transaction::in_transaction;
+use crate::{archive_module, backup_control, guc, runtime, worker_signals};
 use chrono::{DateTime, Utc};
 use pgops_core::backup::catalog::fail_interrupted;
 use pgops_core::backup::info::{BackupInfo, Tablespace};
@@ -12,7 +14,7 @@ use pgops_core::store::Repository;
 use pgrx::bgworkers::{BackgroundWorker, BackgroundWorkerBuilder, BgWorkerStartTime};
 use pgrx::pg_sys;
 use pgrx::prelude::*;
-use pgrx::{PgTryBuilder, Spi};
+use pgrx::Spi;
 use serde::Deserialize;
 use std::time::{Duration, Instant};
 
@@ -29,23 +31,6 @@ pub fn register() {
         .load();
 }
 
-// Postgres' own handlers, by their C symbols (pgrx's wrappers are Rust functions).
-unsafe extern "C-unwind" {
-    /// A backend's SIGTERM handler: sets ProcDiePending, wakes the latch.
-    fn die(signal: i32);
-    /// Sets ConfigReloadPending, wakes the latch.
-    fn SignalHandlerForConfigReload(signal: i32);
-}
-
-fn set_signal_handler(signal: u32, handler: unsafe extern "C-unwind" fn(i32)) {
-    unsafe {
-        #[cfg(not(feature = "pg18"))]
-        pg_sys::pqsignal(signal as i32, Some(handler));
-        #[cfg(feature = "pg18")]
-        pg_sys::pqsignal_be(signal as i32, Some(handler));
-    }
-}
-
 #[pg_guard]
 unsafe extern "C-unwind" fn on_worker_exit(_code: i32, _arg: pg_sys::Datum) {
     backup_control::worker_stopped();
@@ -54,21 +39,28 @@ unsafe extern "C-unwind" fn on_worker_exit(_code: i32, _arg: pg_sys::Datum) {
 #[pg_guard]
 #[unsafe(no_mangle)]
 pub extern "C-unwind" fn pgops_worker_main(_arg: pg_sys::Datum) {
-    // SIGTERM is a normal backend's: any wait inside Postgres (pg_backup_stop waiting for
-    // WAL archiving) ends, and pg_backup_start's exit hook ends the backup.
-    set_signal_handler(pg_sys::SIGHUP, SignalHandlerForConfigReload);
-    set_signal_handler(pg_sys::SIGTERM, die);
-    unsafe { pg_sys::BackgroundWorkerUnblockSignals() };
+    // SIGTERM ends any wait inside Postgres (pg_backup_stop waiting for WAL archiving), and
+    // pg_backup_start's exit hook ends the backup.
+    worker_signals::install();
     BackgroundWorker::connect_worker_to_spi(Some(&guc::database()), None);
     unsafe { pg_sys::before_shmem_exit(Some(on_worker_exit), pg_sys::Datum::from(0)) };
     if let Some(id) = backup_control::worker_started() {
         warning!("pgops: backup {id} did not finish: the previous pgops worker stopped during it");
     }
     log!("pgops worker started");
-    let mut worker = Worker { unrecorded: Vec::new(), swept: false, next_tidy: Instant::now(), schedule: None };
+    let mut worker = Worker {
+        unrecorded: Vec::new(),
+        swept: false,
+        next_tidy: Instant::now(),
+        schedule: None,
+        roles: Reconciler::new(),
+    };
     loop {
         pgrx::check_for_interrupts!();
-        reload_settings_if_asked();
+        if worker_signals::reload_if_asked() {
+            worker.roles.reloaded();
+        }
+        worker.roles.reconcile_if_due();
         worker.tidy_store();
         if let Some(id) = backup_control::take_request() {
             worker.backup(&id);
@@ -81,15 +73,6 @@ pub extern "C-unwind" fn pgops_worker_main(_arg: pg_sys::Datum) {
             continue;
         }
         wait(worker.sleep());
-    }
-}
-
-fn reload_settings_if_asked() {
-    unsafe {
-        if pg_sys::ConfigReloadPending != 0 {
-            pg_sys::ConfigReloadPending = 0;
-            pg_sys::ProcessConfigFile(pg_sys::GucContext::PGC_SIGHUP);
-        }
     }
 }
 
@@ -110,6 +93,7 @@ struct Worker {
     next_tidy: Instant,
     /// The schedule's text and its next firing.
     schedule: Option<(String, DateTime<Utc>)>,
+    roles: Reconciler,
 }
 
 impl Worker {
@@ -219,7 +203,8 @@ impl Worker {
             runtime: rt.handle().clone(),
             thread_start: pgops_core::signals::block_all,
         };
-        let mut host = PgHost { fast_checkpoint: guc::BACKUP_FAST_CHECKPOINT.get(), archive_mode };
+        let mut host =
+            PgHost { fast_checkpoint: guc::BACKUP_FAST_CHECKPOINT.get(), archive_mode, roles: &mut self.roles };
         unsafe {
             pg_sys::pgstat_progress_start_command(
                 pg_sys::ProgressCommandType::PROGRESS_COMMAND_BASEBACKUP,
@@ -237,38 +222,10 @@ impl Worker {
     }
 }
 
-/// Runs `body` in a transaction of its own; a Postgres ERROR aborts the transaction and
-/// comes back as its message.
-fn in_transaction<R>(body: impl FnOnce() -> R) -> Result<R, String> {
-    unsafe {
-        pg_sys::SetCurrentStatementStartTimestamp();
-        pg_sys::StartTransactionCommand();
-        pg_sys::PushActiveSnapshot(pg_sys::GetTransactionSnapshot());
-    }
-    let body = std::panic::AssertUnwindSafe(body);
-    let outcome = PgTryBuilder::new(move || Ok(body()))
-        .catch_others(|caught| {
-            Err(match caught {
-                pgrx::pg_sys::panic::CaughtError::PostgresError(report)
-                | pgrx::pg_sys::panic::CaughtError::ErrorReport(report)
-                | pgrx::pg_sys::panic::CaughtError::RustPanic { ereport: report, .. } => report.message().to_string(),
-            })
-        })
-        .execute();
-    unsafe {
-        if outcome.is_ok() {
-            pg_sys::PopActiveSnapshot();
-            pg_sys::CommitTransactionCommand();
-        } else {
-            pg_sys::AbortCurrentTransaction();
-        }
-    }
-    outcome
-}
-
 /// One row of JSON from a query, in a transaction of its own.
 fn query_json<T: for<'de> Deserialize<'de>>(query: &str) -> Result<T, String> {
-    let text = in_transaction(|| Spi::get_one::<String>(query))?
+    let text = in_transaction(|| Spi::get_one::<String>(query))
+        .map_err(|f| f.to_string())?
         .map_err(|e| e.to_string())?
         .ok_or_else(|| format!("no result from: {query}"))?;
     serde_json::from_str(&text).map_err(|e| format!("unexpected result {text}: {e}"))
@@ -334,9 +291,11 @@ fn cluster_info() -> Result<(ClusterInfo, String), String> {
 }
 
 /// pg_backup_start/stop and progress, in the worker's own session.
-struct PgHost {
+struct PgHost<'a> {
     fast_checkpoint: bool,
     archive_mode: String,
+    /// Served between backup steps too: a backup can take hours.
+    roles: &'a mut Reconciler,
 }
 
 #[derive(Deserialize)]
@@ -363,7 +322,7 @@ fn shutting_down() -> bool {
     unsafe { pg_sys::ProcDiePending != 0 }
 }
 
-impl BackupHost for PgHost {
+impl BackupHost for PgHost<'_> {
     fn start_backup(&mut self, label: &str) -> Result<WalPosition, String> {
         if self.archive_mode == "off" {
             return Err("archive_mode is off: the WAL this backup needs would not be archived, so it could not be restored. Set archive_mode = on and archive_library = 'pgops'".into());
@@ -426,7 +385,13 @@ impl BackupHost for PgHost {
 
     fn wait(&mut self) -> Result<(), String> {
         wait(Duration::from_millis(200));
-        reload_settings_if_asked();
+        if worker_signals::reload_if_asked() {
+            self.roles.reloaded();
+        }
+        if shutting_down() {
+            return Err(INTERRUPTED.into());
+        }
+        self.roles.reconcile_if_due();
         if shutting_down() {
             return Err(INTERRUPTED.into());
         }

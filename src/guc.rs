@@ -79,6 +79,7 @@ pub static BACKUP_COMPRESSION: GucSetting<BackupCompression> =
     GucSetting::<BackupCompression>::new(BackupCompression::Zstd);
 pub static BACKUP_COMPRESSION_WORKERS: GucSetting<i32> = GucSetting::<i32>::new(2);
 pub static BACKUP_FAST_CHECKPOINT: GucSetting<bool> = GucSetting::<bool>::new(false);
+pub static ROLES_FILE: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 pub static DATABASE: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(Some(c"postgres"));
 
 pub fn register() {
@@ -184,6 +185,20 @@ pub fn register() {
         GucContext::Suset,
         GucFlags::default(),
     );
+    // SAFETY: the hook is a check hook of the right signature (see string_check_hook!).
+    unsafe {
+        GucRegistry::define_string_guc_with_hooks(
+            c"pgops.roles_file",
+            c"JSON file of roles and databases the pgops worker keeps as declared.",
+            c"Reconciled when the worker starts and on every reload; see pgops.role_status.",
+            &ROLES_FILE,
+            GucContext::Suset,
+            GucFlags::default(),
+            Some(check_roles_file),
+            None,
+            None,
+        );
+    }
     GucRegistry::define_string_guc(
         c"pgops.database",
         c"Database the pgops worker connects to.",
@@ -294,6 +309,11 @@ pub fn backup_schedule() -> Result<Option<Schedule>, InvalidSetting> {
     schedule::parse(&string(&BACKUP_SCHEDULE).unwrap_or_default(), &zone)
 }
 
+/// The roles file's path, `None` when unset.
+pub fn roles_file() -> Option<String> {
+    string(&ROLES_FILE)
+}
+
 pub fn database() -> String {
     string(&DATABASE).unwrap_or_else(|| "postgres".into())
 }
@@ -343,6 +363,14 @@ string_check_hook!(check_endpoint, |v| if v.is_empty() { Ok(()) } else { pgops_c
 string_check_hook!(check_region, pgops_core::setting::validate_region);
 // The expression's form; the zone is checked by its own setting.
 string_check_hook!(check_backup_schedule, |v| schedule::parse(v, "UTC").map(drop));
+string_check_hook!(check_roles_file, |v| if v.is_empty() || v.starts_with('/') {
+    Ok(())
+} else {
+    Err(InvalidSetting::new(
+        format!("pgops.roles_file must be an absolute path, not \"{v}\""),
+        "The worker's working directory is the data directory; give the full path, such as /etc/pgops/roles.json.",
+    ))
+});
 string_check_hook!(check_schedule_timezone, |v| schedule::parse_zone(v).map(drop));
 
 #[pgrx::pg_guard]

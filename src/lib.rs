@@ -8,9 +8,16 @@ mod archive_module;
 mod archive_stats;
 mod backup_control;
 mod backup_worker;
+mod databases;
 mod fixed_text;
 mod guc;
+mod role_status;
+mod roles;
+mod roles_file;
 mod runtime;
+mod top_level;
+mod transaction;
+mod worker_signals;
 
 ::pgrx::pg_module_magic!();
 
@@ -20,6 +27,7 @@ pub extern "C-unwind" fn _PG_init() {
     if unsafe { pgrx::pg_sys::process_shared_preload_libraries_in_progress } {
         archive_stats::init();
         backup_control::init();
+        role_status::init();
         backup_worker::register();
     }
 }

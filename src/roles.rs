@@ -1,0 +1,196 @@
+//! `pgops.ensure_role()`: a role made as declared, in the caller's session and transaction
+//! (so it commits or rolls back with the caller), by statements the core plans. Also used
+//! by the pgops worker for the roles file.
+
+use crate::transaction::Failure;
+use pgops_core::roles::{self, Flag, Outcome, Refusal, RefusalKind, RoleSpec, RoleState, Timestamp};
+use pgrx::datum::TimestampWithTimeZone;
+use pgrx::pg_sys;
+use pgrx::pg_sys::panic::CaughtError;
+use pgrx::prelude::*;
+use pgrx::{PgTryBuilder, Spi};
+use std::ffi::{CStr, CString};
+use std::path::Path;
+
+/// Where the declared password comes from.
+pub enum Password<'a> {
+    /// Not managed: the role's password is left as it is.
+    Unmanaged,
+    Given(&'a str),
+    File(&'a Path),
+}
+
+pub fn refusal_code(kind: RefusalKind) -> PgSqlErrorCode {
+    match kind {
+        RefusalKind::Reserved => PgSqlErrorCode::ERRCODE_RESERVED_NAME,
+        RefusalKind::InvalidValue => PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+        RefusalKind::Conflict => PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+    }
+}
+
+pub fn refuse(refusal: Refusal) -> ! {
+    Failure::new(refusal_code(refusal.kind), refusal.message, refusal.hint).raise()
+}
+
+fn permission_denied(message: String, hint: &str) -> ! {
+    Failure::new(PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE, message, hint).raise()
+}
+
+fn role_name(oid: pg_sys::Oid) -> String {
+    unsafe { CStr::from_ptr(pg_sys::GetUserNameFromId(oid, false)) }.to_string_lossy().into_owned()
+}
+
+/// Names pgops refuses to manage besides Postgres' reserved ones: the bootstrap superuser
+/// and the roles running the call.
+fn reserved_names() -> Vec<String> {
+    let ids =
+        unsafe { [pg_sys::Oid::from(pg_sys::BOOTSTRAP_SUPERUSERID), pg_sys::GetUserId(), pg_sys::GetSessionUserId()] };
+    ids.into_iter().map(role_name).collect()
+}
+
+/// Makes role `spec.name` what `spec` declares; raises an ERROR when it cannot.
+pub fn ensure_role(spec: &RoleSpec, password: Password) -> roles::RolePlan {
+    let is_superuser = unsafe { pg_sys::superuser() };
+    if !is_superuser && !unsafe { pg_sys::has_createrole_privilege(pg_sys::GetUserId()) } {
+        permission_denied(
+            format!("permission denied to manage role \"{}\"", spec.name),
+            "pgops.ensure_role() runs CREATE, ALTER and DROP ROLE as you: it needs CREATEROLE or superuser.",
+        );
+    }
+    roles::check_role_name(&spec.name, &reserved_names()).unwrap_or_else(|r| refuse(r));
+    let current = role_state(&spec.name);
+    let superuser_involved = spec.flags.get(&Flag::Superuser) == Some(&true)
+        || current.as_ref().is_some_and(|state| state.flags.get(&Flag::Superuser) == Some(&true));
+    if superuser_involved && !is_superuser {
+        permission_denied(
+            format!("permission denied to manage superuser role \"{}\"", spec.name),
+            "Only superusers create, change or drop superuser roles.",
+        );
+    }
+    let password = match (spec.ensure, password) {
+        (roles::Ensure::Absent, _) | (_, Password::Unmanaged) => None,
+        (_, Password::Given(text)) => Some(text.to_string()),
+        (_, Password::File(path)) => Some(read_password_file(path, &spec.name)),
+    };
+    let plan =
+        roles::plan_role(spec, password.as_deref(), current.as_ref(), &reserved_names()).unwrap_or_else(|r| refuse(r));
+    for statement in &plan.statements {
+        run(statement, &spec.name);
+    }
+    if plan.outcome != Outcome::Unchanged {
+        let changes = if plan.changes.is_empty() { String::new() } else { format!(": {}", plan.changes.join(", ")) };
+        log!("pgops: role \"{}\" {}{changes}", spec.name, plan.outcome);
+    }
+    plan
+}
+
+/// Runs one planned statement; a DROP that fails on owned objects gets a HINT.
+fn run(statement: &str, role: &str) {
+    PgTryBuilder::new(|| Spi::run(statement).unwrap_or_else(|e| panic!("{e}")))
+        .catch_when(PgSqlErrorCode::ERRCODE_DEPENDENT_OBJECTS_STILL_EXIST, |caught| {
+            let CaughtError::PostgresError(report) = caught else { caught.rethrow() };
+            let quoted = roles::quote::ident(role);
+            Failure {
+                code: report.sql_error_code(),
+                message: report.message().to_string(),
+                detail: report.detail().map(str::to_string),
+                hint: Some(format!(
+                    "In each database named, move or drop what the role owns (REASSIGN OWNED BY {quoted} TO …; DROP OWNED BY {quoted};), then call again."
+                )),
+            }
+            .raise()
+        })
+        .execute()
+}
+
+/// The password in `path`, without its trailing line break; the caller's role must be
+/// allowed to read server files. A missing or empty file is an ERROR: the role's current
+/// password stays.
+fn read_password_file(path: &Path, role: &str) -> String {
+    let allowed = unsafe {
+        pg_sys::superuser()
+            || pg_sys::has_privs_of_role(pg_sys::GetUserId(), pg_sys::Oid::from(pg_sys::ROLE_PG_READ_SERVER_FILES))
+    };
+    if !allowed {
+        permission_denied(
+            format!("permission denied to read password file \"{}\"", path.display()),
+            "Reading a file on the server needs superuser or membership in pg_read_server_files.",
+        );
+    }
+    let kept = format!("The password of role \"{role}\" was left as it is.");
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| {
+        Failure {
+            code: PgSqlErrorCode::ERRCODE_UNDEFINED_FILE,
+            message: format!("could not read password file \"{}\" for role \"{role}\": {e}", path.display()),
+            detail: Some(kept.clone()),
+            hint: Some("Check that the secret is mounted at that path and readable by the server's OS user.".into()),
+        }
+        .raise()
+    });
+    let password = text.strip_suffix('\n').map(|t| t.strip_suffix('\r').unwrap_or(t)).unwrap_or(&text);
+    if password.is_empty() {
+        Failure {
+            code: PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+            message: format!("password file \"{}\" for role \"{role}\" is empty", path.display()),
+            detail: Some(kept),
+            hint: Some("Write the password into the file (a trailing line break is ignored).".into()),
+        }
+        .raise();
+    }
+    password.to_string()
+}
+
+/// The role as the catalog has it, None when there is no such role.
+fn role_state(name: &str) -> Option<RoleState> {
+    let row = Spi::connect(|client| {
+        let table = client.select(
+            "SELECT json_build_object(
+                'flags', json_build_object('login', r.rolcanlogin, 'superuser', r.rolsuper,
+                    'createdb', r.rolcreatedb, 'createrole', r.rolcreaterole, 'inherit', r.rolinherit,
+                    'replication', r.rolreplication, 'bypassrls', r.rolbypassrls),
+                'connection_limit', r.rolconnlimit,
+                'member_of', ARRAY(SELECT g.rolname FROM pg_catalog.pg_auth_members m
+                                     JOIN pg_catalog.pg_roles g ON g.oid = m.roleid
+                                    WHERE m.member = r.oid ORDER BY 1),
+                'comment', pg_catalog.shobj_description(r.oid, 'pg_authid'))::text,
+                r.rolvaliduntil
+               FROM pg_catalog.pg_roles r WHERE r.rolname = $1",
+            Some(1),
+            &[name.into()],
+        )?;
+        if table.is_empty() {
+            return Ok(None);
+        }
+        let row = table.first();
+        Ok::<_, pgrx::spi::Error>(Some((row.get::<String>(1)?, row.get::<TimestampWithTimeZone>(2)?)))
+    })
+    .unwrap_or_else(|e| panic!("reading role \"{name}\": {e}"))?;
+    let (json, valid_until) = row;
+    let mut state: RoleState = serde_json::from_str(&json?).unwrap_or_else(|e| panic!("role \"{name}\": {e}"));
+    state.valid_until = valid_until.map(|t| Timestamp(pg_sys::TimestampTz::from(t)));
+    state.password = stored_password(name);
+    Some(state)
+}
+
+/// `rolpassword`, from the catalog cache: pg_authid itself is readable by superusers only,
+/// and a CREATEROLE role may set this password anyway.
+fn stored_password(name: &str) -> Option<String> {
+    let name = CString::new(name).ok()?;
+    unsafe {
+        let cache = pg_sys::SysCacheIdentifier::AUTHNAME as i32;
+        let tuple = pg_sys::SearchSysCache1(cache, pg_sys::Datum::from(name.as_ptr()));
+        if tuple.is_null() {
+            return None;
+        }
+        let mut is_null = false;
+        let datum = pg_sys::SysCacheGetAttr(
+            cache,
+            tuple,
+            pg_sys::Anum_pg_authid_rolpassword as pg_sys::AttrNumber,
+            &mut is_null,
+        );
+        let password = if is_null { None } else { String::from_datum(datum, false) };
+        pg_sys::ReleaseSysCache(tuple);
+        password
+    }
+}

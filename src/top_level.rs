@@ -1,0 +1,178 @@
+//! Statements that cannot run inside a transaction block (CREATE and DROP DATABASE), run on
+//! behalf of a SQL caller: a dynamic background worker (like pg_cron's background-worker
+//! mode) connects to the caller's database, takes the caller's role, runs the statement as
+//! a top-level command and hands back its error, which the caller raises as its own.
+
+use crate::fixed_text::FixedText;
+use crate::transaction::{in_transaction, Failure};
+use crate::worker_signals;
+use pgrx::bgworkers::{BackgroundWorker, BackgroundWorkerBuilder, BgWorkerStartTime};
+use pgrx::pg_sys;
+use pgrx::prelude::*;
+use pgrx::PgTryBuilder;
+use std::ffi::CString;
+
+/// The request and its result, in a dynamic shared memory segment both processes map.
+#[repr(C)]
+struct Request {
+    database: pg_sys::Oid,
+    role: pg_sys::Oid,
+    sql: FixedText<2048>,
+    finished: bool,
+    failed: bool,
+    code: i32,
+    message: FixedText<1024>,
+    detail: FixedText<1024>,
+    hint: FixedText<1024>,
+}
+
+/// Runs `sql` as a top-level statement of this process (in a transaction started by
+/// StartTransactionCommand, which is not a transaction block).
+pub fn execute_here(sql: &str) {
+    let text = CString::new(sql).expect("planned statements hold no NUL");
+    unsafe {
+        let parsed = pg_sys::pg_parse_query(text.as_ptr());
+        for raw in list_items::<pg_sys::RawStmt>(parsed) {
+            let queries = pg_sys::pg_analyze_and_rewrite_fixedparams(
+                raw,
+                text.as_ptr(),
+                std::ptr::null_mut(),
+                0,
+                std::ptr::null_mut(),
+            );
+            let plans = pg_sys::pg_plan_queries(
+                queries,
+                text.as_ptr(),
+                pg_sys::CURSOR_OPT_PARALLEL_OK as i32,
+                std::ptr::null_mut(),
+            );
+            for planned in list_items::<pg_sys::PlannedStmt>(plans) {
+                pg_sys::ProcessUtility(
+                    planned,
+                    text.as_ptr(),
+                    false,
+                    pg_sys::ProcessUtilityContext::PROCESS_UTILITY_TOPLEVEL,
+                    std::ptr::null_mut(),
+                    std::ptr::null_mut(),
+                    pg_sys::None_Receiver,
+                    std::ptr::null_mut(),
+                );
+            }
+        }
+    }
+}
+
+unsafe fn list_items<T>(list: *mut pg_sys::List) -> Vec<*mut T> {
+    if list.is_null() {
+        return Vec::new();
+    }
+    unsafe { (0..(*list).length as usize).map(|i| (*(*list).elements.add(i)).ptr_value as *mut T).collect() }
+}
+
+/// Runs `sql` top-level in a worker as the current role, in the current database; returns
+/// its error. A cancel of the caller stops the worker.
+pub fn run_in_worker(sql: &str) -> Result<(), Failure> {
+    let mut text = FixedText::<2048>::EMPTY;
+    if sql.len() >= 2048 {
+        return Err(Failure::new(
+            PgSqlErrorCode::ERRCODE_PROGRAM_LIMIT_EXCEEDED,
+            format!("statement too long for the statement worker ({} bytes)", sql.len()),
+            "Shorten the template, encoding or locale given.",
+        ));
+    }
+    text.set(sql);
+    unsafe {
+        let segment = pg_sys::dsm_create(std::mem::size_of::<Request>(), 0);
+        let request = pg_sys::dsm_segment_address(segment) as *mut Request;
+        request.write(Request {
+            database: pg_sys::MyDatabaseId,
+            role: pg_sys::GetUserId(),
+            sql: text,
+            finished: false,
+            failed: false,
+            code: 0,
+            message: FixedText::EMPTY,
+            detail: FixedText::EMPTY,
+            hint: FixedText::EMPTY,
+        });
+        let builder = BackgroundWorkerBuilder::new("pgops statement")
+            .set_type("pgops statement")
+            .set_library("pgops")
+            .set_function("pgops_statement_main")
+            .set_argument(Some(pg_sys::Datum::from(pg_sys::dsm_segment_handle(segment))))
+            .enable_spi_access()
+            .set_start_time(BgWorkerStartTime::RecoveryFinished)
+            .set_restart_time(None)
+            .set_notify_pid(pg_sys::MyProcPid);
+        let mut worker = pg_sys::BackgroundWorker::from(&builder);
+        let mut handle: *mut pg_sys::BackgroundWorkerHandle = std::ptr::null_mut();
+        if !pg_sys::RegisterDynamicBackgroundWorker(&mut worker, &mut handle) {
+            return Err(Failure::new(
+                PgSqlErrorCode::ERRCODE_CONFIGURATION_LIMIT_EXCEEDED,
+                "no background worker slot free to run the statement",
+                "Raise max_worker_processes (a restart is needed), or try again when other workers have finished.",
+            ));
+        }
+        PgTryBuilder::new(|| pg_sys::WaitForBackgroundWorkerShutdown(handle))
+            .catch_others(|caught| {
+                // Cancelled or terminated while waiting: the statement must not outlive the call.
+                pg_sys::TerminateBackgroundWorker(handle);
+                caught.rethrow()
+            })
+            .execute();
+        let request = &*request;
+        let result = if !request.finished {
+            Err(Failure::new(
+                PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
+                format!("the worker running \"{sql}\" stopped without a result"),
+                "See the server log for why it stopped.",
+            ))
+        } else if request.failed {
+            Err(Failure {
+                code: PgSqlErrorCode::from(request.code),
+                message: request.message.get().unwrap_or_default(),
+                detail: request.detail.get(),
+                hint: request.hint.get(),
+            })
+        } else {
+            Ok(())
+        };
+        pg_sys::dsm_detach(segment);
+        result
+    }
+}
+
+#[pg_guard]
+#[unsafe(no_mangle)]
+pub extern "C-unwind" fn pgops_statement_main(argument: pg_sys::Datum) {
+    worker_signals::install();
+    unsafe {
+        let segment = pg_sys::dsm_attach(argument.value() as pg_sys::dsm_handle);
+        if segment.is_null() {
+            log!("pgops statement worker: the caller is gone");
+            return;
+        }
+        let request = &mut *(pg_sys::dsm_segment_address(segment) as *mut Request);
+        BackgroundWorker::connect_worker_to_spi_by_oid(Some(request.database), None);
+        let sql = request.sql.get().unwrap_or_default();
+        let role = request.role;
+        let outcome = in_transaction(|| {
+            // The caller's privileges, not the bootstrap superuser's the worker connected as;
+            // the transaction's end restores the user.
+            let (mut user, mut context) = (pg_sys::InvalidOid, 0);
+            pg_sys::GetUserIdAndSecContext(&mut user, &mut context);
+            pg_sys::SetUserIdAndSecContext(role, context | pg_sys::SECURITY_LOCAL_USERID_CHANGE as i32);
+            execute_here(&sql);
+            pg_sys::SetUserIdAndSecContext(user, context);
+        });
+        if let Err(failure) = outcome {
+            request.failed = true;
+            request.code = failure.code as i32;
+            request.message.set(&failure.message);
+            request.detail.set(failure.detail.as_deref().unwrap_or_default());
+            request.hint.set(failure.hint.as_deref().unwrap_or_default());
+        }
+        request.finished = true;
+        pg_sys::dsm_detach(segment);
+    }
+}

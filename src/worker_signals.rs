@@ -1,0 +1,41 @@
+//! Signal handling for pgops' background workers: a normal backend's SIGTERM (`die`: any
+//! wait inside Postgres ends, then the process exits at the next interrupt check) and
+//! SIGHUP (reload the configuration file when the worker next looks).
+
+use pgrx::pg_sys;
+
+// Postgres' own handlers, by their C symbols (pgrx's wrappers are Rust functions).
+unsafe extern "C-unwind" {
+    /// A backend's SIGTERM handler: sets ProcDiePending, wakes the latch.
+    fn die(signal: i32);
+    /// Sets ConfigReloadPending, wakes the latch.
+    fn SignalHandlerForConfigReload(signal: i32);
+}
+
+fn set_signal_handler(signal: u32, handler: unsafe extern "C-unwind" fn(i32)) {
+    unsafe {
+        #[cfg(not(feature = "pg18"))]
+        pg_sys::pqsignal(signal as i32, Some(handler));
+        #[cfg(feature = "pg18")]
+        pg_sys::pqsignal_be(signal as i32, Some(handler));
+    }
+}
+
+/// Installs the handlers and unblocks signals; first thing in a worker's main function.
+pub fn install() {
+    set_signal_handler(pg_sys::SIGHUP, SignalHandlerForConfigReload);
+    set_signal_handler(pg_sys::SIGTERM, die);
+    unsafe { pg_sys::BackgroundWorkerUnblockSignals() };
+}
+
+/// Re-reads the configuration file if SIGHUP asked for it; true when it did.
+pub fn reload_if_asked() -> bool {
+    unsafe {
+        if pg_sys::ConfigReloadPending == 0 {
+            return false;
+        }
+        pg_sys::ConfigReloadPending = 0;
+        pg_sys::ProcessConfigFile(pg_sys::GucContext::PGC_SIGHUP);
+    }
+    true
+}
