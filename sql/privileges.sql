@@ -26,3 +26,4 @@ GRANT SELECT ON @extschema@.backup_list TO pgops_operator;
 REVOKE EXECUTE ON FUNCTION @extschema@.role_status_rows() FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION @extschema@.role_status_rows() TO pgops_operator;
 GRANT SELECT ON @extschema@.role_status TO pgops_operator;
+GRANT USAGE ON SCHEMA @extschema@ TO PUBLIC;

@@ -338,6 +338,30 @@ impl PgCluster {
         self.client().batch_execute(sql).unwrap_or_else(|e| panic!("{sql}: {e:?}"));
     }
 
+    /// A session as `user` in `dbname` over the Unix socket (trusted).
+    pub fn client_as(&self, user: &str, dbname: &str) -> postgres::Client {
+        let mut config = postgres::Config::new();
+        config.host_path(&self.socket_dir).port(self.port).user(user).dbname(dbname);
+        config.connect(postgres::NoTls).unwrap_or_else(|e| panic!("connect as {user}: {e}\n{}", self.log()))
+    }
+
+    /// Accepts TCP connections on 127.0.0.1 that must prove a password with SCRAM-SHA-256
+    /// (the Unix socket stays trusted); takes effect at the next start.
+    pub fn require_scram_over_tcp(&self) {
+        self.configure("listen_addresses = '127.0.0.1'\npassword_encryption = 'scram-sha-256'");
+        let hba = self.data.join("pg_hba.conf");
+        let rules = std::fs::read_to_string(&hba).unwrap();
+        std::fs::write(&hba, format!("host all all 127.0.0.1/32 scram-sha-256\n{rules}")).unwrap();
+    }
+
+    /// A TCP login with a password, as an application would make it.
+    pub fn tcp_login(&self, user: &str, password: &str, dbname: &str) -> Result<postgres::Client, postgres::Error> {
+        let mut config = postgres::Config::new();
+        config.host("127.0.0.1").port(self.port).user(user).password(password).dbname(dbname);
+        config.channel_binding(postgres::config::ChannelBinding::Disable);
+        config.connect(postgres::NoTls)
+    }
+
     pub fn system_identifier(&self) -> String {
         self.query_text("SELECT system_identifier FROM pg_control_system()")
     }
