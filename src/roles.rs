@@ -57,7 +57,8 @@ pub fn ensure_role(spec: &RoleSpec, password: Password) -> roles::RolePlan {
             "pgops.ensure_role() runs CREATE, ALTER and DROP ROLE as you: it needs CREATEROLE or superuser.",
         );
     }
-    roles::check_role_name(&spec.name, &reserved_names()).unwrap_or_else(|r| refuse(r));
+    let reserved = reserved_names();
+    roles::check_role_name(&spec.name, &reserved).unwrap_or_else(|r| refuse(r));
     let current = role_state(&spec.name);
     let superuser_involved = spec.flags.get(&Flag::Superuser) == Some(&true)
         || current.as_ref().is_some_and(|state| state.flags.get(&Flag::Superuser) == Some(&true));

@@ -72,6 +72,14 @@ unsafe fn list_items<T>(list: *mut pg_sys::List) -> Vec<*mut T> {
 /// Runs `sql` top-level in a worker as the current role, in the current database; returns
 /// its error. A cancel of the caller stops the worker.
 pub fn run_in_worker(sql: &str) -> Result<(), Failure> {
+    // The worker starts only once recovery has finished: on a standby it would never run.
+    if unsafe { pg_sys::RecoveryInProgress() } {
+        return Err(Failure::new(
+            PgSqlErrorCode::ERRCODE_READ_ONLY_SQL_TRANSACTION,
+            "the server is in recovery: databases cannot be created or dropped here",
+            "Run it on the primary.",
+        ));
+    }
     let mut text = FixedText::<2048>::EMPTY;
     if sql.len() >= 2048 {
         return Err(Failure::new(
