@@ -351,6 +351,32 @@ fn ensure_database_creates_owned_databases_from_a_session_and_inside_a_transacti
     assert_eq!(code, "42939");
 }
 
+#[test]
+fn a_cancelled_ensure_database_stops_its_worker_and_creates_nothing() {
+    let dir = scratch_dir();
+    let pg = cluster(dir.path(), "");
+    let mut c = pg.client();
+    c.batch_execute("CREATE DATABASE tmpl").unwrap();
+    // Renaming the template (not committed) holds its lock: CREATE DATABASE … TEMPLATE tmpl waits.
+    let mut holder = pg.client();
+    holder.batch_execute("BEGIN; ALTER DATABASE tmpl RENAME TO tmpl_renamed").unwrap();
+    c.batch_execute("SET statement_timeout = '2s'").unwrap();
+    let (code, message, _, _) = call_error(&mut c, "pgops.ensure_database('copy', template => 'tmpl')");
+    assert_eq!(code, "57014", "{message}");
+    wait_for("the statement worker to be gone", Duration::from_secs(30), || {
+        pg.query_text("SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'pgops statement'") == "0"
+    });
+    holder.batch_execute("ROLLBACK").unwrap();
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(
+        pg.query_text("SELECT count(*) FROM pg_database WHERE datname = 'copy'"),
+        "0",
+        "the cancelled call created it"
+    );
+    c.batch_execute("RESET statement_timeout").unwrap();
+    assert_eq!(call(&mut c, "pgops.ensure_database('copy', template => 'tmpl')"), "created");
+}
+
 /// `pgops.role_status` as "kind name state" lines, and the messages.
 fn role_status(pg: &PgCluster) -> (Vec<String>, String) {
     let rows = pg
