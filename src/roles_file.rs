@@ -58,14 +58,20 @@ impl Reconciler {
                 return;
             }
         };
-        self.statuses.clear();
+        // An entry keeps its last state until it is attempted again: the view does not
+        // flicker to pending on every reload.
+        let previous = std::mem::take(&mut self.statuses);
         self.set_file_row(&path, "reconciled", format!("{} entries", entries.len()));
-        self.statuses.extend(entries.iter().map(|entry| Status {
-            kind: entry.kind.to_string(),
-            name: entry.name.clone(),
-            state: "pending",
-            message: String::new(),
-            last_attempt: 0,
+        self.statuses.extend(entries.iter().map(|entry| {
+            let kind = entry.kind.to_string();
+            let earlier = previous.iter().find(|s| s.kind == kind && s.name == entry.name).cloned();
+            earlier.unwrap_or(Status {
+                kind,
+                name: entry.name.clone(),
+                state: "pending",
+                message: String::new(),
+                last_attempt: 0,
+            })
         }));
         role_status::publish(&self.statuses);
         for (index, entry) in entries.iter().enumerate() {
