@@ -50,8 +50,11 @@ impl Reconciler {
         let entries = match entries {
             Ok(entries) => entries,
             Err(error) => {
-                // Everything stays as it was; the file's row says why.
-                warning!("pgops: roles file: {error}");
+                // Everything stays as it was; the file's row says why. Retries repeat the
+                // WARNING only when the error changes.
+                if self.statuses.first().is_none_or(|file| file.message != error) {
+                    warning!("pgops: roles file: {error}");
+                }
                 self.set_file_row(&path, "error", error);
                 role_status::publish(&self.statuses);
                 self.retry_at = Some(Instant::now() + RETRY);
@@ -76,10 +79,10 @@ impl Reconciler {
         role_status::publish(&self.statuses);
         for (index, entry) in entries.iter().enumerate() {
             let (state, message) = self.apply(entry);
-            if state != "reconciled" {
+            let status = &mut self.statuses[index + 1];
+            if state != "reconciled" && (status.state, status.message.as_str()) != (state, message.as_str()) {
                 warning!("pgops: roles file: {} \"{}\": {message}", entry.kind, entry.name);
             }
-            let status = &mut self.statuses[index + 1];
             (status.state, status.message, status.last_attempt) = (state, message, now());
             role_status::publish(&self.statuses);
         }
