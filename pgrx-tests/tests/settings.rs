@@ -32,6 +32,7 @@ fn bad_values_are_rejected_when_set_with_a_hint() {
             "Set pgops.compression_level to 0",
         ),
         ("SET pgops.s3_region = ''", "invalid S3 region", "us-east-1"),
+        ("SET pgops.roles_file = 'roles.json'", "must be an absolute path", "/etc/pgops/roles.json"),
     ];
     for (sql, message, hint) in cases {
         let (got_message, got_hint) = db_error(&pg, sql);
