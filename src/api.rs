@@ -1,13 +1,13 @@
 //! The SQL interface: thin wrappers over the core, in schema `pgops`.
 
 use crate::backup_control::{self, RequestRefused};
+use crate::transaction::Failure;
 use crate::{archive_module, archive_stats, databases, guc, role_status, roles, runtime, top_level};
 use pgops_core::backup;
 use pgops_core::backup::catalog::list_backups;
 use pgops_core::check::{check_repository, CheckResult};
 use pgops_core::roles::{DatabaseSpec, Flag, RoleSpec, Timestamp};
 use pgops_core::store::Repository;
-use pgrx::pg_sys::panic::ErrorReport;
 use pgrx::prelude::*;
 use std::ffi::CStr;
 use std::path::Path;
@@ -126,8 +126,7 @@ fn archive_status() -> TableIterator<
 const PRELOAD_HINT: &str = "Add pgops to shared_preload_libraries in postgresql.conf and restart the server.";
 
 fn raise(code: PgSqlErrorCode, message: String, hint: &str) -> ! {
-    ErrorReport::new(code, message, "pgops").set_hint(hint).report(PgLogLevel::ERROR);
-    unreachable!("ERROR does not return");
+    Failure::new(code, message, hint).raise()
 }
 
 /// Asks the pgops worker for a base backup and returns its id; with `wait`, returns when

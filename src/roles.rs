@@ -79,8 +79,7 @@ pub fn ensure_role(spec: &RoleSpec, password: Password) -> roles::RolePlan {
         run(statement, &spec.name);
     }
     if plan.outcome != Outcome::Unchanged {
-        let changes = if plan.changes.is_empty() { String::new() } else { format!(": {}", plan.changes.join(", ")) };
-        log!("pgops: role \"{}\" {}{changes}", spec.name, plan.outcome);
+        log!("pgops: role \"{}\" {}", spec.name, plan.summary());
     }
     plan
 }
@@ -91,15 +90,10 @@ fn run(statement: &str, role: &str) {
         .catch_when(PgSqlErrorCode::ERRCODE_DEPENDENT_OBJECTS_STILL_EXIST, |caught| {
             let CaughtError::PostgresError(report) = caught else { caught.rethrow() };
             let quoted = roles::quote::ident(role);
-            Failure {
-                code: report.sql_error_code(),
-                message: report.message().to_string(),
-                detail: report.detail().map(str::to_string),
-                hint: Some(format!(
-                    "In each database named, move or drop what the role owns (REASSIGN OWNED BY {quoted} TO …; DROP OWNED BY {quoted};), then call again."
-                )),
-            }
-            .raise()
+            let hint = format!(
+                "In each database named, move or drop what the role owns (REASSIGN OWNED BY {quoted} TO …; DROP OWNED BY {quoted};), then call again."
+            );
+            Failure { hint: Some(hint), ..Failure::caught(&report) }.raise()
         })
         .execute()
 }

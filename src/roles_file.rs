@@ -114,10 +114,7 @@ impl Reconciler {
                     Some(path) => roles::Password::File(path),
                     None => roles::Password::Unmanaged,
                 };
-                let plan = roles::ensure_role(spec, password);
-                let changes =
-                    if plan.changes.is_empty() { String::new() } else { format!(": {}", plan.changes.join(", ")) };
-                format!("{}{changes}", plan.outcome)
+                roles::ensure_role(spec, password).summary()
             }),
             Ok(Declared::Database(spec)) => in_transaction(|| {
                 databases::ensure_database(spec, |sql| {

@@ -21,7 +21,8 @@ impl Failure {
         Failure { code, message: message.into(), detail: None, hint: Some(hint.into()) }
     }
 
-    fn caught(report: &ErrorReportWithLevel) -> Self {
+    /// An ERROR caught from Postgres.
+    pub fn caught(report: &ErrorReportWithLevel) -> Self {
         Failure {
             code: report.sql_error_code(),
             message: report.message().to_string(),

@@ -255,6 +255,17 @@ pub struct RolePlan {
     pub changes: Vec<String>,
 }
 
+impl RolePlan {
+    /// The outcome and what changed: `updated: createdb, password`.
+    pub fn summary(&self) -> String {
+        if self.changes.is_empty() {
+            self.outcome.to_string()
+        } else {
+            format!("{}: {}", self.outcome, self.changes.join(", "))
+        }
+    }
+}
+
 /// Refuses names pgops must not create, alter or drop: empty or too long ones, Postgres'
 /// reserved `pg_` prefix, `public`/`none`, and `reserved` (the bootstrap superuser and the
 /// roles running the call).
