@@ -1,6 +1,7 @@
 //! The SQL interface: thin wrappers over the core, in schema `pgops`.
 
 use crate::backup_control::{self, RequestRefused};
+use crate::runtime::NotDone;
 use crate::transaction::Failure;
 use crate::{archive_module, archive_stats, databases, guc, role_status, roles, runtime, top_level};
 use pgops_core::backup;
@@ -64,14 +65,29 @@ fn run_checks() -> Vec<CheckResult> {
     let cluster = archive_module::cluster_identity();
     let probe =
         format!("{}-{}-{}", cluster.system_identifier, std::process::id(), unsafe { pg_sys::GetCurrentTimestamp() });
-    match runtime::runtime() {
-        Ok(rt) => results.extend(rt.block_on(async {
-            let repo = Repository::open(&settings.repository, &settings.s3).await;
-            check_repository(&repo, &cluster, &probe).await
-        })),
-        Err(e) => results.push(CheckResult { check: "reachable", ok: false, detail: e }),
-    }
+    results.extend(wait_for_store(async {
+        let repo = Repository::open(&settings.repository, &settings.s3).await;
+        check_repository(&repo, &cluster, &probe).await
+    }));
     results
+}
+
+/// Waits for a store call from a SQL function, answering a cancel, statement_timeout or
+/// terminate within 100 ms however long the store takes.
+fn wait_for_store<F: std::future::Future>(future: F) -> F::Output {
+    match runtime::block_on(future) {
+        Ok(output) => output,
+        Err(NotDone::NoRuntime(e)) => raise(PgSqlErrorCode::ERRCODE_INTERNAL_ERROR, e, "See the server log."),
+        Err(NotDone::Interrupted) => {
+            pgrx::check_for_interrupts!();
+            // Not served above: the postmaster died.
+            raise(
+                PgSqlErrorCode::ERRCODE_ADMIN_SHUTDOWN,
+                "stopped waiting for the object store: the server is shutting down".into(),
+                "Run the function again once the server is back.",
+            )
+        }
+    }
 }
 
 /// Is the repository reachable, writable and this cluster's? One row per check.
@@ -207,9 +223,7 @@ fn backups_text() -> TableIterator<
     let (url, s3) = guc::repository_settings().unwrap_or_else(|invalid| {
         raise(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, invalid.message, &invalid.hint)
     });
-    let rt =
-        runtime::runtime().unwrap_or_else(|e| raise(PgSqlErrorCode::ERRCODE_INTERNAL_ERROR, e, "See the server log."));
-    let listed = rt.block_on(async {
+    let listed = wait_for_store(async {
         let repo = Repository::open(&url, &s3).await;
         list_backups(&repo).await
     });

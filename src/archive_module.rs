@@ -4,6 +4,7 @@
 //! thread. No panic crosses back into Postgres: a failure is a WARNING and `false`, and
 //! Postgres keeps the file and retries.
 
+use crate::runtime::NotDone;
 use crate::{archive_stats, guc, runtime};
 use pgops_core::archive::{ArchiveError, ArchiveSettings, Archived, WalArchiver};
 use pgops_core::ownership::ClusterIdentity;
@@ -13,6 +14,7 @@ use std::ffi::CStr;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::Path;
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 /// The archiver process' state, rebuilt when the settings change.
 static ARCHIVER: Mutex<Option<WalArchiver>> = Mutex::new(None);
@@ -43,6 +45,11 @@ fn check_configured() -> bool {
     }
 }
 
+/// How long one archive call may still try once Postgres asked the archiver to stop: at
+/// shutdown Postgres archives what is left, three attempts per file, and waits for it; a
+/// store that does not answer must not hold the shutdown for longer than a few of these.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
+
 /// Runs on the archiver's main thread; Postgres is not called from here.
 fn upload(
     settings: ArchiveSettings,
@@ -50,17 +57,76 @@ fn upload(
     file: &str,
     path: &Path,
 ) -> (Result<Archived, ArchiveError>, usize) {
-    let runtime = match runtime::runtime() {
-        Ok(runtime) => runtime,
-        Err(e) => return (Err(ArchiveError::Task(e)), 0),
-    };
     let mut archiver = ARCHIVER.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
     if archiver.as_ref().is_none_or(|a| a.settings() != &settings) {
-        *archiver = Some(runtime.block_on(WalArchiver::open(settings, cluster)));
+        // Builds a client; no request is sent.
+        match runtime::runtime() {
+            Ok(rt) => *archiver = Some(rt.block_on(WalArchiver::open(settings, cluster))),
+            Err(e) => return (Err(ArchiveError::Task(e)), 0),
+        }
     }
     let archiver = archiver.as_mut().expect("set above");
-    let result = runtime.block_on(archiver.archive(file, path));
+    let started = Instant::now();
+    let stopping = || runtime::archiver_stopping() && started.elapsed() >= SHUTDOWN_GRACE;
+    let result = match runtime::block_on_until(archiver.archive(file, path), stopping) {
+        Ok(result) => result,
+        Err(NotDone::NoRuntime(e)) => Err(ArchiveError::Task(e)),
+        Err(NotDone::Interrupted) => Err(ArchiveError::Task(
+            "stopped waiting for the store because the server is shutting down; the WAL file is kept and archived after the restart".into(),
+        )),
+    };
     (result, archiver.in_flight())
+}
+
+/// Postgres' SIGUSR2 handler of the archiver (set before the archive library is loaded).
+static POSTGRES_SIGUSR2: Mutex<Option<libc::sigaction>> = Mutex::new(None);
+
+/// Chains to Postgres' handler after noting that the archiver is asked to stop, which
+/// Postgres keeps in a variable of its own that a module cannot read.
+extern "C" fn on_sigusr2(signal: libc::c_int, info: *mut libc::siginfo_t, context: *mut libc::c_void) {
+    runtime::note_archiver_stopping();
+    // try_lock: never block in a signal handler; the handler is stored before ours runs.
+    let Ok(previous) = POSTGRES_SIGUSR2.try_lock() else { return };
+    let Some(previous) = previous.as_ref() else { return };
+    if previous.sa_sigaction == libc::SIG_DFL || previous.sa_sigaction == libc::SIG_IGN {
+        return;
+    }
+    // SAFETY: sa_sigaction holds the function Postgres installed, of the shape its
+    // SA_SIGINFO flag says; calling it with the arguments this handler got is what the
+    // kernel would have done.
+    unsafe {
+        if previous.sa_flags & libc::SA_SIGINFO != 0 {
+            let handler: extern "C" fn(libc::c_int, *mut libc::siginfo_t, *mut libc::c_void) =
+                std::mem::transmute(previous.sa_sigaction);
+            handler(signal, info, context);
+        } else {
+            let handler: extern "C" fn(libc::c_int) = std::mem::transmute(previous.sa_sigaction);
+            handler(signal);
+        }
+    }
+}
+
+/// Puts [`on_sigusr2`] in front of Postgres' SIGUSR2 handler; called once, by the archiver.
+fn watch_for_stop() {
+    // SAFETY: sigaction with valid pointers; the old action is stored before the new
+    // handler can run (SIGUSR2 is blocked while the handler is swapped).
+    unsafe {
+        let mut block: libc::sigset_t = std::mem::zeroed();
+        let mut old_mask: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut block);
+        libc::sigaddset(&mut block, libc::SIGUSR2);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &block, &mut old_mask);
+        let mut previous: libc::sigaction = std::mem::zeroed();
+        if libc::sigaction(libc::SIGUSR2, std::ptr::null(), &mut previous) == 0 {
+            let mut ours: libc::sigaction = std::mem::zeroed();
+            ours.sa_sigaction = on_sigusr2 as *const () as usize;
+            ours.sa_mask = previous.sa_mask;
+            ours.sa_flags = (previous.sa_flags | libc::SA_SIGINFO) & !libc::SA_RESETHAND;
+            *POSTGRES_SIGUSR2.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(previous);
+            libc::sigaction(libc::SIGUSR2, &ours, std::ptr::null_mut());
+        }
+        libc::pthread_sigmask(libc::SIG_SETMASK, &old_mask, std::ptr::null_mut());
+    }
 }
 
 fn warn(file: &str, message: &str, hint: &str) {
@@ -137,6 +203,7 @@ mod entry {
     #[pg_guard]
     #[no_mangle]
     pub unsafe extern "C-unwind" fn _PG_archive_module_init(callbacks: *mut pg_sys::ArchiveModuleCallbacks) {
+        super::watch_for_stop();
         unsafe {
             (*callbacks).check_configured_cb = Some(check_configured);
             (*callbacks).archive_file_cb = Some(archive_file);
@@ -191,6 +258,7 @@ mod entry {
 
     #[no_mangle]
     pub extern "C-unwind" fn _PG_archive_module_init() -> *const ArchiveModuleCallbacks {
+        super::watch_for_stop();
         &CALLBACKS
     }
 

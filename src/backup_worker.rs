@@ -114,7 +114,11 @@ impl Worker {
         let (Ok((_, repo)), Ok(rt)) = (self.repository(), runtime::runtime()) else { return };
         if !self.swept {
             let system_identifier = archive_module::cluster_identity().system_identifier;
-            match rt.block_on(fail_interrupted(&repo, system_identifier, None, INTERRUPTED)) {
+            // Interruptible: a store that does not answer must not delay a shutdown.
+            let Ok(swept) = runtime::block_on(fail_interrupted(&repo, system_identifier, None, INTERRUPTED)) else {
+                return;
+            };
+            match swept {
                 Ok(marked) => {
                     for id in marked {
                         log!("pgops: backup {id} marked FAILED: {INTERRUPTED}");

@@ -9,19 +9,27 @@ use pgops_core::repository::RepositoryUrl;
 use pgops_core::restore::{self, RecoveryTarget, RestoreRequest};
 use pgops_core::store::{Repository, S3Options};
 use pgops_core::verify::{self, VerifyReport};
-use pgops_core::wal_fetch::{fetch_wal_prefetching, FetchError, Fetched};
+use pgops_core::wal_fetch::{fetch_wal_prefetching, FetchError, FetchOptions, Fetched, Patience};
 use pgops_core::InvalidSetting;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
-/// Exit statuses, Barman Cloud's (barman-cloud-wal-restore): scripts written for it keep
-/// working.
+/// Exit statuses. Those of list, restore and verify are Barman Cloud's
+/// (barman-cloud-wal-restore), so scripts written for it keep working. wal-fetch follows
+/// Postgres' restore_command rules instead: 1 to 125 means "not in the archive" (recovery
+/// ends there and the server promotes), above 125 stops recovery with FATAL (a restart
+/// resumes where it was). So wal-fetch exits 1 only when the store said the file is not
+/// there, and [`exit::STOP_RECOVERY`] for every error.
 mod exit {
     /// wal-fetch: not in the repository; verify: problems found.
     pub const NOT_FOUND: u8 = 1;
     pub const STORE: u8 = 2;
     pub const USAGE: u8 = 3;
     pub const OTHER: u8 = 4;
+    /// wal-fetch: an error (store still failing after the retries, corrupt or conflicting
+    /// objects, a local write error, bad usage). Postgres stops recovery with FATAL.
+    pub const STOP_RECOVERY: u8 = 255;
 }
 
 #[derive(Parser)]
@@ -48,8 +56,11 @@ struct Cli {
 enum Command {
     /// Fetch one WAL file: restore_command = 'pgops wal-fetch %f %p'.
     ///
-    /// Exit status: 0 fetched; 1 not in the repository (recovery ends there); 2 the store
-    /// could not be reached or refused the request; 3 bad usage; 4 any other error.
+    /// Store errors (down, timeouts, 5xx, throttling, resets) are retried with backoff for
+    /// --retry-for seconds. Exit status: 0 fetched; 1 not in the repository (recovery ends
+    /// there); 255 any error once retries are exhausted, a corrupt or conflicting object, a
+    /// local write error or bad usage (Postgres stops recovery with FATAL; restarting the
+    /// server resumes recovery where it stopped).
     WalFetch {
         /// The WAL file name (%f)
         wal_name: String,
@@ -62,6 +73,9 @@ enum Command {
         /// i.e. in pg_wal, so that handing one over is a rename)
         #[arg(long)]
         spool: Option<PathBuf>,
+        /// How long to keep retrying while the store fails, in seconds
+        #[arg(long, env = "PGOPS_WAL_FETCH_RETRY_FOR", default_value_t = 300)]
+        retry_for: u64,
     },
     /// Restore a base backup into an empty data directory, set up to recover from the WAL
     /// archive (recovery.signal, restore_command = pgops wal-fetch, the recovery target).
@@ -184,9 +198,16 @@ fn wal_fetch_command(url: &RepositoryUrl, s3: &S3Options) -> String {
     command + &format!(" --s3-region {} wal-fetch %f %p", quote(&s3.region))
 }
 
+/// The exit status of bad usage: for wal-fetch one that stops recovery, since a
+/// restore_command that cannot run must not look like the end of the archive.
+fn usage_status() -> ExitCode {
+    let wal_fetch = std::env::args().any(|arg| arg == "wal-fetch");
+    ExitCode::from(if wal_fetch { exit::STOP_RECOVERY } else { exit::USAGE })
+}
+
 fn usage_error(invalid: InvalidSetting) -> ExitCode {
     eprintln!("pgops: {}\nhint: {}", invalid.message, invalid.hint);
-    ExitCode::from(exit::USAGE)
+    usage_status()
 }
 
 fn main() -> ExitCode {
@@ -194,7 +215,7 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(e) => {
             let _ = e.print();
-            return if e.use_stderr() { ExitCode::from(exit::USAGE) } else { ExitCode::SUCCESS };
+            return if e.use_stderr() { usage_status() } else { ExitCode::SUCCESS };
         }
     };
     let Some(repository) = cli.repository.as_deref().filter(|r| !r.is_empty()) else {
@@ -224,19 +245,26 @@ fn main() -> ExitCode {
         }
     };
     match cli.command {
-        Command::WalFetch { wal_name, destination, prefetch, spool } => runtime.block_on(async {
+        Command::WalFetch { wal_name, destination, prefetch, spool, retry_for } => runtime.block_on(async {
             let repo = Repository::open(&url, &s3).await;
-            let spool = spool.unwrap_or_else(|| destination.with_file_name("pgops-prefetch"));
-            match fetch_wal_prefetching(&repo, &wal_name, &destination, &spool, prefetch).await {
+            let options = FetchOptions {
+                spool: spool.unwrap_or_else(|| destination.with_file_name("pgops-prefetch")),
+                prefetch,
+                patience: Patience::new(Duration::from_secs(retry_for)),
+            };
+            // Postgres puts restore_command's stderr into the server log: each retry is seen.
+            let mut on_retry = |e: &FetchError, wait: Duration| {
+                eprintln!("pgops wal-fetch: {wal_name}: {e}; retrying in {:.1}s", wait.as_secs_f64())
+            };
+            match fetch_wal_prefetching(&repo, &wal_name, &destination, &options, &mut on_retry).await {
                 Ok(Fetched::Written { .. }) => ExitCode::SUCCESS,
                 Ok(Fetched::NotFound) => ExitCode::from(exit::NOT_FOUND),
                 Err(e) => {
-                    eprintln!("pgops wal-fetch: {wal_name}: {e}");
-                    ExitCode::from(match e {
-                        FetchError::Store(_) => exit::STORE,
-                        FetchError::NotAWalFile(_) => exit::USAGE,
-                        FetchError::Corrupt { .. } | FetchError::Write { .. } => exit::OTHER,
-                    })
+                    eprintln!(
+                        "pgops wal-fetch: {wal_name}: {e}\nhint: recovery stops here (exit status {}); fix the cause and start the server again to resume",
+                        exit::STOP_RECOVERY
+                    );
+                    ExitCode::from(exit::STOP_RECOVERY)
                 }
             }
         }),

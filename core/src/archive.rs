@@ -222,22 +222,27 @@ async fn upload(
     level: i32,
 ) -> Result<Archived, ArchiveError> {
     let key = naming::wal_key(name, compression)?;
+    let dir = naming::wal_dir(name)?;
     let location = repo.location(&key);
     let read_path = path.to_path_buf();
-    // Reading and compressing (CPU) overlap the look-up for an existing object (network).
-    // The look-up is a HEAD of the exact key: O(1) on every store, where a prefix LIST
-    // (to find the name under other codecs' suffixes too) costs more everywhere and walks
-    // the whole bucket on some servers.
+    // Reading and compressing (CPU) overlap the look-up for existing copies (network).
+    // The look-up lists the name's prefix, not a HEAD of the exact key: a copy under
+    // another codec's suffix (Barman's, or an earlier compression setting) must be found
+    // and compared, or the repository would hold two different segments of one name.
     let prepare = tokio::task::spawn_blocking(move || -> Result<Prepared, ArchiveError> {
         let raw = std::fs::read(&read_path).map_err(|cause| ArchiveError::Read { path: read_path, cause })?;
         let packed = compression.compress(&raw, level).map_err(ArchiveError::Compress)?;
         let md5 = md5_of(&packed);
         Ok(Prepared { raw, packed, md5 })
     });
-    let (existing, prepared) = tokio::join!(repo.head(&key), prepare);
+    let (existing, prepared) = tokio::join!(repo.wal_copies(&dir, name), prepare);
     let Prepared { raw, packed, md5 } = prepared.map_err(|e| ArchiveError::Task(e.to_string()))??;
-    if let Some(existing) = existing? {
-        return same_content(repo, name, &existing, &raw).await;
+    let mut already_archived = None;
+    for copy in existing? {
+        already_archived = Some(same_content(repo, name, &copy, &raw).await?);
+    }
+    if let Some(archived) = already_archived {
+        return Ok(archived);
     }
     let stored_bytes = packed.len() as u64;
     repo.put(&key, Bytes::from(packed)).await?;
@@ -371,6 +376,24 @@ mod tests {
         let err = archiver.archive(&name, &path).await.unwrap_err();
         assert!(err.to_string().contains("does not decompress"), "{err}");
         assert_eq!(std::fs::read(&key).unwrap(), b"tampered");
+    }
+
+    #[tokio::test]
+    async fn a_copy_under_another_suffix_counts_and_must_match() {
+        let fx = fixture(1);
+        let name = segment(3);
+        let path = make_ready(&fx, &name, 3);
+        let gz = fx.store_root.join(naming::wal_key(&name, Compression::Gzip).unwrap());
+        std::fs::create_dir_all(gz.parent().unwrap()).unwrap();
+        std::fs::write(&gz, Compression::Gzip.compress(&std::fs::read(&path).unwrap(), 6).unwrap()).unwrap();
+        let mut archiver = WalArchiver::open(fx.settings.clone(), CLUSTER).await;
+        let same = archiver.archive(&name, &path).await.unwrap();
+        assert!(same.already_present && same.location.ends_with(".gz"), "{same:?}");
+
+        make_ready(&fx, &name, 4);
+        let err = archiver.archive(&name, &path).await.unwrap_err();
+        assert!(matches!(err, ArchiveError::Conflict { .. }), "{err}");
+        assert!(!fx.store_root.join(naming::wal_key(&name, Compression::Zstd).unwrap()).exists(), "no second copy");
     }
 
     #[tokio::test]

@@ -2,16 +2,23 @@
 //! repository whatever codec it was stored with, decompresses it, and writes it atomically
 //! (temporary file, fsync, rename), so that Postgres never reads a half-written segment.
 //!
+//! "Not found" is an answer Postgres acts on: at the end of the archive it ends recovery
+//! and promotes. So [`Fetched::NotFound`] means only that the store listed the WAL folder
+//! and the name is under no suffix; every other failure is an error, and
+//! [`fetch_wal_patiently`] retries transient ones with backoff for a bounded time.
+//!
 //! Prefetch (Barman's model): when the requested segment is not in the spool, it is fetched,
 //! then the next N segments are fetched concurrently into the spool; the next calls are
-//! served from there by a rename, without a round trip each.
+//! served from there by a rename, without a round trip each. A failed prefetch leaves
+//! nothing in the spool: the next call fetches (and reports) for itself.
 
 use crate::compression::Compression;
 use crate::naming::{self, NotAWalFile};
-use crate::store::{ObjectMeta, Repository, StoreError};
+use crate::store::{Repository, StoreError, StoreErrorKind};
 use std::fmt;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Fetched {
@@ -30,9 +37,21 @@ pub enum FetchError {
         location: String,
         cause: std::io::Error,
     },
+    /// The name is stored under two suffixes with different content: which one is the
+    /// cluster's WAL cannot be told.
+    Conflict {
+        first: String,
+        second: String,
+    },
     Write {
         path: PathBuf,
         cause: std::io::Error,
+    },
+    /// Transient errors went on past the time allowed for retries.
+    GaveUp {
+        attempts: u32,
+        waited: Duration,
+        last: Box<FetchError>,
     },
 }
 
@@ -42,7 +61,14 @@ impl fmt::Display for FetchError {
             FetchError::NotAWalFile(e) => e.fmt(f),
             FetchError::Store(e) => write!(f, "{e}. {}", e.hint()),
             FetchError::Corrupt { location, cause } => write!(f, "{location} is corrupt: {cause}"),
+            FetchError::Conflict { first, second } => write!(
+                f,
+                "{first} and {second} hold different content for the same WAL file; inspect both and remove the one that is not this cluster's"
+            ),
             FetchError::Write { path, cause } => write!(f, "could not write {}: {cause}", path.display()),
+            FetchError::GaveUp { attempts, waited, last } => {
+                write!(f, "gave up after {attempts} attempts in {}s: {last}", waited.as_secs())
+            }
         }
     }
 }
@@ -55,61 +81,147 @@ impl From<StoreError> for FetchError {
     }
 }
 
-/// The object holding `name`, under any codec's suffix (Barman and pgops may have written
-/// it with different compression settings).
-pub async fn find_wal(repo: &Repository, name: &str) -> Result<Option<ObjectMeta>, FetchError> {
-    let dir = naming::wal_dir(name).map_err(FetchError::NotAWalFile)?;
-    let objects = repo.list(&format!("{dir}{name}")).await?;
-    Ok(objects.into_iter().find(|object| {
-        let file = object.key.rsplit('/').next().unwrap_or_default();
-        Compression::split_file_name(file).0 == name
-    }))
+impl FetchError {
+    /// Whether trying again may succeed: store errors (down, timeouts, 5xx, throttling,
+    /// resets, a body cut short, and credentials that may be rotating). A corrupt object,
+    /// a conflict, a bad name or a local write error will not heal by waiting.
+    fn is_transient(&self) -> bool {
+        matches!(self, FetchError::Store(_))
+    }
 }
 
-/// Fetches WAL file `name` into `dest`.
+/// How long to keep trying when the store fails.
+#[derive(Debug, Clone, Copy)]
+pub struct Patience {
+    /// Total time for all attempts; once it has passed the last error is returned.
+    pub total: Duration,
+    pub first_delay: Duration,
+    pub max_delay: Duration,
+}
+
+impl Patience {
+    pub fn new(total: Duration) -> Patience {
+        Patience { total, first_delay: Duration::from_millis(500), max_delay: Duration::from_secs(15) }
+    }
+}
+
+/// Fetches WAL file `name` into `dest`. When it is stored under several suffixes, each
+/// copy is read and they must agree.
 pub async fn fetch_wal(repo: &Repository, name: &str, dest: &Path) -> Result<Fetched, FetchError> {
-    let Some(object) = find_wal(repo, name).await? else { return Ok(Fetched::NotFound) };
-    let location = repo.store.location(&object.key);
-    // Listed a moment ago: gone now means removed meanwhile, which is "not found" too.
-    let Some(body) = repo.store.get(&object.key).await? else { return Ok(Fetched::NotFound) };
-    let (_, codec) = Compression::split_file_name(&object.key);
-    let content = codec.decompress(&body).map_err(|cause| FetchError::Corrupt { location: location.clone(), cause })?;
-    write_atomically(dest, &content).map_err(|cause| FetchError::Write { path: dest.to_path_buf(), cause })?;
-    Ok(Fetched::Written { location, bytes: content.len() as u64 })
+    let mut content: Option<(String, Vec<u8>)> = None;
+    let dir = naming::wal_dir(name).map_err(FetchError::NotAWalFile)?;
+    for object in repo.wal_copies(&dir, name).await? {
+        let location = repo.store.location(&object.key);
+        // Listed a moment ago: gone now means removed meanwhile (retention), as if not listed.
+        let Some(body) = repo.store.get(&object.key).await? else { continue };
+        let (_, codec) = Compression::split_file_name(&object.key);
+        let data =
+            codec.decompress(&body).map_err(|cause| FetchError::Corrupt { location: location.clone(), cause })?;
+        match &content {
+            None => content = Some((location, data)),
+            Some((first, earlier)) if *earlier != data => {
+                return Err(FetchError::Conflict { first: first.clone(), second: location })
+            }
+            Some(_) => {}
+        }
+    }
+    let Some((location, data)) = content else { return Ok(Fetched::NotFound) };
+    write_atomically(dest, &data).map_err(|cause| FetchError::Write { path: dest.to_path_buf(), cause })?;
+    Ok(Fetched::Written { location, bytes: data.len() as u64 })
 }
 
-/// Fetches `name` into `dest`, serving it from `spool` when a previous call prefetched it;
-/// otherwise fetches it and then the `prefetch` segments after it into `spool`. The spool
-/// must be on the same file system as `dest` (the hand-over is a rename).
+/// How a `restore_command` call fetches: where prefetched segments wait, how many, and how
+/// long to keep trying when the store fails.
+#[derive(Debug, Clone)]
+pub struct FetchOptions {
+    /// Must be on the same file system as the destination (the hand-over is a rename).
+    pub spool: PathBuf,
+    pub prefetch: usize,
+    pub patience: Patience,
+}
+
+/// The longest the segments after the requested one are waited for: the requested one is
+/// already written, so a slow store must not hold recovery back for long.
+const PREFETCH_TIME: Duration = Duration::from_secs(30);
+
+/// Fetches `name` into `dest`, serving it from the spool when a previous call prefetched
+/// it; otherwise fetches it, retrying transient errors with exponential backoff until
+/// `patience.total` has passed (each attempt is cut off at the deadline too, so a frozen
+/// store cannot hold it longer), and then the `prefetch` segments after it into the
+/// spool. `on_retry` hears of each failed attempt and the wait before the next one.
 pub async fn fetch_wal_prefetching(
     repo: &Repository,
     name: &str,
     dest: &Path,
-    spool: &Path,
-    prefetch: usize,
+    options: &FetchOptions,
+    on_retry: &mut dyn FnMut(&FetchError, Duration),
 ) -> Result<Fetched, FetchError> {
-    let spooled = spool.join(name);
+    let spooled = options.spool.join(name);
     if let Ok(meta) = std::fs::metadata(&spooled) {
         std::fs::rename(&spooled, dest).map_err(|cause| FetchError::Write { path: dest.to_path_buf(), cause })?;
         return Ok(Fetched::Written { location: spooled.display().to_string(), bytes: meta.len() });
     }
-    let fetched = fetch_wal(repo, name, dest).await?;
-    let Fetched::Written { bytes: segment_size, .. } = fetched else { return Ok(fetched) };
-    if prefetch == 0 || naming::next_segment(name, segment_size).is_none() {
-        return Ok(fetched);
+    let fetched = fetch_wal_patiently(repo, name, dest, options.patience, on_retry).await?;
+    if let Fetched::Written { bytes: segment_size, .. } = fetched {
+        let limit = PREFETCH_TIME.min(options.patience.total);
+        // A prefetch that fails or runs out of time leaves nothing behind; the next call
+        // fetches that segment itself, with retries, and reports its errors.
+        let _ = tokio::time::timeout(limit, prefetch_following(repo, name, segment_size, options)).await;
     }
-    std::fs::create_dir_all(spool).map_err(|cause| FetchError::Write { path: spool.to_path_buf(), cause })?;
-    remove_passed(spool, name);
+    Ok(fetched)
+}
+
+async fn fetch_wal_patiently(
+    repo: &Repository,
+    name: &str,
+    dest: &Path,
+    patience: Patience,
+    on_retry: &mut dyn FnMut(&FetchError, Duration),
+) -> Result<Fetched, FetchError> {
+    let started = Instant::now();
+    let deadline = started + patience.total;
+    let mut delay = patience.first_delay;
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        let error = match tokio::time::timeout(remaining, fetch_wal(repo, name, dest)).await {
+            Ok(Ok(fetched)) => return Ok(fetched),
+            Ok(Err(e)) if !e.is_transient() => return Err(e),
+            Ok(Err(e)) => e,
+            Err(_) => FetchError::Store(StoreError {
+                operation: "wal-fetch",
+                location: repo.location(&naming::wal_dir(name).map_err(FetchError::NotAWalFile)?),
+                kind: StoreErrorKind::Unreachable,
+                cause: "the store did not answer before the retry deadline".into(),
+            }),
+        };
+        if Instant::now() + delay >= deadline {
+            return Err(FetchError::GaveUp { attempts, waited: started.elapsed(), last: Box::new(error) });
+        }
+        on_retry(&error, delay);
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(patience.max_delay);
+    }
+}
+
+/// Fetches the `options.prefetch` segments after `name` into the spool, concurrently.
+async fn prefetch_following(repo: &Repository, name: &str, segment_size: u64, options: &FetchOptions) {
+    if options.prefetch == 0 || naming::next_segment(name, segment_size).is_none() {
+        return;
+    }
+    if std::fs::create_dir_all(&options.spool).is_err() {
+        return;
+    }
+    remove_passed(&options.spool, name);
     let following =
         std::iter::successors(naming::next_segment(name, segment_size), |n| naming::next_segment(n, segment_size));
     let mut fetches = tokio::task::JoinSet::new();
-    for next in following.take(prefetch) {
-        let (repo, into) = (repo.clone(), spool.join(&next));
-        // A failed prefetch costs nothing but the round trip the next call makes anyway.
+    for next in following.take(options.prefetch) {
+        let (repo, into) = (repo.clone(), options.spool.join(&next));
         fetches.spawn(async move { fetch_wal(&repo, &next, &into).await.ok() });
     }
     fetches.join_all().await;
-    Ok(fetched)
 }
 
 /// Removes spooled segments Postgres has gone past (recovery moves forward only, within a
@@ -142,7 +254,7 @@ fn write_atomically(dest: &Path, content: &[u8]) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::LocalStore;
+    use crate::store::{LocalStore, ObjectMeta};
     use bytes::Bytes;
     use std::sync::Arc;
 
@@ -193,6 +305,9 @@ mod tests {
             repo.put(&key, Bytes::from(Compression::Zstd.compress(&content, 3).unwrap())).await.unwrap();
         }
         let (dest, spool) = (pg_wal.path().join("RECOVERYXLOG"), pg_wal.path().join("pgops-prefetch"));
+        let options =
+            FetchOptions { spool: spool.clone(), prefetch: 3, patience: Patience::new(Duration::from_secs(5)) };
+        let mut no_retry = |e: &FetchError, _: Duration| panic!("no retry expected: {e}");
         let spooled = || -> Vec<String> {
             let mut v: Vec<_> =
                 std::fs::read_dir(&spool).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
@@ -200,17 +315,178 @@ mod tests {
             v
         };
 
-        fetch_wal_prefetching(&repo, &names[0], &dest, &spool, 3).await.unwrap();
+        fetch_wal_prefetching(&repo, &names[0], &dest, &options, &mut no_retry).await.unwrap();
         assert_eq!(spooled(), names[1..4]);
         // Served from the spool: the repository copy is gone and it still arrives, intact.
         std::fs::remove_file(store.path().join(format!("srv/wals/0000000100000000/{}.zst", names[1]))).unwrap();
-        let served = fetch_wal_prefetching(&repo, &names[1], &dest, &spool, 3).await.unwrap();
+        let served = fetch_wal_prefetching(&repo, &names[1], &dest, &options, &mut no_retry).await.unwrap();
         assert!(matches!(served, Fetched::Written { .. }));
         assert_eq!(std::fs::read(&dest).unwrap(), vec![1u8; segment_size]);
         assert_eq!(spooled(), names[2..4]);
         // A miss further on drops what was passed and prefetches past the last segment
         // (not found there is fine).
-        fetch_wal_prefetching(&repo, &names[4], &dest, &spool, 3).await.unwrap();
+        fetch_wal_prefetching(&repo, &names[4], &dest, &options, &mut no_retry).await.unwrap();
         assert_eq!(spooled(), names[5..6]);
+    }
+
+    #[tokio::test]
+    async fn the_same_name_under_two_suffixes_must_hold_the_same_content() {
+        let (store, out) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let repo = repo(store.path());
+        let name = "000000010000000000000005";
+        let (ours, theirs) = (vec![1u8; 4096], vec![2u8; 4096]);
+        let key = |ext: &str| format!("wals/0000000100000000/{name}{ext}");
+        repo.put(&key(".gz"), Bytes::from(Compression::Gzip.compress(&ours, 6).unwrap())).await.unwrap();
+        repo.put(&key(".zst"), Bytes::from(Compression::Zstd.compress(&ours, 3).unwrap())).await.unwrap();
+        let dest = out.path().join("RECOVERYXLOG");
+        assert!(matches!(fetch_wal(&repo, name, &dest).await.unwrap(), Fetched::Written { bytes: 4096, .. }));
+
+        repo.put(&key(".zst"), Bytes::from(Compression::Zstd.compress(&theirs, 3).unwrap())).await.unwrap();
+        std::fs::remove_file(&dest).unwrap();
+        let err = fetch_wal(&repo, name, &dest).await.unwrap_err();
+        assert!(matches!(err, FetchError::Conflict { .. }), "{err}");
+        assert!(err.to_string().contains(".gz") && err.to_string().contains(".zst"), "{err}");
+        assert!(!dest.exists());
+    }
+
+    /// A store that fails every call while `failing` is set, as one that is down would.
+    #[derive(Debug)]
+    struct Outage {
+        inner: LocalStore,
+        failing: std::sync::atomic::AtomicBool,
+        calls: std::sync::atomic::AtomicU32,
+    }
+
+    impl Outage {
+        fn check(&self, key: &str) -> crate::store::StoreResult<()> {
+            self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            match self.failing.load(std::sync::atomic::Ordering::SeqCst) {
+                true => Err(StoreError {
+                    operation: "GetObject",
+                    location: key.into(),
+                    kind: StoreErrorKind::Other,
+                    cause: "SlowDown (HTTP 503)".into(),
+                }),
+                false => Ok(()),
+            }
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl crate::store::ObjectStore for Outage {
+        async fn put(&self, key: &str, body: Bytes) -> crate::store::StoreResult<()> {
+            self.inner.put(key, body).await
+        }
+        async fn get(&self, key: &str) -> crate::store::StoreResult<Option<Bytes>> {
+            self.check(key)?;
+            self.inner.get(key).await
+        }
+        async fn head(&self, key: &str) -> crate::store::StoreResult<Option<ObjectMeta>> {
+            self.check(key)?;
+            self.inner.head(key).await
+        }
+        async fn get_range(&self, key: &str, offset: u64, length: u64) -> crate::store::StoreResult<Bytes> {
+            self.check(key)?;
+            self.inner.get_range(key, offset, length).await
+        }
+        async fn list(&self, prefix: &str) -> crate::store::StoreResult<Vec<ObjectMeta>> {
+            self.check(prefix)?;
+            self.inner.list(prefix).await
+        }
+        async fn delete(&self, key: &str) -> crate::store::StoreResult<()> {
+            self.inner.delete(key).await
+        }
+        async fn start_multipart(&self, key: &str) -> crate::store::StoreResult<crate::store::MultipartUpload> {
+            self.inner.start_multipart(key).await
+        }
+        async fn put_part(
+            &self,
+            upload: &crate::store::MultipartUpload,
+            number: u32,
+            body: Bytes,
+        ) -> crate::store::StoreResult<crate::store::UploadedPart> {
+            self.inner.put_part(upload, number, body).await
+        }
+        async fn complete_multipart(
+            &self,
+            upload: &crate::store::MultipartUpload,
+            parts: &[crate::store::UploadedPart],
+        ) -> crate::store::StoreResult<()> {
+            self.inner.complete_multipart(upload, parts).await
+        }
+        async fn abort_multipart(&self, upload: &crate::store::MultipartUpload) -> crate::store::StoreResult<()> {
+            self.inner.abort_multipart(upload).await
+        }
+        fn location(&self, key: &str) -> String {
+            self.inner.location(key)
+        }
+    }
+
+    #[tokio::test]
+    async fn store_errors_are_retried_until_the_store_is_back_and_never_read_as_not_found() {
+        let (store, pg_wal) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let outage = Arc::new(Outage { inner: LocalStore::new(store.path()), failing: true.into(), calls: 0.into() });
+        let repo = Repository::new(outage.clone(), "srv");
+        let name = "000000010000000000000009";
+        let key = format!("wals/0000000100000000/{name}.zst");
+        repo.put(&key, Bytes::from(Compression::Zstd.compress(&[3u8; 8192], 3).unwrap())).await.unwrap();
+        let dest = pg_wal.path().join("RECOVERYXLOG");
+        let patience = Patience {
+            total: Duration::from_secs(2),
+            first_delay: Duration::from_millis(20),
+            max_delay: Duration::from_millis(100),
+        };
+        let options = FetchOptions { spool: pg_wal.path().join("spool"), prefetch: 2, patience };
+
+        // Down for good: every attempt fails, then it gives up (an error, not NotFound)
+        // within the time allowed.
+        let started = Instant::now();
+        let mut retries = 0;
+        let err = fetch_wal_prefetching(&repo, name, &dest, &options, &mut |_, _| retries += 1).await.unwrap_err();
+        assert!(matches!(err, FetchError::GaveUp { .. }), "{err}");
+        assert!(err.to_string().contains("SlowDown"), "{err}");
+        assert!(retries >= 3, "{retries} retries");
+        assert!(started.elapsed() < Duration::from_secs(3), "{:?}", started.elapsed());
+        assert!(!dest.exists());
+
+        // Back after a while: the call that was waiting gets the segment.
+        let flip = outage.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            flip.failing.store(false, std::sync::atomic::Ordering::SeqCst);
+        });
+        let fetched = fetch_wal_prefetching(&repo, name, &dest, &options, &mut |_, _| {}).await.unwrap();
+        assert!(matches!(fetched, Fetched::Written { bytes: 8192, .. }), "{fetched:?}");
+
+        // A segment truly missing is NotFound at once, without retries.
+        let calls = outage.calls.load(std::sync::atomic::Ordering::SeqCst);
+        let mut no_retry = |e: &FetchError, _: Duration| panic!("retried a missing segment: {e}");
+        let missing = fetch_wal_prefetching(&repo, "00000001000000000000000F", &dest, &options, &mut no_retry);
+        assert_eq!(missing.await.unwrap(), Fetched::NotFound);
+        assert_eq!(outage.calls.load(std::sync::atomic::Ordering::SeqCst), calls + 1, "one listing");
+    }
+
+    #[tokio::test]
+    async fn a_prefetch_that_fails_leaves_nothing_to_serve() {
+        let (store, pg_wal) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let repo = repo(store.path());
+        let names: Vec<String> = (1..=3).map(|n| format!("0000000100000000{n:08X}")).collect();
+        for name in &names {
+            let key = format!("wals/0000000100000000/{name}.zst");
+            repo.put(&key, Bytes::from(Compression::Zstd.compress(&[5u8; 4096], 3).unwrap())).await.unwrap();
+        }
+        // The second is stored corrupt: its prefetch fails and must leave no spool file.
+        repo.put(&format!("wals/0000000100000000/{}.zst", names[1]), Bytes::from_static(b"junk")).await.unwrap();
+        let options = FetchOptions {
+            spool: pg_wal.path().join("spool"),
+            prefetch: 2,
+            patience: Patience::new(Duration::from_secs(1)),
+        };
+        let dest = pg_wal.path().join("RECOVERYXLOG");
+        fetch_wal_prefetching(&repo, &names[0], &dest, &options, &mut |_, _| {}).await.unwrap();
+        assert!(!options.spool.join(&names[1]).exists());
+        assert!(options.spool.join(&names[2]).exists());
+        let err = fetch_wal_prefetching(&repo, &names[1], &dest, &options, &mut |_, _| {}).await.unwrap_err();
+        assert!(err.to_string().contains("corrupt"), "{err}");
     }
 }

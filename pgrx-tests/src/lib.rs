@@ -417,3 +417,140 @@ impl Drop for PgCluster {
         }
     }
 }
+
+impl S3Server {
+    /// Freezes the server process (SIGSTOP): connections are still accepted by the kernel
+    /// and never answered, as with a hung store.
+    pub fn freeze(&self) {
+        self.signal(libc::SIGSTOP);
+    }
+
+    /// Lets a frozen server go on (SIGCONT).
+    pub fn thaw(&self) {
+        self.signal(libc::SIGCONT);
+    }
+
+    fn signal(&self, signal: libc::c_int) {
+        let child = self.child.as_ref().expect("the server is running");
+        // SAFETY: kill(2) on the pid of a child this harness started and has not reaped.
+        assert_eq!(unsafe { libc::kill(child.id() as libc::pid_t, signal) }, 0);
+    }
+}
+
+/// What [`FaultProxy`] does to the requests it passes on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// Forward every request.
+    Nothing,
+    /// Of every `period` requests, fail the first `burst` in a row (more than the SDK's
+    /// three attempts when `burst` > 3): a 503 SlowDown, a 500, and a connection closed
+    /// without an answer, in turn.
+    Flaky { period: u32, burst: u32 },
+    /// Close every connection without an answer: the store is down.
+    Down,
+}
+
+/// An HTTP proxy in front of the S3 server that injects faults, request by request (it
+/// asks the server to close each connection, so that every request comes on a new one).
+pub struct FaultProxy {
+    pub port: u16,
+    fault: std::sync::Arc<std::sync::Mutex<Fault>>,
+    requests: std::sync::Arc<std::sync::atomic::AtomicU32>,
+    failed: std::sync::Arc<std::sync::atomic::AtomicU32>,
+}
+
+impl FaultProxy {
+    pub fn start(upstream_port: u16) -> FaultProxy {
+        use std::sync::atomic::AtomicU32;
+        use std::sync::{Arc, Mutex};
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let proxy = FaultProxy {
+            port: listener.local_addr().unwrap().port(),
+            fault: Arc::new(Mutex::new(Fault::Nothing)),
+            requests: Arc::new(AtomicU32::new(0)),
+            failed: Arc::new(AtomicU32::new(0)),
+        };
+        let (fault, requests, failed) = (proxy.fault.clone(), proxy.requests.clone(), proxy.failed.clone());
+        std::thread::spawn(move || {
+            for client in listener.incoming().flatten() {
+                let (fault, requests, failed) = (*fault.lock().unwrap(), requests.clone(), failed.clone());
+                std::thread::spawn(move || {
+                    let _ = relay(client, upstream_port, fault, &requests, &failed);
+                });
+            }
+        });
+        proxy
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    pub fn set(&self, fault: Fault) {
+        *self.fault.lock().unwrap() = fault;
+    }
+
+    /// How many requests were failed on purpose so far.
+    pub fn failed(&self) -> u32 {
+        self.failed.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+/// Passes one request from `client` to the server, or fails it as `fault` says.
+fn relay(
+    mut client: std::net::TcpStream,
+    upstream_port: u16,
+    fault: Fault,
+    requests: &std::sync::atomic::AtomicU32,
+    failed: &std::sync::atomic::AtomicU32,
+) -> std::io::Result<()> {
+    use std::io::{Read, Write};
+    use std::sync::atomic::Ordering;
+    client.set_read_timeout(Some(Duration::from_secs(60)))?;
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        if client.read(&mut byte)? == 0 {
+            return Ok(());
+        }
+        head.push(byte[0]);
+    }
+    let number = requests.fetch_add(1, Ordering::SeqCst);
+    let injected = match fault {
+        Fault::Nothing => None,
+        Fault::Down => Some(2),
+        Fault::Flaky { period, burst } => (number % period < burst).then_some(number % 3),
+    };
+    match injected {
+        Some(kind) => {
+            failed.fetch_add(1, Ordering::SeqCst);
+            let error = |status: &str, code: &str| {
+                let body = format!("<?xml version=\"1.0\"?><Error><Code>{code}</Code><Message>injected by the test proxy</Message></Error>");
+                format!("HTTP/1.1 {status}\r\nContent-Type: application/xml\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len())
+            };
+            match kind {
+                0 => client.write_all(error("503 Slow Down", "SlowDown").as_bytes())?,
+                1 => client.write_all(error("500 Internal Server Error", "InternalError").as_bytes())?,
+                _ => {}
+            }
+            Ok(())
+        }
+        None => {
+            let text = String::from_utf8_lossy(&head);
+            let mut forwarded: String = text
+                .split_inclusive("\r\n")
+                .filter(|line| !line.to_ascii_lowercase().starts_with("connection:"))
+                .collect();
+            forwarded.truncate(forwarded.len() - 2);
+            forwarded.push_str("Connection: close\r\n\r\n");
+            let mut upstream = std::net::TcpStream::connect(("127.0.0.1", upstream_port))?;
+            upstream.write_all(forwarded.as_bytes())?;
+            let (mut from_client, mut to_upstream) = (client.try_clone()?, upstream.try_clone()?);
+            std::thread::spawn(move || {
+                let _ = std::io::copy(&mut from_client, &mut to_upstream);
+            });
+            std::io::copy(&mut upstream, &mut client)?;
+            client.shutdown(std::net::Shutdown::Both)
+        }
+    }
+}

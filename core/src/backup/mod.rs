@@ -23,6 +23,7 @@ use std::io;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::runtime::Handle;
 use upload::{BackupFileReader, StoredObject, StreamControl, TarUpload, UploadError, UploadSettings};
 use walk::{Entry, EntryKind};
@@ -154,10 +155,22 @@ struct FileRecord<'a> {
     crc32c: String,
 }
 
+/// The longest a `backup.info` write may take. The worker waits for it on its main
+/// thread, where it cannot answer a shutdown; a FAILED status that did not make it is
+/// written later (by the caller, or as "interrupted" by the next worker).
+const RECORD_TIME: Duration = Duration::from_secs(10);
+
+/// How long a stopping backup waits for its streaming thread to notice; a thread stuck in
+/// a store call is left behind (the process is exiting, or the store times it out).
+const STREAM_STOP_TIME: Duration = Duration::from_secs(5);
+
 /// Writes `backup.info`.
 pub fn record(repo: &Repository, runtime: &Handle, backup_id: &str, info: &BackupInfo) -> Result<(), String> {
     let key = format!("{}/backup.info", backup_dir(backup_id));
-    runtime.block_on(repo.put(&key, info.to_barman().into())).map_err(|e| e.to_string())
+    match runtime.block_on(async { tokio::time::timeout(RECORD_TIME, repo.put(&key, info.to_barman().into())).await }) {
+        Ok(stored) => stored.map_err(|e| e.to_string()),
+        Err(_) => Err(format!("writing {} got no answer within {}s", repo.location(&key), RECORD_TIME.as_secs())),
+    }
 }
 
 /// What streaming produced: the archives, the manifest entries and the data archive,
@@ -270,6 +283,15 @@ fn take_backup(
             control.cancel.store(true, Ordering::Relaxed);
             stopping = Some(reason);
             break;
+        }
+    }
+    if let Some(reason) = &stopping {
+        let waiting = std::time::Instant::now();
+        while !streaming.is_finished() {
+            if waiting.elapsed() >= STREAM_STOP_TIME {
+                return Err((format!("{reason} (the upload in progress was abandoned)"), false));
+            }
+            std::thread::sleep(Duration::from_millis(50));
         }
     }
     let streamed = streaming.join().unwrap_or_else(|_| Err("the backup thread panicked".into()));

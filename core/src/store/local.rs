@@ -61,7 +61,7 @@ impl LocalStore {
     /// fsynced and renamed into place.
     fn write_durably_with(path: &Path, fill: impl FnOnce(&mut std::fs::File) -> io::Result<()>) -> io::Result<()> {
         let dir = path.parent().expect("object paths are below the root");
-        std::fs::create_dir_all(dir)?;
+        create_dirs_durably(dir, &mut sync_dir)?;
         let name = path.file_name().expect("object paths name a file").to_string_lossy();
         let temp = dir.join(format!(
             ".{name}.pgops-tmp.{}.{}",
@@ -73,7 +73,7 @@ impl LocalStore {
             fill(&mut file)?;
             file.sync_all()?;
             std::fs::rename(&temp, path)?;
-            std::fs::File::open(dir)?.sync_all()
+            sync_dir(dir)
         })();
         if result.is_err() {
             let _ = std::fs::remove_file(&temp);
@@ -130,6 +130,27 @@ impl LocalStore {
         })
         .await
         .map_err(|e| self.io_error("remove upload parts", &upload.key, e))
+    }
+}
+
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    std::fs::File::open(dir)?.sync_all()
+}
+
+/// Creates `dir` and its missing parents, fsyncing the parent of each one it creates: a
+/// new directory's entry is only durable once its parent is synced, and without it a
+/// power loss can take an "archived" segment's whole folder (`wals/<TLI+log>/`) away.
+fn create_dirs_durably(dir: &Path, sync: &mut dyn FnMut(&Path) -> io::Result<()>) -> io::Result<()> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    let parent = dir.parent().ok_or_else(|| io::Error::other(format!("cannot create {}", dir.display())))?;
+    create_dirs_durably(parent, sync)?;
+    match std::fs::create_dir(dir) {
+        Ok(()) => sync(parent),
+        // Another writer made it meanwhile (and synced its parent).
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists && dir.is_dir() => Ok(()),
+        Err(e) => Err(e),
     }
 }
 
@@ -218,7 +239,9 @@ impl ObjectStore for LocalStore {
         self.check_root("start upload", key)?;
         let path = self.path("start upload", key)?;
         let dir = path.parent().expect("object paths are below the root").to_path_buf();
-        blocking(move || std::fs::create_dir_all(dir)).await.map_err(|e| self.io_error("start upload", key, e))?;
+        blocking(move || create_dirs_durably(&dir, &mut sync_dir))
+            .await
+            .map_err(|e| self.io_error("start upload", key, e))?;
         let upload_id = format!("{}-{}", std::process::id(), TEMP_COUNTER.fetch_add(1, Ordering::Relaxed));
         Ok(MultipartUpload { key: key.to_string(), upload_id })
     }
@@ -289,6 +312,27 @@ mod tests {
         assert_eq!(store.get("repo/wals/b").await.unwrap(), None);
         // No temporary files are left behind.
         assert_eq!(std::fs::read_dir(dir.path().join("repo/wals")).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn new_directories_are_synced_in_their_parent() {
+        let root = tempfile::tempdir().unwrap();
+        let mut synced = Vec::new();
+        let dir = root.path().join("srv/wals/0000000100000000");
+        create_dirs_durably(&dir, &mut |d| {
+            synced.push(d.strip_prefix(root.path()).unwrap().to_path_buf());
+            Ok(())
+        })
+        .unwrap();
+        assert!(dir.is_dir());
+        assert_eq!(synced, [PathBuf::from(""), PathBuf::from("srv"), PathBuf::from("srv/wals")]);
+        synced.clear();
+        create_dirs_durably(&dir, &mut |d| {
+            synced.push(d.to_path_buf());
+            Ok(())
+        })
+        .unwrap();
+        assert!(synced.is_empty(), "nothing created, nothing to sync");
     }
 
     #[tokio::test]

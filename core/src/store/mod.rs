@@ -171,6 +171,20 @@ impl Repository {
         self.store.list(&self.key(relative_prefix)).await
     }
 
+    /// Every object holding WAL file `name` in the folder `wal_dir` (`naming::wal_dir`),
+    /// under any codec's suffix: Barman and pgops may have stored it with different
+    /// compression settings, and a second copy must be found to be compared.
+    pub async fn wal_copies(&self, wal_dir: &str, name: &str) -> StoreResult<Vec<ObjectMeta>> {
+        let objects = self.list(&format!("{wal_dir}{name}")).await?;
+        Ok(objects
+            .into_iter()
+            .filter(|object| {
+                let file = object.key.rsplit('/').next().unwrap_or_default();
+                crate::compression::Compression::split_file_name(file).0 == name
+            })
+            .collect())
+    }
+
     pub async fn delete(&self, relative: &str) -> StoreResult<()> {
         self.store.delete(&self.key(relative)).await
     }

@@ -40,12 +40,19 @@ pub struct S3Store {
 
 impl S3Store {
     pub async fn new(bucket: &str, options: &S3Options) -> S3Store {
+        // Every request is bounded, so that a store which accepts connections and never
+        // answers (frozen, overloaded) cannot hold an archiver, a worker or a backend: a
+        // silent store is noticed after READ_TIMEOUT, and one operation with the SDK's
+        // retries (3 attempts, backoff) never takes longer than OPERATION_TIMEOUT.
         let timeouts = aws_config::timeout::TimeoutConfig::builder()
-            .connect_timeout(Duration::from_secs(10))
-            .read_timeout(Duration::from_secs(60))
+            .connect_timeout(CONNECT_TIMEOUT)
+            .read_timeout(READ_TIMEOUT)
+            .operation_attempt_timeout(ATTEMPT_TIMEOUT)
+            .operation_timeout(OPERATION_TIMEOUT)
             .build();
         let mut loader = aws_config::defaults(BehaviorVersion::latest())
             .region(Region::new(options.region.clone()))
+            .retry_config(aws_config::retry::RetryConfig::standard().with_max_attempts(3))
             .timeout_config(timeouts);
         if let Some((key_id, secret)) = &options.credentials {
             loader = loader.credentials_provider(Credentials::new(key_id, secret, None, None, "pgops"));
@@ -92,7 +99,9 @@ impl S3Store {
                 Some(message) => format!("{code} (HTTP {status}): {message}"),
                 None => format!("{code} (HTTP {status})"),
             },
-            (None, Some(status)) => format!("HTTP {status}"),
+            // No S3 error code: the answer itself was the problem (a body the SDK could not
+            // parse, say); its status alone ("HTTP 200") would say nothing.
+            (None, Some(status)) => format!("HTTP {status}: {}", error_chain(&err)),
             _ => error_chain(&err),
         };
         StoreError { operation, location: self.location(key), kind, cause }
@@ -113,6 +122,13 @@ impl S3Store {
         err.raw_response().is_some_and(|r| r.status().as_u16() == 404) && err.code() != Some("NoSuchBucket")
     }
 }
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Waiting for the first byte of an answer, or between two reads of one.
+const READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// One attempt, a 5 MiB part or a 16 MiB segment included, on a slow link.
+const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(120);
+const OPERATION_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// "dispatch failure: io error: … Connection refused (os error 111)": each cause once.
 fn error_chain(err: &dyn std::error::Error) -> String {
@@ -292,6 +308,46 @@ impl ObjectStore for S3Store {
 mod tests {
     use super::*;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// Answers one request with `response` and returns the request as text.
+    async fn answer_once(response: &'static str) -> (String, tokio::task::JoinHandle<String>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let endpoint = format!("http://{}", listener.local_addr().unwrap());
+        let server = tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            let mut buf = vec![0u8; 65536];
+            let n = socket.read(&mut buf).await.unwrap();
+            socket.write_all(response.as_bytes()).await.unwrap();
+            String::from_utf8_lossy(&buf[..n]).to_lowercase()
+        });
+        (endpoint, server)
+    }
+
+    fn options(endpoint: String) -> S3Options {
+        S3Options {
+            endpoint: Some(endpoint),
+            region: "us-east-1".into(),
+            credentials: Some(("key".into(), "secret".into())),
+        }
+    }
+
+    /// An S3 server whose CompleteMultipartUpload answer the SDK cannot parse (moto's root
+    /// element): the error says why, not only "HTTP 200".
+    #[tokio::test]
+    async fn an_answer_that_cannot_be_parsed_is_reported_with_its_cause() {
+        let body = "<?xml version=\"1.0\"?><CompleteMultipartUploadResponse><Bucket>b</Bucket></CompleteMultipartUploadResponse>";
+        let response: &'static str = Box::leak(
+            format!("HTTP/1.1 200 OK\r\nContent-Type: application/xml\r\nContent-Length: {}\r\n\r\n{body}", body.len())
+                .into_boxed_str(),
+        );
+        let (endpoint, _server) = answer_once(response).await;
+        let store = S3Store::new("bucket", &options(endpoint)).await;
+        let upload = MultipartUpload { key: "k".into(), upload_id: "u".into() };
+        let part = UploadedPart { number: 1, etag: "\"e\"".into(), size: 1 };
+        let err = store.complete_multipart(&upload, &[part]).await.unwrap_err();
+        assert!(err.cause.starts_with("HTTP 200: "), "{err}");
+        assert!(err.cause.len() > "HTTP 200: ".len() + 10, "{err}");
+    }
 
     #[test]
     fn etags() {
