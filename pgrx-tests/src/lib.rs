@@ -504,17 +504,10 @@ fn relay(
     requests: &std::sync::atomic::AtomicU32,
     failed: &std::sync::atomic::AtomicU32,
 ) -> std::io::Result<()> {
-    use std::io::{Read, Write};
+    use std::io::Write;
     use std::sync::atomic::Ordering;
     client.set_read_timeout(Some(Duration::from_secs(60)))?;
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        if client.read(&mut byte)? == 0 {
-            return Ok(());
-        }
-        head.push(byte[0]);
-    }
+    let Some(head) = read_head(&mut client)? else { return Ok(()) };
     let number = requests.fetch_add(1, Ordering::SeqCst);
     let injected = match fault {
         Fault::Nothing => None,
@@ -536,21 +529,44 @@ fn relay(
             Ok(())
         }
         None => {
-            let text = String::from_utf8_lossy(&head);
-            let mut forwarded: String = text
-                .split_inclusive("\r\n")
-                .filter(|line| !line.to_ascii_lowercase().starts_with("connection:"))
-                .collect();
-            forwarded.truncate(forwarded.len() - 2);
-            forwarded.push_str("Connection: close\r\n\r\n");
+            // Both sides are told the connection ends with this exchange, so that the
+            // client's next request comes on a new connection, and gets its own fate.
             let mut upstream = std::net::TcpStream::connect(("127.0.0.1", upstream_port))?;
-            upstream.write_all(forwarded.as_bytes())?;
+            upstream.write_all(&closing(&head))?;
             let (mut from_client, mut to_upstream) = (client.try_clone()?, upstream.try_clone()?);
             std::thread::spawn(move || {
                 let _ = std::io::copy(&mut from_client, &mut to_upstream);
             });
+            let Some(response_head) = read_head(&mut upstream)? else { return Ok(()) };
+            client.write_all(&closing(&response_head))?;
             std::io::copy(&mut upstream, &mut client)?;
             client.shutdown(std::net::Shutdown::Both)
         }
     }
+}
+
+/// An HTTP message head, read byte by byte up to the blank line; `None` at end of stream.
+fn read_head(stream: &mut std::net::TcpStream) -> std::io::Result<Option<Vec<u8>>> {
+    use std::io::Read;
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        if stream.read(&mut byte)? == 0 {
+            return Ok(None);
+        }
+        head.push(byte[0]);
+    }
+    Ok(Some(head))
+}
+
+/// `head` with its Connection header replaced by `Connection: close`.
+fn closing(head: &[u8]) -> Vec<u8> {
+    let text = String::from_utf8_lossy(head);
+    let mut lines: String = text
+        .split_inclusive("\r\n")
+        .filter(|line| !line.to_ascii_lowercase().starts_with("connection:"))
+        .collect();
+    lines.truncate(lines.len() - 2);
+    lines.push_str("Connection: close\r\n\r\n");
+    lines.into_bytes()
 }
