@@ -562,10 +562,8 @@ fn read_head(stream: &mut std::net::TcpStream) -> std::io::Result<Option<Vec<u8>
 /// `head` with its Connection header replaced by `Connection: close`.
 fn closing(head: &[u8]) -> Vec<u8> {
     let text = String::from_utf8_lossy(head);
-    let mut lines: String = text
-        .split_inclusive("\r\n")
-        .filter(|line| !line.to_ascii_lowercase().starts_with("connection:"))
-        .collect();
+    let mut lines: String =
+        text.split_inclusive("\r\n").filter(|line| !line.to_ascii_lowercase().starts_with("connection:")).collect();
     lines.truncate(lines.len() - 2);
     lines.push_str("Connection: close\r\n\r\n");
     lines.into_bytes()

@@ -55,10 +55,10 @@ fn replay_through_a_flaky_then_downed_store_brings_back_every_committed_row() {
     let (counts, lsns) = primary_with_archived_batches(dir.path(), &s3, 12);
     let proxy = FaultProxy::start(s3.port);
 
-    // To the end: bursts of 4 failures in a row (more than the SDK's 3 attempts) and then
+    // To the end: bursts of 6 failures in a row (more than the S3 client's 5 attempts) and then
     // the store down for 15 seconds in the middle of the replay.
     let end = restore(dir.path(), "end", &proxy.endpoint(), &[]);
-    proxy.set(Fault::Flaky { period: 7, burst: 4 });
+    proxy.set(Fault::Flaky { period: 9, burst: 6 });
     end.start_with_env(&[
         ("AWS_ACCESS_KEY_ID", ACCESS_KEY),
         ("AWS_SECRET_ACCESS_KEY", SECRET_KEY),
@@ -69,7 +69,7 @@ fn replay_through_a_flaky_then_downed_store_brings_back_every_committed_row() {
     });
     proxy.set(Fault::Down);
     std::thread::sleep(Duration::from_secs(15));
-    proxy.set(Fault::Flaky { period: 7, burst: 4 });
+    proxy.set(Fault::Flaky { period: 9, burst: 6 });
     wait_for("recovery to end", Duration::from_secs(300), || end.query_text("SELECT pg_is_in_recovery()") == "f");
     assert_eq!(end.query_text("SELECT count(*) FROM ledger"), *counts.last().unwrap(), "{}", end.log());
     // The archive's end ends recovery: one new timeline, no earlier promotion.
@@ -83,7 +83,7 @@ fn replay_through_a_flaky_then_downed_store_brings_back_every_committed_row() {
     proxy.set(Fault::Nothing);
     let pitr =
         restore(dir.path(), "pitr", &proxy.endpoint(), &["--target-lsn", &lsns[7], "--target-action", "promote"]);
-    proxy.set(Fault::Flaky { period: 7, burst: 4 });
+    proxy.set(Fault::Flaky { period: 9, burst: 6 });
     pitr.recover();
     assert_eq!(pitr.query_text("SELECT count(*) FROM ledger"), counts[7]);
     assert_eq!(pitr.query_text("SELECT timeline_id FROM pg_control_checkpoint()"), "2");
@@ -168,4 +168,70 @@ fn a_frozen_store_neither_wedges_shutdown_nor_cancel_and_loses_nothing() {
     });
     let next = pg.query_text("SELECT pgops.backup_now()");
     assert_eq!(pg.query_text(&format!("SELECT status FROM pgops.backup_list WHERE id = '{next}'")), "DONE");
+}
+
+#[test]
+fn pgbench_and_backups_through_a_flaky_store_lose_nothing_and_every_done_backup_restores() {
+    let dir = scratch_dir();
+    let s3 = S3Server::start(dir.path());
+    let proxy = FaultProxy::start(s3.port);
+    let pg = PgCluster::init(dir.path(), "primary");
+    pg.configure(ARCHIVING);
+    pg.configure(&s3.pgops_settings("main").replace(&s3.endpoint(), &proxy.endpoint()));
+    pg.configure("pgops.backup_fast_checkpoint = on\nmax_wal_size = '64MB'");
+    pg.start();
+    pg.execute("CREATE EXTENSION pgops");
+    let mut init = pg.tool("pgbench");
+    init.args(["-i", "-s", "4", "-q", &pg.connstr()]);
+    assert!(init.output().unwrap().status.success());
+
+    // Bursts of 4 failed requests in every 9, which the S3 client's 5 attempts ride out
+    // unless requests interleave badly: then an archive call fails (Postgres retries it)
+    // or a backup fails (FAILED, never DONE).
+    proxy.set(Fault::Flaky { period: 9, burst: 4 });
+    let mut load = pg.tool("pgbench");
+    // Bounded in time, so that it ends by itself (killing runuser would leave pgbench on).
+    load.args(["-c", "2", "-T", "30", &pg.connstr()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    let mut load = load.spawn().unwrap();
+    let mut failed_backups = 0;
+    while load.try_wait().unwrap().is_none() {
+        if pg.client().simple_query("SELECT pgops.backup_now()").is_err() {
+            failed_backups += 1;
+        }
+    }
+    proxy.set(Fault::Nothing);
+    let last = pg.query_text("SELECT pg_walfile_name(pg_switch_wal())");
+    pg.wait_archived(&last);
+    let expected = pg.query_text("SELECT count(*) || '/' || sum(delta) FROM pgbench_history");
+    assert!(proxy.failed() > 20, "{} faults injected", proxy.failed());
+    let done: Vec<String> = pg
+        .client()
+        .query("SELECT id FROM pgops.backup_list WHERE status = 'DONE' ORDER BY id", &[])
+        .unwrap()
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    assert!(!done.is_empty(), "no backup succeeded ({failed_backups} failed)");
+    pg.stop();
+
+    let verify = pgops(&s3.endpoint(), "main", &["verify"]);
+    assert!(verify.status.success(), "pgops verify: {}", String::from_utf8_lossy(&verify.stdout));
+
+    // Every DONE backup restores to a consistent state; the newest to every committed row.
+    for (n, id) in done.iter().enumerate() {
+        let newest = n + 1 == done.len();
+        let target: &[&str] = if newest { &[] } else { &["--target", "immediate", "--target-action", "promote"] };
+        let mut args = vec!["--backup", id.as_str()];
+        args.extend_from_slice(target);
+        let restored = restore(dir.path(), &format!("restored-{n}"), &s3.endpoint(), &args);
+        restored.recover();
+        if newest {
+            assert_eq!(restored.query_text("SELECT count(*) || '/' || sum(delta) FROM pgbench_history"), expected);
+        } else {
+            restored.query_text("SELECT count(*) FROM pgbench_accounts");
+        }
+        restored.stop();
+    }
 }

@@ -43,7 +43,7 @@ impl S3Store {
         // Every request is bounded, so that a store which accepts connections and never
         // answers (frozen, overloaded) cannot hold an archiver, a worker or a backend: a
         // silent store is noticed after READ_TIMEOUT, and one operation with the SDK's
-        // retries (3 attempts, backoff) never takes longer than OPERATION_TIMEOUT.
+        // retries (MAX_ATTEMPTS, backoff) never takes longer than OPERATION_TIMEOUT.
         let timeouts = aws_config::timeout::TimeoutConfig::builder()
             .connect_timeout(CONNECT_TIMEOUT)
             .read_timeout(READ_TIMEOUT)
@@ -52,7 +52,7 @@ impl S3Store {
             .build();
         let mut loader = aws_config::defaults(BehaviorVersion::latest())
             .region(Region::new(options.region.clone()))
-            .retry_config(aws_config::retry::RetryConfig::standard().with_max_attempts(3))
+            .retry_config(aws_config::retry::RetryConfig::standard().with_max_attempts(MAX_ATTEMPTS))
             .timeout_config(timeouts);
         if let Some((key_id, secret)) = &options.credentials {
             loader = loader.credentials_provider(Credentials::new(key_id, secret, None, None, "pgops"));
@@ -123,6 +123,9 @@ impl S3Store {
     }
 }
 
+/// Attempts per request, with the SDK's exponential backoff between them: a store that
+/// throttles or drops a few requests in a row must not fail a backup of many parts.
+const MAX_ATTEMPTS: u32 = 5;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Waiting for the first byte of an answer, or between two reads of one.
 const READ_TIMEOUT: Duration = Duration::from_secs(30);
