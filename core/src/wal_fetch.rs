@@ -156,6 +156,8 @@ pub async fn fetch_wal_prefetching(
     options: &FetchOptions,
     on_retry: &mut dyn FnMut(&FetchError, Duration),
 ) -> Result<Fetched, FetchError> {
+    // Validated before it names a path: the spool is looked up by this name.
+    naming::classify(name).map_err(FetchError::NotAWalFile)?;
     let spooled = options.spool.join(name);
     if let Ok(meta) = std::fs::metadata(&spooled) {
         std::fs::rename(&spooled, dest).map_err(|cause| FetchError::Write { path: dest.to_path_buf(), cause })?;
@@ -291,6 +293,13 @@ mod tests {
         assert!(matches!(fetch_wal(&repo, "00000002.history", &dest).await, Err(FetchError::Corrupt { .. })));
         assert!(!dest.exists());
         assert!(matches!(fetch_wal(&repo, "../../etc", &dest).await, Err(FetchError::NotAWalFile(_))));
+        // Not even a spooled file is looked up under a name that is not a WAL file's.
+        std::fs::write(out.path().join("passwd"), b"x").unwrap();
+        let options =
+            FetchOptions { spool: out.path().join("spool"), prefetch: 0, patience: Patience::new(Duration::ZERO) };
+        let served = fetch_wal_prefetching(&repo, "../passwd", &dest, &options, &mut |_, _| {}).await;
+        assert!(matches!(served, Err(FetchError::NotAWalFile(_))));
+        assert!(out.path().join("passwd").exists() && !dest.exists());
     }
 
     #[tokio::test]
