@@ -10,6 +10,7 @@ pub mod naming;
 pub mod ownership;
 pub mod repository;
 pub mod restore;
+pub mod retry;
 pub mod roles;
 pub mod schedule;
 pub mod setting;

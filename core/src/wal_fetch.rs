@@ -14,11 +14,13 @@
 
 use crate::compression::Compression;
 use crate::naming::{self, NotAWalFile};
+pub use crate::retry::Patience;
+use crate::retry::{self, Failed};
 use crate::store::{Repository, StoreError, StoreErrorKind};
 use std::fmt;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Fetched {
@@ -87,21 +89,6 @@ impl FetchError {
     /// a conflict, a bad name or a local write error will not heal by waiting.
     fn is_transient(&self) -> bool {
         matches!(self, FetchError::Store(_))
-    }
-}
-
-/// How long to keep trying when the store fails.
-#[derive(Debug, Clone, Copy)]
-pub struct Patience {
-    /// Total time for all attempts; once it has passed the last error is returned.
-    pub total: Duration,
-    pub first_delay: Duration,
-    pub max_delay: Duration,
-}
-
-impl Patience {
-    pub fn new(total: Duration) -> Patience {
-        Patience { total, first_delay: Duration::from_millis(500), max_delay: Duration::from_secs(15) }
     }
 }
 
@@ -180,31 +167,21 @@ async fn fetch_wal_patiently(
     patience: Patience,
     on_retry: &mut dyn FnMut(&FetchError, Duration),
 ) -> Result<Fetched, FetchError> {
-    let started = Instant::now();
-    let deadline = started + patience.total;
-    let mut delay = patience.first_delay;
-    let mut attempts = 0;
-    loop {
-        attempts += 1;
-        let remaining = deadline.saturating_duration_since(Instant::now());
-        let error = match tokio::time::timeout(remaining, fetch_wal(repo, name, dest)).await {
-            Ok(Ok(fetched)) => return Ok(fetched),
-            Ok(Err(e)) if !e.is_transient() => return Err(e),
-            Ok(Err(e)) => e,
-            Err(_) => FetchError::Store(StoreError {
-                operation: "wal-fetch",
-                location: repo.location(&naming::wal_dir(name).map_err(FetchError::NotAWalFile)?),
-                kind: StoreErrorKind::Unreachable,
-                cause: "the store did not answer before the retry deadline".into(),
-            }),
-        };
-        if Instant::now() + delay >= deadline {
-            return Err(FetchError::GaveUp { attempts, waited: started.elapsed(), last: Box::new(error) });
-        }
-        on_retry(&error, delay);
-        tokio::time::sleep(delay).await;
-        delay = (delay * 2).min(patience.max_delay);
-    }
+    let dir = naming::wal_dir(name).map_err(FetchError::NotAWalFile)?;
+    let timed_out = || {
+        FetchError::Store(StoreError {
+            operation: "wal-fetch",
+            location: repo.location(&dir),
+            kind: StoreErrorKind::Unreachable,
+            cause: "the store did not answer before the retry deadline".into(),
+        })
+    };
+    let fetched =
+        retry::patiently(patience, || fetch_wal(repo, name, dest), FetchError::is_transient, timed_out, on_retry);
+    fetched.await.map_err(|failed| match failed {
+        Failed::Permanent(e) => e,
+        Failed::GaveUp { attempts, waited, last } => FetchError::GaveUp { attempts, waited, last: Box::new(last) },
+    })
 }
 
 /// Fetches the `options.prefetch` segments after `name` into the spool, concurrently.
@@ -449,7 +426,7 @@ mod tests {
 
         // Down for good: every attempt fails, then it gives up (an error, not NotFound)
         // within the time allowed.
-        let started = Instant::now();
+        let started = std::time::Instant::now();
         let mut retries = 0;
         let err = fetch_wal_prefetching(&repo, name, &dest, &options, &mut |_, _| retries += 1).await.unwrap_err();
         assert!(matches!(err, FetchError::GaveUp { .. }), "{err}");
