@@ -164,13 +164,13 @@ fn a_restored_clone_does_not_archive_into_the_production_repository() {
     // The clone ends recovery at the end of the archive (timeline 2) and writes.
     let clone = PgCluster::at(dir.path(), "clone");
     let stdout = succeeded("pgops restore", &pgops_restore(&s3, "main", &["--pgdata", clone.data.to_str().unwrap()]));
-    assert!(stdout.contains("archiving is off") && stdout.contains("ALTER SYSTEM RESET archive_mode"), "{stdout}");
     start_as_restored(&clone);
     assert_eq!(clone.query_text("SELECT substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8)"), "00000002");
     clone.execute("INSERT INTO marks SELECT generate_series(101, 200)");
     clone.query_text("SELECT pg_switch_wal()");
     std::thread::sleep(Duration::from_secs(5));
     assert!(!timeline_2_archived(&s3), "the clone archived into the production repository");
+    assert!(stdout.contains("archiving is off") && stdout.contains("ALTER SYSTEM RESET archive_mode"), "{stdout}");
     clone.stop();
 
     // Kept as backed up, it does (so the check above can fail).
