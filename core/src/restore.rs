@@ -234,7 +234,8 @@ fn manifest_files(manifest: &[u8]) -> Result<ManifestFiles, String> {
         .collect())
 }
 
-/// A relative, `..`-free, non-empty path inside the archive, or an error.
+/// A relative, `..`-free path inside the archive (empty for the archive's root, `./`), or
+/// an error.
 fn safe_relative(path: &Path) -> io::Result<PathBuf> {
     let mut clean = PathBuf::new();
     for component in path.components() {
@@ -243,9 +244,6 @@ fn safe_relative(path: &Path) -> io::Result<PathBuf> {
             Component::CurDir => {}
             _ => return Err(io::Error::other(format!("unsafe path in archive: {}", path.display()))),
         }
-    }
-    if clean.as_os_str().is_empty() {
-        return Err(io::Error::other(format!("unsafe path in archive: \"{}\"", path.display())));
     }
     Ok(clean)
 }
@@ -286,6 +284,15 @@ enum Member {
 fn member(entry: &tar::Entry<impl Read>, relative: &Path, kind: ArchiveKind) -> Result<Member, String> {
     let name = relative.display();
     let entry_type = entry.header().entry_type();
+    if relative.as_os_str().is_empty() {
+        // The archive's root (`./`, as Barman's archives begin) is the directory itself.
+        return match entry_type {
+            tar::EntryType::Directory => Ok(Member::Nothing),
+            other => {
+                Err(format!("archive member \"{}\" is a {other:?} entry at the archive's root", relative.display()))
+            }
+        };
+    }
     match entry_type {
         tar::EntryType::Directory => Ok(Member::Directory),
         tar::EntryType::Regular => Ok(Member::File),
@@ -879,7 +886,7 @@ mod tests {
     fn unsafe_archive_paths_are_refused() {
         assert!(safe_relative(Path::new("../etc/passwd")).is_err());
         assert!(safe_relative(Path::new("/etc/passwd")).is_err());
-        assert!(safe_relative(Path::new("./")).is_err());
+        assert_eq!(safe_relative(Path::new("./")).unwrap(), PathBuf::new());
         assert_eq!(safe_relative(Path::new("./base/1/1259")).unwrap(), PathBuf::from("base/1/1259"));
     }
 
@@ -965,13 +972,15 @@ mod tests {
         let err =
             extract_into(target.path(), &tar_of(&[Crafted::HardLink("passwd", "/etc/passwd")]), None).unwrap_err();
         assert!(err.contains("archive member passwd is a Link entry"), "{err}");
+        let err = extract_into(target.path(), &tar_of(&[Crafted::Symlink("./", "/")]), None).unwrap_err();
+        assert!(err.contains("is a Symlink entry at the archive's root"), "{err}");
         assert!(!target.path().join("passwd").exists());
     }
 
     #[test]
     fn a_file_that_fails_the_manifest_never_appears_under_its_name() {
         let target = tempfile::tempdir().unwrap();
-        let backed_up = [Crafted::Dir("base/"), Crafted::File("PG_VERSION", b"15\n")];
+        let backed_up = [Crafted::Dir("./"), Crafted::Dir("base/"), Crafted::File("PG_VERSION", b"15\n")];
         let manifest = manifest_files(manifest_of(&backed_up).as_bytes()).unwrap();
         let changed = tar_of(&[Crafted::Dir("base/"), Crafted::File("PG_VERSION", b"14\n")]);
         let err = extract_into(target.path(), &changed, Some(manifest.clone())).unwrap_err();
