@@ -66,7 +66,7 @@ pub(super) fn server_timezone(pgdata: &Path) -> Result<(String, Tz), String> {
         .iter()
         .flat_map(|text| text.lines())
         .filter_map(timezone_line)
-        .last()
+        .next_back()
         .unwrap_or_else(|| POSTGRES_DEFAULT_TIMEZONE.to_string());
     let zone = name
         .parse::<Tz>()
