@@ -12,6 +12,7 @@ use crate::backup::info::InfoFields;
 use crate::backup::{backup_dir, PGOPS_METADATA};
 use crate::compression::Compression;
 use crate::store::{Repository, StoreError};
+use crate::wal_fetch::find_wal;
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use safe_dir::SafeDir;
@@ -99,12 +100,94 @@ pub struct Choice<'a> {
     pub reason: String,
 }
 
-/// The backup to restore: the named one (which must be DONE), or the newest DONE one that
-/// ended before the target time or LSN.
+/// A transaction snapshot as `pg_current_snapshot()` prints it, `xmin:xmax:xip,…`, with
+/// full (64-bit) transaction ids.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Snapshot {
+    xmax: u64,
+    running: Vec<u64>,
+}
+
+impl Snapshot {
+    pub fn parse(text: &str) -> Option<Snapshot> {
+        let mut parts = text.trim().split(':');
+        let _xmin: u64 = parts.next()?.parse().ok()?;
+        let xmax = parts.next()?.parse().ok()?;
+        let running = match parts.next()? {
+            "" => Vec::new(),
+            list => list.split(',').map(|xid| xid.parse().ok()).collect::<Option<_>>()?,
+        };
+        parts.next().is_none().then_some(Snapshot { xmax, running })
+    }
+
+    /// Whether transaction `xid` had not completed in this snapshot (running, or not yet
+    /// started): its commit, if it commits, comes later. A 32-bit id (as `xid` columns
+    /// show) is taken in the epoch nearest to the snapshot's.
+    fn not_completed(&self, xid: u64) -> bool {
+        let full = match u32::try_from(xid) {
+            Ok(short) => {
+                let distance = short.wrapping_sub(self.xmax as u32) as i32;
+                self.xmax.checked_add_signed(distance.into()).unwrap_or(0)
+            }
+            Err(_) => xid,
+        };
+        full >= self.xmax || self.running.contains(&full)
+    }
+}
+
+/// A timeline and those it descends from, each with the LSN where it was left (its
+/// history file): what `--target-timeline N` can follow.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TimelineHistory {
+    pub timeline: u32,
+    pub ancestors: Vec<(u32, u64)>,
+}
+
+impl TimelineHistory {
+    /// From the text of `<timeline>.history` (`parent<TAB>X/Y<TAB>reason` lines).
+    pub fn parse(timeline: u32, history: &str) -> TimelineHistory {
+        let ancestors = history
+            .lines()
+            .filter(|line| !line.trim_start().starts_with('#'))
+            .filter_map(|line| {
+                let mut fields = line.split_whitespace();
+                Some((fields.next()?.parse().ok()?, parse_lsn(fields.next()?)?))
+            })
+            .collect();
+        TimelineHistory { timeline, ancestors }
+    }
+
+    /// Whether recovery from a backup on `timeline` that ended at `end` can follow onto
+    /// this timeline: it is this one, or one it descends from, left after the backup ended.
+    fn reachable_from(&self, timeline: Option<u64>, end: Option<u64>) -> bool {
+        let Some(timeline) = timeline else { return false };
+        timeline == u64::from(self.timeline)
+            || self
+                .ancestors
+                .iter()
+                .any(|(ancestor, left_at)| u64::from(*ancestor) == timeline && end.is_some_and(|end| end <= *left_at))
+    }
+}
+
+/// What choosing a backup can use beyond `backup.info`.
+#[derive(Debug, Clone, Default)]
+pub struct ChoiceContext {
+    /// `--target-timeline N` (a number): only backups that can follow onto N.
+    pub timeline: Option<TimelineHistory>,
+    /// Backup id → the snapshot pgops recorded right after its `pg_backup_stop`.
+    pub end_snapshots: HashMap<String, Snapshot>,
+}
+
+/// The backup to restore: the named one (which must be DONE), or among the DONE backups
+/// that can follow onto `--target-timeline`: for a time or LSN the newest that ended before
+/// it; for a transaction the newest whose end snapshot shows it not yet completed (the
+/// oldest when none tells); for a restore point the oldest (its position is not known);
+/// otherwise the newest.
 pub fn choose_backup<'a>(
     backups: &'a [BackupSummary],
     requested: Option<&str>,
     target: &RecoveryTarget,
+    context: &ChoiceContext,
 ) -> Result<Choice<'a>, String> {
     if let Some(id) = requested.filter(|id| *id != "latest") {
         let backup = backups
@@ -116,33 +199,71 @@ pub fn choose_backup<'a>(
         }
         return Ok(Choice { backup, reason: "named by --backup".into() });
     }
-    let done: Vec<&BackupSummary> = backups.iter().filter(|b| b.status() == "DONE").collect();
-    let ends_before = |b: &BackupSummary| match target {
-        RecoveryTarget::Time(at) => {
-            b.fields.get("end_time").and_then(barman_instant).is_some_and(|end| end <= at.estimate())
-        }
-        RecoveryTarget::Lsn(lsn) => match (b.fields.get("end_xlog").and_then(parse_lsn), parse_lsn(lsn)) {
-            (Some(end), Some(target)) => end <= target,
-            _ => false,
-        },
-        _ => true,
+    let end_lsn = |b: &BackupSummary| b.fields.get("end_xlog").and_then(parse_lsn);
+    let done: Vec<&BackupSummary> = backups
+        .iter()
+        .filter(|b| b.status() == "DONE")
+        .filter(|b| context.timeline.as_ref().is_none_or(|t| t.reachable_from(b.fields.number("timeline"), end_lsn(b))))
+        .collect();
+    let on_timeline = context.timeline.as_ref().map_or(String::new(), |t| {
+        format!(
+            " that can follow onto timeline {} (on it, or on one it descends from before it branched off)",
+            t.timeline
+        )
+    });
+    let (Some(oldest), Some(newest)) = (done.first().copied(), done.last().copied()) else {
+        return Err(format!("the repository has no DONE backup{on_timeline}"));
     };
-    let reason = match target {
+    let chosen = |backup, reason: &str| Ok(Choice { backup, reason: format!("{reason}{on_timeline}") });
+    match target {
         RecoveryTarget::Time(_) | RecoveryTarget::Lsn(_) => {
-            "the newest DONE backup that ended before the recovery target"
+            let ends_before = |b: &BackupSummary| match target {
+                RecoveryTarget::Time(at) => {
+                    b.fields.get("end_time").and_then(barman_instant).is_some_and(|end| end <= at.estimate())
+                }
+                RecoveryTarget::Lsn(lsn) => end_lsn(b).zip(parse_lsn(lsn)).is_some_and(|(end, target)| end <= target),
+                _ => unreachable!("matched above"),
+            };
+            match done.iter().rev().find(|b| ends_before(b)) {
+                Some(backup) => chosen(backup, "the newest DONE backup that ended before the recovery target"),
+                None => Err(format!(
+                    "no DONE backup{on_timeline} ends before the recovery target; the oldest ends at {} ({})",
+                    oldest.fields.get("end_time").unwrap_or("?"),
+                    oldest.fields.get("end_xlog").unwrap_or("?")
+                )),
+            }
         }
-        _ => "the newest DONE backup",
-    };
-    done.iter().rev().find(|b| ends_before(b)).map(|backup| Choice { backup, reason: reason.into() }).ok_or_else(|| {
-        match done.first() {
-            None => "the repository has no DONE backup".to_string(),
-            Some(oldest) => format!(
-                "no DONE backup ends before the recovery target; the oldest ends at {} ({})",
-                oldest.fields.get("end_time").unwrap_or("?"),
-                oldest.fields.get("end_xlog").unwrap_or("?")
+        RecoveryTarget::Xid(xid) => {
+            let xid_number = xid.trim().parse::<u64>().ok();
+            let snapshot = |b: &BackupSummary| context.end_snapshots.get(&b.backup_id);
+            let reaches = |b: &BackupSummary| snapshot(b).zip(xid_number).map(|(s, x)| s.not_completed(x));
+            if let Some(backup) = done.iter().rev().find(|b| reaches(b) == Some(true)) {
+                return chosen(
+                    backup,
+                    &format!("the newest DONE backup whose end snapshot shows transaction {xid} not yet completed"),
+                );
+            }
+            if reaches(oldest) == Some(false) {
+                return Err(format!(
+                    "transaction {xid} had completed before the oldest DONE backup{on_timeline} ({}) ended: no backup can recover to it",
+                    oldest.backup_id
+                ));
+            }
+            chosen(
+                oldest,
+                &format!(
+                    "the oldest DONE backup: no backup records that transaction {xid} was still running when it ended, and the oldest can reach it if any can"
+                ),
+            )
+        }
+        RecoveryTarget::Name(name) => chosen(
+            oldest,
+            &format!(
+                "the oldest DONE backup: where restore point '{name}' lies is not recorded, and the oldest can reach it if any can"
             ),
-        }
-    })
+        ),
+        RecoveryTarget::End | RecoveryTarget::Immediate => chosen(newest, "the newest DONE backup"),
+    }
 }
 
 /// Reads an object piece by piece: 8 MiB ranges, several fetched ahead of the one being
@@ -639,6 +760,57 @@ fn recovery_settings(request: &RestoreRequest, target_time: Option<DateTime<Utc>
     format!("# Added by pgops restore\n{}\n", lines.join("\n"))
 }
 
+/// What choosing a backup needs from the repository beyond backup.info: the history of a
+/// numbered `--target-timeline` and, for a transaction target, the end snapshots pgops
+/// recorded in its metadata objects.
+fn choice_context(
+    repo: &Repository,
+    runtime: &Handle,
+    request: &RestoreRequest,
+    backups: &[BackupSummary],
+) -> Result<ChoiceContext, String> {
+    let mut context = ChoiceContext::default();
+    if let Some(timeline) = request.target_timeline.as_deref().and_then(|t| t.trim().parse::<u32>().ok()) {
+        context.timeline = Some(timeline_history(repo, runtime, timeline)?);
+    }
+    if matches!(request.target, RecoveryTarget::Xid(_)) {
+        for backup in backups.iter().filter(|b| b.status() == "DONE") {
+            let key = format!("{}/{PGOPS_METADATA}", backup_dir(&backup.backup_id));
+            let Some(metadata) = runtime.block_on(repo.get(&key)).map_err(|e| format!("{e}. {}", e.hint()))? else {
+                continue; // not a pgops backup
+            };
+            let snapshot = serde_json::from_slice::<serde_json::Value>(&metadata)
+                .ok()
+                .and_then(|m| m["end_snapshot"].as_str().and_then(Snapshot::parse));
+            if let Some(snapshot) = snapshot {
+                context.end_snapshots.insert(backup.backup_id.clone(), snapshot);
+            }
+        }
+    }
+    Ok(context)
+}
+
+/// Timeline `timeline`'s history, from its history file in the repository.
+fn timeline_history(repo: &Repository, runtime: &Handle, timeline: u32) -> Result<TimelineHistory, String> {
+    if timeline == 1 {
+        return Ok(TimelineHistory { timeline, ancestors: Vec::new() });
+    }
+    let name = format!("{timeline:08X}.history");
+    let object = runtime.block_on(find_wal(repo, &name)).map_err(|e| e.to_string())?.ok_or_else(|| {
+        format!(
+            "--target-timeline {timeline}: the repository has no history file {name}, so recovery cannot follow onto that timeline"
+        )
+    })?;
+    let relative = object.key.strip_prefix(&repo.key("")).unwrap_or(&object.key).to_string();
+    let body = runtime
+        .block_on(repo.get(&relative))
+        .map_err(|e| e.to_string())?
+        .ok_or_else(|| format!("{} vanished while it was read", repo.location(&relative)))?;
+    let (_, codec) = Compression::split_file_name(&relative);
+    let text = codec.decompress(&body).map_err(|e| format!("{}: {e}", repo.location(&relative)))?;
+    Ok(TimelineHistory::parse(timeline, &String::from_utf8_lossy(&text)))
+}
+
 /// A target time without an offset, read in the zone of the restored configuration.
 struct ResolvedTime {
     at: DateTime<Utc>,
@@ -657,9 +829,10 @@ pub fn restore(
 ) -> Result<RestoreReport, String> {
     ensure_empty(&request.pgdata)?;
     let backups = runtime.block_on(list_backups(repo)).map_err(|e| format!("{e}. {}", e.hint()))?;
+    let context = choice_context(repo, runtime, request, &backups)?;
     let mut target = request.target.clone();
     loop {
-        let choice = choose_backup(&backups, request.backup.as_deref(), &target)?;
+        let choice = choose_backup(&backups, request.backup.as_deref(), &target, &context)?;
         let backup = choice.backup;
         let stored = StoredBackup::load(repo, runtime, &backup.backup_id)?;
         let mut warnings = Vec::new();
@@ -836,7 +1009,7 @@ mod tests {
             backup("20261125T030000", "FAILED", "None", "None"),
         ];
         let chosen = |requested, target: &RecoveryTarget| {
-            choose_backup(&backups, requested, target).map(|c| c.backup.backup_id.clone())
+            choose_backup(&backups, requested, target, &ChoiceContext::default()).map(|c| c.backup.backup_id.clone())
         };
         assert_eq!(chosen(None, &RecoveryTarget::End).unwrap(), "20261125T020000");
         assert_eq!(chosen(None, &time("2026-11-25 01:30:00+00")).unwrap(), "20261125T010000");
@@ -848,6 +1021,98 @@ mod tests {
         assert_eq!(chosen(None, &time("2026-11-24 14:30:00")).unwrap(), "20261125T020000");
         assert!(chosen(Some("20261125T030000"), &RecoveryTarget::End).unwrap_err().contains("FAILED"));
         assert!(chosen(Some("nope"), &RecoveryTarget::End).unwrap_err().contains("no backup nope"));
+    }
+
+    fn on_timeline(id: &str, end_lsn: &str, timeline: u32) -> BackupSummary {
+        BackupSummary {
+            backup_id: id.into(),
+            fields: InfoFields::parse(&format!("status=DONE\nend_xlog={end_lsn}\ntimeline={timeline}\n")),
+            stored_bytes: 1,
+        }
+    }
+
+    #[test]
+    fn a_transaction_or_restore_point_target_takes_a_backup_that_can_reach_it() {
+        let backups = [
+            on_timeline("20261125T010000", "0/3000000", 1),
+            on_timeline("20261125T020000", "0/5000000", 1),
+            on_timeline("20261125T030000", "0/7000000", 1),
+        ];
+        let xid = |x: &str| RecoveryTarget::Xid(x.into());
+        let choose = |target: &RecoveryTarget, context: &ChoiceContext| {
+            choose_backup(&backups, None, target, context).map(|c| (c.backup.backup_id.clone(), c.reason))
+        };
+        // Nothing recorded (Barman's, older pgops backups): the oldest, and why.
+        let (id, reason) = choose(&xid("750"), &ChoiceContext::default()).unwrap();
+        assert_eq!(id, "20261125T010000");
+        assert!(reason.contains("no backup records that transaction 750 was still running"), "{reason}");
+
+        let mut context = ChoiceContext::default();
+        for (id, snapshot) in
+            [("20261125T010000", "700:720:"), ("20261125T020000", "740:760:750"), ("20261125T030000", "800:810:")]
+        {
+            context.end_snapshots.insert(id.into(), Snapshot::parse(snapshot).unwrap());
+        }
+        // 750 was running when the second backup ended, had completed when the third did.
+        let (id, reason) = choose(&xid("750"), &context).unwrap();
+        assert_eq!(id, "20261125T020000");
+        assert!(reason.contains("end snapshot shows transaction 750 not yet completed"), "{reason}");
+        assert_eq!(choose(&xid("815"), &context).unwrap().0, "20261125T030000");
+        let err = choose(&xid("650"), &context).unwrap_err();
+        assert!(err.contains("transaction 650 had completed before the oldest DONE backup"), "{err}");
+
+        // A restore point's position is not recorded: the oldest.
+        let (id, reason) = choose(&RecoveryTarget::Name("before upgrade".into()), &context).unwrap();
+        assert_eq!(id, "20261125T010000");
+        assert!(reason.contains("restore point 'before upgrade' lies is not recorded"), "{reason}");
+    }
+
+    #[test]
+    fn snapshots_read_32_bit_transaction_ids_in_their_epoch() {
+        // Epoch 1: xmax is 2^32 + 714.
+        let snapshot = Snapshot::parse("4294967996:4294968010:4294968000").unwrap();
+        assert!(snapshot.not_completed(714) && snapshot.not_completed(4294968020));
+        assert!(snapshot.not_completed(704), "running");
+        assert!(!snapshot.not_completed(700) && !snapshot.not_completed(4294967990));
+        assert_eq!(Snapshot::parse("1:2"), None);
+        assert_eq!(Snapshot::parse("1:2:x"), None);
+    }
+
+    #[test]
+    fn a_target_timeline_takes_only_backups_that_can_follow_onto_it() {
+        let backups = [
+            on_timeline("20261125T010000", "0/3000000", 1),
+            on_timeline("20261125T020000", "0/5000000", 1),
+            on_timeline("20261125T030000", "0/7000000", 2),
+            on_timeline("20261125T040000", "0/9000000", 4),
+        ];
+        // Timeline 3 branched off 1 at 0/4000000 into 2, and off 2 at 0/8000000.
+        let history = "1\t0/4000000\tno recovery target specified\n\n2\t0/8000000\tbefore 2026-11-25 03:30:00+00\n";
+        let context = |timeline| ChoiceContext {
+            timeline: Some(TimelineHistory::parse(timeline, history)),
+            ..Default::default()
+        };
+        let choose = |target: &RecoveryTarget, context: &ChoiceContext| {
+            choose_backup(&backups, None, target, context).map(|c| (c.backup.backup_id.clone(), c.reason))
+        };
+        assert_eq!(choose(&RecoveryTarget::End, &ChoiceContext::default()).unwrap().0, "20261125T040000");
+        let (id, reason) = choose(&RecoveryTarget::End, &context(3)).unwrap();
+        assert_eq!(id, "20261125T030000", "not timeline 4's, which is not in 3's history");
+        assert!(reason.contains("can follow onto timeline 3"), "{reason}");
+        // The backup of timeline 1 that ended after 2 branched off cannot follow.
+        let name = RecoveryTarget::Name("x".into());
+        assert_eq!(choose(&RecoveryTarget::Lsn("0/6000000".into()), &context(3)).unwrap().0, "20261125T010000");
+        assert_eq!(choose(&name, &context(3)).unwrap().0, "20261125T010000");
+        assert_eq!(choose(&RecoveryTarget::End, &context(4)).unwrap().0, "20261125T040000");
+        let only_one = TimelineHistory::parse(1, "");
+        let err = choose_backup(
+            &backups[2..3],
+            None,
+            &RecoveryTarget::End,
+            &ChoiceContext { timeline: Some(only_one), ..Default::default() },
+        )
+        .unwrap_err();
+        assert!(err.contains("no DONE backup that can follow onto timeline 1"), "{err}");
     }
 
     fn request(pgdata: &Path, target: RecoveryTarget) -> RestoreRequest {
