@@ -183,3 +183,36 @@ fn a_restored_clone_does_not_archive_into_the_production_repository() {
     wait_for("the kept clone to archive timeline 2", Duration::from_secs(60), || timeline_2_archived(&s3));
     assert_eq!(pg.query_text("SELECT count(*) FROM marks"), "100", "the primary ran beside it all along");
 }
+
+#[test]
+fn a_target_xid_takes_a_backup_that_ended_before_the_transaction_committed() {
+    let dir = scratch_dir();
+    let s3 = S3Server::start(dir.path());
+    let pg = backing_up_cluster(dir.path(), &s3, "main", FAST);
+    pg.execute("CREATE TABLE marks(id int)");
+    let first = pg.query_text("SELECT pgops.backup_now()");
+    let mut client = pg.client();
+    let mut transaction = client.transaction().unwrap();
+    transaction.batch_execute("INSERT INTO marks SELECT generate_series(1, 100)").unwrap();
+    let xid: i64 = transaction.query_one("SELECT txid_current()", &[]).unwrap().get(0);
+    transaction.commit().unwrap();
+    pg.execute("INSERT INTO marks SELECT generate_series(101, 200)");
+    // Backup ids are start times in seconds.
+    std::thread::sleep(Duration::from_millis(1100));
+    let second = pg.query_text("SELECT pgops.backup_now()");
+    let metadata = block_on(s3.repository("main").get(&format!("base/{second}/pgops-backup.json"))).unwrap().unwrap();
+    assert!(String::from_utf8_lossy(&metadata).contains("\"end_snapshot\": \""), "the end snapshot is recorded");
+    pg.execute("INSERT INTO marks SELECT generate_series(201, 300)");
+    let last = pg.query_text("SELECT pg_walfile_name(pg_switch_wal())");
+    pg.wait_archived(&last);
+
+    // The newest backup ended after the transaction committed: recovery from it could never
+    // stop there. The first one can.
+    let restored = PgCluster::at(dir.path(), "restored");
+    let xid = xid.to_string();
+    let args = ["--pgdata", restored.data.to_str().unwrap(), "--target-xid", &xid, "--target-action", "promote"];
+    let stdout = succeeded("pgops restore", &pgops_restore(&s3, "main", &args));
+    start_as_restored(&restored);
+    assert_eq!(restored.query_text("SELECT count(*) FROM marks"), "100");
+    assert!(stdout.contains(&format!("backup {first}: the newest DONE backup whose end snapshot")), "{stdout}");
+}
