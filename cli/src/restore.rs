@@ -45,9 +45,10 @@ pub struct RestoreArgs {
     /// Restore tablespace OID into DIR instead of its original location (repeatable)
     #[arg(long = "tablespace-map", value_name = "OID=DIR")]
     tablespace_map: Vec<String>,
-    /// off: the restored cluster does not archive WAL nor take scheduled backups
-    /// (archive_mode = 'off', pgops.backup_schedule = '' in postgresql.auto.conf), so a
-    /// clone never writes into the repository it came from; keep: as backed up
+    /// off: the restored cluster does not archive WAL, take scheduled backups or use the
+    /// repository (archive_mode = 'off', pgops.backup_schedule = '', pgops.repository = ''
+    /// in postgresql.auto.conf), so a clone never writes into the repository it came from;
+    /// keep: as backed up
     #[arg(long, value_parser = ["off", "keep"], default_value = "off")]
     archive: String,
     /// Restore without checking files against the backup's manifest, even when a pgops

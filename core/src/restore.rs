@@ -39,8 +39,8 @@ pub enum RecoveryTarget {
 /// What the restored cluster does with the archiving settings it was backed up with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum ArchiveAfterRestore {
-    /// `archive_mode = 'off'` and `pgops.backup_schedule = ''`: a clone never writes into
-    /// the repository it was restored from.
+    /// `archive_mode = 'off'`, `pgops.backup_schedule = ''` and `pgops.repository = ''`: a
+    /// clone never writes into the repository it was restored from.
     #[default]
     Off,
     /// As in the backup (a replacement of the lost server).
@@ -50,7 +50,7 @@ pub enum ArchiveAfterRestore {
 #[derive(Debug, Clone)]
 pub struct RestoreRequest {
     pub pgdata: PathBuf,
-    /// `None`: the newest DONE backup that ends before the target.
+    /// `None` or `latest`: the one [`choose_backup`] picks for the target.
     pub backup: Option<String>,
     pub target: RecoveryTarget,
     pub target_action: Option<String>,
@@ -756,6 +756,9 @@ fn recovery_settings(request: &RestoreRequest, target_time: Option<DateTime<Utc>
     if request.archive == ArchiveAfterRestore::Off {
         lines.push("archive_mode = 'off'".into());
         lines.push("pgops.backup_schedule = ''".into());
+        // The pgops worker writes into the repository too (it marks backups left STARTED
+        // by its cluster FAILED when it starts): a production backup running then is ours.
+        lines.push("pgops.repository = ''".into());
     }
     format!("# Added by pgops restore\n{}\n", lines.join("\n"))
 }
@@ -919,9 +922,10 @@ pub fn restore(
         std::fs::write(request.pgdata.join("recovery.signal"), "").map_err(|e| e.to_string())?;
         report.notes.push(match request.archive {
             ArchiveAfterRestore::Off => format!(
-                "archiving is off in the restored cluster (archive_mode = 'off', pgops.backup_schedule = '' in postgresql.auto.conf), \
-                 so that it writes nothing into {}; to archive from it, point pgops.repository at a repository of its own, \
-                 then ALTER SYSTEM RESET archive_mode; ALTER SYSTEM RESET pgops.backup_schedule; and restart",
+                "archiving is off in the restored cluster (archive_mode = 'off', pgops.backup_schedule = '', pgops.repository = '' \
+                 appended to postgresql.auto.conf), so that it writes nothing into {}; to archive from it, \
+                 ALTER SYSTEM SET pgops.repository = '<a repository of its own>'; ALTER SYSTEM RESET archive_mode; \
+                 ALTER SYSTEM RESET pgops.backup_schedule; and restart",
                 repo.location("")
             ),
             ArchiveAfterRestore::Keep => format!(
@@ -1136,7 +1140,7 @@ mod tests {
         assert_eq!(
             recovery_settings(&request, None),
             "# Added by pgops restore\nrestore_command = 'pgops wal-fetch %f %p'\nrecovery_target_name = 'before ''drop'''\n\
-             recovery_target_action = 'promote'\narchive_mode = 'off'\npgops.backup_schedule = ''\n"
+             recovery_target_action = 'promote'\narchive_mode = 'off'\npgops.backup_schedule = ''\npgops.repository = ''\n"
         );
         request.archive = ArchiveAfterRestore::Keep;
         request.target = time("2026-11-25 07:00:00-05:00");

@@ -151,15 +151,36 @@ fn timeline_2_archived(s3: &S3Server) -> bool {
     objects.iter().any(|o| o.key.rsplit('/').next().unwrap().starts_with("00000002"))
 }
 
+/// Status of backup `id` in the repository, as `pgops.backup_list` shows it.
+fn backup_status(pg: &PgCluster, id: &str) -> String {
+    pg.query_text(&format!("SELECT status FROM pgops.backup_list WHERE id = '{id}'"))
+}
+
 #[test]
-fn a_restored_clone_does_not_archive_into_the_production_repository() {
+fn a_restored_clone_does_not_write_into_the_production_repository() {
     let dir = scratch_dir();
     let s3 = S3Server::start(dir.path());
-    let pg = backing_up_cluster(dir.path(), &s3, "main", FAST);
-    pg.query_text("SELECT pgops.backup_now()");
+    // Spread checkpoints (checkpoint_timeout is 1h): a backup waits in its first phase
+    // until a CHECKPOINT hurries it.
+    let pg = backing_up_cluster(dir.path(), &s3, "main", "");
+    let checkpoint_wait = || {
+        wait_for("a backup waiting for its checkpoint", Duration::from_secs(60), || {
+            pg.query_text("SELECT phase FROM pg_stat_progress_basebackup") == "waiting for checkpoint to finish"
+        })
+    };
+    let done = pg.query_text("SELECT pgops.backup_now(wait => false)");
+    checkpoint_wait();
+    pg.execute("CHECKPOINT");
+    wait_for("the backup to finish", Duration::from_secs(60), || backup_status(&pg, &done) == "DONE");
     pg.execute("CREATE TABLE marks(id int); INSERT INTO marks SELECT generate_series(1, 100)");
+    // Dirty buffers enough for the next spread checkpoint to last minutes.
+    pg.execute("CREATE TABLE ballast AS SELECT g, md5(g::text) FROM generate_series(1, 300000) g");
     let last = pg.query_text("SELECT pg_walfile_name(pg_switch_wal())");
     pg.wait_archived(&last);
+    // A production backup is running while the clones start.
+    std::thread::sleep(Duration::from_millis(1100));
+    let running = pg.query_text("SELECT pgops.backup_now(wait => false)");
+    checkpoint_wait();
 
     // The clone ends recovery at the end of the archive (timeline 2) and writes.
     let clone = PgCluster::at(dir.path(), "clone");
@@ -170,10 +191,11 @@ fn a_restored_clone_does_not_archive_into_the_production_repository() {
     clone.query_text("SELECT pg_switch_wal()");
     std::thread::sleep(Duration::from_secs(5));
     assert!(!timeline_2_archived(&s3), "the clone archived into the production repository");
+    assert_eq!(backup_status(&pg, &running), "STARTED", "the clone's worker marked production's backup");
     assert!(stdout.contains("archiving is off") && stdout.contains("ALTER SYSTEM RESET archive_mode"), "{stdout}");
     clone.stop();
 
-    // Kept as backed up, it does (so the check above can fail).
+    // Kept as backed up, it does both (so the checks above can fail).
     let kept = PgCluster::at(dir.path(), "kept");
     let args = ["--pgdata", kept.data.to_str().unwrap(), "--archive", "keep"];
     let stdout = succeeded("pgops restore", &pgops_restore(&s3, "main", &args));
@@ -181,6 +203,9 @@ fn a_restored_clone_does_not_archive_into_the_production_repository() {
     start_as_restored(&kept);
     kept.query_text("SELECT pg_switch_wal()");
     wait_for("the kept clone to archive timeline 2", Duration::from_secs(60), || timeline_2_archived(&s3));
+    wait_for("the kept clone's worker to mark the running backup", Duration::from_secs(60), || {
+        backup_status(&pg, &running) == "FAILED"
+    });
     assert_eq!(pg.query_text("SELECT count(*) FROM marks"), "100", "the primary ran beside it all along");
 }
 
