@@ -431,14 +431,15 @@ fn member(entry: &tar::Entry<impl Read>, relative: &Path, kind: ArchiveKind) -> 
         tar::EntryType::Symlink => {
             let target = entry.link_name().ok().flatten().map_or_else(|| "?".into(), |t| t.display().to_string());
             Err(format!(
-                "archive member {name} is a symbolic link (to {target}): pgops restore makes no link from an archive's \
-                 members (tablespace links come from tablespace_map); this backup was not written by PostgreSQL, \
-                 pgops or Barman and is refused"
+                "archive member {name} is a symbolic link to {target}: pgops restore makes no link from an archive's \
+                 members, so that none can lead outside the target (tablespace links come from tablespace_map, pg_wal \
+                 becomes a directory); the backup is refused. If you trust it, restore it with barman-cloud-restore \
+                 and check the link yourself"
             ))
         }
         other => Err(format!(
-            "archive member {name} is a {other:?} entry: pgops restore writes only directories and regular files; \
-             this backup was not written by PostgreSQL, pgops or Barman and is refused"
+            "archive member {name} is a {other:?} entry: pgops restore writes only directories and regular files \
+             (no hard links, devices or FIFOs, which no PostgreSQL backup holds); the backup is refused"
         )),
     }
 }
