@@ -16,7 +16,8 @@ pub struct RestoreArgs {
     /// The data directory to create (or an empty one)
     #[arg(long)]
     pgdata: PathBuf,
-    /// Backup id, or latest: the newest DONE backup that ends before the target
+    /// Backup id, or latest: the backup that can reach the target (the newest that ended
+    /// before a time or LSN; the output says which and why)
     #[arg(long, default_value = "latest")]
     backup: String,
     /// Recover until this time: '2026-11-25 07:00:00+00' (an offset or Z: that instant), or
@@ -49,12 +50,19 @@ pub struct RestoreArgs {
     /// repository (archive_mode = 'off', pgops.backup_schedule = '', pgops.repository = ''
     /// in postgresql.auto.conf), so a clone never writes into the repository it came from;
     /// keep: as backed up
-    #[arg(long, value_parser = ["off", "keep"], default_value = "off")]
-    archive: String,
+    #[arg(long, value_enum, default_value_t = Archive::Off)]
+    archive: Archive,
     /// Restore without checking files against the backup's manifest, even when a pgops
     /// backup's manifest is missing or fails its own checksum
     #[arg(long)]
     no_verify: bool,
+}
+
+/// `--archive`.
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum Archive {
+    Off,
+    Keep,
 }
 
 /// The recovery target the flags name (clap lets at most one through).
@@ -115,7 +123,10 @@ pub fn run(args: RestoreArgs, url: &RepositoryUrl, s3: &S3Options, runtime: &tok
         target_timeline: args.target_timeline,
         tablespace_map,
         restore_command: wal_fetch_command(url, s3),
-        archive: if args.archive == "keep" { ArchiveAfterRestore::Keep } else { ArchiveAfterRestore::Off },
+        archive: match args.archive {
+            Archive::Off => ArchiveAfterRestore::Off,
+            Archive::Keep => ArchiveAfterRestore::Keep,
+        },
         verify: !args.no_verify,
     };
     let repo = runtime.block_on(Repository::open(url, s3));
