@@ -241,3 +241,39 @@ fn a_target_xid_takes_a_backup_that_ended_before_the_transaction_committed() {
     assert_eq!(restored.query_text("SELECT count(*) FROM marks"), "100");
     assert!(stdout.contains(&format!("backup {first}: the newest DONE backup whose end snapshot")), "{stdout}");
 }
+
+#[test]
+fn a_pgops_backup_without_a_sound_manifest_is_refused_unless_no_verify() {
+    let dir = scratch_dir();
+    let s3 = S3Server::start(dir.path());
+    let pg = backing_up_cluster(dir.path(), &s3, "main", FAST);
+    let id = pg.query_text("SELECT pgops.backup_now()");
+    pg.stop();
+    let repo = s3.repository("main");
+    let key = format!("base/{id}/backup_manifest");
+    let manifest = String::from_utf8(block_on(repo.get(&key)).unwrap().unwrap().to_vec()).unwrap();
+
+    // A file's size changed in the manifest's text: its own checksum tells.
+    let tampered = manifest.replacen("\"Size\": ", "\"Size\": 1", 1);
+    block_on(repo.put(&key, tampered.into())).unwrap();
+    let target = dir.path().join("tampered");
+    let out = pgops_restore(&s3, "main", &["--pgdata", target.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(4), "{stderr}");
+    assert!(stderr.contains("backup_manifest fails its own checksum") && stderr.contains("--no-verify"), "{stderr}");
+    assert!(!target.exists(), "refused before writing anything");
+
+    // The manifest deleted.
+    block_on(repo.store.delete(&repo.key(&key))).unwrap();
+    let out = pgops_restore(&s3, "main", &["--pgdata", target.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(4), "{stderr}");
+    assert!(stderr.contains(&format!("backup {id} was taken by pgops but its backup_manifest is missing")), "{stderr}");
+    assert!(!target.exists());
+
+    // --no-verify restores it, saying it is unchecked.
+    let out = pgops_restore(&s3, "main", &["--pgdata", target.to_str().unwrap(), "--no-verify"]);
+    let stdout = succeeded("pgops restore --no-verify", &out);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("warning: --no-verify"), "{out:?}");
+    assert!(stdout.contains("not checked: --no-verify") && target.join("global/pg_control").exists(), "{stdout}");
+}
