@@ -253,22 +253,22 @@ fn a_pgops_backup_without_a_sound_manifest_is_refused_unless_no_verify() {
     let key = format!("base/{id}/backup_manifest");
     let manifest = String::from_utf8(block_on(repo.get(&key)).unwrap().unwrap().to_vec()).unwrap();
 
-    // A file's size changed in the manifest's text: its own checksum tells.
-    let tampered = manifest.replacen("\"Size\": ", "\"Size\": 1", 1);
-    block_on(repo.put(&key, tampered.into())).unwrap();
-    let target = dir.path().join("tampered");
-    let out = pgops_restore(&s3, "main", &["--pgdata", target.to_str().unwrap()]);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(4), "{stderr}");
-    assert!(stderr.contains("backup_manifest fails its own checksum") && stderr.contains("--no-verify"), "{stderr}");
-    assert!(!target.exists(), "refused before writing anything");
-
     // The manifest deleted.
     block_on(repo.store.delete(&repo.key(&key))).unwrap();
+    let target = dir.path().join("refused");
     let out = pgops_restore(&s3, "main", &["--pgdata", target.to_str().unwrap()]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(4), "{stderr}");
     assert!(stderr.contains(&format!("backup {id} was taken by pgops but its backup_manifest is missing")), "{stderr}");
+    assert!(!target.exists(), "refused before writing anything");
+
+    // A file's size changed in the manifest's text: its own checksum tells.
+    let tampered = manifest.replacen("\"Size\": ", "\"Size\": 1", 1);
+    block_on(repo.put(&key, tampered.into())).unwrap();
+    let out = pgops_restore(&s3, "main", &["--pgdata", target.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(4), "{stderr}");
+    assert!(stderr.contains("backup_manifest fails its own checksum") && stderr.contains("--no-verify"), "{stderr}");
     assert!(!target.exists());
 
     // --no-verify restores it, saying it is unchecked.
