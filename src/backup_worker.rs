@@ -352,6 +352,13 @@ impl BackupHost for PgHost<'_> {
                     'label', s.labelfile, 'spcmap', s.spcmapfile)::text
                FROM pg_backup_stop(wait_for_archive => true) AS s, pg_walfile_name_offset(s.lsn) AS w",
         )?;
+        // A statement of its own, after pg_backup_stop returned: a transaction running (or
+        // not yet started) in this snapshot commits after the backup's end. Without it a
+        // restore just knows less (--target-xid then takes the oldest backup).
+        let end_snapshot = in_transaction(|| Spi::get_one::<String>("SELECT pg_current_snapshot()::text"))
+            .ok()
+            .and_then(Result::ok)
+            .flatten();
         Ok(BackupStop {
             end: WalPosition {
                 timeline: timeline_of(&row.wal),
@@ -362,6 +369,7 @@ impl BackupHost for PgHost<'_> {
             },
             backup_label: row.label,
             tablespace_map: row.spcmap.unwrap_or_default(),
+            end_snapshot,
         })
     }
 

@@ -6,7 +6,6 @@
 use clap::{Parser, Subcommand};
 use pgops_core::backup::catalog::{list_backups, BackupRow};
 use pgops_core::repository::RepositoryUrl;
-use pgops_core::restore::{self, RecoveryTarget, RestoreRequest};
 use pgops_core::store::{Repository, S3Options};
 use pgops_core::verify::{self, VerifyReport};
 use pgops_core::wal_fetch::{fetch_wal_prefetching, FetchError, FetchOptions, Fetched, Patience};
@@ -14,6 +13,8 @@ use pgops_core::InvalidSetting;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
+
+mod restore;
 
 /// Exit statuses. Those of list, restore and verify are Barman Cloud's
 /// (barman-cloud-wal-restore), so scripts written for it keep working. wal-fetch follows
@@ -81,40 +82,12 @@ enum Command {
     /// archive (recovery.signal, restore_command = pgops wal-fetch, the recovery target).
     ///
     /// Every file is checked against the backup's manifest (size, CRC-32C); a mismatch
-    /// stops the restore. Nothing is written unless the directory is empty (or new).
-    #[command(group(clap::ArgGroup::new("recovery_target").multiple(false)))]
-    Restore {
-        /// The data directory to create (or an empty one)
-        #[arg(long)]
-        pgdata: PathBuf,
-        /// Backup id, or latest: the newest DONE backup that ends before the target
-        #[arg(long, default_value = "latest")]
-        backup: String,
-        /// Recover until this time (e.g. '2026-11-25 07:00:00+00')
-        #[arg(long, group = "recovery_target")]
-        target_time: Option<String>,
-        /// Recover until this LSN
-        #[arg(long, group = "recovery_target")]
-        target_lsn: Option<String>,
-        /// Recover until this transaction id
-        #[arg(long, group = "recovery_target")]
-        target_xid: Option<String>,
-        /// Recover until this restore point (pg_create_restore_point)
-        #[arg(long, group = "recovery_target")]
-        target_name: Option<String>,
-        /// Stop as soon as the backup is consistent
-        #[arg(long, group = "recovery_target", value_parser = ["immediate"])]
-        target: Option<String>,
-        /// What Postgres does at the target (its default: pause)
-        #[arg(long, value_parser = ["pause", "promote", "shutdown"])]
-        target_action: Option<String>,
-        /// recovery_target_timeline (latest, current or a number)
-        #[arg(long)]
-        target_timeline: Option<String>,
-        /// Restore tablespace OID into DIR instead of its original location (repeatable)
-        #[arg(long = "tablespace-map", value_name = "OID=DIR")]
-        tablespace_map: Vec<String>,
-    },
+    /// stops the restore, and a pgops backup whose manifest is missing or damaged is
+    /// refused (--no-verify overrides). Nothing is written unless the directory is empty
+    /// (or new). The restored cluster does not archive unless --archive keep.
+    ///
+    /// Exit status: 0 restored; 3 bad usage; 4 the restore failed or was refused.
+    Restore(restore::RestoreArgs),
     /// Check that the repository is restorable: every DONE backup's files against its
     /// manifest, the WAL archive free of gaps on every timeline, each backup's WAL present.
     ///
@@ -268,97 +241,7 @@ fn main() -> ExitCode {
                 }
             }
         }),
-        Command::Restore {
-            pgdata,
-            backup,
-            target_time,
-            target_lsn,
-            target_xid,
-            target_name,
-            target,
-            target_action,
-            target_timeline,
-            tablespace_map,
-        } => {
-            let target = match (target_time, target_lsn, target_xid, target_name, target) {
-                (Some(time), ..) => match restore::parse_time(&time) {
-                    Some(at) => RecoveryTarget::Time(time, at),
-                    None => {
-                        return usage_error(InvalidSetting::new(
-                            format!("cannot read --target-time \"{time}\""),
-                            "Use 'YYYY-MM-DD HH:MM:SS[.ffffff][+HH[:MM]]' (UTC when no offset is given).",
-                        ))
-                    }
-                },
-                (_, Some(lsn), ..) => RecoveryTarget::Lsn(lsn),
-                (_, _, Some(xid), ..) => RecoveryTarget::Xid(xid),
-                (_, _, _, Some(name), _) => RecoveryTarget::Name(name),
-                (.., Some(_)) => RecoveryTarget::Immediate,
-                _ => RecoveryTarget::End,
-            };
-            let mut overrides = std::collections::BTreeMap::new();
-            for mapping in &tablespace_map {
-                match mapping
-                    .split_once('=')
-                    .and_then(|(oid, dir)| Some((oid.parse::<u32>().ok()?, PathBuf::from(dir))))
-                {
-                    Some((oid, dir)) => overrides.insert(oid, dir),
-                    None => {
-                        return usage_error(InvalidSetting::new(
-                            format!("cannot read --tablespace-map {mapping}"),
-                            "Use --tablespace-map OID=/absolute/dir.",
-                        ))
-                    }
-                };
-            }
-            let request = RestoreRequest {
-                pgdata,
-                backup: Some(backup),
-                target,
-                target_action,
-                target_timeline,
-                tablespace_map: overrides,
-                restore_command: wal_fetch_command(&url, &s3),
-            };
-            let repo = runtime.block_on(Repository::open(&url, &s3));
-            // Drawn on a terminal only (indicatif hides it otherwise).
-            let progress = indicatif::ProgressBar::new_spinner().with_style(
-                indicatif::ProgressStyle::with_template(
-                    "{spinner} {binary_bytes} in {msg} files, {binary_bytes_per_sec}",
-                )
-                .expect("a valid template"),
-            );
-            progress.enable_steady_tick(std::time::Duration::from_millis(200));
-            let mut files = 0u64;
-            let mut on_file = |size: u64| {
-                files += 1;
-                progress.inc(size);
-                progress.set_message(files.to_string());
-            };
-            let result = restore::restore(&repo, runtime.handle(), &request, &mut on_file);
-            progress.finish_and_clear();
-            match result {
-                Ok(report) => {
-                    println!(
-                        "restored backup {} into {}: {} files, {} bytes{}; start PostgreSQL on it to recover",
-                        report.backup_id,
-                        request.pgdata.display(),
-                        report.files,
-                        report.bytes,
-                        if report.verified {
-                            ", each checked against backup_manifest"
-                        } else {
-                            " (no manifest: not a pgops backup)"
-                        }
-                    );
-                    ExitCode::SUCCESS
-                }
-                Err(e) => {
-                    eprintln!("pgops restore: {e}");
-                    ExitCode::from(exit::OTHER)
-                }
-            }
-        }
+        Command::Restore(args) => restore::run(args, &url, &s3, &runtime),
         Command::Verify { json } => {
             let repo = runtime.block_on(Repository::open(&url, &s3));
             match verify::verify(&repo, runtime.handle()) {

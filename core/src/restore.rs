@@ -2,13 +2,22 @@
 //! the backup's manifest (size and CRC-32C), then set up for recovery from the WAL archive
 //! (recovery.signal, restore_command, recovery target).
 
-use crate::backup::backup_dir;
+mod safe_dir;
+mod target_time;
+
+pub use target_time::TargetTime;
+
 use crate::backup::catalog::{list_backups, BackupSummary};
+use crate::backup::info::InfoFields;
+use crate::backup::{backup_dir, PGOPS_METADATA};
 use crate::compression::Compression;
 use crate::store::{Repository, StoreError};
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
+use safe_dir::SafeDir;
+use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::ffi::{OsStr, OsString};
 use std::io::{self, Read, Write};
 use std::path::{Component, Path, PathBuf};
 use tokio::runtime::Handle;
@@ -19,18 +28,28 @@ use tokio::task::JoinHandle;
 pub enum RecoveryTarget {
     /// Replay every archived WAL file.
     End,
-    /// As typed (Postgres parses it), and as understood here, to choose the backup.
-    Time(String, DateTime<Utc>),
+    Time(TargetTime),
     Lsn(String),
     Xid(String),
     Name(String),
     Immediate,
 }
 
+/// What the restored cluster does with the archiving settings it was backed up with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ArchiveAfterRestore {
+    /// `archive_mode = 'off'`, `pgops.backup_schedule = ''` and `pgops.repository = ''`: a
+    /// clone never writes into the repository it was restored from.
+    #[default]
+    Off,
+    /// As in the backup (a replacement of the lost server).
+    Keep,
+}
+
 #[derive(Debug, Clone)]
 pub struct RestoreRequest {
     pub pgdata: PathBuf,
-    /// `None`: the newest DONE backup that ends before the target.
+    /// `None` or `latest`: the one [`choose_backup`] picks for the target.
     pub backup: Option<String>,
     pub target: RecoveryTarget,
     pub target_action: Option<String>,
@@ -39,6 +58,10 @@ pub struct RestoreRequest {
     pub tablespace_map: BTreeMap<u32, PathBuf>,
     /// restore_command to write (`pgops … wal-fetch %f %p` with the repository settings).
     pub restore_command: String,
+    pub archive: ArchiveAfterRestore,
+    /// Check every file against the backup's manifest, and refuse a pgops backup whose
+    /// manifest is missing or fails its own checksum (`--no-verify` turns this off).
+    pub verify: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,16 +71,19 @@ pub struct RestoreReport {
     pub bytes: u64,
     /// Files checked against a manifest (Barman Cloud backups have none).
     pub verified: bool,
+    /// What the restore decided and did, for the operator: which backup and why, the
+    /// recovery target instant, the archiving settings.
+    pub notes: Vec<String>,
+    /// What the operator must know is unchecked.
+    pub warnings: Vec<String>,
 }
 
-/// Parses a `--target-time` the way a DBA types it: `2026-11-25 07:00:00+00`, with or
-/// without fractions, `T` or a space, an offset or `Z` (UTC when none is given).
-pub fn parse_time(text: &str) -> Option<DateTime<Utc>> {
-    let normalized = text.trim().replace('T', " ");
-    let with_zone = ["%Y-%m-%d %H:%M:%S%.f%#z", "%Y-%m-%d %H:%M:%S%.f%:z", "%Y-%m-%d %H:%M:%S%.fZ"];
-    with_zone.iter().find_map(|f| DateTime::parse_from_str(&normalized, f).ok().map(|t| t.with_timezone(&Utc))).or_else(
-        || chrono::NaiveDateTime::parse_from_str(&normalized, "%Y-%m-%d %H:%M:%S%.f").ok().map(|t| t.and_utc()),
-    )
+/// A timestamp of `backup.info` (`2026-11-25 02:00:05.000000+00:00`).
+fn barman_instant(text: &str) -> Option<DateTime<Utc>> {
+    match TargetTime::parse(text)? {
+        TargetTime::At(at) => Some(at),
+        TargetTime::Local(_) => None,
+    }
 }
 
 /// `X/Y` as a number.
@@ -66,13 +92,102 @@ fn parse_lsn(text: &str) -> Option<u64> {
     Some((u64::from_str_radix(high, 16).ok()? << 32) | u64::from_str_radix(low, 16).ok()?)
 }
 
-/// The backup to restore: the named one (which must be DONE), or the newest DONE one that
-/// ended before the target time or LSN.
+/// The backup a restore uses, and why it is that one.
+#[derive(Debug)]
+pub struct Choice<'a> {
+    pub backup: &'a BackupSummary,
+    pub reason: String,
+}
+
+/// A transaction snapshot as `pg_current_snapshot()` prints it, `xmin:xmax:xip,…`, with
+/// full (64-bit) transaction ids.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Snapshot {
+    xmax: u64,
+    running: Vec<u64>,
+}
+
+impl Snapshot {
+    pub fn parse(text: &str) -> Option<Snapshot> {
+        let mut parts = text.trim().split(':');
+        let _xmin: u64 = parts.next()?.parse().ok()?;
+        let xmax = parts.next()?.parse().ok()?;
+        let running = match parts.next()? {
+            "" => Vec::new(),
+            list => list.split(',').map(|xid| xid.parse().ok()).collect::<Option<_>>()?,
+        };
+        parts.next().is_none().then_some(Snapshot { xmax, running })
+    }
+
+    /// Whether transaction `xid` had not completed in this snapshot (running, or not yet
+    /// started): its commit, if it commits, comes later. A 32-bit id (as `xid` columns
+    /// show) is taken in the epoch nearest to the snapshot's.
+    fn not_completed(&self, xid: u64) -> bool {
+        let full = match u32::try_from(xid) {
+            Ok(short) => {
+                let distance = short.wrapping_sub(self.xmax as u32) as i32;
+                self.xmax.checked_add_signed(distance.into()).unwrap_or(0)
+            }
+            Err(_) => xid,
+        };
+        full >= self.xmax || self.running.contains(&full)
+    }
+}
+
+/// A timeline and those it descends from, each with the LSN where it was left (its
+/// history file): what `--target-timeline N` can follow.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TimelineHistory {
+    pub timeline: u32,
+    pub ancestors: Vec<(u32, u64)>,
+}
+
+impl TimelineHistory {
+    /// From the text of `<timeline>.history` (`parent<TAB>X/Y<TAB>reason` lines).
+    pub fn parse(timeline: u32, history: &str) -> TimelineHistory {
+        let ancestors = history
+            .lines()
+            .filter(|line| !line.trim_start().starts_with('#'))
+            .filter_map(|line| {
+                let mut fields = line.split_whitespace();
+                Some((fields.next()?.parse().ok()?, parse_lsn(fields.next()?)?))
+            })
+            .collect();
+        TimelineHistory { timeline, ancestors }
+    }
+
+    /// Whether recovery from a backup on `timeline` that ended at `end` can follow onto
+    /// this timeline: it is this one, or one it descends from, left after the backup ended.
+    fn reachable_from(&self, timeline: Option<u64>, end: Option<u64>) -> bool {
+        let Some(timeline) = timeline else { return false };
+        timeline == u64::from(self.timeline)
+            || self
+                .ancestors
+                .iter()
+                .any(|(ancestor, left_at)| u64::from(*ancestor) == timeline && end.is_some_and(|end| end <= *left_at))
+    }
+}
+
+/// What choosing a backup can use beyond `backup.info`.
+#[derive(Debug, Clone, Default)]
+pub struct ChoiceContext {
+    /// `--target-timeline N` (a number): only backups that can follow onto N.
+    pub timeline: Option<TimelineHistory>,
+    /// Backup id → the snapshot pgops recorded right after its `pg_backup_stop`.
+    pub end_snapshots: HashMap<String, Snapshot>,
+}
+
+/// The backup to restore: the named one (which must be DONE), or among the DONE backups
+/// that can follow onto `--target-timeline`: for a time or LSN the newest that ended before
+/// it; for a transaction the newest whose end snapshot shows it not yet completed (the
+/// oldest when none tells); for a restore point the oldest (its position is not known);
+/// otherwise the newest.
 pub fn choose_backup<'a>(
     backups: &'a [BackupSummary],
     requested: Option<&str>,
     target: &RecoveryTarget,
-) -> Result<&'a BackupSummary, String> {
+    context: &ChoiceContext,
+) -> Result<Choice<'a>, String> {
     if let Some(id) = requested.filter(|id| *id != "latest") {
         let backup = backups
             .iter()
@@ -81,25 +196,73 @@ pub fn choose_backup<'a>(
         if backup.status() != "DONE" {
             return Err(format!("backup {id} is {}, not DONE: it cannot be restored", backup.status()));
         }
-        return Ok(backup);
+        return Ok(Choice { backup, reason: "named by --backup".into() });
     }
-    let done: Vec<&BackupSummary> = backups.iter().filter(|b| b.status() == "DONE").collect();
-    let ends_before = |b: &BackupSummary| match target {
-        RecoveryTarget::Time(_, at) => b.fields.get("end_time").and_then(parse_time).is_some_and(|end| end <= *at),
-        RecoveryTarget::Lsn(lsn) => match (b.fields.get("end_xlog").and_then(parse_lsn), parse_lsn(lsn)) {
-            (Some(end), Some(target)) => end <= target,
-            _ => false,
-        },
-        _ => true,
+    let end_lsn = |b: &BackupSummary| b.fields.get("end_xlog").and_then(parse_lsn);
+    let done: Vec<&BackupSummary> = backups
+        .iter()
+        .filter(|b| b.status() == "DONE")
+        .filter(|b| context.timeline.as_ref().is_none_or(|t| t.reachable_from(b.fields.number("timeline"), end_lsn(b))))
+        .collect();
+    let on_timeline = context.timeline.as_ref().map_or(String::new(), |t| {
+        format!(
+            " that can follow onto timeline {} (on it, or on one it descends from before it branched off)",
+            t.timeline
+        )
+    });
+    let (Some(oldest), Some(newest)) = (done.first().copied(), done.last().copied()) else {
+        return Err(format!("the repository has no DONE backup{on_timeline}"));
     };
-    done.iter().rev().find(|b| ends_before(b)).copied().ok_or_else(|| match done.first() {
-        None => "the repository has no DONE backup".to_string(),
-        Some(oldest) => format!(
-            "no DONE backup ends before the recovery target; the oldest ends at {} ({})",
-            oldest.fields.get("end_time").unwrap_or("?"),
-            oldest.fields.get("end_xlog").unwrap_or("?")
+    let chosen = |backup, reason: &str| Ok(Choice { backup, reason: format!("{reason}{on_timeline}") });
+    match target {
+        RecoveryTarget::Time(_) | RecoveryTarget::Lsn(_) => {
+            let ends_before = |b: &BackupSummary| match target {
+                RecoveryTarget::Time(at) => {
+                    b.fields.get("end_time").and_then(barman_instant).is_some_and(|end| end <= at.estimate())
+                }
+                RecoveryTarget::Lsn(lsn) => end_lsn(b).zip(parse_lsn(lsn)).is_some_and(|(end, target)| end <= target),
+                _ => unreachable!("matched above"),
+            };
+            match done.iter().rev().find(|b| ends_before(b)) {
+                Some(backup) => chosen(backup, "the newest DONE backup that ended before the recovery target"),
+                None => Err(format!(
+                    "no DONE backup{on_timeline} ends before the recovery target; the oldest ends at {} ({})",
+                    oldest.fields.get("end_time").unwrap_or("?"),
+                    oldest.fields.get("end_xlog").unwrap_or("?")
+                )),
+            }
+        }
+        RecoveryTarget::Xid(xid) => {
+            let xid_number = xid.trim().parse::<u64>().ok();
+            let snapshot = |b: &BackupSummary| context.end_snapshots.get(&b.backup_id);
+            let reaches = |b: &BackupSummary| snapshot(b).zip(xid_number).map(|(s, x)| s.not_completed(x));
+            if let Some(backup) = done.iter().rev().find(|b| reaches(b) == Some(true)) {
+                return chosen(
+                    backup,
+                    &format!("the newest DONE backup whose end snapshot shows transaction {xid} not yet completed"),
+                );
+            }
+            if reaches(oldest) == Some(false) {
+                return Err(format!(
+                    "transaction {xid} had completed before the oldest DONE backup{on_timeline} ({}) ended: no backup can recover to it",
+                    oldest.backup_id
+                ));
+            }
+            chosen(
+                oldest,
+                &format!(
+                    "the oldest DONE backup: no backup records that transaction {xid} was still running when it ended, and the oldest can reach it if any can"
+                ),
+            )
+        }
+        RecoveryTarget::Name(name) => chosen(
+            oldest,
+            &format!(
+                "the oldest DONE backup: where restore point '{name}' lies is not recorded, and the oldest can reach it if any can"
+            ),
         ),
-    })
+        RecoveryTarget::End | RecoveryTarget::Immediate => chosen(newest, "the newest DONE backup"),
+    }
 }
 
 /// Reads an object piece by piece: 8 MiB ranges, several fetched ahead of the one being
@@ -162,9 +325,23 @@ impl Read for ObjectReader {
 /// Files a manifest lists: path → (size, CRC-32C as PostgreSQL prints it).
 type ManifestFiles = HashMap<String, (u64, String)>;
 
+/// The files of a `backup_manifest`, once its own checksum (`Manifest-Checksum`: SHA-256
+/// of the text up to and including the newline before that last line, as pg_verifybackup
+/// computes it) matches.
 fn manifest_files(manifest: &[u8]) -> Result<ManifestFiles, String> {
     let json: serde_json::Value =
         serde_json::from_slice(manifest).map_err(|e| format!("backup_manifest is not valid JSON: {e}"))?;
+    let stated = json["Manifest-Checksum"].as_str().ok_or("backup_manifest has no Manifest-Checksum")?;
+    let penultimate_newline =
+        manifest.iter().rposition(|b| *b == b'\n').and_then(|last| manifest[..last].iter().rposition(|b| *b == b'\n'));
+    let body = penultimate_newline.map_or(&manifest[..0], |at| &manifest[..=at]);
+    let computed = hex::encode(Sha256::digest(body));
+    if !computed.eq_ignore_ascii_case(stated) {
+        return Err(format!(
+            "backup_manifest fails its own checksum: Manifest-Checksum is {stated}, its text hashes to {computed} (SHA-256); \
+             the manifest was changed or damaged, so the files cannot be checked against it"
+        ));
+    }
     let files = json["Files"].as_array().ok_or("backup_manifest has no Files")?;
     Ok(files
         .iter()
@@ -177,7 +354,8 @@ fn manifest_files(manifest: &[u8]) -> Result<ManifestFiles, String> {
         .collect())
 }
 
-/// A relative, `..`-free path inside the archive, or an error.
+/// A relative, `..`-free path inside the archive (empty for the archive's root, `./`), or
+/// an error.
 fn safe_relative(path: &Path) -> io::Result<PathBuf> {
     let mut clean = PathBuf::new();
     for component in path.components() {
@@ -190,50 +368,153 @@ fn safe_relative(path: &Path) -> io::Result<PathBuf> {
     Ok(clean)
 }
 
+/// Which archive of a backup: the data directory's, or a tablespace's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ArchiveKind {
+    Data,
+    Tablespace(u32),
+}
+
+impl ArchiveKind {
+    /// How the manifest names the archive's files.
+    fn manifest_prefix(self) -> String {
+        match self {
+            ArchiveKind::Data => String::new(),
+            ArchiveKind::Tablespace(oid) => format!("pg_tblspc/{oid}/"),
+        }
+    }
+}
+
+/// What an archive member becomes on disk.
+#[derive(Debug, PartialEq, Eq)]
+enum Member {
+    Directory,
+    File,
+    /// `pg_wal` stored as a link (`initdb --waldir`): a directory of the restored cluster's
+    /// own, never a link to the original cluster's WAL.
+    WalDirectory,
+    /// A tablespace link: the restore makes it from tablespace_map.
+    TablespaceLink,
+    /// Archive metadata (a pax global header), nothing on disk.
+    Nothing,
+}
+
+/// What `entry` may become; links other than pg_wal and tablespace links, hard links,
+/// devices, FIFOs and anything else are refused.
+fn member(entry: &tar::Entry<impl Read>, relative: &Path, kind: ArchiveKind) -> Result<Member, String> {
+    let name = relative.display();
+    let entry_type = entry.header().entry_type();
+    if relative.as_os_str().is_empty() {
+        // The archive's root (`./`, as Barman's archives begin) is the directory itself.
+        return match entry_type {
+            tar::EntryType::Directory => Ok(Member::Nothing),
+            other => {
+                Err(format!("archive member \"{}\" is a {other:?} entry at the archive's root", relative.display()))
+            }
+        };
+    }
+    match entry_type {
+        tar::EntryType::Directory => Ok(Member::Directory),
+        tar::EntryType::Regular => Ok(Member::File),
+        tar::EntryType::XGlobalHeader => Ok(Member::Nothing),
+        tar::EntryType::Symlink if kind == ArchiveKind::Data && relative == Path::new("pg_wal") => {
+            Ok(Member::WalDirectory)
+        }
+        tar::EntryType::Symlink
+            if kind == ArchiveKind::Data
+                && relative.parent() == Some(Path::new("pg_tblspc"))
+                && relative.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.parse::<u32>().is_ok()) =>
+        {
+            Ok(Member::TablespaceLink)
+        }
+        tar::EntryType::Symlink => {
+            let target = entry.link_name().ok().flatten().map_or_else(|| "?".into(), |t| t.display().to_string());
+            Err(format!(
+                "archive member {name} is a symbolic link to {target}: pgops restore makes no link from an archive's \
+                 members, so that none can lead outside the target (tablespace links come from tablespace_map, pg_wal \
+                 becomes a directory); the backup is refused. If you trust it, restore it with barman-cloud-restore \
+                 and check the link yourself"
+            ))
+        }
+        other => Err(format!(
+            "archive member {name} is a {other:?} entry: pgops restore writes only directories and regular files \
+             (no hard links, devices or FIFOs, which no PostgreSQL backup holds); the backup is refused"
+        )),
+    }
+}
+
+/// The directories of the restore, opened below the root one component at a time (see
+/// [`SafeDir`]); the last one is kept, since an archive's files come directory by
+/// directory.
+struct Directories<'a> {
+    root: &'a SafeDir,
+    last: Option<(PathBuf, SafeDir)>,
+}
+
+impl Directories<'_> {
+    /// `relative` below the root, created where missing.
+    fn open(&mut self, relative: &Path) -> Result<&SafeDir, String> {
+        if relative.as_os_str().is_empty() {
+            return Ok(self.root);
+        }
+        if self.last.as_ref().is_none_or(|(path, _)| path != relative) {
+            let mut dir: Option<SafeDir> = None;
+            for part in relative.iter() {
+                let next = dir.as_ref().unwrap_or(self.root).subdir(part).map_err(|e| e.to_string())?;
+                dir = Some(next);
+            }
+            self.last = dir.map(|dir| (relative.to_path_buf(), dir));
+        }
+        Ok(&self.last.as_ref().expect("opened above").1)
+    }
+}
+
+#[derive(Debug)]
 struct Extracted {
     files: u64,
     bytes: u64,
 }
 
 /// Extracts one archive into `dir` (or only reads it when `dir` is `None`), checking each
-/// file against `manifest` (paths there start with `manifest_prefix`), and removing the
-/// checked ones from it.
+/// file against `manifest` and removing the checked ones from it. A file is written under
+/// a temporary name and gets its own only once it matched the manifest.
 fn extract(
     archive: impl Read,
-    dir: Option<&Path>,
-    manifest_prefix: &str,
+    dir: Option<&SafeDir>,
+    kind: ArchiveKind,
     manifest: &mut Option<ManifestFiles>,
     on_file: &mut dyn FnMut(u64),
 ) -> Result<Extracted, String> {
     let mut done = Extracted { files: 0, bytes: 0 };
+    let manifest_prefix = kind.manifest_prefix();
+    let mut directories = dir.map(|root| Directories { root, last: None });
     let mut tar = tar::Archive::new(archive);
     for entry in tar.entries().map_err(|e| e.to_string())? {
         let mut entry = entry.map_err(|e| format!("reading the archive: {e}"))?;
         let relative = safe_relative(&entry.path().map_err(|e| e.to_string())?).map_err(|e| e.to_string())?;
         let name = relative.to_string_lossy().into_owned();
-        let target = dir.map(|d| d.join(&relative));
-        match (entry.header().entry_type(), &target) {
-            (tar::EntryType::Directory, Some(target)) => {
-                std::fs::create_dir_all(target).map_err(|e| format!("{}: {e}", target.display()))?;
+        match (member(&entry, &relative, kind)?, directories.as_mut()) {
+            (Member::Directory, Some(directories)) => {
+                directories.open(&relative)?;
             }
-            // Tablespace links are made from tablespace_map, where the restore puts them.
-            (tar::EntryType::Symlink, Some(target)) if !name.starts_with("pg_tblspc/") => {
-                let link = entry.link_name().map_err(|e| e.to_string())?.ok_or("symlink without target")?;
-                std::os::unix::fs::symlink(&link, target).map_err(|e| format!("{}: {e}", target.display()))?;
+            (Member::WalDirectory, Some(directories)) => {
+                directories.open(&Path::new("pg_wal").join("archive_status"))?;
             }
-            (tar::EntryType::Regular, target) => {
-                let (size, crc) = match target {
-                    Some(target) => {
-                        if let Some(parent) = target.parent() {
-                            std::fs::create_dir_all(parent).map_err(|e| format!("{}: {e}", parent.display()))?;
-                        }
-                        let mut file =
-                            std::fs::File::create(target).map_err(|e| format!("{}: {e}", target.display()))?;
-                        checksum_entry(&mut entry, &name, &mut file)?
+            (Member::File, directories) => {
+                let size = match directories {
+                    Some(directories) => {
+                        let parent = directories.open(relative.parent().unwrap_or(Path::new("")))?;
+                        let file_name = relative.file_name().expect("a safe relative path ends with a name");
+                        write_checked(&mut entry, parent, file_name, &name, |size, crc| {
+                            check_against_manifest(manifest, &manifest_prefix, &name, size, crc)
+                        })?
                     }
-                    None => checksum_entry(&mut entry, &name, &mut io::sink())?,
+                    None => {
+                        let (size, crc) = checksum_entry(&mut entry, &name, &mut io::sink())?;
+                        check_against_manifest(manifest, &manifest_prefix, &name, size, crc)?;
+                        size
+                    }
                 };
-                check_against_manifest(manifest, manifest_prefix, &name, size, crc)?;
                 done.files += 1;
                 done.bytes += size;
                 on_file(size);
@@ -242,6 +523,39 @@ fn extract(
         }
     }
     Ok(done)
+}
+
+/// Writes an archive member as `.<file_name>.pgops-partial` in `parent`, lets `check`
+/// judge its size and CRC-32C, and only then renames it to `file_name` (which must not
+/// exist); a file that fails is removed and never appears under its name. Returns the size.
+fn write_checked(
+    entry: &mut impl Read,
+    parent: &SafeDir,
+    file_name: &OsStr,
+    name: &str,
+    check: impl FnOnce(u64, u32) -> Result<(), String>,
+) -> Result<u64, String> {
+    let mut partial = OsString::from(".");
+    partial.push(file_name);
+    partial.push(".pgops-partial");
+    let mut file = parent.create_file(&partial).map_err(|e| e.to_string())?;
+    let written = checksum_entry(entry, name, &mut file).and_then(|(size, crc)| check(size, crc).map(|()| size));
+    drop(file);
+    match written {
+        Ok(size) => {
+            parent.rename_new(&partial, file_name).map_err(|e| e.to_string())?;
+            Ok(size)
+        }
+        Err(e) => {
+            if let Err(remove) = parent.remove_file(&partial) {
+                return Err(format!(
+                    "{e} (and {} could not be removed: {remove})",
+                    parent.path().join(&partial).display()
+                ));
+            }
+            Err(e)
+        }
+    }
 }
 
 /// Copies an archive member to `out`; returns its size and CRC-32C.
@@ -281,10 +595,19 @@ fn check_against_manifest(
 
 /// A backup's archives and manifest, as stored.
 pub(crate) struct StoredBackup {
+    pub backup_id: String,
     pub data: Vec<(String, u64)>,
     pub tablespaces: Vec<(String, u64)>,
     pub manifest_bytes: Option<Bytes>,
+    /// Taken by pgops (it has pgops' metadata object, or pgops' backup label), which
+    /// always writes a manifest: one without is damaged.
+    pub by_pgops: bool,
+    /// Where the backup is, for messages.
+    location: String,
 }
+
+/// The label pgops gives its backups (`pg_backup_start`), in backup.info's backup_label.
+const PGOPS_BACKUP_LABEL: &str = "LABEL: pgops backup ";
 
 impl StoredBackup {
     pub(crate) fn load(repo: &Repository, runtime: &Handle, backup_id: &str) -> Result<StoredBackup, String> {
@@ -292,23 +615,46 @@ impl StoredBackup {
         let objects = runtime.block_on(repo.list(&format!("{dir}/"))).map_err(|e| e.to_string())?;
         let manifest_bytes =
             runtime.block_on(repo.get(&format!("{dir}/backup_manifest"))).map_err(|e| e.to_string())?;
+        let info = runtime.block_on(repo.get(&format!("{dir}/backup.info"))).map_err(|e| e.to_string())?;
+        let labelled_by_pgops = info.is_some_and(|text| {
+            InfoFields::parse(&String::from_utf8_lossy(&text))
+                .get("backup_label")
+                .is_some_and(|label| label.contains(PGOPS_BACKUP_LABEL))
+        });
         let prefix = repo.key(&format!("{dir}/"));
-        let mut archives: Vec<(String, u64)> = objects
-            .iter()
-            .filter_map(|o| Some((o.key.strip_prefix(&prefix)?.to_string(), o.size)))
-            .filter(|(name, _)| name.contains(".tar"))
-            .collect();
+        let names: Vec<(String, u64)> =
+            objects.iter().filter_map(|o| Some((o.key.strip_prefix(&prefix)?.to_string(), o.size))).collect();
+        let by_pgops = labelled_by_pgops || names.iter().any(|(name, _)| name == PGOPS_METADATA);
+        let mut archives: Vec<(String, u64)> = names.into_iter().filter(|(name, _)| name.contains(".tar")).collect();
         archives.sort();
         let (data, tablespaces): (Vec<_>, Vec<_>) =
             archives.into_iter().partition(|(name, _)| name.starts_with("data"));
         if data.is_empty() {
             return Err(format!("backup {backup_id} has no data archive in {}", repo.location(&dir)));
         }
-        Ok(StoredBackup { data, tablespaces, manifest_bytes })
+        Ok(StoredBackup {
+            backup_id: backup_id.to_string(),
+            data,
+            tablespaces,
+            manifest_bytes,
+            by_pgops,
+            location: repo.location(&dir),
+        })
     }
 
+    /// The files to check the archives against: `None` for a backup without a manifest
+    /// (Barman Cloud's); an error for a pgops backup whose manifest is missing or fails its
+    /// own checksum.
     pub(crate) fn manifest(&self) -> Result<Option<ManifestFiles>, String> {
-        self.manifest_bytes.as_deref().map(manifest_files).transpose()
+        let id = &self.backup_id;
+        match &self.manifest_bytes {
+            Some(bytes) => manifest_files(bytes).map(Some).map_err(|e| format!("backup {id}: {e}")),
+            None if self.by_pgops => Err(format!(
+                "backup {id} was taken by pgops but its backup_manifest is missing from {}: its files cannot be checked",
+                self.location
+            )),
+            None => Ok(None),
+        }
     }
 
     /// A decompressing reader over one of the archives.
@@ -339,14 +685,14 @@ pub fn verify_backup(repo: &Repository, runtime: &Handle, backup_id: &str) -> Re
     let mut files = 0;
     for (name, size) in &stored.data {
         let archive = StoredBackup::open(repo, runtime, backup_id, name, *size)?;
-        files += extract(archive, None, "", &mut manifest, &mut |_| {}).map_err(|e| format!("{name}: {e}"))?.files;
-    }
-    for (name, size) in &stored.tablespaces {
-        let oid = tablespace_oid(name)?;
-        let archive = StoredBackup::open(repo, runtime, backup_id, name, *size)?;
-        files += extract(archive, None, &format!("pg_tblspc/{oid}/"), &mut manifest, &mut |_| {})
+        files += extract(archive, None, ArchiveKind::Data, &mut manifest, &mut |_| {})
             .map_err(|e| format!("{name}: {e}"))?
             .files;
+    }
+    for (name, size) in &stored.tablespaces {
+        let kind = ArchiveKind::Tablespace(tablespace_oid(name)?);
+        let archive = StoredBackup::open(repo, runtime, backup_id, name, *size)?;
+        files += extract(archive, None, kind, &mut manifest, &mut |_| {}).map_err(|e| format!("{name}: {e}"))?.files;
     }
     if let Some(missing) = manifest.as_ref().and_then(|m| m.keys().min()) {
         return Err(format!("{missing} is in the backup's manifest but in no archive"));
@@ -372,13 +718,30 @@ fn create_private_dir(dir: &Path) -> Result<(), String> {
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(|e| format!("{}: {e}", dir.display()))
 }
 
-/// `recovery_target_*` and friends for postgresql.auto.conf.
-fn recovery_settings(request: &RestoreRequest) -> String {
+/// Empties a directory this restore filled (to restore another backup into it).
+fn remove_contents(dir: &Path) -> Result<(), String> {
+    for entry in std::fs::read_dir(dir).map_err(|e| format!("{}: {e}", dir.display()))? {
+        let path = entry.map_err(|e| format!("{}: {e}", dir.display()))?.path();
+        let removed = match std::fs::symlink_metadata(&path) {
+            Ok(meta) if meta.is_dir() => std::fs::remove_dir_all(&path),
+            _ => std::fs::remove_file(&path),
+        };
+        removed.map_err(|e| format!("could not remove {}: {e}", path.display()))?;
+    }
+    Ok(())
+}
+
+/// postgresql.auto.conf lines: recovery (`restore_command`, `recovery_target_*`, with a
+/// target time as the instant `target_time`) and, unless kept, archiving turned off.
+fn recovery_settings(request: &RestoreRequest, target_time: Option<DateTime<Utc>>) -> String {
     let quote = |v: &str| format!("'{}'", v.replace('\'', "''"));
     let mut lines = vec![format!("restore_command = {}", quote(&request.restore_command))];
     match &request.target {
         RecoveryTarget::End => {}
-        RecoveryTarget::Time(text, _) => lines.push(format!("recovery_target_time = {}", quote(text))),
+        RecoveryTarget::Time(typed) => {
+            let at = target_time.unwrap_or_else(|| typed.estimate());
+            lines.push(format!("recovery_target_time = {}", quote(&target_time::postgres_time(at))));
+        }
         RecoveryTarget::Lsn(lsn) => lines.push(format!("recovery_target_lsn = {}", quote(lsn))),
         RecoveryTarget::Xid(xid) => lines.push(format!("recovery_target_xid = {}", quote(xid))),
         RecoveryTarget::Name(name) => lines.push(format!("recovery_target_name = {}", quote(name))),
@@ -390,12 +753,78 @@ fn recovery_settings(request: &RestoreRequest) -> String {
     if let Some(timeline) = &request.target_timeline {
         lines.push(format!("recovery_target_timeline = {}", quote(timeline)));
     }
+    if request.archive == ArchiveAfterRestore::Off {
+        lines.push("archive_mode = 'off'".into());
+        lines.push("pgops.backup_schedule = ''".into());
+        // The pgops worker writes into the repository too (it marks backups left STARTED
+        // by its cluster FAILED when it starts): a production backup running then is ours.
+        lines.push("pgops.repository = ''".into());
+    }
     format!("# Added by pgops restore\n{}\n", lines.join("\n"))
 }
 
+/// What choosing a backup needs from the repository beyond backup.info: the history of a
+/// numbered `--target-timeline` and, for a transaction target, the end snapshots pgops
+/// recorded in its metadata objects.
+fn choice_context(
+    repo: &Repository,
+    runtime: &Handle,
+    request: &RestoreRequest,
+    backups: &[BackupSummary],
+) -> Result<ChoiceContext, String> {
+    let mut context = ChoiceContext::default();
+    if let Some(timeline) = request.target_timeline.as_deref().and_then(|t| t.trim().parse::<u32>().ok()) {
+        context.timeline = Some(timeline_history(repo, runtime, timeline)?);
+    }
+    if matches!(request.target, RecoveryTarget::Xid(_)) {
+        for backup in backups.iter().filter(|b| b.status() == "DONE") {
+            let key = format!("{}/{PGOPS_METADATA}", backup_dir(&backup.backup_id));
+            let Some(metadata) = runtime.block_on(repo.get(&key)).map_err(|e| format!("{e}. {}", e.hint()))? else {
+                continue; // not a pgops backup
+            };
+            let snapshot = serde_json::from_slice::<serde_json::Value>(&metadata)
+                .ok()
+                .and_then(|m| m["end_snapshot"].as_str().and_then(Snapshot::parse));
+            if let Some(snapshot) = snapshot {
+                context.end_snapshots.insert(backup.backup_id.clone(), snapshot);
+            }
+        }
+    }
+    Ok(context)
+}
+
+/// Timeline `timeline`'s history, from its history file in the repository.
+fn timeline_history(repo: &Repository, runtime: &Handle, timeline: u32) -> Result<TimelineHistory, String> {
+    if timeline == 1 {
+        return Ok(TimelineHistory { timeline, ancestors: Vec::new() });
+    }
+    let name = format!("{timeline:08X}.history");
+    let copies = runtime.block_on(repo.wal_copies("wals/", &name)).map_err(|e| e.to_string())?;
+    let object = copies.into_iter().next().ok_or_else(|| {
+        format!(
+            "--target-timeline {timeline}: the repository has no history file {name}, so recovery cannot follow onto that timeline"
+        )
+    })?;
+    let relative = object.key.strip_prefix(&repo.key("")).unwrap_or(&object.key).to_string();
+    let body = runtime
+        .block_on(repo.get(&relative))
+        .map_err(|e| e.to_string())?
+        .ok_or_else(|| format!("{} vanished while it was read", repo.location(&relative)))?;
+    let (_, codec) = Compression::split_file_name(&relative);
+    let text = codec.decompress(&body).map_err(|e| format!("{}: {e}", repo.location(&relative)))?;
+    Ok(TimelineHistory::parse(timeline, &String::from_utf8_lossy(&text)))
+}
+
+/// A target time without an offset, read in the zone of the restored configuration.
+struct ResolvedTime {
+    at: DateTime<Utc>,
+    zone: String,
+}
+
 /// Restores a backup as `request` says. Nothing is written before the checks that can
-/// refuse it (directory not empty, unknown backup, no backup before the target) passed.
-/// `on_file` is called with each restored file's size, for progress display.
+/// refuse it (directory not empty, unknown backup, no backup before the target, a pgops
+/// backup without a sound manifest) passed. `on_file` is called with each restored file's
+/// size, for progress display.
 pub fn restore(
     repo: &Repository,
     runtime: &Handle,
@@ -404,22 +833,122 @@ pub fn restore(
 ) -> Result<RestoreReport, String> {
     ensure_empty(&request.pgdata)?;
     let backups = runtime.block_on(list_backups(repo)).map_err(|e| format!("{e}. {}", e.hint()))?;
-    let backup = choose_backup(&backups, request.backup.as_deref(), &request.target)?;
-    let stored = StoredBackup::load(repo, runtime, &backup.backup_id)?;
-    let mut manifest = stored.manifest()?;
+    let context = choice_context(repo, runtime, request, &backups)?;
+    let mut target = request.target.clone();
+    loop {
+        let choice = choose_backup(&backups, request.backup.as_deref(), &target, &context)?;
+        let backup = choice.backup;
+        let stored = StoredBackup::load(repo, runtime, &backup.backup_id)?;
+        let mut warnings = Vec::new();
+        let mut manifest = if request.verify {
+            stored.manifest().map_err(|e| {
+                format!("{e}; pgops restore refuses it. Restore another backup (--backup ID), or pass --no-verify to restore this one unchecked")
+            })?
+        } else {
+            warnings.push(format!(
+                "--no-verify: the files of backup {} are not checked against its backup_manifest",
+                backup.backup_id
+            ));
+            None
+        };
 
-    create_private_dir(&request.pgdata)?;
-    let mut report =
-        RestoreReport { backup_id: backup.backup_id.clone(), files: 0, bytes: 0, verified: manifest.is_some() };
-    let open = |name: &str, size: u64| StoredBackup::open(repo, runtime, &backup.backup_id, name, size);
-    for (name, size) in &stored.data {
-        let extracted = extract(open(name, *size)?, Some(&request.pgdata), "", &mut manifest, on_file)
-            .map_err(|e| format!("{name}: {e}"))?;
-        report.files += extracted.files;
-        report.bytes += extracted.bytes;
+        create_private_dir(&request.pgdata)?;
+        let root = SafeDir::open_root(&request.pgdata).map_err(|e| format!("{}: {e}", request.pgdata.display()))?;
+        let mut report = RestoreReport {
+            backup_id: backup.backup_id.clone(),
+            files: 0,
+            bytes: 0,
+            verified: manifest.is_some(),
+            notes: vec![format!("backup {}: {}", backup.backup_id, choice.reason)],
+            warnings,
+        };
+        let open = |name: &str, size: u64| StoredBackup::open(repo, runtime, &backup.backup_id, name, size);
+        for (name, size) in &stored.data {
+            let extracted = extract(open(name, *size)?, Some(&root), ArchiveKind::Data, &mut manifest, on_file)
+                .map_err(|e| format!("{name}: {e}"))?;
+            report.files += extracted.files;
+            report.bytes += extracted.bytes;
+        }
+
+        // A time without an offset is read in the restored configuration's timezone; the
+        // backup was chosen by the latest instant the time can be, so it may end after the
+        // real one: then an older one, chosen by the instant, replaces it.
+        let resolved = match request.target {
+            RecoveryTarget::Time(TargetTime::Local(local)) => {
+                let (zone, tz) = target_time::server_timezone(&request.pgdata)?;
+                let at = target_time::instant_in(local, tz);
+                let ends_after = backup.fields.get("end_time").and_then(barman_instant).is_none_or(|end| end > at);
+                if ends_after {
+                    let first_guess = target == request.target;
+                    if request.backup.as_deref().is_some_and(|id| id != "latest") || !first_guess {
+                        return Err(format!(
+                            "backup {} ends at {}, after the recovery target {local} {zone} ({} UTC): recovery from it cannot stop there; choose an older backup",
+                            backup.backup_id,
+                            backup.fields.get("end_time").unwrap_or("?"),
+                            target_time::postgres_time(at)
+                        ));
+                    }
+                    remove_contents(&request.pgdata)?;
+                    target = RecoveryTarget::Time(TargetTime::At(at));
+                    continue;
+                }
+                Some(ResolvedTime { at, zone })
+            }
+            _ => None,
+        };
+        match (&request.target, &resolved) {
+            (RecoveryTarget::Time(TargetTime::Local(local)), Some(resolved)) => report.notes.push(format!(
+                "recovery target: {local} in the backup's timezone {} = {} UTC (recovery_target_time)",
+                resolved.zone,
+                target_time::postgres_time(resolved.at)
+            )),
+            (RecoveryTarget::Time(typed), _) => report.notes.push(format!(
+                "recovery target: {} UTC (recovery_target_time)",
+                target_time::postgres_time(typed.estimate())
+            )),
+            _ => {}
+        }
+
+        restore_tablespaces(repo, runtime, request, &stored, &mut manifest, &mut report, on_file)?;
+        if let Some(missing) = manifest.as_ref().and_then(|m| m.keys().min()) {
+            return Err(format!("{missing} is in the backup's manifest but in no archive"));
+        }
+        if let (Some(bytes), true) = (&stored.manifest_bytes, report.verified) {
+            std::fs::write(request.pgdata.join("backup_manifest"), bytes).map_err(|e| e.to_string())?;
+        }
+        let auto_conf = request.pgdata.join("postgresql.auto.conf");
+        let mut conf =
+            std::fs::OpenOptions::new().append(true).create(true).open(&auto_conf).map_err(|e| e.to_string())?;
+        conf.write_all(recovery_settings(request, resolved.map(|r| r.at)).as_bytes()).map_err(|e| e.to_string())?;
+        std::fs::write(request.pgdata.join("recovery.signal"), "").map_err(|e| e.to_string())?;
+        report.notes.push(match request.archive {
+            ArchiveAfterRestore::Off => format!(
+                "archiving is off in the restored cluster (archive_mode = 'off', pgops.backup_schedule = '', pgops.repository = '' \
+                 appended to postgresql.auto.conf), so that it writes nothing into {}; to archive from it, \
+                 ALTER SYSTEM SET pgops.repository = '<a repository of its own>'; ALTER SYSTEM RESET archive_mode; \
+                 ALTER SYSTEM RESET pgops.backup_schedule; and restart",
+                repo.location("")
+            ),
+            ArchiveAfterRestore::Keep => format!(
+                "archiving settings kept as backed up (--archive keep): once recovery ends, the restored cluster archives WAL \
+                 and takes scheduled backups where its configuration says, which may be {}",
+                repo.location("")
+            ),
+        });
+        return Ok(report);
     }
+}
 
-    // Tablespaces: where tablespace_map says (or --tablespace-map), linked from pg_tblspc.
+/// Tablespaces: where tablespace_map says (or --tablespace-map), linked from pg_tblspc.
+fn restore_tablespaces(
+    repo: &Repository,
+    runtime: &Handle,
+    request: &RestoreRequest,
+    stored: &StoredBackup,
+    manifest: &mut Option<ManifestFiles>,
+    report: &mut RestoreReport,
+    on_file: &mut dyn FnMut(u64),
+) -> Result<(), String> {
     let map_path = request.pgdata.join("tablespace_map");
     let mut locations: BTreeMap<u32, PathBuf> = std::fs::read_to_string(&map_path)
         .unwrap_or_default()
@@ -432,11 +961,18 @@ pub fn restore(
         let location = locations
             .get(&oid)
             .ok_or_else(|| format!("no location for tablespace {oid}: pass --tablespace-map {oid}=DIR"))?;
+        if !location.is_absolute() {
+            return Err(format!(
+                "tablespace {oid}'s location {} is not absolute: pass --tablespace-map {oid}=/absolute/dir",
+                location.display()
+            ));
+        }
         ensure_empty(location)?;
         create_private_dir(location)?;
-        let extracted =
-            extract(open(name, *size)?, Some(location), &format!("pg_tblspc/{oid}/"), &mut manifest, on_file)
-                .map_err(|e| format!("{name}: {e}"))?;
+        let dir = SafeDir::open_root(location).map_err(|e| format!("{}: {e}", location.display()))?;
+        let archive = StoredBackup::open(repo, runtime, &stored.backup_id, name, *size)?;
+        let extracted = extract(archive, Some(&dir), ArchiveKind::Tablespace(oid), manifest, on_file)
+            .map_err(|e| format!("{name}: {e}"))?;
         report.files += extracted.files;
         report.bytes += extracted.bytes;
         let link = request.pgdata.join("pg_tblspc").join(oid.to_string());
@@ -448,24 +984,15 @@ pub fn restore(
         let map: String = locations.iter().map(|(oid, path)| format!("{oid} {}\n", path.display())).collect();
         std::fs::write(&map_path, map).map_err(|e| format!("{}: {e}", map_path.display()))?;
     }
-    if let Some(missing) = manifest.as_ref().and_then(|m| m.keys().min()) {
-        return Err(format!("{missing} is in the backup's manifest but in no archive"));
-    }
-
-    if let Some(bytes) = &stored.manifest_bytes {
-        std::fs::write(request.pgdata.join("backup_manifest"), bytes).map_err(|e| e.to_string())?;
-    }
-    let auto_conf = request.pgdata.join("postgresql.auto.conf");
-    let mut conf = std::fs::OpenOptions::new().append(true).create(true).open(&auto_conf).map_err(|e| e.to_string())?;
-    conf.write_all(recovery_settings(request).as_bytes()).map_err(|e| e.to_string())?;
-    std::fs::write(request.pgdata.join("recovery.signal"), "").map_err(|e| e.to_string())?;
-    Ok(report)
+    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::backup::info::InfoFields;
+    use crate::backup::manifest::{self, ManifestFile, WalRange};
+    use crate::store::LocalStore;
+    use std::sync::Arc;
 
     fn backup(id: &str, status: &str, end_time: &str, end_lsn: &str) -> BackupSummary {
         BackupSummary {
@@ -475,6 +1002,10 @@ mod tests {
         }
     }
 
+    fn time(text: &str) -> RecoveryTarget {
+        RecoveryTarget::Time(TargetTime::parse(text).unwrap())
+    }
+
     #[test]
     fn chooses_the_newest_done_backup_before_the_target() {
         let backups = [
@@ -482,32 +1013,142 @@ mod tests {
             backup("20261125T020000", "DONE", "2026-11-25 02:00:05.000000+00:00", "0/5000000"),
             backup("20261125T030000", "FAILED", "None", "None"),
         ];
-        let at = |t: &str| RecoveryTarget::Time(t.into(), parse_time(t).unwrap());
-        assert_eq!(choose_backup(&backups, None, &RecoveryTarget::End).unwrap().backup_id, "20261125T020000");
-        assert_eq!(choose_backup(&backups, None, &at("2026-11-25 01:30:00+00")).unwrap().backup_id, "20261125T010000");
-        assert_eq!(choose_backup(&backups, None, &at("2026-11-25T03:00:00Z")).unwrap().backup_id, "20261125T020000");
+        let chosen = |requested, target: &RecoveryTarget| {
+            choose_backup(&backups, requested, target, &ChoiceContext::default()).map(|c| c.backup.backup_id.clone())
+        };
+        assert_eq!(chosen(None, &RecoveryTarget::End).unwrap(), "20261125T020000");
+        assert_eq!(chosen(None, &time("2026-11-25 01:30:00+00")).unwrap(), "20261125T010000");
+        assert_eq!(chosen(None, &time("2026-11-25T03:00:00Z")).unwrap(), "20261125T020000");
         let lsn = RecoveryTarget::Lsn("0/4000000".into());
-        assert_eq!(choose_backup(&backups, Some("latest"), &lsn).unwrap().backup_id, "20261125T010000");
-        assert!(choose_backup(&backups, None, &at("2026-11-25 00:59:00")).unwrap_err().contains("the oldest ends at"));
-        assert!(choose_backup(&backups, Some("20261125T030000"), &RecoveryTarget::End).unwrap_err().contains("FAILED"));
-        assert!(choose_backup(&backups, Some("nope"), &RecoveryTarget::End).unwrap_err().contains("no backup nope"));
-        assert_eq!(parse_time("2026-11-25 07:00:00.5+01:00").unwrap().to_rfc3339(), "2026-11-25T06:00:00.500+00:00");
+        assert_eq!(chosen(Some("latest"), &lsn).unwrap(), "20261125T010000");
+        assert!(chosen(None, &time("2026-11-25 00:59:00+00")).unwrap_err().contains("the oldest ends at"));
+        // Without an offset, first by the latest instant the time can be (UTC-12).
+        assert_eq!(chosen(None, &time("2026-11-24 14:30:00")).unwrap(), "20261125T020000");
+        assert!(chosen(Some("20261125T030000"), &RecoveryTarget::End).unwrap_err().contains("FAILED"));
+        assert!(chosen(Some("nope"), &RecoveryTarget::End).unwrap_err().contains("no backup nope"));
+    }
+
+    fn on_timeline(id: &str, end_lsn: &str, timeline: u32) -> BackupSummary {
+        BackupSummary {
+            backup_id: id.into(),
+            fields: InfoFields::parse(&format!("status=DONE\nend_xlog={end_lsn}\ntimeline={timeline}\n")),
+            stored_bytes: 1,
+        }
     }
 
     #[test]
-    fn recovery_settings_quote_values() {
-        let request = RestoreRequest {
-            pgdata: "/x".into(),
+    fn a_transaction_or_restore_point_target_takes_a_backup_that_can_reach_it() {
+        let backups = [
+            on_timeline("20261125T010000", "0/3000000", 1),
+            on_timeline("20261125T020000", "0/5000000", 1),
+            on_timeline("20261125T030000", "0/7000000", 1),
+        ];
+        let xid = |x: &str| RecoveryTarget::Xid(x.into());
+        let choose = |target: &RecoveryTarget, context: &ChoiceContext| {
+            choose_backup(&backups, None, target, context).map(|c| (c.backup.backup_id.clone(), c.reason))
+        };
+        // Nothing recorded (Barman's, older pgops backups): the oldest, and why.
+        let (id, reason) = choose(&xid("750"), &ChoiceContext::default()).unwrap();
+        assert_eq!(id, "20261125T010000");
+        assert!(reason.contains("no backup records that transaction 750 was still running"), "{reason}");
+
+        let mut context = ChoiceContext::default();
+        for (id, snapshot) in
+            [("20261125T010000", "700:720:"), ("20261125T020000", "740:760:750"), ("20261125T030000", "800:810:")]
+        {
+            context.end_snapshots.insert(id.into(), Snapshot::parse(snapshot).unwrap());
+        }
+        // 750 was running when the second backup ended, had completed when the third did.
+        let (id, reason) = choose(&xid("750"), &context).unwrap();
+        assert_eq!(id, "20261125T020000");
+        assert!(reason.contains("end snapshot shows transaction 750 not yet completed"), "{reason}");
+        assert_eq!(choose(&xid("815"), &context).unwrap().0, "20261125T030000");
+        let err = choose(&xid("650"), &context).unwrap_err();
+        assert!(err.contains("transaction 650 had completed before the oldest DONE backup"), "{err}");
+
+        // A restore point's position is not recorded: the oldest.
+        let (id, reason) = choose(&RecoveryTarget::Name("before upgrade".into()), &context).unwrap();
+        assert_eq!(id, "20261125T010000");
+        assert!(reason.contains("restore point 'before upgrade' lies is not recorded"), "{reason}");
+    }
+
+    #[test]
+    fn snapshots_read_32_bit_transaction_ids_in_their_epoch() {
+        // Epoch 1: xmax is 2^32 + 714.
+        let snapshot = Snapshot::parse("4294967996:4294968010:4294968000").unwrap();
+        assert!(snapshot.not_completed(714) && snapshot.not_completed(4294968020));
+        assert!(snapshot.not_completed(704), "running");
+        assert!(!snapshot.not_completed(700) && !snapshot.not_completed(4294967990));
+        assert_eq!(Snapshot::parse("1:2"), None);
+        assert_eq!(Snapshot::parse("1:2:x"), None);
+    }
+
+    #[test]
+    fn a_target_timeline_takes_only_backups_that_can_follow_onto_it() {
+        let backups = [
+            on_timeline("20261125T010000", "0/3000000", 1),
+            on_timeline("20261125T020000", "0/5000000", 1),
+            on_timeline("20261125T030000", "0/7000000", 2),
+            on_timeline("20261125T040000", "0/9000000", 4),
+        ];
+        // Timeline 3 branched off 1 at 0/4000000 into 2, and off 2 at 0/8000000.
+        let history = "1\t0/4000000\tno recovery target specified\n\n2\t0/8000000\tbefore 2026-11-25 03:30:00+00\n";
+        let context = |timeline| ChoiceContext {
+            timeline: Some(TimelineHistory::parse(timeline, history)),
+            ..Default::default()
+        };
+        let choose = |target: &RecoveryTarget, context: &ChoiceContext| {
+            choose_backup(&backups, None, target, context).map(|c| (c.backup.backup_id.clone(), c.reason))
+        };
+        assert_eq!(choose(&RecoveryTarget::End, &ChoiceContext::default()).unwrap().0, "20261125T040000");
+        let (id, reason) = choose(&RecoveryTarget::End, &context(3)).unwrap();
+        assert_eq!(id, "20261125T030000", "not timeline 4's, which is not in 3's history");
+        assert!(reason.contains("can follow onto timeline 3"), "{reason}");
+        // The backup of timeline 1 that ended after 2 branched off cannot follow.
+        let name = RecoveryTarget::Name("x".into());
+        assert_eq!(choose(&RecoveryTarget::Lsn("0/6000000".into()), &context(3)).unwrap().0, "20261125T010000");
+        assert_eq!(choose(&name, &context(3)).unwrap().0, "20261125T010000");
+        assert_eq!(choose(&RecoveryTarget::End, &context(4)).unwrap().0, "20261125T040000");
+        let only_one = TimelineHistory::parse(1, "");
+        let err = choose_backup(
+            &backups[2..3],
+            None,
+            &RecoveryTarget::End,
+            &ChoiceContext { timeline: Some(only_one), ..Default::default() },
+        )
+        .unwrap_err();
+        assert!(err.contains("no DONE backup that can follow onto timeline 1"), "{err}");
+    }
+
+    fn request(pgdata: &Path, target: RecoveryTarget) -> RestoreRequest {
+        RestoreRequest {
+            pgdata: pgdata.into(),
             backup: None,
-            target: RecoveryTarget::Name("before 'drop'".into()),
-            target_action: Some("promote".into()),
+            target,
+            target_action: None,
             target_timeline: None,
             tablespace_map: BTreeMap::new(),
             restore_command: "pgops wal-fetch %f %p".into(),
-        };
+            archive: ArchiveAfterRestore::Off,
+            verify: true,
+        }
+    }
+
+    #[test]
+    fn recovery_settings_quote_values_write_an_instant_and_turn_archiving_off() {
+        let mut request = request(Path::new("/x"), RecoveryTarget::Name("before 'drop'".into()));
+        request.target_action = Some("promote".into());
         assert_eq!(
-            recovery_settings(&request),
-            "# Added by pgops restore\nrestore_command = 'pgops wal-fetch %f %p'\nrecovery_target_name = 'before ''drop'''\nrecovery_target_action = 'promote'\n"
+            recovery_settings(&request, None),
+            "# Added by pgops restore\nrestore_command = 'pgops wal-fetch %f %p'\nrecovery_target_name = 'before ''drop'''\n\
+             recovery_target_action = 'promote'\narchive_mode = 'off'\npgops.backup_schedule = ''\npgops.repository = ''\n"
+        );
+        request.archive = ArchiveAfterRestore::Keep;
+        request.target = time("2026-11-25 07:00:00-05:00");
+        assert_eq!(
+            recovery_settings(&request, None),
+            "# Added by pgops restore\nrestore_command = 'pgops wal-fetch %f %p'\n\
+             recovery_target_time = '2026-11-25 12:00:00.000000+00'\nrecovery_target_action = 'promote'\n"
         );
     }
 
@@ -515,6 +1156,236 @@ mod tests {
     fn unsafe_archive_paths_are_refused() {
         assert!(safe_relative(Path::new("../etc/passwd")).is_err());
         assert!(safe_relative(Path::new("/etc/passwd")).is_err());
+        assert_eq!(safe_relative(Path::new("./")).unwrap(), PathBuf::new());
         assert_eq!(safe_relative(Path::new("./base/1/1259")).unwrap(), PathBuf::from("base/1/1259"));
+    }
+
+    /// One member of a crafted archive.
+    enum Crafted<'a> {
+        Dir(&'a str),
+        File(&'a str, &'a [u8]),
+        Symlink(&'a str, &'a str),
+        HardLink(&'a str, &'a str),
+    }
+
+    fn tar_of(members: &[Crafted]) -> Vec<u8> {
+        let mut builder = tar::Builder::new(Vec::new());
+        for member in members {
+            let mut header = tar::Header::new_gnu();
+            header.set_mode(0o700);
+            match member {
+                Crafted::Dir(name) => {
+                    header.set_entry_type(tar::EntryType::Directory);
+                    header.set_size(0);
+                    builder.append_data(&mut header, name, io::empty()).unwrap();
+                }
+                Crafted::File(name, content) => {
+                    header.set_entry_type(tar::EntryType::Regular);
+                    header.set_size(content.len() as u64);
+                    builder.append_data(&mut header, name, *content).unwrap();
+                }
+                Crafted::Symlink(name, target) | Crafted::HardLink(name, target) => {
+                    let kind = if matches!(member, Crafted::Symlink(..)) {
+                        tar::EntryType::Symlink
+                    } else {
+                        tar::EntryType::Link
+                    };
+                    header.set_entry_type(kind);
+                    header.set_size(0);
+                    builder.append_link(&mut header, name, target).unwrap();
+                }
+            }
+        }
+        builder.into_inner().unwrap()
+    }
+
+    /// The manifest pgops would write for the regular files among `members`.
+    fn manifest_of(members: &[Crafted]) -> String {
+        let files: Vec<ManifestFile> = members
+            .iter()
+            .filter_map(|m| match m {
+                Crafted::File(name, content) => Some(ManifestFile {
+                    path: name.to_string(),
+                    size: content.len() as u64,
+                    modified: 0,
+                    crc32c: crc32c::crc32c(content),
+                }),
+                _ => None,
+            })
+            .collect();
+        let wal = WalRange { timeline: 1, start_lsn: "0/2000028".into(), end_lsn: "0/2000100".into() };
+        manifest::render(1, 7300, &files, &wal)
+    }
+
+    fn extract_into(dir: &Path, tar: &[u8], manifest: Option<ManifestFiles>) -> Result<Extracted, String> {
+        let root = SafeDir::open_root(dir).unwrap();
+        extract(tar, Some(&root), ArchiveKind::Data, &mut manifest.clone(), &mut |_| {})
+    }
+
+    #[test]
+    fn an_archive_cannot_write_outside_the_directory() {
+        let target = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        let evil = [Crafted::Symlink("evil", outside.path().to_str().unwrap()), Crafted::File("evil/pwned", b"owned")];
+        let manifest = manifest_files(manifest_of(&evil).as_bytes()).unwrap();
+        let err = extract_into(target.path(), &tar_of(&evil), Some(manifest)).unwrap_err();
+        assert!(err.contains("archive member evil is a symbolic link"), "{err}");
+        assert_eq!(std::fs::read_dir(outside.path()).unwrap().count(), 0);
+        assert!(std::fs::symlink_metadata(target.path().join("evil")).is_err(), "no link was made");
+
+        // Nor through a link that is already there.
+        std::os::unix::fs::symlink(outside.path(), target.path().join("base")).unwrap();
+        let err = extract_into(target.path(), &tar_of(&[Crafted::File("base/1/1259", b"x")]), None).unwrap_err();
+        assert!(err.contains("is not a directory the restore made"), "{err}");
+        assert_eq!(std::fs::read_dir(outside.path()).unwrap().count(), 0);
+
+        let err =
+            extract_into(target.path(), &tar_of(&[Crafted::HardLink("passwd", "/etc/passwd")]), None).unwrap_err();
+        assert!(err.contains("archive member passwd is a Link entry"), "{err}");
+        let err = extract_into(target.path(), &tar_of(&[Crafted::Symlink("./", "/")]), None).unwrap_err();
+        assert!(err.contains("is a Symlink entry at the archive's root"), "{err}");
+        assert!(!target.path().join("passwd").exists());
+    }
+
+    #[test]
+    fn a_file_that_fails_the_manifest_never_appears_under_its_name() {
+        let target = tempfile::tempdir().unwrap();
+        let backed_up = [Crafted::Dir("./"), Crafted::Dir("base/"), Crafted::File("PG_VERSION", b"15\n")];
+        let manifest = manifest_files(manifest_of(&backed_up).as_bytes()).unwrap();
+        let changed = tar_of(&[Crafted::Dir("base/"), Crafted::File("PG_VERSION", b"14\n")]);
+        let err = extract_into(target.path(), &changed, Some(manifest.clone())).unwrap_err();
+        assert!(err.contains("PG_VERSION does not match the backup's manifest"), "{err}");
+        let left: Vec<_> = std::fs::read_dir(target.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(left, ["base"], "neither PG_VERSION nor its partial file is left");
+
+        let good = tempfile::tempdir().unwrap();
+        let extracted = extract_into(good.path(), &tar_of(&backed_up), Some(manifest)).unwrap();
+        assert_eq!((extracted.files, extracted.bytes), (1, 3));
+        assert_eq!(std::fs::read(good.path().join("PG_VERSION")).unwrap(), b"15\n");
+    }
+
+    #[test]
+    fn pg_wal_stored_as_a_link_becomes_a_directory_and_tablespace_links_are_left_to_the_map() {
+        let target = tempfile::tempdir().unwrap();
+        let old_backup = [
+            Crafted::Symlink("pg_wal", "/var/lib/postgresql/wal"),
+            Crafted::Dir("pg_tblspc/"),
+            Crafted::Symlink("pg_tblspc/16385", "/mnt/fast"),
+        ];
+        extract_into(target.path(), &tar_of(&old_backup), None).unwrap();
+        let pg_wal = std::fs::symlink_metadata(target.path().join("pg_wal")).unwrap();
+        assert!(pg_wal.is_dir(), "a directory, not a link");
+        assert!(target.path().join("pg_wal/archive_status").is_dir());
+        assert!(std::fs::symlink_metadata(target.path().join("pg_tblspc/16385")).is_err());
+    }
+
+    #[test]
+    fn the_manifest_must_match_its_own_checksum() {
+        let text = manifest_of(&[Crafted::File("PG_VERSION", b"15\n")]);
+        assert!(manifest_files(text.as_bytes()).is_ok());
+        let tampered = text.replace("\"Size\": 3", "\"Size\": 4");
+        let err = manifest_files(tampered.as_bytes()).unwrap_err();
+        assert!(err.contains("fails its own checksum"), "{err}");
+    }
+
+    /// A repository in a temporary directory holding one backup, `20261125T020000`, with
+    /// `members` as its data archive, taken by pgops (or Barman) and ending at 02:00:05 UTC.
+    fn repository_with(
+        members: &[Crafted],
+        by_pgops: bool,
+    ) -> (tempfile::TempDir, Repository, tokio::runtime::Runtime) {
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        let store = tempfile::tempdir().unwrap();
+        let repo = Repository::new(Arc::new(LocalStore::new(store.path())), "main");
+        let label = if by_pgops { "pgops backup 20261125T020000" } else { "Barman backup cloud 20261125T020000" };
+        let info = format!(
+            "backup_label='START WAL LOCATION: 0/2000028\\nLABEL: {label}\\n'\nend_time=2026-11-25 02:00:05.000000+00:00\n\
+             end_xlog=0/2000100\nstatus=DONE\ntimeline=1\n"
+        );
+        let dir = "base/20261125T020000";
+        runtime.block_on(repo.put(&format!("{dir}/backup.info"), info.into())).unwrap();
+        runtime.block_on(repo.put(&format!("{dir}/data.tar"), tar_of(members).into())).unwrap();
+        if by_pgops {
+            runtime.block_on(repo.put(&format!("{dir}/backup_manifest"), manifest_of(members).into())).unwrap();
+            runtime.block_on(repo.put(&format!("{dir}/{PGOPS_METADATA}"), "{}".into())).unwrap();
+        }
+        (store, repo, runtime)
+    }
+
+    const CLUSTER: &[Crafted<'static>] = &[
+        Crafted::File("PG_VERSION", b"15\n"),
+        Crafted::File("postgresql.conf", b"timezone = 'America/New_York'\n"),
+        Crafted::Dir("pg_wal/"),
+    ];
+
+    #[test]
+    fn a_pgops_backup_without_a_sound_manifest_is_refused_unless_told() {
+        let (_store, repo, runtime) = repository_with(CLUSTER, true);
+        let pgdata = tempfile::tempdir().unwrap();
+        let restored = pgdata.path().join("restored");
+        let report = restore(&repo, runtime.handle(), &request(&restored, RecoveryTarget::End), &mut |_| {}).unwrap();
+        assert!(report.verified && report.warnings.is_empty());
+        assert!(report.notes.iter().any(|n| n.contains("archiving is off")), "{:?}", report.notes);
+
+        let manifest_key = "base/20261125T020000/backup_manifest";
+        let text = runtime.block_on(repo.get(manifest_key)).unwrap().unwrap();
+        let tampered = String::from_utf8_lossy(&text).replace("\"Size\": 3", "\"Size\": 4");
+        runtime.block_on(repo.put(manifest_key, tampered.into())).unwrap();
+        let tampered_into = pgdata.path().join("tampered");
+        let err =
+            restore(&repo, runtime.handle(), &request(&tampered_into, RecoveryTarget::End), &mut |_| {}).unwrap_err();
+        assert!(err.contains("fails its own checksum") && err.contains("--no-verify"), "{err}");
+        assert!(!tampered_into.exists(), "refused before writing anything");
+
+        runtime.block_on(repo.store.delete(&repo.key(manifest_key))).unwrap();
+        let missing_into = pgdata.path().join("missing");
+        let err =
+            restore(&repo, runtime.handle(), &request(&missing_into, RecoveryTarget::End), &mut |_| {}).unwrap_err();
+        assert!(err.contains("taken by pgops but its backup_manifest is missing"), "{err}");
+        assert!(!missing_into.exists());
+        let mut unchecked = request(&missing_into, RecoveryTarget::End);
+        unchecked.verify = false;
+        let report = restore(&repo, runtime.handle(), &unchecked, &mut |_| {}).unwrap();
+        assert!(!report.verified && report.warnings[0].contains("--no-verify"), "{report:?}");
+
+        // Barman Cloud's backups have no manifest: restored unchecked, as they always were.
+        let (_store, barman, runtime) = repository_with(CLUSTER, false);
+        let report = restore(
+            &barman,
+            runtime.handle(),
+            &request(&pgdata.path().join("barman"), RecoveryTarget::End),
+            &mut |_| {},
+        )
+        .unwrap();
+        assert!(!report.verified && report.warnings.is_empty());
+    }
+
+    #[test]
+    fn a_time_without_offset_is_the_backed_up_servers_local_time() {
+        let (_store, repo, runtime) = repository_with(CLUSTER, true);
+        let pgdata = tempfile::tempdir().unwrap();
+        // 2026-11-24 23:00 in New York is 04:00 UTC on the 25th, after the backup's end at
+        // 02:00:05 UTC (read as UTC, it would come before it).
+        let restored = pgdata.path().join("restored");
+        let report =
+            restore(&repo, runtime.handle(), &request(&restored, time("2026-11-24 23:00:00")), &mut |_| {}).unwrap();
+        let conf = std::fs::read_to_string(restored.join("postgresql.auto.conf")).unwrap();
+        assert!(conf.contains("recovery_target_time = '2026-11-25 04:00:00.000000+00'"), "{conf}");
+        assert!(
+            report.notes.iter().any(|n| n.contains("America/New_York = 2026-11-25 04:00:00.000000+00 UTC")),
+            "{:?}",
+            report.notes
+        );
+        // In Tokyo, 2026-11-25 10:00 is 01:00 UTC, before the backup ended (read as UTC, it
+        // would come after): the backup is refused once its timezone is read, and what was
+        // written is removed.
+        let tokyo =
+            [Crafted::File("PG_VERSION", b"15\n"), Crafted::File("postgresql.conf", b"timezone = 'Asia/Tokyo'\n")];
+        let (_store, repo, runtime) = repository_with(&tokyo, true);
+        let early = pgdata.path().join("early");
+        let err =
+            restore(&repo, runtime.handle(), &request(&early, time("2026-11-25 10:00:00")), &mut |_| {}).unwrap_err();
+        assert!(err.contains("no DONE backup ends before the recovery target"), "{err}");
+        assert_eq!(std::fs::read_dir(&early).unwrap().count(), 0);
     }
 }

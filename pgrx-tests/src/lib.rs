@@ -568,3 +568,37 @@ fn closing(head: &[u8]) -> Vec<u8> {
     lines.push_str("Connection: close\r\n\r\n");
     lines.into_bytes()
 }
+
+impl PgCluster {
+    /// A cluster as `initdb --waldir=<waldir>` lays it out: its WAL in `waldir`, outside the
+    /// data directory, and `pg_wal` a symbolic link to it. Made by moving the WAL directory
+    /// of [`PgCluster::init`]'s cluster (so it has the same settings), as `postgres`.
+    pub fn init_with_waldir(dir: &Path, name: &str, waldir: &Path) -> PgCluster {
+        let cluster = PgCluster::init(dir, name);
+        let mut mv = as_postgres(Path::new("/bin/mv"));
+        mv.arg(cluster.pg_wal()).arg(waldir);
+        run(mv);
+        let mut ln = as_postgres(Path::new("/bin/ln"));
+        ln.arg("-s").arg(waldir).arg(cluster.pg_wal());
+        run(ln);
+        cluster
+    }
+}
+
+/// Every file below `dir` (recursively, links not followed) with its size and modification
+/// time: a listing to compare before and after something that must not touch `dir`.
+pub fn tree_listing(dir: &Path) -> std::collections::BTreeMap<PathBuf, (u64, std::time::SystemTime)> {
+    let mut listing = std::collections::BTreeMap::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(current) = pending.pop() {
+        for entry in std::fs::read_dir(&current).unwrap_or_else(|e| panic!("{}: {e}", current.display())) {
+            let entry = entry.unwrap();
+            let meta = std::fs::symlink_metadata(entry.path()).unwrap();
+            if meta.is_dir() {
+                pending.push(entry.path());
+            }
+            listing.insert(entry.path(), (meta.len(), meta.modified().unwrap()));
+        }
+    }
+    listing
+}

@@ -241,7 +241,7 @@ fn pgops_restore_follows_a_timeline_switch() {
 
     // Restored and promoted: timeline 2, archiving to the same repository.
     let promoted = PgCluster::at(dir.path(), "promoted");
-    let out = pgops_restore(&s3, "main", &["--pgdata", promoted.data.to_str().unwrap()]);
+    let out = pgops_restore(&s3, "main", &["--pgdata", promoted.data.to_str().unwrap(), "--archive", "keep"]);
     assert!(out.status.success(), "pgops restore: {}", String::from_utf8_lossy(&out.stderr));
     start_restored_with(&promoted, &format!("{ARCHIVING}{}", s3.pgops_settings("main")));
     assert_eq!(promoted.query_text("SELECT count(*) FROM marks"), "100");

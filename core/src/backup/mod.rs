@@ -78,6 +78,9 @@ pub struct BackupStop {
     pub end: WalPosition,
     pub backup_label: String,
     pub tablespace_map: String,
+    /// `pg_current_snapshot()` (`xmin:xmax:xip,…`) taken right after `pg_backup_stop`, so a
+    /// restore can tell whether recovery from this backup can reach a transaction.
+    pub end_snapshot: Option<String>,
 }
 
 /// `pg_stat_progress_basebackup`'s phases, numbered as Postgres numbers them.
@@ -137,6 +140,8 @@ struct PgopsMetadata<'a> {
     pgops_version: &'a str,
     backup_id: &'a str,
     compression: &'a str,
+    /// See [`BackupStop::end_snapshot`]; read by `pgops restore --target-xid`.
+    end_snapshot: Option<&'a str>,
     archives: Vec<ArchiveRecord<'a>>,
     files: Vec<FileRecord<'a>>,
 }
@@ -353,6 +358,7 @@ fn take_backup(
         pgops_version: env!("CARGO_PKG_VERSION"),
         backup_id: &job.backup_id,
         compression: job.upload.compression.name(),
+        end_snapshot: stop.end_snapshot.as_deref(),
         archives: archives
             .iter()
             .map(|a| ArchiveRecord { name: &a.name, stored_bytes: a.stored_bytes, tar_bytes: a.tar_bytes })

@@ -38,6 +38,7 @@ impl BackupHost for ScriptedHost {
             end: position("0/2000100", "000000010000000000000002", 5),
             backup_label: "START WAL LOCATION: 0/2000028 (file 000000010000000000000002)\n".into(),
             tablespace_map: String::new(),
+            end_snapshot: Some("740:745:742".into()),
         })
     }
     fn abort_backup(&mut self) {
@@ -141,6 +142,9 @@ fn a_backup_is_barman_layout_with_label_and_control_file_last_and_a_manifest() {
         assert_eq!(file["Size"], content.len());
     }
     assert_eq!(manifest["WAL-Ranges"][0]["End-LSN"], "0/2000100");
+    let metadata = runtime.block_on(repo.get(&format!("base/20261125T020000/{PGOPS_METADATA}"))).unwrap().unwrap();
+    let metadata: serde_json::Value = serde_json::from_slice(&metadata).unwrap();
+    assert_eq!(metadata["end_snapshot"], "740:745:742", "what --target-xid chooses by");
 
     let listed = runtime.block_on(list_backups(&repo)).unwrap();
     assert_eq!(listed.len(), 1);

@@ -80,21 +80,20 @@ fn walk_dir(dir: &Path, prefix: &str, skip: &[&str], out: &mut Vec<Entry>) -> io
             Err(e) => return Err(io::Error::new(e.kind(), format!("could not stat {}: {e}", path.display()))),
         };
         let file_type = meta.file_type();
-        if file_type.is_symlink() {
+        if name == "pg_wal" {
+            // WAL comes from the archive; keep the directory layout Postgres expects, as
+            // directories even when pg_wal is a link (`initdb --waldir`), as pg_basebackup
+            // does: a restore must never write into the original cluster's WAL directory.
+            for (name, path) in [("pg_wal", path.clone()), ("pg_wal/archive_status", path.join("archive_status"))] {
+                out.push(Entry { path, name: name.into(), kind: EntryKind::Directory, size: 0 });
+            }
+        } else if file_type.is_symlink() {
             // Only pg_tblspc holds symlinks that matter; the tablespaces are archived apart.
             let target = std::fs::read_link(&path)?;
             out.push(Entry { path, name, kind: EntryKind::Symlink(target), size: 0 });
         } else if file_type.is_dir() {
             out.push(Entry { path: path.clone(), name: name.clone(), kind: EntryKind::Directory, size: 0 });
-            if name == "pg_wal" {
-                // WAL comes from the archive; keep the directory layout Postgres expects.
-                out.push(Entry {
-                    path: path.join("archive_status"),
-                    name: "pg_wal/archive_status".into(),
-                    kind: EntryKind::Directory,
-                    size: 0,
-                });
-            } else if !EXCLUDED_DIRECTORY_CONTENTS.contains(&file_name.as_str()) {
+            if !EXCLUDED_DIRECTORY_CONTENTS.contains(&file_name.as_str()) {
                 walk_dir(&path, &format!("{name}/"), skip, out)?;
             }
         } else if file_type.is_file() {
@@ -221,5 +220,25 @@ mod tests {
         let link = entries.iter().find(|e| e.name == "pg_tblspc_link").unwrap();
         assert_eq!(link.kind, EntryKind::Symlink("/somewhere/else".into()));
         assert_eq!(entries[0].size, 1);
+    }
+
+    #[test]
+    fn pg_wal_elsewhere_is_backed_up_as_directories() {
+        let dir = tempfile::tempdir().unwrap();
+        let wal = tempfile::tempdir().unwrap();
+        touch(wal.path(), "archive_status/000000010000000000000001.done", b"");
+        touch(wal.path(), "000000010000000000000001", b"x");
+        touch(dir.path(), "PG_VERSION", b"15\n");
+        std::os::unix::fs::symlink(wal.path(), dir.path().join("pg_wal")).unwrap();
+        let entries = walk(dir.path(), "", &[]).unwrap();
+        let kinds: Vec<_> = entries.iter().map(|e| (e.name.as_str(), &e.kind)).collect();
+        assert_eq!(
+            kinds,
+            [
+                ("PG_VERSION", &EntryKind::File),
+                ("pg_wal", &EntryKind::Directory),
+                ("pg_wal/archive_status", &EntryKind::Directory)
+            ]
+        );
     }
 }
