@@ -6,10 +6,10 @@ use pgops_e2e::*;
 use std::process::{Command, Output};
 use std::time::Duration;
 
-/// wal-fetch with a short retry time: a store that is down is waited for 3 seconds.
+/// wal-fetch with a short retry time: a store that is down is waited for 8 seconds.
 fn wal_fetch(s3: &S3Server, repository: &str, wal: &str, dest: &std::path::Path) -> Output {
     let mut wal_fetch = s3.pgops(repository);
-    wal_fetch.env("PGOPS_WAL_FETCH_RETRY_FOR", "3").args(["wal-fetch", wal]).arg(dest).output().unwrap()
+    wal_fetch.env("PGOPS_WAL_FETCH_RETRY_FOR", "8").args(["wal-fetch", wal]).arg(dest).output().unwrap()
 }
 
 #[test]

@@ -52,7 +52,11 @@ impl S3Store {
             .build();
         let mut loader = aws_config::defaults(BehaviorVersion::latest())
             .region(Region::new(options.region.clone()))
-            .retry_config(aws_config::retry::RetryConfig::standard().with_max_attempts(MAX_ATTEMPTS))
+            .retry_config(
+                aws_config::retry::RetryConfig::standard()
+                    .with_max_attempts(MAX_ATTEMPTS)
+                    .with_initial_backoff(INITIAL_BACKOFF),
+            )
             .timeout_config(timeouts);
         if let Some((key_id, secret)) = &options.credentials {
             loader = loader.credentials_provider(Credentials::new(key_id, secret, None, None, "pgops"));
@@ -126,6 +130,9 @@ impl S3Store {
 /// Attempts per request, with the SDK's exponential backoff between them: a store that
 /// throttles or drops a few requests in a row must not fail a backup of many parts.
 const MAX_ATTEMPTS: u32 = 5;
+/// The first wait between attempts (doubling, with jitter): at most about 3 s in all, so
+/// that callers with retries of their own (wal-fetch) hear of the error and say it.
+const INITIAL_BACKOFF: Duration = Duration::from_millis(200);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Waiting for the first byte of an answer, or between two reads of one.
 const READ_TIMEOUT: Duration = Duration::from_secs(30);
