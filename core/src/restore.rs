@@ -11,7 +11,8 @@ use crate::backup::catalog::{list_backups, BackupSummary};
 use crate::backup::info::InfoFields;
 use crate::backup::{backup_dir, PGOPS_METADATA};
 use crate::compression::Compression;
-use crate::store::{Repository, StoreError};
+use crate::retry::{self, Failed, Patience};
+use crate::store::{ObjectStore, Repository, StoreError, StoreErrorKind};
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use safe_dir::SafeDir;
@@ -20,6 +21,8 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::ffi::{OsStr, OsString};
 use std::io::{self, Read, Write};
 use std::path::{Component, Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
 use tokio::runtime::Handle;
 use tokio::task::JoinHandle;
 
@@ -301,9 +304,42 @@ impl ObjectReader {
             let (store, key, offset) = (self.repo.store.clone(), self.repo.key(&self.key), self.next_offset);
             let length = RANGE.min(self.size - offset);
             self.next_offset += length;
-            self.in_flight.push_back(self.runtime.spawn(async move { store.get_range(&key, offset, length).await }));
+            self.in_flight.push_back(self.runtime.spawn(read_range(store, key, offset, length)));
         }
     }
+}
+
+/// How long one range is retried through store errors: a restore of a large backup must
+/// not be lost to a minute of throttling or a store restart.
+const RANGE_PATIENCE: Duration = Duration::from_secs(120);
+
+/// `length` bytes of `key` from `offset`, retried (with backoff, up to [`RANGE_PATIENCE`])
+/// while the store fails or answers short.
+async fn read_range(store: Arc<dyn ObjectStore>, key: String, offset: u64, length: u64) -> Result<Bytes, StoreError> {
+    let error =
+        |kind, cause: String| StoreError { operation: "GetObject", location: store.location(&key), kind, cause };
+    let attempt = || async {
+        let bytes = store.get_range(&key, offset, length).await?;
+        match bytes.len() as u64 == length {
+            true => Ok(bytes),
+            false => Err(error(
+                StoreErrorKind::Unreachable,
+                format!("{} bytes of the range {offset}+{length} arrived", bytes.len()),
+            )),
+        }
+    };
+    // Missing bucket or refused credentials do not heal by waiting.
+    let transient = |e: &StoreError| !matches!(e.kind, StoreErrorKind::NoSuchBucket | StoreErrorKind::AccessDenied);
+    let timed_out = || error(StoreErrorKind::Unreachable, "no answer before the retry deadline".into());
+    let patience = Patience::new(RANGE_PATIENCE);
+    let read = retry::patiently(patience, attempt, transient, timed_out, &mut |_, _| {}).await;
+    read.map_err(|failed| match failed {
+        Failed::Permanent(e) => e,
+        Failed::GaveUp { attempts, waited, last } => StoreError {
+            cause: format!("{} (gave up after {attempts} attempts in {}s)", last.cause, waited.as_secs()),
+            ..last
+        },
+    })
 }
 
 impl Read for ObjectReader {
@@ -990,6 +1026,27 @@ fn restore_tablespaces(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_range_read_waits_out_a_store_outage() {
+        let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+        let root = tempfile::tempdir().unwrap();
+        let outage = Arc::new(crate::store::testing::Outage::new(root.path()));
+        let repo = Repository::new(outage.clone(), "srv");
+        let content: Vec<u8> = (0..(RANGE as usize * 2 + 5)).map(|i| (i % 253) as u8).collect();
+        runtime.block_on(repo.put("base/x/data.tar", Bytes::from(content.clone()))).unwrap();
+        let reader = ObjectReader::new(&repo, "base/x/data.tar".into(), content.len() as u64, runtime.handle().clone());
+        let flip = outage.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(1200));
+            flip.failing.store(false, std::sync::atomic::Ordering::SeqCst);
+        });
+        let mut read = Vec::new();
+        let mut reader = reader;
+        reader.read_to_end(&mut read).unwrap();
+        assert!(read == content, "read {} bytes", read.len());
+        assert!(outage.calls.load(std::sync::atomic::Ordering::SeqCst) > 3, "the store was asked again");
+    }
     use crate::backup::manifest::{self, ManifestFile, WalRange};
     use crate::store::LocalStore;
     use std::sync::Arc;

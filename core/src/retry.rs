@@ -38,7 +38,7 @@ pub async fn patiently<T, E, Fut>(
     mut attempt: impl FnMut() -> Fut,
     transient: impl Fn(&E) -> bool,
     timed_out: impl Fn() -> E,
-    on_retry: &mut dyn FnMut(&E, Duration),
+    on_retry: &mut (dyn FnMut(&E, Duration) + Send),
 ) -> Result<T, Failed<E>>
 where
     Fut: Future<Output = Result<T, E>>,

@@ -141,7 +141,7 @@ pub async fn fetch_wal_prefetching(
     name: &str,
     dest: &Path,
     options: &FetchOptions,
-    on_retry: &mut dyn FnMut(&FetchError, Duration),
+    on_retry: &mut (dyn FnMut(&FetchError, Duration) + Send),
 ) -> Result<Fetched, FetchError> {
     // Validated before it names a path: the spool is looked up by this name.
     naming::classify(name).map_err(FetchError::NotAWalFile)?;
@@ -165,7 +165,7 @@ async fn fetch_wal_patiently(
     name: &str,
     dest: &Path,
     patience: Patience,
-    on_retry: &mut dyn FnMut(&FetchError, Duration),
+    on_retry: &mut (dyn FnMut(&FetchError, Duration) + Send),
 ) -> Result<Fetched, FetchError> {
     let dir = naming::wal_dir(name).map_err(FetchError::NotAWalFile)?;
     let timed_out = || {
@@ -233,7 +233,8 @@ fn write_atomically(dest: &Path, content: &[u8]) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{LocalStore, ObjectMeta};
+    use crate::store::testing::Outage;
+    use crate::store::LocalStore;
     use bytes::Bytes;
     use std::sync::Arc;
 
@@ -335,83 +336,10 @@ mod tests {
         assert!(!dest.exists());
     }
 
-    /// A store that fails every call while `failing` is set, as one that is down would.
-    #[derive(Debug)]
-    struct Outage {
-        inner: LocalStore,
-        failing: std::sync::atomic::AtomicBool,
-        calls: std::sync::atomic::AtomicU32,
-    }
-
-    impl Outage {
-        fn check(&self, key: &str) -> crate::store::StoreResult<()> {
-            self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            match self.failing.load(std::sync::atomic::Ordering::SeqCst) {
-                true => Err(StoreError {
-                    operation: "GetObject",
-                    location: key.into(),
-                    kind: StoreErrorKind::Other,
-                    cause: "SlowDown (HTTP 503)".into(),
-                }),
-                false => Ok(()),
-            }
-        }
-    }
-
-    #[async_trait::async_trait]
-    impl crate::store::ObjectStore for Outage {
-        async fn put(&self, key: &str, body: Bytes) -> crate::store::StoreResult<()> {
-            self.inner.put(key, body).await
-        }
-        async fn get(&self, key: &str) -> crate::store::StoreResult<Option<Bytes>> {
-            self.check(key)?;
-            self.inner.get(key).await
-        }
-        async fn head(&self, key: &str) -> crate::store::StoreResult<Option<ObjectMeta>> {
-            self.check(key)?;
-            self.inner.head(key).await
-        }
-        async fn get_range(&self, key: &str, offset: u64, length: u64) -> crate::store::StoreResult<Bytes> {
-            self.check(key)?;
-            self.inner.get_range(key, offset, length).await
-        }
-        async fn list(&self, prefix: &str) -> crate::store::StoreResult<Vec<ObjectMeta>> {
-            self.check(prefix)?;
-            self.inner.list(prefix).await
-        }
-        async fn delete(&self, key: &str) -> crate::store::StoreResult<()> {
-            self.inner.delete(key).await
-        }
-        async fn start_multipart(&self, key: &str) -> crate::store::StoreResult<crate::store::MultipartUpload> {
-            self.inner.start_multipart(key).await
-        }
-        async fn put_part(
-            &self,
-            upload: &crate::store::MultipartUpload,
-            number: u32,
-            body: Bytes,
-        ) -> crate::store::StoreResult<crate::store::UploadedPart> {
-            self.inner.put_part(upload, number, body).await
-        }
-        async fn complete_multipart(
-            &self,
-            upload: &crate::store::MultipartUpload,
-            parts: &[crate::store::UploadedPart],
-        ) -> crate::store::StoreResult<()> {
-            self.inner.complete_multipart(upload, parts).await
-        }
-        async fn abort_multipart(&self, upload: &crate::store::MultipartUpload) -> crate::store::StoreResult<()> {
-            self.inner.abort_multipart(upload).await
-        }
-        fn location(&self, key: &str) -> String {
-            self.inner.location(key)
-        }
-    }
-
     #[tokio::test]
     async fn store_errors_are_retried_until_the_store_is_back_and_never_read_as_not_found() {
         let (store, pg_wal) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-        let outage = Arc::new(Outage { inner: LocalStore::new(store.path()), failing: true.into(), calls: 0.into() });
+        let outage = Arc::new(Outage::new(store.path()));
         let repo = Repository::new(outage.clone(), "srv");
         let name = "000000010000000000000009";
         let key = format!("wals/0000000100000000/{name}.zst");

@@ -4,6 +4,8 @@
 
 mod local;
 mod s3;
+#[cfg(test)]
+pub mod testing;
 
 pub use local::LocalStore;
 pub use s3::{S3Options, S3Store};
