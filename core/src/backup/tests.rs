@@ -10,8 +10,10 @@ use std::io::Read;
 
 struct ScriptedHost {
     fail_stop: bool,
-    /// Tablespaces as the catalog has them once pg_backup_start returned.
+    /// Tablespaces created while pg_backup_start waited for its checkpoint: the catalog
+    /// has them once it returned, not before.
     tablespaces: Vec<Tablespace>,
+    started: bool,
     calls: Vec<String>,
     phases: Vec<Phase>,
 }
@@ -29,11 +31,12 @@ fn position(lsn: &str, wal: &str, second: u32) -> WalPosition {
 impl BackupHost for ScriptedHost {
     fn start_backup(&mut self, label: &str) -> Result<WalPosition, String> {
         self.calls.push(format!("start {label}"));
+        self.started = true;
         Ok(position("0/2000028", "000000010000000000000002", 0))
     }
     fn tablespaces(&mut self) -> Result<Vec<Tablespace>, String> {
         self.calls.push("tablespaces".into());
-        Ok(self.tablespaces.clone())
+        Ok(if self.started { self.tablespaces.clone() } else { vec![] })
     }
     fn stop_backup(&mut self) -> Result<BackupStop, String> {
         self.calls.push("stop".into());
@@ -117,7 +120,7 @@ fn a_backup_is_barman_layout_with_label_and_control_file_last_and_a_manifest() {
     let store_dir = tempfile::tempdir().unwrap();
     let repo = Repository::new(Arc::new(LocalStore::new(store_dir.path())), "main");
     let data = data_directory();
-    let mut host = ScriptedHost { fail_stop: false, tablespaces: vec![], calls: vec![], phases: vec![] };
+    let mut host = ScriptedHost { fail_stop: false, tablespaces: vec![], started: false, calls: vec![], phases: vec![] };
     let info = run_backup(&mut host, &repo, &job(&runtime, data.path(), "20261125T020000")).unwrap();
     assert_eq!(host.calls, ["start pgops backup 20261125T020000", "tablespaces", "stop"]);
     assert_eq!(host.phases, [Phase::WaitCheckpoint, Phase::EstimateSize, Phase::Stream, Phase::WaitWalArchive]);
@@ -166,7 +169,7 @@ fn a_failed_backup_is_stopped_and_recorded_failed_and_crash_leftovers_are_marked
     let store_dir = tempfile::tempdir().unwrap();
     let repo = Repository::new(Arc::new(LocalStore::new(store_dir.path())), "main");
     let data = data_directory();
-    let mut host = ScriptedHost { fail_stop: true, tablespaces: vec![], calls: vec![], phases: vec![] };
+    let mut host = ScriptedHost { fail_stop: true, tablespaces: vec![], started: false, calls: vec![], phases: vec![] };
     let failure = run_backup(&mut host, &repo, &job(&runtime, data.path(), "20261125T020000")).unwrap_err();
     assert!(failure.error.contains("still waiting for WAL archiving"), "{}", failure.error);
     assert!(failure.unrecorded.is_none());
@@ -225,7 +228,7 @@ fn an_archive_past_the_maximum_size_continues_in_data_0001() {
     let data = data_directory();
     let mut job = job(&runtime, data.path(), "20261125T020000");
     job.upload = UploadSettings { max_archive_size: 1, ..UploadSettings::new(Compression::None, 0) };
-    let mut host = ScriptedHost { fail_stop: false, tablespaces: vec![], calls: vec![], phases: vec![] };
+    let mut host = ScriptedHost { fail_stop: false, tablespaces: vec![], started: false, calls: vec![], phases: vec![] };
     run_backup(&mut host, &repo, &job).unwrap();
     let names: Vec<String> = runtime
         .block_on(repo.list("base/20261125T020000/"))
@@ -258,7 +261,7 @@ fn a_tablespace_created_during_the_start_checkpoint_gets_its_archive() {
     std::fs::create_dir_all(location.path().join("PG_15_202209061/5")).unwrap();
     std::fs::write(location.path().join("PG_15_202209061/5/16390"), [3u8; 100]).unwrap();
     let created = Tablespace { name: "late".into(), oid: 16389, location: location.path().display().to_string() };
-    let mut host = ScriptedHost { fail_stop: false, tablespaces: vec![created], calls: vec![], phases: vec![] };
+    let mut host = ScriptedHost { fail_stop: false, tablespaces: vec![created], started: false, calls: vec![], phases: vec![] };
     let info = run_backup(&mut host, &repo, &job(&runtime, data.path(), "20261125T020000")).unwrap();
     assert_eq!(info.tablespaces.len(), 1);
     let tar = read_archive(&repo, runtime.handle(), "20261125T020000", "16389.tar.zst");
