@@ -120,7 +120,8 @@ fn a_backup_is_barman_layout_with_label_and_control_file_last_and_a_manifest() {
     let store_dir = tempfile::tempdir().unwrap();
     let repo = Repository::new(Arc::new(LocalStore::new(store_dir.path())), "main");
     let data = data_directory();
-    let mut host = ScriptedHost { fail_stop: false, tablespaces: vec![], started: false, calls: vec![], phases: vec![] };
+    let mut host =
+        ScriptedHost { fail_stop: false, tablespaces: vec![], started: false, calls: vec![], phases: vec![] };
     let info = run_backup(&mut host, &repo, &job(&runtime, data.path(), "20261125T020000")).unwrap();
     assert_eq!(host.calls, ["start pgops backup 20261125T020000", "tablespaces", "stop"]);
     assert_eq!(host.phases, [Phase::WaitCheckpoint, Phase::EstimateSize, Phase::Stream, Phase::WaitWalArchive]);
@@ -228,7 +229,8 @@ fn an_archive_past_the_maximum_size_continues_in_data_0001() {
     let data = data_directory();
     let mut job = job(&runtime, data.path(), "20261125T020000");
     job.upload = UploadSettings { max_archive_size: 1, ..UploadSettings::new(Compression::None, 0) };
-    let mut host = ScriptedHost { fail_stop: false, tablespaces: vec![], started: false, calls: vec![], phases: vec![] };
+    let mut host =
+        ScriptedHost { fail_stop: false, tablespaces: vec![], started: false, calls: vec![], phases: vec![] };
     run_backup(&mut host, &repo, &job).unwrap();
     let names: Vec<String> = runtime
         .block_on(repo.list("base/20261125T020000/"))
@@ -261,7 +263,8 @@ fn a_tablespace_created_during_the_start_checkpoint_gets_its_archive() {
     std::fs::create_dir_all(location.path().join("PG_15_202209061/5")).unwrap();
     std::fs::write(location.path().join("PG_15_202209061/5/16390"), [3u8; 100]).unwrap();
     let created = Tablespace { name: "late".into(), oid: 16389, location: location.path().display().to_string() };
-    let mut host = ScriptedHost { fail_stop: false, tablespaces: vec![created], started: false, calls: vec![], phases: vec![] };
+    let mut host =
+        ScriptedHost { fail_stop: false, tablespaces: vec![created], started: false, calls: vec![], phases: vec![] };
     let info = run_backup(&mut host, &repo, &job(&runtime, data.path(), "20261125T020000")).unwrap();
     assert_eq!(info.tablespaces.len(), 1);
     let tar = read_archive(&repo, runtime.handle(), "20261125T020000", "16389.tar.zst");
