@@ -201,3 +201,45 @@ fn ensure_database_checks_createdb_before_starting_a_worker() {
         pg.client_as("app", "postgres").query_one("SELECT pgops.ensure_database('appdb', ensure => 'absent')", &[]);
     assert_eq!(error.unwrap_err().as_db_error().unwrap().code().code(), "42501");
 }
+
+#[test]
+fn a_tablespace_created_while_the_backup_waits_for_its_checkpoint_is_archived() {
+    let dir = scratch_dir();
+    let s3 = S3Server::start(dir.path());
+    let pg = backing_up_cluster(dir.path(), &s3, "main", SPREAD);
+    dirty_some_buffers(&pg);
+    let id = pg.query_text("SELECT pgops.backup_now(wait => false)");
+    wait_for_spread_checkpoint(&pg);
+
+    // pg_backup_start lists the tablespaces for tablespace_map after its checkpoint.
+    let location = dir.path().join("late-disk");
+    std::fs::create_dir(&location).unwrap();
+    give_to_postgres(&location);
+    pg.execute(&format!("CREATE TABLESPACE late LOCATION '{}'", location.display()));
+    pg.execute("CREATE TABLE late_rows(id int) TABLESPACE late; INSERT INTO late_rows SELECT generate_series(1, 1000)");
+    let oid = pg.query_text("SELECT oid FROM pg_tablespace WHERE spcname = 'late'");
+    let file = pg.query_text("SELECT pg_relation_filepath('late_rows')");
+    pg.execute("CHECKPOINT");
+    wait_for("the backup to finish", Duration::from_secs(120), || status_of(&pg, &id).0 != "STARTED");
+    assert_eq!(status_of(&pg, &id), ("DONE".to_string(), String::new()));
+
+    let repo = s3.repository("main");
+    let data = fetch_decompressed(&repo, &format!("base/{id}/data.tar.zst")).unwrap();
+    let mut map = String::new();
+    for entry in tar::Archive::new(&data[..]).entries().unwrap() {
+        let mut entry = entry.unwrap();
+        if entry.path().unwrap().to_str() == Some("tablespace_map") {
+            std::io::Read::read_to_string(&mut entry, &mut map).unwrap();
+        }
+    }
+    assert!(map.contains(&format!("{oid} {}", location.display())), "tablespace_map: {map}");
+    let archive = fetch_decompressed(&repo, &format!("base/{id}/{oid}.tar.zst"))
+        .unwrap_or_else(|| panic!("no archive for tablespace {oid}, which tablespace_map names"));
+    let inside = file.strip_prefix(&format!("pg_tblspc/{oid}/")).unwrap();
+    let names: Vec<String> = tar::Archive::new(&archive[..])
+        .entries()
+        .unwrap()
+        .map(|e| e.unwrap().path().unwrap().display().to_string())
+        .collect();
+    assert!(names.iter().any(|n| n == inside), "{inside} missing from {oid}.tar.zst: {names:?}");
+}
