@@ -66,6 +66,43 @@ fn a_restored_clone_leaves_the_running_backup_of_production_alone() {
 }
 
 #[test]
+fn a_pg_basebackup_copy_started_beside_production_leaves_its_running_backup_alone() {
+    let dir = scratch_dir();
+    let s3 = S3Server::start(dir.path());
+    let primary = backing_up_cluster(dir.path(), &s3, "main", SPREAD);
+    // The copy carries production's instance file (pg_basebackup copies it) and, started
+    // without recovery, production's timeline: only where it runs tells it apart.
+    let instance_file = primary.data.join("pgops_instance");
+    wait_for("production's instance id", Duration::from_secs(60), || instance_file.exists());
+    let copy = PgCluster::at(dir.path(), "copy");
+    let mut basebackup = copy.tool("pg_basebackup");
+    basebackup.args(["-c", "fast", "-X", "stream", "--no-sync", "-d", &primary.connstr(), "-D"]).arg(&copy.data);
+    let out = basebackup.output().unwrap();
+    assert!(out.status.success(), "pg_basebackup: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(copy.data.join("pgops_instance").exists());
+
+    dirty_some_buffers(&primary);
+    let running = primary.query_text("SELECT pgops.backup_now(wait => false)");
+    wait_for_spread_checkpoint(&primary);
+    copy.take_over_config();
+    // Not archiving: its timeline-1 WAL must not meet production's in the repository.
+    copy.configure("archive_mode = off");
+    copy.start();
+    wait_for("the copy's worker to look for unfinished backups", Duration::from_secs(60), || {
+        let log = copy.log();
+        log.contains("backups this instance left unfinished") || log.contains("marked FAILED")
+    });
+    assert_eq!(copy.query_text("SELECT timeline_id FROM pg_control_checkpoint()"), "1");
+    assert!(!copy.log().contains(&format!("backup {running} marked FAILED")), "{}", copy.log());
+    assert_eq!(status_of(&primary, &running).0, "STARTED");
+    primary.execute("CHECKPOINT");
+    wait_for("production's backup to finish", Duration::from_secs(120), || {
+        status_of(&primary, &running).0 != "STARTED"
+    });
+    assert_eq!(status_of(&primary, &running), ("DONE".to_string(), String::new()));
+}
+
+#[test]
 fn backup_now_fast_skips_the_spread_checkpoint_and_without_it_the_caller_is_told() {
     let dir = scratch_dir();
     let s3 = S3Server::start(dir.path());
