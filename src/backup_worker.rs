@@ -113,11 +113,10 @@ impl Worker {
         if let Some(owner) = &self.owner {
             return Ok(owner.clone());
         }
-        let data_directory = unsafe { std::ffi::CStr::from_ptr(pg_sys::DataDir) }.to_string_lossy().into_owned();
-        let instance_id =
-            owner::instance_id(std::path::Path::new(&data_directory), &owner::host_name()).map_err(|e| {
-                format!("could not keep this instance's id in {data_directory}/{}: {e}", owner::INSTANCE_FILE)
-            })?;
+        let data_directory = guc::data_directory().ok_or("the data directory is not known yet")?;
+        let instance_id = owner::instance_id(&data_directory, &owner::host_name()).map_err(|e| {
+            format!("could not keep this instance's id in {}: {e}", data_directory.join(owner::INSTANCE_FILE).display())
+        })?;
         // The timeline WAL is written on now (the worker runs once recovery has ended).
         let wal: String = query_json("SELECT to_json(pg_walfile_name(pg_current_wal_lsn()))::text")?;
         let owner = BackupOwner { instance_id, timeline: timeline_of(&wal) };

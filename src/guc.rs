@@ -311,7 +311,7 @@ pub fn repository_settings() -> Result<(RepositoryUrl, S3Options), InvalidSettin
 }
 
 /// The data directory, once Postgres knows it.
-fn data_directory() -> Option<std::path::PathBuf> {
+pub fn data_directory() -> Option<std::path::PathBuf> {
     // SAFETY: DataDir is NULL or a NUL-terminated string Postgres keeps for the process' life.
     let dir = unsafe { pg_sys::DataDir };
     (!dir.is_null()).then(|| unsafe { CStr::from_ptr(dir) }.to_string_lossy().into_owned().into())
