@@ -13,10 +13,10 @@ BEGIN
 END
 $$;
 GRANT USAGE ON SCHEMA @extschema@ TO pgops_operator;
-REVOKE EXECUTE ON FUNCTION @extschema@.backup_now(boolean) FROM PUBLIC;
+REVOKE EXECUTE ON FUNCTION @extschema@.backup_now(boolean, boolean) FROM PUBLIC;
 REVOKE EXECUTE ON FUNCTION @extschema@.backups_text() FROM PUBLIC;
 REVOKE EXECUTE ON FUNCTION @extschema@.backups() FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION @extschema@.backup_now(boolean) TO pgops_operator;
+GRANT EXECUTE ON FUNCTION @extschema@.backup_now(boolean, boolean) TO pgops_operator;
 GRANT EXECUTE ON FUNCTION @extschema@.backups_text() TO pgops_operator;
 GRANT EXECUTE ON FUNCTION @extschema@.backups() TO pgops_operator;
 GRANT SELECT ON @extschema@.backup_list TO pgops_operator;

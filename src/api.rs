@@ -10,6 +10,7 @@ use pgops_core::check::{check_repository, CheckResult};
 use pgops_core::roles::{DatabaseSpec, Flag, RoleSpec, Timestamp};
 use pgops_core::store::Repository;
 use pgrx::prelude::*;
+use pgrx::Spi;
 use std::ffi::CStr;
 use std::path::Path;
 
@@ -146,9 +147,10 @@ fn raise(code: PgSqlErrorCode, message: String, hint: &str) -> ! {
 }
 
 /// Asks the pgops worker for a base backup and returns its id; with `wait`, returns when
-/// it is DONE and raises its error if it FAILED.
+/// it is DONE and raises its error if it FAILED. `fast` starts it with an immediate
+/// checkpoint (NULL: as pgops.backup_fast_checkpoint says).
 #[pg_extern(volatile, parallel_unsafe)]
-fn backup_now(wait: default!(bool, true)) -> String {
+fn backup_now(wait: default!(bool, true), fast: default!(Option<bool>, "NULL")) -> String {
     if !backup_control::available() {
         raise(
             PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
@@ -158,7 +160,7 @@ fn backup_now(wait: default!(bool, true)) -> String {
     }
     let backup_id = loop {
         let backup_id = backup::backup_id(chrono::Utc::now());
-        match backup_control::request(&backup_id) {
+        match backup_control::request(&backup_id, fast) {
             Ok(()) => break backup_id,
             Err(RequestRefused::SameSecond) => sleep_interruptibly(100),
             Err(RequestRefused::WorkerNotRunning) => raise(
@@ -174,7 +176,12 @@ fn backup_now(wait: default!(bool, true)) -> String {
         }
     };
     if wait {
+        let mut told_about_checkpoint = false;
         loop {
+            if !told_about_checkpoint && backup_control::waiting_for_spread_checkpoint(&backup_id) {
+                told_about_checkpoint = true;
+                tell_spread_checkpoint(&backup_id);
+            }
             match backup_control::outcome(&backup_id) {
                 Some(Ok(())) => break,
                 Some(Err(error)) => raise(
@@ -187,6 +194,30 @@ fn backup_now(wait: default!(bool, true)) -> String {
         }
     }
     backup_id
+}
+
+/// A NOTICE: the backup waits for a spread checkpoint, which on a quiet server takes up to
+/// checkpoint_completion_target × checkpoint_timeout.
+fn tell_spread_checkpoint(backup_id: &str) {
+    // As SHOW spells them (with units).
+    let setting = |name: &str| {
+        Spi::get_one_with_args::<String>("SELECT pg_catalog.current_setting($1)", &[name.into()])
+            .ok()
+            .flatten()
+            .unwrap_or_default()
+    };
+    let (target, timeout) = (setting("checkpoint_completion_target"), setting("checkpoint_timeout"));
+    pgrx::pg_sys::panic::ErrorReport::new(
+        PgSqlErrorCode::ERRCODE_SUCCESSFUL_COMPLETION,
+        format!(
+            "backup {backup_id} waits for a spread checkpoint: up to checkpoint_completion_target ({target}) × checkpoint_timeout ({timeout})"
+        ),
+        "backup_now",
+    )
+    .set_hint(
+        "For an immediate checkpoint call pgops.backup_now(fast => true) (or run CHECKPOINT now); pgops.backup_fast_checkpoint = on starts every backup with one.",
+    )
+    .report(PgLogLevel::NOTICE);
 }
 
 /// Waits on this backend's latch, so that a cancel or terminate is served at once.

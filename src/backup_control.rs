@@ -17,7 +17,11 @@ pub struct BackupControl {
     worker_latch: usize,
     /// A backup asked for and not yet started.
     requested: BackupIdText,
+    /// Its checkpoint: immediate, spread, or as pgops.backup_fast_checkpoint says (None).
+    requested_fast: Option<bool>,
     running: BackupIdText,
+    /// The running backup waits for a spread checkpoint (pg_backup_start).
+    waiting_for_spread_checkpoint: bool,
     /// The newest id handed out, so that two backups never share one (ids are seconds).
     newest: BackupIdText,
     finished: BackupIdText,
@@ -33,7 +37,9 @@ impl BackupControl {
             worker_pid: 0,
             worker_latch: 0,
             requested: FixedText::EMPTY,
+            requested_fast: None,
             running: FixedText::EMPTY,
+            waiting_for_spread_checkpoint: false,
             newest: FixedText::EMPTY,
             finished: FixedText::EMPTY,
             finished_ok: false,
@@ -65,8 +71,9 @@ pub enum RequestRefused {
     SameSecond,
 }
 
-/// Asks the worker for backup `backup_id`.
-pub fn request(backup_id: &str) -> Result<(), RequestRefused> {
+/// Asks the worker for backup `backup_id`, starting with an immediate checkpoint when
+/// `fast` says so (None: as pgops.backup_fast_checkpoint says).
+pub fn request(backup_id: &str, fast: Option<bool>) -> Result<(), RequestRefused> {
     let latch = {
         let mut control = CONTROL.exclusive();
         if control.worker_pid == 0 {
@@ -79,6 +86,7 @@ pub fn request(backup_id: &str) -> Result<(), RequestRefused> {
             return Err(RequestRefused::SameSecond);
         }
         control.requested.set(backup_id);
+        control.requested_fast = fast;
         control.newest.set(backup_id);
         control.worker_latch
     };
@@ -110,6 +118,7 @@ pub fn worker_started() -> Option<String> {
         control.finished_ok = false;
         control.finished_error.set("the pgops worker stopped during the backup");
         control.running = FixedText::EMPTY;
+        control.waiting_for_spread_checkpoint = false;
     }
     interrupted
 }
@@ -120,13 +129,31 @@ pub fn worker_stopped() {
     control.worker_latch = 0;
 }
 
+/// A backup request taken by the worker.
+pub struct Request {
+    pub backup_id: String,
+    /// Immediate checkpoint asked for (None: as the setting says).
+    pub fast: Option<bool>,
+}
+
 /// The worker takes the pending request, if any: it is now running.
-pub fn take_request() -> Option<String> {
+pub fn take_request() -> Option<Request> {
     let mut control = CONTROL.exclusive();
-    let id = control.requested.get()?;
+    let backup_id = control.requested.get()?;
     control.requested = FixedText::EMPTY;
-    control.running.set(&id);
-    Some(id)
+    control.running.set(&backup_id);
+    Some(Request { backup_id, fast: control.requested_fast.take() })
+}
+
+/// The worker says whether the running backup waits for a spread checkpoint now.
+pub fn set_waiting_for_spread_checkpoint(waiting: bool) {
+    CONTROL.exclusive().waiting_for_spread_checkpoint = waiting;
+}
+
+/// Whether `backup_id` is running and waiting for a spread checkpoint.
+pub fn waiting_for_spread_checkpoint(backup_id: &str) -> bool {
+    let control = CONTROL.share();
+    control.waiting_for_spread_checkpoint && control.running.get().as_deref() == Some(backup_id)
 }
 
 /// The worker starts a scheduled backup, unless one was requested meanwhile or the id was
@@ -145,6 +172,7 @@ pub fn start_scheduled(backup_id: &str) -> bool {
 pub fn finish(backup_id: &str, result: Result<(), &str>) {
     let mut control = CONTROL.exclusive();
     control.running = FixedText::EMPTY;
+    control.waiting_for_spread_checkpoint = false;
     control.finished.set(backup_id);
     control.finished_ok = result.is_ok();
     control.finished_error.set(result.err().unwrap_or(""));

@@ -8,6 +8,7 @@ use crate::{archive_module, backup_control, guc, runtime, worker_signals};
 use chrono::{DateTime, Utc};
 use pgops_core::backup::catalog::fail_interrupted;
 use pgops_core::backup::info::{BackupInfo, Tablespace};
+use pgops_core::backup::owner::{self, BackupOwner};
 use pgops_core::backup::{self, BackupHost, BackupJob, BackupStop, ClusterInfo, Phase, Progress, WalPosition};
 use pgops_core::repository::RepositoryUrl;
 use pgops_core::store::Repository;
@@ -51,6 +52,7 @@ pub extern "C-unwind" fn pgops_worker_main(_arg: pg_sys::Datum) {
     let mut worker = Worker {
         unrecorded: Vec::new(),
         swept: false,
+        owner: None,
         next_tidy: Instant::now(),
         schedule: None,
         roles: Reconciler::new(),
@@ -62,13 +64,13 @@ pub extern "C-unwind" fn pgops_worker_main(_arg: pg_sys::Datum) {
         }
         worker.roles.reconcile_if_due();
         worker.tidy_store();
-        if let Some(id) = backup_control::take_request() {
-            worker.backup(&id);
+        if let Some(request) = backup_control::take_request() {
+            worker.backup(&request.backup_id, request.fast);
             continue;
         }
         if let Some(id) = worker.scheduled_backup_due() {
             if backup_control::start_scheduled(&id) {
-                worker.backup(&id);
+                worker.backup(&id, None);
             }
             continue;
         }
@@ -90,6 +92,8 @@ struct Worker {
     unrecorded: Vec<(String, BackupInfo)>,
     /// Whether STARTED leftovers of an earlier worker were marked FAILED.
     swept: bool,
+    /// This cluster instance, once known.
+    owner: Option<BackupOwner>,
     next_tidy: Instant,
     /// The schedule's text and its next firing.
     schedule: Option<(String, DateTime<Utc>)>,
@@ -104,6 +108,22 @@ impl Worker {
         Ok((url, repo))
     }
 
+    /// This cluster instance: its instance id (made on first use) and timeline.
+    fn owner(&mut self) -> Result<BackupOwner, String> {
+        if let Some(owner) = &self.owner {
+            return Ok(owner.clone());
+        }
+        let data_directory = guc::data_directory().ok_or("the data directory is not known yet")?;
+        let instance_id = owner::instance_id(&data_directory, &owner::host_name()).map_err(|e| {
+            format!("could not keep this instance's id in {}: {e}", data_directory.join(owner::INSTANCE_FILE).display())
+        })?;
+        // The timeline WAL is written on now (the worker runs once recovery has ended).
+        let wal: String = query_json("SELECT to_json(pg_walfile_name(pg_current_wal_lsn()))::text")?;
+        let owner = BackupOwner { instance_id, timeline: timeline_of(&wal) };
+        self.owner = Some(owner.clone());
+        Ok(owner)
+    }
+
     /// Marks crash leftovers FAILED and writes FAILED statuses the store refused earlier;
     /// retried every 10 seconds until it works.
     fn tidy_store(&mut self) {
@@ -115,14 +135,16 @@ impl Worker {
         if !self.swept {
             let system_identifier = archive_module::cluster_identity().system_identifier;
             // Interruptible: a store that does not answer must not delay a shutdown.
-            let Ok(swept) = runtime::block_on(fail_interrupted(&repo, system_identifier, None, INTERRUPTED)) else {
-                return;
-            };
+            let swept = self.owner().and_then(|owner| {
+                let sweep = runtime::block_on(fail_interrupted(&repo, system_identifier, &owner, None, INTERRUPTED));
+                sweep.map_err(|_| "interrupted".to_string())?.map_err(|e| e.to_string())
+            });
             match swept {
                 Ok(marked) => {
-                    for id in marked {
+                    for id in &marked {
                         log!("pgops: backup {id} marked FAILED: {INTERRUPTED}");
                     }
+                    log!("pgops: checked for backups this instance left unfinished: {} marked FAILED", marked.len());
                     self.swept = true;
                 }
                 Err(e) => log!("pgops: could not check for interrupted backups yet: {e}"),
@@ -180,9 +202,11 @@ impl Worker {
         until_next.unwrap_or(Duration::from_secs(1)).min(Duration::from_secs(1))
     }
 
-    fn backup(&mut self, id: &str) {
+    /// Takes backup `id`; `fast` asks for an immediate checkpoint (None: as
+    /// pgops.backup_fast_checkpoint says).
+    fn backup(&mut self, id: &str, fast: Option<bool>) {
         log!("pgops: backup {id} starting");
-        let result = self.take_backup(id);
+        let result = self.take_backup(id, fast.unwrap_or_else(|| guc::BACKUP_FAST_CHECKPOINT.get()));
         match &result {
             Ok(info) => log!(
                 "pgops: backup {id} DONE: WAL {} to {}, {} bytes",
@@ -195,8 +219,9 @@ impl Worker {
         backup_control::finish(id, result.as_ref().map(drop).map_err(String::as_str));
     }
 
-    fn take_backup(&mut self, id: &str) -> Result<BackupInfo, String> {
+    fn take_backup(&mut self, id: &str, fast_checkpoint: bool) -> Result<BackupInfo, String> {
         let (url, repo) = self.repository()?;
+        let owner = self.owner()?;
         let rt = runtime::runtime()?;
         let (cluster, archive_mode) = cluster_info()?;
         let job = BackupJob {
@@ -204,11 +229,11 @@ impl Worker {
             server_name: url.server_name(),
             cluster,
             upload: guc::backup_upload_settings(),
+            owner,
             runtime: rt.handle().clone(),
             thread_start: pgops_core::signals::block_all,
         };
-        let mut host =
-            PgHost { fast_checkpoint: guc::BACKUP_FAST_CHECKPOINT.get(), archive_mode, roles: &mut self.roles };
+        let mut host = PgHost { fast_checkpoint, archive_mode, roles: &mut self.roles };
         unsafe {
             pg_sys::pgstat_progress_start_command(
                 pg_sys::ProgressCommandType::PROGRESS_COMMAND_BASEBACKUP,
@@ -247,7 +272,6 @@ struct ClusterRow {
     data_checksums: bool,
     cluster_size: u64,
     archive_mode: String,
-    tablespaces: Vec<TablespaceRow>,
 }
 
 #[derive(Deserialize)]
@@ -269,10 +293,7 @@ fn cluster_info() -> Result<(ClusterInfo, String), String> {
             'segment_size', (SELECT bytes_per_wal_segment FROM pg_control_init()),
             'data_checksums', current_setting('data_checksums') = 'on',
             'cluster_size', (SELECT sum(pg_database_size(oid))::bigint FROM pg_database),
-            'archive_mode', current_setting('archive_mode'),
-            'tablespaces', (SELECT coalesce(json_agg(json_build_object(
-                    'name', spcname, 'oid', oid::bigint, 'location', pg_tablespace_location(oid)) ORDER BY oid), '[]')
-                FROM pg_tablespace WHERE spcname NOT IN ('pg_default', 'pg_global'))
+            'archive_mode', current_setting('archive_mode')
         )::text",
     )?;
     let cluster = ClusterInfo {
@@ -285,11 +306,6 @@ fn cluster_info() -> Result<(ClusterInfo, String), String> {
         segment_size: row.segment_size,
         data_checksums: row.data_checksums,
         cluster_size: row.cluster_size,
-        tablespaces: row
-            .tablespaces
-            .into_iter()
-            .map(|t| Tablespace { name: t.name, oid: t.oid, location: t.location })
-            .collect(),
     };
     Ok((cluster, row.archive_mode))
 }
@@ -331,12 +347,16 @@ impl BackupHost for PgHost<'_> {
         if self.archive_mode == "off" {
             return Err("archive_mode is off: the WAL this backup needs would not be archived, so it could not be restored. Set archive_mode = on and archive_library = 'pgops'".into());
         }
-        let row: PositionRow = query_json(&format!(
+        // backup_now() callers are told while a spread checkpoint keeps them waiting.
+        backup_control::set_waiting_for_spread_checkpoint(!self.fast_checkpoint);
+        let row: Result<PositionRow, String> = query_json(&format!(
             "SELECT json_build_object('lsn', lsn::text, 'wal', w.file_name, 'offset', w.file_offset)::text
                FROM pg_backup_start({}, {}) AS lsn, pg_walfile_name_offset(lsn) AS w",
             pgrx::spi::quote_literal(label),
             self.fast_checkpoint
-        ))?;
+        ));
+        backup_control::set_waiting_for_spread_checkpoint(false);
+        let row = row?;
         Ok(WalPosition {
             timeline: timeline_of(&row.wal),
             lsn: row.lsn,
@@ -344,6 +364,15 @@ impl BackupHost for PgHost<'_> {
             offset: row.offset,
             time: Utc::now(),
         })
+    }
+
+    fn tablespaces(&mut self) -> Result<Vec<Tablespace>, String> {
+        let rows: Vec<TablespaceRow> = query_json(
+            "SELECT coalesce(json_agg(json_build_object(
+                    'name', spcname, 'oid', oid::bigint, 'location', pg_tablespace_location(oid)) ORDER BY oid), '[]')::text
+               FROM pg_tablespace WHERE spcname NOT IN ('pg_default', 'pg_global')",
+        )?;
+        Ok(rows.into_iter().map(|t| Tablespace { name: t.name, oid: t.oid, location: t.location }).collect())
     }
 
     fn stop_backup(&mut self) -> Result<BackupStop, String> {

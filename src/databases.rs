@@ -22,6 +22,7 @@ pub fn ensure_database(spec: &DatabaseSpec, run_top_level: TopLevelRunner) -> Ou
     let protected = [current_database(), guc::database()];
     let plan = roles::plan_database(&spec, current.as_ref(), &protected).unwrap_or_else(|r| refuse(r));
     if let Some(statement) = &plan.statement {
+        check_privileges(&spec.name, plan.outcome);
         if plan.top_level {
             run_top_level(statement).unwrap_or_else(|failure| explain_invisible_owner(failure, &spec).raise());
         } else {
@@ -30,6 +31,28 @@ pub fn ensure_database(spec: &DatabaseSpec, run_top_level: TopLevelRunner) -> Ou
         log!("pgops: database \"{}\" {}", spec.name, plan.outcome);
     }
     plan.outcome
+}
+
+/// Postgres' own privilege checks for what the plan does, with its SQLSTATE (42501), made
+/// before anything runs: no statement worker is started for a caller who may not.
+fn check_privileges(name: &str, outcome: Outcome) {
+    let (allowed, message, hint) = match outcome {
+        Outcome::Created => (
+            "SELECT rolsuper OR rolcreatedb FROM pg_catalog.pg_roles WHERE rolname = current_user",
+            format!("permission denied to create database \"{name}\""),
+            "pgops.ensure_database() creates databases as you: it needs the CREATEDB attribute (ALTER ROLE … CREATEDB) or superuser.",
+        ),
+        Outcome::Dropped | Outcome::Updated => (
+            "SELECT pg_catalog.pg_has_role(datdba, 'USAGE') FROM pg_catalog.pg_database WHERE datname = $1",
+            format!("must be owner of database \"{name}\""),
+            "Only the database's owner (or a member of the owning role) or a superuser may drop it or change its owner.",
+        ),
+        Outcome::Unchanged => return,
+    };
+    let args = if outcome == Outcome::Created { vec![] } else { vec![name.into()] };
+    if Spi::get_one_with_args::<bool>(allowed, &args).unwrap_or_else(|e| panic!("{allowed}: {e}")) != Some(true) {
+        Failure::new(PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE, message, hint).raise();
+    }
 }
 
 /// The statement worker sees committed roles only: an owner created earlier in the

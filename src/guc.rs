@@ -70,6 +70,7 @@ pub static S3_ENDPOINT: GucSetting<Option<CString>> = GucSetting::<Option<CStrin
 pub static S3_REGION: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(Some(c"us-east-1"));
 pub static S3_ACCESS_KEY_ID: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 pub static S3_SECRET_ACCESS_KEY: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+pub static S3_CREDENTIALS_FILE: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 pub static WAL_COMPRESSION: GucSetting<WalCompression> = GucSetting::<WalCompression>::new(WalCompression::Zstd);
 pub static COMPRESSION_LEVEL: GucSetting<i32> = GucSetting::<i32>::new(0);
 pub static ARCHIVE_PARALLEL: GucSetting<i32> = GucSetting::<i32>::new(4);
@@ -199,14 +200,34 @@ pub fn register() {
             None,
         );
     }
-    GucRegistry::define_string_guc(
-        c"pgops.database",
-        c"Database the pgops worker connects to.",
-        c"",
-        &DATABASE,
-        GucContext::Postmaster,
-        GucFlags::default(),
-    );
+    // A PGC_POSTMASTER setting can be defined only while shared_preload_libraries loads;
+    // loaded later (archive_library alone, CREATE EXTENSION), Postgres would exit FATAL.
+    // Without preloading there is no pgops worker to connect anywhere anyway.
+    // SAFETY: a plain read of a flag Postgres sets in this process.
+    if unsafe { pg_sys::process_shared_preload_libraries_in_progress } {
+        GucRegistry::define_string_guc(
+            c"pgops.database",
+            c"Database the pgops worker connects to.",
+            c"",
+            &DATABASE,
+            GucContext::Postmaster,
+            GucFlags::default(),
+        );
+    }
+    // SAFETY: the hook is a check hook of the right signature (see string_check_hook!).
+    unsafe {
+        GucRegistry::define_string_guc_with_hooks(
+            c"pgops.s3_credentials_file",
+            c"File holding the S3 access key id and secret (AWS credentials format), outside the data directory.",
+            c"Re-read when it changes; keeps secrets out of base backups, unlike ALTER SYSTEM.",
+            &S3_CREDENTIALS_FILE,
+            GucContext::Suset,
+            GucFlags::default(),
+            Some(check_credentials_file),
+            None,
+            None,
+        );
+    }
     GucRegistry::define_string_guc(
         c"pgops.s3_access_key_id",
         c"S3 access key id; empty means the AWS default credential chain.",
@@ -258,8 +279,17 @@ pub fn repository_settings() -> Result<(RepositoryUrl, S3Options), InvalidSettin
         })?
         .parse()?;
     let credentials = match (string(&S3_ACCESS_KEY_ID), string(&S3_SECRET_ACCESS_KEY)) {
+        (None, None) => match string(&S3_CREDENTIALS_FILE) {
+            Some(path) => Some(file_credentials(&path)?),
+            None => None,
+        },
+        (Some(_), _) | (_, Some(_)) if string(&S3_CREDENTIALS_FILE).is_some() => {
+            return Err(InvalidSetting::new(
+                "pgops.s3_credentials_file and pgops.s3_access_key_id/pgops.s3_secret_access_key are all set",
+                "Use one way: reset pgops.s3_access_key_id and pgops.s3_secret_access_key to keep the secret out of the data directory and its backups.",
+            ));
+        }
         (Some(id), Some(secret)) => Some((id, secret)),
-        (None, None) => None,
         (id, _) => {
             let (set, unset) = if id.is_some() {
                 ("pgops.s3_access_key_id", "pgops.s3_secret_access_key")
@@ -278,6 +308,47 @@ pub fn repository_settings() -> Result<(RepositoryUrl, S3Options), InvalidSettin
         credentials,
     };
     Ok((repository, s3))
+}
+
+/// The data directory, once Postgres knows it.
+pub fn data_directory() -> Option<std::path::PathBuf> {
+    // SAFETY: DataDir is NULL or a NUL-terminated string Postgres keeps for the process' life.
+    let dir = unsafe { pg_sys::DataDir };
+    (!dir.is_null()).then(|| unsafe { CStr::from_ptr(dir) }.to_string_lossy().into_owned().into())
+}
+
+/// The credentials file last read in this process: its identity and what it held.
+struct ReadCredentials {
+    path: String,
+    /// (device, inode, size, modification time): a rotated secret changes one of them.
+    version: (u64, u64, u64, i64, i64),
+    credentials: (String, String),
+}
+
+static CREDENTIALS_READ: std::sync::Mutex<Option<ReadCredentials>> = std::sync::Mutex::new(None);
+
+/// The credentials in file `path`, read again whenever the file changed (a rotated
+/// Kubernetes secret needs no reload). Errors never carry a value from the file.
+fn file_credentials(path: &str) -> Result<(String, String), InvalidSetting> {
+    use std::os::unix::fs::MetadataExt;
+    pgops_core::credentials::validate_file_path(path, data_directory().as_deref())?;
+    let unreadable = |e: std::io::Error| {
+        InvalidSetting::new(
+            format!("could not read pgops.s3_credentials_file \"{path}\": {e}"),
+            "Check that the secret is mounted at that path and readable by the server's operating system user.",
+        )
+    };
+    let meta = std::fs::metadata(path).map_err(unreadable)?;
+    let version = (meta.dev(), meta.ino(), meta.size(), meta.mtime(), meta.mtime_nsec());
+    let mut read = CREDENTIALS_READ.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    if let Some(read) = read.as_ref().filter(|r| r.path == path && r.version == version) {
+        return Ok(read.credentials.clone());
+    }
+    let text = std::fs::read_to_string(path).map_err(unreadable)?;
+    let parsed = pgops_core::credentials::parse(&text, std::path::Path::new(path))?;
+    let credentials = (parsed.access_key_id, parsed.secret_access_key);
+    *read = Some(ReadCredentials { path: path.to_string(), version, credentials: credentials.clone() });
+    Ok(credentials)
 }
 
 /// The archiver's settings, or what is wrong with them.
@@ -370,6 +441,11 @@ string_check_hook!(check_roles_file, |v| if v.is_empty() || v.starts_with('/') {
         format!("pgops.roles_file must be an absolute path, not \"{v}\""),
         "The worker's working directory is the data directory; give the full path, such as /etc/pgops/roles.json.",
     ))
+});
+string_check_hook!(check_credentials_file, |v| if v.is_empty() {
+    Ok(())
+} else {
+    pgops_core::credentials::validate_file_path(v, data_directory().as_deref())
 });
 string_check_hook!(check_schedule_timezone, |v| schedule::parse_zone(v).map(drop));
 

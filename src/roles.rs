@@ -60,13 +60,8 @@ pub fn ensure_role(spec: &RoleSpec, password: Password) -> roles::RolePlan {
     let reserved = reserved_names();
     roles::check_role_name(&spec.name, &reserved).unwrap_or_else(|r| refuse(r));
     let current = role_state(&spec.name);
-    let superuser_involved = spec.flags.get(&Flag::Superuser) == Some(&true)
-        || current.as_ref().is_some_and(|state| state.flags.get(&Flag::Superuser) == Some(&true));
-    if superuser_involved && !is_superuser {
-        permission_denied(
-            format!("permission denied to manage superuser role \"{}\"", spec.name),
-            "Only superusers create, change or drop superuser roles.",
-        );
+    if !is_superuser {
+        check_may_manage(spec, current.as_ref());
     }
     let password = match (spec.ensure, password) {
         (roles::Ensure::Absent, _) | (_, Password::Unmanaged) => None,
@@ -82,6 +77,44 @@ pub fn ensure_role(spec: &RoleSpec, password: Password) -> roles::RolePlan {
         log!("pgops: role \"{}\" {}", spec.name, plan.summary());
     }
     plan
+}
+
+/// Raises Postgres' own privilege error (42501) unless a non-superuser caller may manage
+/// the role as declared. Checked before the stored password is compared: "unchanged" for a
+/// role the caller may not alter would tell whether a guessed password is right.
+fn check_may_manage(spec: &RoleSpec, current: Option<&RoleState>) {
+    let has = |flag: Flag| {
+        spec.flags.get(&flag) == Some(&true) || current.is_some_and(|state| state.flags.get(&flag) == Some(&true))
+    };
+    if has(Flag::Superuser) {
+        permission_denied(
+            format!("permission denied to manage superuser role \"{}\"", spec.name),
+            "Only superusers create, change or drop superuser roles.",
+        );
+    }
+    // PostgreSQL 15 lets only superusers alter replication roles or grant BYPASSRLS.
+    if has(Flag::Replication) || spec.flags.get(&Flag::Bypassrls) == Some(&true) {
+        permission_denied(
+            format!("permission denied to manage role \"{}\": it has or would get REPLICATION or BYPASSRLS", spec.name),
+            "Only superusers create, change or drop replication roles and grant BYPASSRLS.",
+        );
+    }
+    #[cfg(not(feature = "pg15"))]
+    if current.is_some() {
+        // PostgreSQL 16+: CREATEROLE manages only roles it has ADMIN OPTION on.
+        let name = CString::new(spec.name.as_str()).unwrap_or_default();
+        // SAFETY: plain catalog lookups on the main thread, the name NUL-terminated.
+        let admin = unsafe {
+            let role = pg_sys::get_role_oid(name.as_ptr(), true);
+            role != pg_sys::InvalidOid && pg_sys::is_admin_of_role(pg_sys::GetUserId(), role)
+        };
+        if !admin {
+            permission_denied(
+                format!("permission denied to manage role \"{}\"", spec.name),
+                "A CREATEROLE role manages only roles it has ADMIN OPTION on: GRANT the role to you WITH ADMIN OPTION, or call as its creator or a superuser.",
+            );
+        }
+    }
 }
 
 /// Runs one planned statement; a DROP that fails on owned objects gets a HINT.

@@ -6,6 +6,7 @@ pub mod archive;
 pub mod backup;
 pub mod check;
 pub mod compression;
+pub mod credentials;
 pub mod naming;
 pub mod ownership;
 pub mod repository;

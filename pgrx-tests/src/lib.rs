@@ -602,3 +602,26 @@ pub fn tree_listing(dir: &Path) -> std::collections::BTreeMap<PathBuf, (u64, std
     }
     listing
 }
+
+/// Notices (and warnings) a session received, in order.
+pub type Notices = std::sync::Arc<std::sync::Mutex<Vec<postgres::error::DbError>>>;
+
+/// A session to `pg` that keeps every NOTICE the server sends it, as they arrive.
+pub fn client_keeping_notices(pg: &PgCluster) -> (postgres::Client, Notices) {
+    let notices = Notices::default();
+    let kept = notices.clone();
+    let mut config: postgres::Config = pg.connstr().parse().unwrap();
+    config.notice_callback(move |notice| kept.lock().unwrap().push(notice));
+    let client = config.connect(postgres::NoTls).unwrap_or_else(|e| panic!("connect: {e}\n{}", pg.log()));
+    (client, notices)
+}
+
+/// Runs `pgops restore --pgdata <clone> <args>` of `s3://backups/<prefix>` and prepares the
+/// directory to run beside the original: owned by `postgres`, its own port and socket.
+pub fn restore_clone(s3: &S3Server, prefix: &str, clone: &PgCluster, args: &[&str]) {
+    let mut restore = s3.pgops(&format!("s3://{BUCKET}/{prefix}"));
+    restore.args(["restore", "--pgdata"]).arg(&clone.data).args(args);
+    run(restore);
+    give_to_postgres(&clone.data);
+    clone.take_over_config();
+}

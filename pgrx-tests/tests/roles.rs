@@ -470,3 +470,37 @@ fn the_roles_file_is_reconciled_at_start_and_after_a_reload_and_a_bad_entry_fail
     assert_eq!(after[1..], states[1..], "the entries' rows stay as they were");
     assert_eq!(pg.query_text("SELECT count(*) FROM pg_roles WHERE rolname = 'newcomer'"), "0");
 }
+
+#[test]
+fn a_role_the_caller_may_not_alter_is_refused_before_its_password_is_compared() {
+    let dir = scratch_dir();
+    let pg = cluster(dir.path(), "");
+    let mut c = pg.client();
+    // PostgreSQL 15: CREATEROLE does not reach replication (or superuser) roles.
+    c.batch_execute(
+        "SET password_encryption = 'scram-sha-256'; CREATE ROLE repl LOGIN REPLICATION PASSWORD 'right-guess'; CREATE ROLE admin LOGIN CREATEROLE",
+    )
+    .unwrap();
+    let mut admin = pg.client_as("admin", "postgres");
+    for guess in ["right-guess", "wrong-guess"] {
+        let (code, message, _, hint) =
+            call_error(&mut admin, &format!("pgops.ensure_role('repl', password => '{guess}')"));
+        assert_eq!(code, "42501", "{guess}: {message}");
+        assert!(message.contains("permission denied to manage role \"repl\""), "{message}");
+        assert!(hint.contains("superuser"), "{hint}");
+    }
+    pg.tcp_login("repl", "right-guess", "postgres").expect("the password is untouched");
+
+    // A stored secret with a huge iteration count (a role can set its own, ALTER ROLE
+    // stalling only its own session) is not computed but replaced: the call returns at once.
+    // Written into the catalog directly here, not to stall the test's session.
+    let stalling = "SCRAM-SHA-256$2147483647:AAAAAAAAAAAAAAAAAAAAAA==$AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=";
+    c.batch_execute(&format!(
+        "CREATE ROLE app LOGIN; UPDATE pg_authid SET rolpassword = '{stalling}' WHERE rolname = 'app'"
+    ))
+    .unwrap();
+    let started = std::time::Instant::now();
+    assert_eq!(call(&mut c, "pgops.ensure_role('app', password => 'new')"), "updated");
+    assert!(started.elapsed() < Duration::from_secs(10), "took {:?}", started.elapsed());
+    pg.tcp_login("app", "new", "postgres").expect("the new password");
+}

@@ -3,6 +3,7 @@
 //! layout are listed, the running one (STARTED) included.
 
 use super::info::InfoFields;
+use super::owner::{owner_of, BackupOwner};
 use crate::store::{Repository, StoreResult};
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -90,18 +91,25 @@ pub async fn list_backups(repo: &Repository) -> StoreResult<Vec<BackupSummary>> 
     Ok(backups)
 }
 
-/// Marks FAILED, with `reason`, every STARTED backup of cluster `system_identifier` other
-/// than `running`: they were left by a worker that stopped mid-backup. Returns their ids.
+/// Marks FAILED, with `reason`, every STARTED backup of cluster `system_identifier` that
+/// this instance (`owner`) started, other than `running`: they were left by a worker of
+/// this instance that stopped mid-backup. A backup another instance started (a clone's
+/// production cluster, which shares the system identifier) or of unknown owner is left
+/// alone. Returns the ids marked.
 pub async fn fail_interrupted(
     repo: &Repository,
     system_identifier: u64,
+    owner: &BackupOwner,
     running: Option<&str>,
     reason: &str,
 ) -> StoreResult<Vec<String>> {
     let mut marked = Vec::new();
     for backup in list_backups(repo).await? {
-        let ours = backup.fields.get("systemid") == Some(system_identifier.to_string().as_str());
-        if backup.status() != "STARTED" || !ours || Some(backup.backup_id.as_str()) == running {
+        let same_cluster = backup.fields.get("systemid") == Some(system_identifier.to_string().as_str());
+        if backup.status() != "STARTED" || !same_cluster || Some(backup.backup_id.as_str()) == running {
+            continue;
+        }
+        if owner_of(repo, &backup.backup_id).await?.as_ref() != Some(owner) {
             continue;
         }
         let key = format!("base/{}/backup.info", backup.backup_id);

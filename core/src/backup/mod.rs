@@ -11,6 +11,7 @@
 pub mod catalog;
 pub mod info;
 pub mod manifest;
+pub mod owner;
 pub mod upload;
 pub mod walk;
 
@@ -60,7 +61,6 @@ pub struct ClusterInfo {
     pub segment_size: u64,
     pub data_checksums: bool,
     pub cluster_size: u64,
-    pub tablespaces: Vec<Tablespace>,
 }
 
 /// A WAL position as Postgres reports it, with its segment file and offset.
@@ -105,6 +105,9 @@ pub struct Progress {
 pub trait BackupHost {
     /// Non-exclusive `pg_backup_start`.
     fn start_backup(&mut self, label: &str) -> Result<WalPosition, String>;
+    /// The tablespaces, asked after `start_backup`: pg_backup_start's checkpoint can take
+    /// minutes, and a tablespace created meanwhile is in its `tablespace_map`.
+    fn tablespaces(&mut self) -> Result<Vec<Tablespace>, String>;
     /// `pg_backup_stop`, waiting until the last WAL segment the backup needs is archived.
     fn stop_backup(&mut self) -> Result<BackupStop, String>;
     /// Ends a started backup that failed (`pg_backup_stop` without waiting for WAL).
@@ -121,6 +124,8 @@ pub struct BackupJob {
     pub server_name: String,
     pub cluster: ClusterInfo,
     pub upload: UploadSettings,
+    /// This cluster instance, recorded with the backup (see [`owner`]).
+    pub owner: owner::BackupOwner,
     pub runtime: Handle,
     /// Run first on the streaming thread (the extension blocks signals there).
     pub thread_start: fn(),
@@ -204,7 +209,6 @@ pub fn run_backup(host: &mut dyn BackupHost, repo: &Repository, job: &BackupJob)
         config_file: job.cluster.config_file.clone(),
         hba_file: job.cluster.hba_file.clone(),
         ident_file: job.cluster.ident_file.clone(),
-        tablespaces: job.cluster.tablespaces.clone(),
         xlog_segment_size: job.cluster.segment_size,
         data_checksums: job.cluster.data_checksums,
         cluster_size: job.cluster.cluster_size,
@@ -218,6 +222,10 @@ pub fn run_backup(host: &mut dyn BackupHost, repo: &Repository, job: &BackupJob)
         BackupFailure { error, unrecorded }
     };
 
+    // The owner first: a STARTED backup always says who may mark it FAILED.
+    if let Err(e) = job.runtime.block_on(owner::record_owner(repo, &job.backup_id, &job.owner)) {
+        return Err(fail(info, e.to_string()));
+    }
     // Listed as running from the start, the checkpoint wait included.
     info.status = Some(BackupStatus::Started);
     if let Err(e) = record(repo, &job.runtime, &job.backup_id, &info) {
@@ -233,6 +241,13 @@ pub fn run_backup(host: &mut dyn BackupHost, repo: &Repository, job: &BackupJob)
     info.begin_xlog = start.lsn.clone();
     info.begin_wal = start.wal.clone();
     info.begin_offset = start.offset;
+    match host.tablespaces() {
+        Ok(tablespaces) => info.tablespaces = tablespaces,
+        Err(e) => {
+            host.abort_backup();
+            return Err(fail(info, format!("could not list the tablespaces: {e}")));
+        }
+    }
     if let Err(e) = record(repo, &job.runtime, &job.backup_id, &info) {
         host.abort_backup();
         return Err(fail(info, e));
@@ -259,7 +274,7 @@ fn take_backup(
     info: &mut BackupInfo,
 ) -> Result<(), (String, bool)> {
     host.progress(Phase::EstimateSize, Progress::default());
-    let plan = plan_archives(&job.cluster).map_err(|e| (e.to_string(), false))?;
+    let plan = plan_archives(&job.cluster, &info.tablespaces).map_err(|e| (e.to_string(), false))?;
     let progress = Progress {
         total: Some(plan.iter().flat_map(|a| &a.entries).map(|e| e.size).sum()),
         tablespaces_total: plan.len() as u64,
@@ -390,10 +405,10 @@ fn plan_progress(control: &StreamControl, plan: Progress) -> Progress {
 
 /// One archive per tablespace (only its `PG_<major>_*` directory, as Barman takes), then
 /// the data directory, whose tablespace links are kept as links, `global/pg_control` last.
-fn plan_archives(cluster: &ClusterInfo) -> io::Result<Vec<ArchivePlan>> {
+fn plan_archives(cluster: &ClusterInfo, tablespaces: &[Tablespace]) -> io::Result<Vec<ArchivePlan>> {
     let major = cluster.server_version_num / 10000;
     let mut plan = Vec::new();
-    for tablespace in &cluster.tablespaces {
+    for tablespace in tablespaces {
         let mut entries = Vec::new();
         let mut version_dirs: Vec<_> = std::fs::read_dir(&tablespace.location)?
             .collect::<io::Result<Vec<_>>>()?

@@ -10,6 +10,10 @@ use std::io::Read;
 
 struct ScriptedHost {
     fail_stop: bool,
+    /// Tablespaces created while pg_backup_start waited for its checkpoint: the catalog
+    /// has them once it returned, not before.
+    tablespaces: Vec<Tablespace>,
+    started: bool,
     calls: Vec<String>,
     phases: Vec<Phase>,
 }
@@ -27,7 +31,12 @@ fn position(lsn: &str, wal: &str, second: u32) -> WalPosition {
 impl BackupHost for ScriptedHost {
     fn start_backup(&mut self, label: &str) -> Result<WalPosition, String> {
         self.calls.push(format!("start {label}"));
+        self.started = true;
         Ok(position("0/2000028", "000000010000000000000002", 0))
+    }
+    fn tablespaces(&mut self) -> Result<Vec<Tablespace>, String> {
+        self.calls.push("tablespaces".into());
+        Ok(if self.started { self.tablespaces.clone() } else { vec![] })
     }
     fn stop_backup(&mut self) -> Result<BackupStop, String> {
         self.calls.push("stop".into());
@@ -80,6 +89,10 @@ fn data_directory() -> tempfile::TempDir {
     dir
 }
 
+fn this_instance() -> owner::BackupOwner {
+    owner::BackupOwner { instance_id: "a1".into(), timeline: 1 }
+}
+
 fn job(runtime: &tokio::runtime::Runtime, data: &std::path::Path, backup_id: &str) -> BackupJob {
     BackupJob {
         backup_id: backup_id.into(),
@@ -94,9 +107,9 @@ fn job(runtime: &tokio::runtime::Runtime, data: &std::path::Path, backup_id: &st
             segment_size: 16 << 20,
             data_checksums: false,
             cluster_size: 0,
-            tablespaces: vec![],
         },
         upload: UploadSettings::new(Compression::Zstd, 3),
+        owner: this_instance(),
         runtime: runtime.handle().clone(),
         thread_start: crate::signals::block_all,
     }
@@ -108,9 +121,10 @@ fn a_backup_is_barman_layout_with_label_and_control_file_last_and_a_manifest() {
     let store_dir = tempfile::tempdir().unwrap();
     let repo = Repository::new(Arc::new(LocalStore::new(store_dir.path())), "main");
     let data = data_directory();
-    let mut host = ScriptedHost { fail_stop: false, calls: vec![], phases: vec![] };
+    let mut host =
+        ScriptedHost { fail_stop: false, tablespaces: vec![], started: false, calls: vec![], phases: vec![] };
     let info = run_backup(&mut host, &repo, &job(&runtime, data.path(), "20261125T020000")).unwrap();
-    assert_eq!(host.calls, ["start pgops backup 20261125T020000", "stop"]);
+    assert_eq!(host.calls, ["start pgops backup 20261125T020000", "tablespaces", "stop"]);
     assert_eq!(host.phases, [Phase::WaitCheckpoint, Phase::EstimateSize, Phase::Stream, Phase::WaitWalArchive]);
     assert_eq!(info.status, Some(BackupStatus::Done));
 
@@ -160,24 +174,41 @@ fn a_failed_backup_is_stopped_and_recorded_failed_and_crash_leftovers_are_marked
     let store_dir = tempfile::tempdir().unwrap();
     let repo = Repository::new(Arc::new(LocalStore::new(store_dir.path())), "main");
     let data = data_directory();
-    let mut host = ScriptedHost { fail_stop: true, calls: vec![], phases: vec![] };
+    let mut host = ScriptedHost { fail_stop: true, tablespaces: vec![], started: false, calls: vec![], phases: vec![] };
     let failure = run_backup(&mut host, &repo, &job(&runtime, data.path(), "20261125T020000")).unwrap_err();
     assert!(failure.error.contains("still waiting for WAL archiving"), "{}", failure.error);
     assert!(failure.unrecorded.is_none());
     // pg_backup_stop ran (and failed): no second stop.
-    assert_eq!(host.calls, ["start pgops backup 20261125T020000", "stop"]);
+    assert_eq!(host.calls, ["start pgops backup 20261125T020000", "tablespaces", "stop"]);
     let listed = runtime.block_on(list_backups(&repo)).unwrap();
     assert_eq!(listed[0].status(), "FAILED");
     assert!(listed[0].fields.get("error").unwrap().contains("still waiting"));
     // The data archive's upload was dropped, not completed.
     assert!(runtime.block_on(repo.head("base/20261125T020000/data.tar.zst")).unwrap().is_none());
 
-    // A STARTED backup.info (a worker killed mid-backup) is marked FAILED, the running one not.
+    // A STARTED backup.info (a worker killed mid-backup) is marked FAILED, the running one
+    // not; nor those another instance started (a clone shares the system identifier: same
+    // instance id after promotion on a new timeline, or another instance id) or of no
+    // recorded owner.
     let started = BackupInfo { status: Some(BackupStatus::Started), systemid: "7300".into(), ..Default::default() };
-    for id in ["20261125T030000", "20261125T040000"] {
+    let promoted_clone = owner::BackupOwner { timeline: 2, ..this_instance() };
+    let other_instance = owner::BackupOwner { instance_id: "b2".into(), ..this_instance() };
+    let owners = [
+        ("20261125T030000", Some(this_instance())),
+        ("20261125T040000", Some(this_instance())),
+        ("20261125T050000", Some(promoted_clone)),
+        ("20261125T060000", Some(other_instance)),
+        ("20261125T070000", None),
+    ];
+    for (id, owner) in &owners {
         record(&repo, runtime.handle(), id, &started).unwrap();
+        if let Some(owner) = owner {
+            runtime.block_on(owner::record_owner(&repo, id, owner)).unwrap();
+        }
     }
-    let marked = runtime.block_on(fail_interrupted(&repo, 7300, Some("20261125T040000"), "interrupted")).unwrap();
+    let marked = runtime
+        .block_on(fail_interrupted(&repo, 7300, &this_instance(), Some("20261125T040000"), "interrupted"))
+        .unwrap();
     assert_eq!(marked, ["20261125T030000"]);
     let statuses: Vec<_> = runtime
         .block_on(list_backups(&repo))
@@ -186,7 +217,12 @@ fn a_failed_backup_is_stopped_and_recorded_failed_and_crash_leftovers_are_marked
         .map(|b| (b.backup_id.clone(), b.status().to_string()))
         .collect();
     assert_eq!(statuses[1], ("20261125T030000".to_string(), "FAILED".to_string()));
-    assert_eq!(statuses[2], ("20261125T040000".to_string(), "STARTED".to_string()));
+    for started in &statuses[2..] {
+        assert_eq!(started.1, "STARTED", "{started:?}");
+    }
+    // The backup taken above recorded its owner.
+    let recorded = runtime.block_on(owner::owner_of(&repo, "20261125T020000")).unwrap();
+    assert_eq!(recorded, Some(this_instance()));
 }
 
 #[test]
@@ -197,7 +233,8 @@ fn an_archive_past_the_maximum_size_continues_in_data_0001() {
     let data = data_directory();
     let mut job = job(&runtime, data.path(), "20261125T020000");
     job.upload = UploadSettings { max_archive_size: 1, ..UploadSettings::new(Compression::None, 0) };
-    let mut host = ScriptedHost { fail_stop: false, calls: vec![], phases: vec![] };
+    let mut host =
+        ScriptedHost { fail_stop: false, tablespaces: vec![], started: false, calls: vec![], phases: vec![] };
     run_backup(&mut host, &repo, &job).unwrap();
     let names: Vec<String> = runtime
         .block_on(repo.list("base/20261125T020000/"))
@@ -217,4 +254,28 @@ fn an_archive_past_the_maximum_size_continues_in_data_0001() {
     }
     let files: Vec<_> = seen.iter().filter(|n| !n.ends_with('/')).cloned().collect();
     assert_eq!(files, ["PG_VERSION", "base/1/1259", "global/pg_control", "backup_label"]);
+}
+
+#[test]
+fn a_tablespace_created_during_the_start_checkpoint_gets_its_archive() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let store_dir = tempfile::tempdir().unwrap();
+    let repo = Repository::new(Arc::new(LocalStore::new(store_dir.path())), "main");
+    let data = data_directory();
+    // Created while pg_backup_start waited for its checkpoint: the catalog has it after.
+    let location = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(location.path().join("PG_15_202209061/5")).unwrap();
+    std::fs::write(location.path().join("PG_15_202209061/5/16390"), [3u8; 100]).unwrap();
+    let created = Tablespace { name: "late".into(), oid: 16389, location: location.path().display().to_string() };
+    let mut host =
+        ScriptedHost { fail_stop: false, tablespaces: vec![created], started: false, calls: vec![], phases: vec![] };
+    let info = run_backup(&mut host, &repo, &job(&runtime, data.path(), "20261125T020000")).unwrap();
+    assert_eq!(info.tablespaces.len(), 1);
+    let tar = read_archive(&repo, runtime.handle(), "20261125T020000", "16389.tar.zst");
+    let names: Vec<String> = tar::Archive::new(&tar[..])
+        .entries()
+        .unwrap()
+        .map(|e| e.unwrap().path().unwrap().display().to_string())
+        .collect();
+    assert!(names.contains(&"PG_15_202209061/5/16390".to_string()), "{names:?}");
 }

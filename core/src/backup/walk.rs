@@ -20,6 +20,7 @@ const EXCLUDED_FILES: &[&str] = &[
     "backup_manifest",
     "postmaster.pid",
     "postmaster.opts",
+    crate::backup::owner::INSTANCE_FILE, // this instance's id: a restored copy is another instance
 ];
 
 /// Relation cache init files start with this; they are rebuilt on startup.

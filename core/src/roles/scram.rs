@@ -12,6 +12,11 @@ use sha2::{Digest, Sha256};
 /// PostgreSQL's defaults (`scram_iterations`, SCRAM_DEFAULT_SALT_LEN).
 const ITERATIONS: u32 = 4096;
 const SALT_LEN: usize = 16;
+/// The most iterations pgops computes to compare a password with a stored secret. The
+/// count comes from the catalog, which a role may set to 2^31 - 1 (`ALTER ROLE … PASSWORD
+/// 'SCRAM-SHA-256$2147483647:…'`) to stall whoever compares; a secret above this is treated
+/// as different and rewritten (with Postgres' default of 4096).
+pub const MAX_COMPARED_ITERATIONS: u32 = 100_000;
 
 /// A new secret for `password`, with a random salt.
 pub fn secret(password: &str) -> String {
@@ -60,6 +65,9 @@ pub enum Comparison {
 /// Compares `password` with `stored` (`rolpassword`) of role `role`.
 pub fn compare(password: &str, stored: &str, role: &str) -> Comparison {
     if let Some(secret) = parse(stored) {
+        if secret.iterations > MAX_COMPARED_ITERATIONS {
+            return Comparison::Different;
+        }
         return if keys(password, &secret.salt, secret.iterations) == (secret.stored_key, secret.server_key) {
             Comparison::Same
         } else {
@@ -129,6 +137,19 @@ mod tests {
         assert_eq!(compare("secret", &md5, "app"), Comparison::SameInMd5);
         assert_eq!(compare("secret", &md5, "other"), Comparison::Different);
         assert_eq!(compare("wrong", &md5, "app"), Comparison::Different);
+    }
+
+    #[test]
+    fn a_huge_iteration_count_is_not_computed_but_rewritten() {
+        let salt = STANDARD.encode([7u8; SALT_LEN]);
+        let zero = STANDARD.encode([0u8; 32]);
+        let stalling = format!("SCRAM-SHA-256$2147483647:{salt}${zero}:{zero}");
+        let started = std::time::Instant::now();
+        assert_eq!(compare("any", &stalling, "r"), Comparison::Different);
+        assert!(started.elapsed() < std::time::Duration::from_secs(1), "took {:?}", started.elapsed());
+        // At the cap, still compared.
+        let at_cap = secret_with("pw", &[1u8; SALT_LEN], MAX_COMPARED_ITERATIONS);
+        assert_eq!(compare("pw", &at_cap, "r"), Comparison::Same);
     }
 
     #[test]
