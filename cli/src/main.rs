@@ -8,13 +8,11 @@ use pgops_core::backup::catalog::{list_backups, BackupRow};
 use pgops_core::repository::RepositoryUrl;
 use pgops_core::store::{Repository, S3Options};
 use pgops_core::verify::{self, VerifyReport};
-use pgops_core::wal_fetch::{fetch_wal_prefetching, FetchError, FetchOptions, Fetched, Patience};
 use pgops_core::InvalidSetting;
-use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
 
 mod restore;
+mod wal_fetch;
 
 /// Exit statuses. Those of list, restore and verify are Barman Cloud's
 /// (barman-cloud-wal-restore), so scripts written for it keep working. wal-fetch follows
@@ -62,22 +60,7 @@ enum Command {
     /// there); 255 any error once retries are exhausted, a corrupt or conflicting object, a
     /// local write error or bad usage (Postgres stops recovery with FATAL; restarting the
     /// server resumes recovery where it stopped).
-    WalFetch {
-        /// The WAL file name (%f)
-        wal_name: String,
-        /// Where to write it (%p)
-        destination: PathBuf,
-        /// Segments to fetch ahead, concurrently, when the requested one is not spooled
-        #[arg(long, default_value_t = 4)]
-        prefetch: usize,
-        /// Where prefetched segments wait (default: pgops-prefetch beside the destination,
-        /// i.e. in pg_wal, so that handing one over is a rename)
-        #[arg(long)]
-        spool: Option<PathBuf>,
-        /// How long to keep retrying while the store fails, in seconds
-        #[arg(long, env = "PGOPS_WAL_FETCH_RETRY_FOR", default_value_t = 300)]
-        retry_for: u64,
-    },
+    WalFetch(wal_fetch::WalFetchArgs),
     /// Restore a base backup into an empty data directory, set up to recover from the WAL
     /// archive (recovery.signal, restore_command = pgops wal-fetch, the recovery target).
     ///
@@ -174,8 +157,7 @@ fn wal_fetch_command(url: &RepositoryUrl, s3: &S3Options) -> String {
 /// The exit status of bad usage: for wal-fetch one that stops recovery, since a
 /// restore_command that cannot run must not look like the end of the archive.
 fn usage_status() -> ExitCode {
-    let wal_fetch = std::env::args().any(|arg| arg == "wal-fetch");
-    ExitCode::from(if wal_fetch { exit::STOP_RECOVERY } else { exit::USAGE })
+    ExitCode::from(if wal_fetch::invoked() { exit::STOP_RECOVERY } else { exit::USAGE })
 }
 
 fn usage_error(invalid: InvalidSetting) -> ExitCode {
@@ -184,6 +166,9 @@ fn usage_error(invalid: InvalidSetting) -> ExitCode {
 }
 
 fn main() -> ExitCode {
+    if wal_fetch::invoked() {
+        wal_fetch::stop_recovery_on_panic();
+    }
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
@@ -214,33 +199,11 @@ fn main() -> ExitCode {
         Ok(runtime) => runtime,
         Err(e) => {
             eprintln!("pgops: could not start the I/O runtime: {e}");
-            return ExitCode::from(exit::OTHER);
+            return ExitCode::from(if wal_fetch::invoked() { exit::STOP_RECOVERY } else { exit::OTHER });
         }
     };
     match cli.command {
-        Command::WalFetch { wal_name, destination, prefetch, spool, retry_for } => runtime.block_on(async {
-            let repo = Repository::open(&url, &s3).await;
-            let options = FetchOptions {
-                spool: spool.unwrap_or_else(|| destination.with_file_name("pgops-prefetch")),
-                prefetch,
-                patience: Patience::new(Duration::from_secs(retry_for)),
-            };
-            // Postgres puts restore_command's stderr into the server log: each retry is seen.
-            let mut on_retry = |e: &FetchError, wait: Duration| {
-                eprintln!("pgops wal-fetch: {wal_name}: {e}; retrying in {:.1}s", wait.as_secs_f64())
-            };
-            match fetch_wal_prefetching(&repo, &wal_name, &destination, &options, &mut on_retry).await {
-                Ok(Fetched::Written { .. }) => ExitCode::SUCCESS,
-                Ok(Fetched::NotFound) => ExitCode::from(exit::NOT_FOUND),
-                Err(e) => {
-                    eprintln!(
-                        "pgops wal-fetch: {wal_name}: {e}\nhint: recovery stops here (exit status {}); fix the cause and start the server again to resume",
-                        exit::STOP_RECOVERY
-                    );
-                    ExitCode::from(exit::STOP_RECOVERY)
-                }
-            }
-        }),
+        Command::WalFetch(args) => wal_fetch::run(args, &url, &s3, &runtime),
         Command::Restore(args) => restore::run(args, &url, &s3, &runtime),
         Command::Verify { json } => {
             let repo = runtime.block_on(Repository::open(&url, &s3));

@@ -277,7 +277,10 @@ async fn same_content(
     let conflict = |detail: String| ArchiveError::Conflict { location: location.clone(), detail };
     let body =
         repo.store.get(&existing.key).await?.ok_or_else(|| conflict("it vanished while being compared".into()))?;
-    let (_, codec) = Compression::split_file_name(&existing.key);
+    let file = existing.key.rsplit('/').next().unwrap_or_default();
+    let codec = Compression::of_copy(file, name).ok_or_else(|| {
+        conflict("it is stored with a compression pgops cannot read, so it cannot be compared".into())
+    })?;
     let content =
         codec.decompress(&body).map_err(|e| conflict(format!("it does not decompress as {}: {e}", codec.name())))?;
     if content != raw {

@@ -53,6 +53,13 @@ impl Compression {
 
     /// Splits a stored file name into the plain name and the codec its suffix names.
     /// A name without a known suffix is uncompressed.
+    /// The codec of `file_name`, a stored copy of the file `name`: `None` when its suffix is
+    /// not one pgops reads (Barman's `.bz2` or `.xz`, anything else).
+    pub fn of_copy(file_name: &str, name: &str) -> Option<Compression> {
+        let suffix = file_name.strip_prefix(name)?;
+        Self::ALL.into_iter().find(|c| c.extension() == suffix)
+    }
+
     pub fn split_file_name(file_name: &str) -> (&str, Compression) {
         Self::ALL
             .into_iter()

@@ -68,6 +68,17 @@ pub fn wal_dir(name: &str) -> Result<String, NotAWalFile> {
     })
 }
 
+/// Whether `suffix`, after a WAL file's name, makes the name of another WAL file rather
+/// than a compression suffix: `.partial` (the segment's partial copy) or
+/// `.XXXXXXXX.backup` (a backup history file), each with or without a suffix of its own.
+pub fn continues_another_name(suffix: &str) -> bool {
+    suffix.starts_with(".partial")
+        || suffix
+            .strip_prefix('.')
+            .and_then(|rest| rest.get(..15))
+            .is_some_and(|head| is_hex(&head[..8]) && &head[8..] == ".backup")
+}
+
 /// The object key of `name` relative to the repository, stored with `compression`.
 pub fn wal_key(name: &str, compression: Compression) -> Result<String, NotAWalFile> {
     Ok(format!("{}{name}{}", wal_dir(name)?, compression.extension()))

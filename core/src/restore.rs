@@ -770,7 +770,8 @@ fn remove_contents(dir: &Path) -> Result<(), String> {
 /// postgresql.auto.conf lines: recovery (`restore_command`, `recovery_target_*`, with a
 /// target time as the instant `target_time`) and, unless kept, archiving turned off.
 fn recovery_settings(request: &RestoreRequest, target_time: Option<DateTime<Utc>>) -> String {
-    let quote = |v: &str| format!("'{}'", v.replace('\'', "''"));
+    // Postgres reads backslash escapes in quoted configuration values: double them too.
+    let quote = |v: &str| format!("'{}'", v.replace('\\', "\\\\").replace('\'', "''"));
     let mut lines = vec![format!("restore_command = {}", quote(&request.restore_command))];
     match &request.target {
         RecoveryTarget::End => {}
@@ -846,7 +847,9 @@ fn timeline_history(repo: &Repository, runtime: &Handle, timeline: u32) -> Resul
         .block_on(repo.get(&relative))
         .map_err(|e| e.to_string())?
         .ok_or_else(|| format!("{} vanished while it was read", repo.location(&relative)))?;
-    let (_, codec) = Compression::split_file_name(&relative);
+    let file = relative.rsplit('/').next().unwrap_or_default();
+    let codec = Compression::of_copy(file, &name)
+        .ok_or_else(|| format!("{} is stored with a compression pgops cannot read", repo.location(&relative)))?;
     let text = codec.decompress(&body).map_err(|e| format!("{}: {e}", repo.location(&relative)))?;
     Ok(TimelineHistory::parse(timeline, &String::from_utf8_lossy(&text)))
 }
@@ -986,17 +989,23 @@ fn restore_tablespaces(
     on_file: &mut dyn FnMut(u64),
 ) -> Result<(), String> {
     let map_path = request.pgdata.join("tablespace_map");
-    let mut locations: BTreeMap<u32, PathBuf> = std::fs::read_to_string(&map_path)
+    // Where the backup says each tablespace was: only a suggestion. Whoever can write the
+    // repository writes this file, so writing there could put files anywhere the restoring
+    // user may write; every location comes from --tablespace-map.
+    let backed_up: BTreeMap<u32, String> = std::fs::read_to_string(&map_path)
         .unwrap_or_default()
         .lines()
-        .filter_map(|l| l.split_once(' ').and_then(|(oid, path)| Some((oid.parse().ok()?, PathBuf::from(path)))))
+        .filter_map(|l| l.split_once(' ').and_then(|(oid, path)| Some((oid.parse().ok()?, path.to_string()))))
         .collect();
-    locations.extend(request.tablespace_map.clone());
+    let locations = request.tablespace_map.clone();
     for (name, size) in &stored.tablespaces {
         let oid = tablespace_oid(name)?;
-        let location = locations
-            .get(&oid)
-            .ok_or_else(|| format!("no location for tablespace {oid}: pass --tablespace-map {oid}=DIR"))?;
+        let location = locations.get(&oid).ok_or_else(|| match backed_up.get(&oid) {
+            Some(path) => format!(
+                "tablespace {oid} was at {path} (the backup's tablespace_map says so, and the repository is not trusted to choose where files go): pass --tablespace-map {oid}=DIR, with {path} or another directory"
+            ),
+            None => format!("no location for tablespace {oid}: pass --tablespace-map {oid}=DIR"),
+        })?;
         if !location.is_absolute() {
             return Err(format!(
                 "tablespace {oid}'s location {} is not absolute: pass --tablespace-map {oid}=/absolute/dir",
@@ -1206,6 +1215,18 @@ mod tests {
             recovery_settings(&request, None),
             "# Added by pgops restore\nrestore_command = 'pgops wal-fetch %f %p'\n\
              recovery_target_time = '2026-11-25 12:00:00.000000+00'\nrecovery_target_action = 'promote'\n"
+        );
+        // A shell-quoted path with a quote in it: Postgres unescapes backslashes in the value.
+        request.restore_command = r"'/opt/it'\''s/pgops' wal-fetch %f %p".into();
+        request.target = RecoveryTarget::End;
+        request.target_action = None;
+        assert_eq!(
+            recovery_settings(&request, None),
+            concat!(
+                "# Added by pgops restore\n",
+                r"restore_command = '''/opt/it''\\''''s/pgops'' wal-fetch %f %p'",
+                "\n"
+            )
         );
     }
 

@@ -44,7 +44,8 @@ where
     Fut: Future<Output = Result<T, E>>,
 {
     let started = Instant::now();
-    let deadline = started + patience.total;
+    // "Retry for ever" given as a huge number must not overflow the clock.
+    let deadline = started.checked_add(patience.total).unwrap_or(started + Duration::from_secs(100 * 365 * 86_400));
     let mut delay = patience.first_delay;
     let mut attempts = 0;
     loop {

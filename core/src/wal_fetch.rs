@@ -100,8 +100,16 @@ pub async fn fetch_wal(repo: &Repository, name: &str, dest: &Path) -> Result<Fet
     for object in repo.wal_copies(&dir, name).await? {
         let location = repo.store.location(&object.key);
         // Listed a moment ago: gone now means removed meanwhile (retention), as if not listed.
+        let file = object.key.rsplit('/').next().unwrap_or_default();
+        let Some(codec) = Compression::of_copy(file, name) else {
+            return Err(FetchError::Corrupt {
+                location,
+                cause: std::io::Error::other(
+                    "stored with a compression pgops cannot read (.zst, .gz, .lz4, .snappy or none)",
+                ),
+            });
+        };
         let Some(body) = repo.store.get(&object.key).await? else { continue };
-        let (_, codec) = Compression::split_file_name(&object.key);
         let data =
             codec.decompress(&body).map_err(|cause| FetchError::Corrupt { location: location.clone(), cause })?;
         match &content {
@@ -314,6 +322,26 @@ mod tests {
         // (not found there is fine).
         fetch_wal_prefetching(&repo, &names[4], &dest, &options, &mut no_retry).await.unwrap();
         assert_eq!(spooled(), names[5..6]);
+    }
+
+    #[tokio::test]
+    async fn a_copy_under_a_suffix_pgops_cannot_read_is_an_error_never_not_found() {
+        let (store, out) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let repo = repo(store.path());
+        let name = "000000010000000000000006";
+        repo.put(&format!("wals/0000000100000000/{name}.bz2"), Bytes::from_static(b"BZh9...")).await.unwrap();
+        // Other files' names that begin with this one are not copies of it.
+        repo.put(&format!("wals/0000000100000000/{name}.partial.zst"), Bytes::from_static(b"x")).await.unwrap();
+        let dest = out.path().join("RECOVERYXLOG");
+        let err = fetch_wal(&repo, name, &dest).await.unwrap_err();
+        assert!(matches!(err, FetchError::Corrupt { .. }) && err.to_string().contains(".bz2"), "{err}");
+        assert!(!dest.exists());
+        let partial_only = "000000010000000000000007";
+        repo.put(&format!("wals/0000000100000000/{partial_only}.partial.zst"), Bytes::from_static(b"x")).await.unwrap();
+        repo.put(&format!("wals/0000000100000000/{partial_only}.00000028.backup.gz"), Bytes::from_static(b"x"))
+            .await
+            .unwrap();
+        assert_eq!(fetch_wal(&repo, partial_only, &dest).await.unwrap(), Fetched::NotFound);
     }
 
     #[tokio::test]

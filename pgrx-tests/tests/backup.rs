@@ -344,8 +344,20 @@ fn tablespaces_go_to_their_own_archive_with_a_tablespace_map() {
         "the manifest names tablespace files by their data directory path"
     );
 
-    // pgops restore puts the tablespace where --tablespace-map says, linked from pg_tblspc.
+    // The location in the backup's tablespace_map is the repository's word, not trusted:
+    // without --tablespace-map the restore stops, naming it, and writes nothing there.
     pg.stop();
+    let refused = PgCluster::at(dir.path(), "refused");
+    let mut restore = s3.pgops(&format!("s3://{BUCKET}/main"));
+    let out = restore.args(["restore", "--pgdata"]).arg(&refused.data).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(4), "{stderr}");
+    assert!(
+        stderr.contains(&format!("--tablespace-map {oid}=DIR")) && stderr.contains(&location.display().to_string()),
+        "{stderr}"
+    );
+
+    // pgops restore puts the tablespace where --tablespace-map says, linked from pg_tblspc.
     let restored = PgCluster::at(dir.path(), "restored");
     let moved = dir.path().join("moved-disk");
     let mut restore = s3.pgops(&format!("s3://{BUCKET}/main"));

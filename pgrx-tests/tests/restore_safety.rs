@@ -203,9 +203,10 @@ fn a_restored_clone_does_not_write_into_the_production_repository() {
     start_as_restored(&kept);
     kept.query_text("SELECT pg_switch_wal()");
     wait_for("the kept clone to archive timeline 2", Duration::from_secs(60), || timeline_2_archived(&s3));
-    wait_for("the kept clone's worker to mark the running backup", Duration::from_secs(60), || {
-        backup_status(&pg, &running) == "FAILED"
-    });
+    // Even a clone that reaches the repository leaves production's running backup alone:
+    // it was started by another instance (pgops-owner.json; worker_safety.rs tests that).
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(backup_status(&pg, &running), "STARTED");
     assert_eq!(pg.query_text("SELECT count(*) FROM marks"), "100", "the primary ran beside it all along");
 }
 

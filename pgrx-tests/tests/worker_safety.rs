@@ -45,9 +45,10 @@ fn a_restored_clone_leaves_the_running_backup_of_production_alone() {
     assert_eq!(status_of(&primary, &running).0, "STARTED");
 
     // A clone restored from the earlier backup, with the same system identifier and
-    // repository, starts its own worker, which looks for unfinished backups.
+    // repository (kept: by default a restore clears it), starts its own worker, which
+    // looks for unfinished backups.
     let clone = PgCluster::at(dir.path(), "clone");
-    restore_clone(&s3, "main", &clone, &["--backup", &earlier]);
+    restore_clone(&s3, "main", &clone, &["--backup", &earlier, "--archive", "keep"]);
     clone.recover();
     assert_eq!(clone.system_identifier(), primary.system_identifier());
     wait_for("the clone's worker to look for unfinished backups", Duration::from_secs(60), || {

@@ -223,8 +223,11 @@ pub fn run_backup(host: &mut dyn BackupHost, repo: &Repository, job: &BackupJob)
     };
 
     // The owner first: a STARTED backup always says who may mark it FAILED.
-    if let Err(e) = job.runtime.block_on(owner::record_owner(repo, &job.backup_id, &job.owner)) {
-        return Err(fail(info, e.to_string()));
+    let owner = owner::record_owner(repo, &job.backup_id, &job.owner);
+    match job.runtime.block_on(async { tokio::time::timeout(RECORD_TIME, owner).await }) {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => return Err(fail(info, e.to_string())),
+        Err(_) => return Err(fail(info, format!("the store did not answer within {}s", RECORD_TIME.as_secs()))),
     }
     // Listed as running from the start, the checkpoint wait included.
     info.status = Some(BackupStatus::Started);

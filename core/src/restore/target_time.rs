@@ -50,7 +50,7 @@ impl TargetTime {
 
 /// The `timezone` setting a server on `pgdata` starts with: the last `timezone` line of
 /// postgresql.conf, then of postgresql.auto.conf (later lines win, as in Postgres;
-/// `include` directives are not followed), PostgreSQL's default GMT when none sets it.
+/// a configuration with `include` directives is refused: the zone may be set there), PostgreSQL's default GMT when none sets it.
 /// `Err` when the directory has no postgresql.conf (the configuration lived elsewhere) or
 /// the zone is not an IANA name.
 pub(super) fn server_timezone(pgdata: &Path) -> Result<(String, Tz), String> {
@@ -62,6 +62,14 @@ pub(super) fn server_timezone(pgdata: &Path) -> Result<(String, Tz), String> {
         )
     })?;
     let auto = std::fs::read_to_string(pgdata.join("postgresql.auto.conf")).unwrap_or_default();
+    // An included file (CloudNativePG's custom.conf, a conf.d) may set the zone: guessing
+    // without it could move the target by hours, so the user gives the offset instead.
+    if let Some(include) = [&main, &auto].iter().flat_map(|text| text.lines()).find(|line| is_include(line)) {
+        return Err(format!(
+            "the backup's configuration includes other files (\"{}\"), which may set its timezone; give --target-time with an offset (e.g. '2026-11-25 07:00:00+00')",
+            include.trim()
+        ));
+    }
     let name = [main, auto]
         .iter()
         .flat_map(|text| text.lines())
@@ -78,6 +86,12 @@ pub(super) fn server_timezone(pgdata: &Path) -> Result<(String, Tz), String> {
             "the backup's timezone '{name}' (postgresql.conf) is not an IANA time zone name pgops knows; give --target-time with an offset (e.g. '2026-11-25 07:00:00+00')"
         )),
     }
+}
+
+/// Whether a configuration line is an `include`, `include_if_exists` or `include_dir`.
+fn is_include(line: &str) -> bool {
+    let word = line.trim_start().split(|c: char| c.is_whitespace() || c == '=' || c == '\'').next().unwrap_or("");
+    ["include", "include_if_exists", "include_dir"].iter().any(|directive| word.eq_ignore_ascii_case(directive))
 }
 
 /// The value of a `timezone = 'value'` (or `timezone value`) configuration line.
@@ -182,5 +196,13 @@ mod tests {
         assert!(server_timezone(dir.path()).unwrap_err().contains("'<+03>-03'"));
         assert_eq!(timezone_line("timezone_abbreviations = 'Default'"), None);
         assert_eq!(timezone_line("timezone='it''s'"), Some("it's".into()));
+        // A file an include names may set the zone: no guess, the user gives the offset.
+        std::fs::write(dir.path().join("postgresql.auto.conf"), "").unwrap();
+        for include in ["include 'custom.conf'", "include_dir = 'conf.d'", "  INCLUDE_IF_EXISTS 'x.conf'"] {
+            std::fs::write(dir.path().join("postgresql.conf"), format!("timezone = 'UTC'\n{include}\n")).unwrap();
+            let err = server_timezone(dir.path()).unwrap_err();
+            assert!(err.contains("includes other files") && err.contains("with an offset"), "{err}");
+        }
+        assert!(!is_include("include_something_else = 1") && !is_include("#include 'x'"));
     }
 }

@@ -10,6 +10,7 @@ pub mod testing;
 pub use local::LocalStore;
 pub use s3::{S3Options, S3Store};
 
+use crate::naming;
 use crate::repository::RepositoryUrl;
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -174,15 +175,18 @@ impl Repository {
     }
 
     /// Every object holding WAL file `name` in the folder `wal_dir` (`naming::wal_dir`),
-    /// under any codec's suffix: Barman and pgops may have stored it with different
-    /// compression settings, and a second copy must be found to be compared.
+    /// under any suffix: Barman and pgops may have stored it with different compression
+    /// settings, and a second copy must be found to be compared. Copies under a suffix
+    /// pgops cannot read (Barman's `.bz2`, `.xz`) are listed too
+    /// ([`crate::compression::Compression::of_copy`] says `None`): such a file is there,
+    /// and must never be taken for missing.
     pub async fn wal_copies(&self, wal_dir: &str, name: &str) -> StoreResult<Vec<ObjectMeta>> {
         let objects = self.list(&format!("{wal_dir}{name}")).await?;
         Ok(objects
             .into_iter()
             .filter(|object| {
                 let file = object.key.rsplit('/').next().unwrap_or_default();
-                crate::compression::Compression::split_file_name(file).0 == name
+                file.strip_prefix(name).is_some_and(|suffix| !naming::continues_another_name(suffix))
             })
             .collect())
     }
