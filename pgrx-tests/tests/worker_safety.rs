@@ -51,19 +51,21 @@ fn a_restored_clone_leaves_the_running_backup_of_production_alone() {
     restore_clone(&s3, "main", &clone, &["--backup", &earlier, "--archive", "keep"]);
     clone.recover();
     assert_eq!(clone.system_identifier(), primary.system_identifier());
-    wait_for("the clone's worker to look for unfinished backups", Duration::from_secs(60), || {
-        let log = clone.log();
+    assert_running_backup_left_alone(&clone, &primary, &running);
+}
+
+/// Waits until `neighbour`'s worker has looked for unfinished backups and checks that it
+/// left production's running backup alone; then lets that backup finish: it ends DONE.
+fn assert_running_backup_left_alone(neighbour: &PgCluster, primary: &PgCluster, running: &str) {
+    wait_for("the neighbour's worker to look for unfinished backups", Duration::from_secs(60), || {
+        let log = neighbour.log();
         log.contains("backups this instance left unfinished") || log.contains("marked FAILED")
     });
-    assert!(!clone.log().contains(&format!("backup {running} marked FAILED")), "{}", clone.log());
-    assert_eq!(status_of(&primary, &running).0, "STARTED");
-
-    // Production's backup then ends as it should.
+    assert!(!neighbour.log().contains(&format!("backup {running} marked FAILED")), "{}", neighbour.log());
+    assert_eq!(status_of(primary, running).0, "STARTED");
     primary.execute("CHECKPOINT");
-    wait_for("production's backup to finish", Duration::from_secs(120), || {
-        status_of(&primary, &running).0 != "STARTED"
-    });
-    assert_eq!(status_of(&primary, &running), ("DONE".to_string(), String::new()));
+    wait_for("production's backup to finish", Duration::from_secs(120), || status_of(primary, running).0 != "STARTED");
+    assert_eq!(status_of(primary, running), ("DONE".to_string(), String::new()));
 }
 
 #[test]
@@ -89,18 +91,8 @@ fn a_pg_basebackup_copy_started_beside_production_leaves_its_running_backup_alon
     // Not archiving: its timeline-1 WAL must not meet production's in the repository.
     copy.configure("archive_mode = off");
     copy.start();
-    wait_for("the copy's worker to look for unfinished backups", Duration::from_secs(60), || {
-        let log = copy.log();
-        log.contains("backups this instance left unfinished") || log.contains("marked FAILED")
-    });
     assert_eq!(copy.query_text("SELECT timeline_id FROM pg_control_checkpoint()"), "1");
-    assert!(!copy.log().contains(&format!("backup {running} marked FAILED")), "{}", copy.log());
-    assert_eq!(status_of(&primary, &running).0, "STARTED");
-    primary.execute("CHECKPOINT");
-    wait_for("production's backup to finish", Duration::from_secs(120), || {
-        status_of(&primary, &running).0 != "STARTED"
-    });
-    assert_eq!(status_of(&primary, &running), ("DONE".to_string(), String::new()));
+    assert_running_backup_left_alone(&copy, &primary, &running);
 }
 
 #[test]
