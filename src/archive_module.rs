@@ -13,7 +13,7 @@ use pgrx::prelude::*;
 use std::ffi::CStr;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 /// The archiver process' state, rebuilt when the settings change.
@@ -45,10 +45,19 @@ fn check_configured() -> bool {
     }
 }
 
-/// How long one archive call may still try once Postgres asked the archiver to stop: at
-/// shutdown Postgres archives what is left, three attempts per file, and waits for it; a
-/// store that does not answer must not hold the shutdown for longer than a few of these.
+/// How long archiving may still try once Postgres asked the archiver to stop: at shutdown
+/// Postgres archives what is left (attempts of three, a second apart) and waits for it; a
+/// store that does not answer must not hold the shutdown longer than this, all calls
+/// together.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
+
+/// When this archiver first saw the request to stop.
+static STOP_SEEN: OnceLock<Instant> = OnceLock::new();
+
+/// Whether the shutdown grace is over.
+fn grace_over() -> bool {
+    runtime::archiver_stopping() && STOP_SEEN.get_or_init(Instant::now).elapsed() >= SHUTDOWN_GRACE
+}
 
 /// Runs on the archiver's main thread; Postgres is not called from here.
 fn upload(
@@ -66,9 +75,7 @@ fn upload(
         }
     }
     let archiver = archiver.as_mut().expect("set above");
-    let started = Instant::now();
-    let stopping = || runtime::archiver_stopping() && started.elapsed() >= SHUTDOWN_GRACE;
-    let result = match runtime::block_on_until(archiver.archive(file, path), stopping) {
+    let result = match runtime::block_on_until(archiver.archive(file, path), grace_over) {
         Ok(result) => result,
         Err(NotDone::NoRuntime(e)) => Err(ArchiveError::Task(e)),
         Err(NotDone::Interrupted) => Err(ArchiveError::Task(

@@ -215,9 +215,13 @@ pub fn run_backup(host: &mut dyn BackupHost, repo: &Repository, job: &BackupJob)
         compression: Some(job.upload.compression.name().to_string()),
         ..Default::default()
     };
-    let fail = |mut info: BackupInfo, error: String| {
+    let failed = |mut info: BackupInfo, error: &str| {
         info.status = Some(BackupStatus::Failed);
-        info.error = Some(error.clone());
+        info.error = Some(error.to_string());
+        info
+    };
+    let fail = |info: BackupInfo, error: String| {
+        let info = failed(info, &error);
         let unrecorded = record(repo, &job.runtime, &job.backup_id, &info).err().map(|_| Box::new(info));
         BackupFailure { error, unrecorded }
     };
@@ -258,8 +262,14 @@ pub fn run_backup(host: &mut dyn BackupHost, repo: &Repository, job: &BackupJob)
 
     match take_backup(host, repo, job, &start, &mut info) {
         Ok(()) => Ok(info),
-        Err((error, stopped)) => {
-            if !stopped {
+        // Stopping (shutdown): no waiting on the store for the FAILED status; the
+        // instance's next worker marks the backup FAILED as interrupted.
+        Err(Stopped::Interrupted(error)) => {
+            let info = failed(info, &error);
+            Err(BackupFailure { error, unrecorded: Some(Box::new(info)) })
+        }
+        Err(Stopped::Failed { error, backup_stopped }) => {
+            if !backup_stopped {
                 host.abort_backup();
             }
             Err(fail(info, error))
@@ -267,15 +277,28 @@ pub fn run_backup(host: &mut dyn BackupHost, repo: &Repository, job: &BackupJob)
     }
 }
 
-/// The part of a backup between start and DONE. `Err` carries the cause and whether
-/// pg_backup_stop already ran.
+/// How [`take_backup`] ended early.
+enum Stopped {
+    /// The host must stop now (shutdown): Postgres ends the backup itself.
+    Interrupted(String),
+    /// A failure, and whether pg_backup_stop already ran.
+    Failed { error: String, backup_stopped: bool },
+}
+
+impl From<(String, bool)> for Stopped {
+    fn from((error, backup_stopped): (String, bool)) -> Stopped {
+        Stopped::Failed { error, backup_stopped }
+    }
+}
+
+/// The part of a backup between start and DONE.
 fn take_backup(
     host: &mut dyn BackupHost,
     repo: &Repository,
     job: &BackupJob,
     start: &WalPosition,
     info: &mut BackupInfo,
-) -> Result<(), (String, bool)> {
+) -> Result<(), Stopped> {
     host.progress(Phase::EstimateSize, Progress::default());
     let plan = plan_archives(&job.cluster, &info.tablespaces).map_err(|e| (e.to_string(), false))?;
     let progress = Progress {
@@ -312,7 +335,7 @@ fn take_backup(
         let waiting = std::time::Instant::now();
         while !streaming.is_finished() {
             if waiting.elapsed() >= STREAM_STOP_TIME {
-                return Err((format!("{reason} (the upload in progress was abandoned)"), false));
+                return Err(Stopped::Interrupted(format!("{reason} (the upload in progress was abandoned)")));
             }
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -322,7 +345,7 @@ fn take_backup(
         if let Ok(streamed) = streamed {
             streamed.data.abort();
         }
-        return Err((reason, false));
+        return Err(Stopped::Interrupted(reason));
     }
     let Streamed { mut archives, mut files, mut data } = streamed.map_err(|e| (e, false))?;
     host.progress(
@@ -335,7 +358,7 @@ fn take_backup(
         Ok(stop) => stop,
         Err(e) => {
             data.abort();
-            return Err((format!("pg_backup_stop failed: {e}"), true));
+            return Err((format!("pg_backup_stop failed: {e}"), true).into());
         }
     };
     let finish = (|| -> Result<(), String> {
@@ -361,7 +384,7 @@ fn take_backup(
     })();
     if let Err(e) = finish {
         data.abort();
-        return Err((format!("could not add backup_label: {e}"), true));
+        return Err((format!("could not add backup_label: {e}"), true).into());
     }
     archives.push(data.finish().map_err(|e| (e.to_string(), true))?);
 
@@ -399,7 +422,7 @@ fn take_backup(
     info.end_offset = Some(stop.end.offset);
     info.backup_label = Some(stop.backup_label.clone());
     info.size = Some(archives.iter().map(|a| a.tar_bytes).sum());
-    record(repo, &job.runtime, &job.backup_id, info).map_err(|e| (e, true))
+    record(repo, &job.runtime, &job.backup_id, info).map_err(|e| (e, true).into())
 }
 
 fn plan_progress(control: &StreamControl, plan: Progress) -> Progress {
