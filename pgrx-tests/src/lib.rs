@@ -585,6 +585,23 @@ impl PgCluster {
     }
 }
 
+impl PgCluster {
+    /// A tablespace `name` in a new directory `dir/<name>-disk` holding a table `table` of
+    /// 1000 rows; returns the location, the tablespace's OID and the table's file path.
+    pub fn tablespace_with_rows(&self, dir: &Path, name: &str, table: &str) -> (PathBuf, String, String) {
+        let location = dir.join(format!("{name}-disk"));
+        std::fs::create_dir(&location).unwrap();
+        give_to_postgres(&location);
+        self.execute(&format!("CREATE TABLESPACE {name} LOCATION '{}'", location.display()));
+        self.execute(&format!(
+            "CREATE TABLE {table}(id int) TABLESPACE {name}; INSERT INTO {table} SELECT generate_series(1, 1000)"
+        ));
+        let oid = self.query_text(&format!("SELECT oid FROM pg_tablespace WHERE spcname = '{name}'"));
+        let file = self.query_text(&format!("SELECT pg_relation_filepath('{table}')"));
+        (location, oid, file)
+    }
+}
+
 /// Every file below `dir` (recursively, links not followed) with its size and modification
 /// time: a listing to compare before and after something that must not touch `dir`.
 pub fn tree_listing(dir: &Path) -> std::collections::BTreeMap<PathBuf, (u64, std::time::SystemTime)> {

@@ -316,13 +316,7 @@ fn tablespaces_go_to_their_own_archive_with_a_tablespace_map() {
     let dir = scratch_dir();
     let s3 = S3Server::start(dir.path());
     let pg = backing_up_cluster(dir.path(), &s3, "main", FAST);
-    let location = dir.path().join("fast-disk");
-    std::fs::create_dir(&location).unwrap();
-    give_to_postgres(&location);
-    pg.execute(&format!("CREATE TABLESPACE fast LOCATION '{}'", location.display()));
-    pg.execute("CREATE TABLE hot(id int) TABLESPACE fast; INSERT INTO hot SELECT generate_series(1, 1000)");
-    let oid = pg.query_text("SELECT oid FROM pg_tablespace WHERE spcname = 'fast'");
-    let file = pg.query_text("SELECT pg_relation_filepath('hot')");
+    let (location, oid, file) = pg.tablespace_with_rows(dir.path(), "fast", "hot");
     let id = pg.query_text("SELECT pgops.backup_now()");
 
     let repo = s3.repository("main");

@@ -242,13 +242,7 @@ fn a_tablespace_created_while_the_backup_waits_for_its_checkpoint_is_archived() 
     wait_for_spread_checkpoint(&pg);
 
     // pg_backup_start lists the tablespaces for tablespace_map after its checkpoint.
-    let location = dir.path().join("late-disk");
-    std::fs::create_dir(&location).unwrap();
-    give_to_postgres(&location);
-    pg.execute(&format!("CREATE TABLESPACE late LOCATION '{}'", location.display()));
-    pg.execute("CREATE TABLE late_rows(id int) TABLESPACE late; INSERT INTO late_rows SELECT generate_series(1, 1000)");
-    let oid = pg.query_text("SELECT oid FROM pg_tablespace WHERE spcname = 'late'");
-    let file = pg.query_text("SELECT pg_relation_filepath('late_rows')");
+    let (location, oid, file) = pg.tablespace_with_rows(dir.path(), "late", "late_rows");
     pg.execute("CHECKPOINT");
     wait_for("the backup to finish", Duration::from_secs(120), || status_of(&pg, &id).0 != "STARTED");
     assert_eq!(status_of(&pg, &id), ("DONE".to_string(), String::new()));

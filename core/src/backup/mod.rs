@@ -177,9 +177,14 @@ const STREAM_STOP_TIME: Duration = Duration::from_secs(5);
 /// Writes `backup.info`.
 pub fn record(repo: &Repository, runtime: &Handle, backup_id: &str, info: &BackupInfo) -> Result<(), String> {
     let key = format!("{}/backup.info", backup_dir(backup_id));
-    match runtime.block_on(async { tokio::time::timeout(RECORD_TIME, repo.put(&key, info.to_barman().into())).await }) {
+    put_within_record_time(repo, runtime, &key, info.to_barman().into())
+}
+
+/// Stores a small metadata object, waiting at most [`RECORD_TIME`].
+fn put_within_record_time(repo: &Repository, runtime: &Handle, key: &str, body: bytes::Bytes) -> Result<(), String> {
+    match runtime.block_on(async { tokio::time::timeout(RECORD_TIME, repo.put(key, body)).await }) {
         Ok(stored) => stored.map_err(|e| e.to_string()),
-        Err(_) => Err(format!("writing {} got no answer within {}s", repo.location(&key), RECORD_TIME.as_secs())),
+        Err(_) => Err(format!("writing {} got no answer within {}s", repo.location(key), RECORD_TIME.as_secs())),
     }
 }
 
@@ -227,11 +232,9 @@ pub fn run_backup(host: &mut dyn BackupHost, repo: &Repository, job: &BackupJob)
     };
 
     // The owner first: a STARTED backup always says who may mark it FAILED.
-    let owner = owner::record_owner(repo, &job.backup_id, &job.owner);
-    match job.runtime.block_on(async { tokio::time::timeout(RECORD_TIME, owner).await }) {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => return Err(fail(info, e.to_string())),
-        Err(_) => return Err(fail(info, format!("the store did not answer within {}s", RECORD_TIME.as_secs()))),
+    let (key, body) = owner::owner_object(&job.backup_id, &job.owner);
+    if let Err(e) = put_within_record_time(repo, &job.runtime, &key, body) {
+        return Err(fail(info, e));
     }
     // Listed as running from the start, the checkpoint wait included.
     info.status = Some(BackupStatus::Started);

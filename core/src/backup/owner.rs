@@ -76,10 +76,9 @@ fn owner_key(backup_id: &str) -> String {
     format!("{}/{OWNER_OBJECT}", super::backup_dir(backup_id))
 }
 
-/// Records who starts `backup_id`.
-pub async fn record_owner(repo: &Repository, backup_id: &str, owner: &BackupOwner) -> StoreResult<()> {
-    let body = serde_json::to_vec(owner).expect("the owner serializes");
-    repo.put(&owner_key(backup_id), body.into()).await
+/// The key and content of `backup_id`'s owner record.
+pub(crate) fn owner_object(backup_id: &str, owner: &BackupOwner) -> (String, bytes::Bytes) {
+    (owner_key(backup_id), serde_json::to_vec(owner).expect("the owner serializes").into())
 }
 
 /// Who started `backup_id`; `None` when not recorded (another tool, or an older pgops).

@@ -203,7 +203,8 @@ fn a_failed_backup_is_stopped_and_recorded_failed_and_crash_leftovers_are_marked
     for (id, owner) in &owners {
         record(&repo, runtime.handle(), id, &started).unwrap();
         if let Some(owner) = owner {
-            runtime.block_on(owner::record_owner(&repo, id, owner)).unwrap();
+            let (key, body) = owner::owner_object(id, owner);
+            runtime.block_on(repo.put(&key, body)).unwrap();
         }
     }
     let marked = runtime
