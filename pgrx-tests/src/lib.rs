@@ -1,9 +1,10 @@
-//! Harness for pgops' end-to-end tests: real PostgreSQL 15 clusters (run as an
-//! unprivileged user) and a real S3 server process (`s3s-fs`) over HTTP.
+//! Harness for pgops' end-to-end tests: real PostgreSQL clusters (run as an unprivileged
+//! user) and a real S3 server process (`s3s-fs`) over HTTP.
 //!
-//! Prerequisites (installed by `.ci/install`, the extension by `scripts/test`): the Debian
-//! PostgreSQL 15 server with pgops installed into it, `s3s-fs` on PATH, and the
-//! barman[cloud] venv.
+//! The server is the one whose `pg_config` `PGOPS_PG_CONFIG` names (default Debian's
+//! PostgreSQL 15); `scripts/test` runs the suite once per major (15, 16, 17, 18).
+//! Prerequisites (installed by `.ci/install`, the extension by `scripts/test`): that server
+//! with pgops installed into it, `s3s-fs` on PATH, and the barman[cloud] venv.
 
 use pgops_core::compression::Compression;
 use pgops_core::repository::RepositoryUrl;
@@ -18,13 +19,55 @@ pub const ACCESS_KEY: &str = "pgops-test-key";
 pub const SECRET_KEY: &str = "pgops-test-secret";
 pub const BUCKET: &str = "backups";
 
-fn pg_bindir() -> PathBuf {
+fn pg_config(option: &str) -> String {
     let pg_config = std::env::var("PGOPS_PG_CONFIG").unwrap_or_else(|_| "/usr/lib/postgresql/15/bin/pg_config".into());
-    let out = Command::new(&pg_config)
-        .arg("--bindir")
-        .output()
-        .unwrap_or_else(|e| panic!("{pg_config}: {e}; run .ci/install"));
-    PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
+    let out =
+        Command::new(&pg_config).arg(option).output().unwrap_or_else(|e| panic!("{pg_config}: {e}; run .ci/install"));
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+fn pg_bindir() -> PathBuf {
+    PathBuf::from(pg_config("--bindir"))
+}
+
+/// The major version of the server under test (15, 16, 17, 18): where PostgreSQL's
+/// behaviour differs, tests assert each major's.
+pub fn server_major() -> u32 {
+    let version = pg_config("--version");
+    let number = version.strip_prefix("PostgreSQL ").unwrap_or_else(|| panic!("pg_config --version: {version}"));
+    number.split(['.', ' ']).next().and_then(|major| major.parse().ok()).unwrap_or_else(|| panic!("{version}"))
+}
+
+/// A copy of the server under test without pgops in it, in `dir/server`: binaries copied
+/// (Postgres finds its libraries and share files relative to its own executable), every
+/// other file linked, pgops' library and extension files left out. Returns its `bin`.
+pub fn server_without_pgops(dir: &Path) -> PathBuf {
+    fn link_tree(from: &Path, to: &Path) {
+        std::fs::create_dir_all(to).unwrap();
+        for entry in std::fs::read_dir(from).unwrap() {
+            let entry = entry.unwrap();
+            let name = entry.file_name();
+            if name.to_string_lossy().starts_with("pgops") {
+                continue;
+            }
+            if entry.file_type().unwrap().is_dir() {
+                link_tree(&entry.path(), &to.join(&name));
+            } else {
+                std::os::unix::fs::symlink(entry.path(), to.join(&name)).unwrap();
+            }
+        }
+    }
+    let root = dir.join("server");
+    let bin = root.join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    for entry in std::fs::read_dir(pg_bindir()).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), bin.join(entry.file_name())).unwrap();
+    }
+    link_tree(Path::new(&pg_config("--pkglibdir")), &root.join("lib"));
+    link_tree(Path::new(&pg_config("--sharedir")), &root.join("share"));
+    std::fs::set_permissions(&root, std::fs::Permissions::from_mode(0o755)).unwrap();
+    bin
 }
 
 pub fn barman_bin(tool: &str) -> PathBuf {
@@ -220,7 +263,7 @@ pub fn give_to_postgres(path: &Path) {
     run(chown);
 }
 
-/// A PostgreSQL 15 cluster in a scratch directory, run as `postgres`.
+/// A PostgreSQL cluster in a scratch directory, run as `postgres`.
 pub struct PgCluster {
     pub data: PathBuf,
     pub port: u16,
@@ -232,7 +275,12 @@ impl PgCluster {
     /// initdb a new cluster in `dir/name`, with pgops preloaded and WAL kept around so
     /// that tests can compare archived segments with the originals.
     pub fn init(dir: &Path, name: &str) -> PgCluster {
-        let cluster = PgCluster::at(dir, name);
+        PgCluster::init_using(dir, name, &pg_bindir())
+    }
+
+    /// As [`PgCluster::init`], with the server installed in `bindir`.
+    pub fn init_using(dir: &Path, name: &str, bindir: &Path) -> PgCluster {
+        let cluster = PgCluster::at_using(dir, name, bindir);
         let mut initdb = as_postgres(&cluster.bindir.join("initdb"));
         initdb.args(["-A", "trust", "-U", "postgres", "--no-sync", "-D"]).arg(&cluster.data);
         run(initdb);
@@ -247,10 +295,15 @@ impl PgCluster {
 
     /// A cluster whose data directory is (or will be) `dir/name`, not yet created.
     pub fn at(dir: &Path, name: &str) -> PgCluster {
+        PgCluster::at_using(dir, name, &pg_bindir())
+    }
+
+    /// As [`PgCluster::at`], with the server installed in `bindir`.
+    pub fn at_using(dir: &Path, name: &str, bindir: &Path) -> PgCluster {
         let socket_dir = dir.join(format!("{name}-socket"));
         std::fs::create_dir_all(&socket_dir).unwrap();
         std::fs::set_permissions(&socket_dir, std::fs::Permissions::from_mode(0o777)).unwrap();
-        PgCluster { data: dir.join(name), port: free_port(), socket_dir, bindir: pg_bindir() }
+        PgCluster { data: dir.join(name), port: free_port(), socket_dir, bindir: bindir.to_owned() }
     }
 
     pub fn bin(&self, tool: &str) -> PathBuf {

@@ -41,7 +41,10 @@ fn tar_members(tar: &[u8]) -> BTreeMap<String, Vec<u8>> {
 fn backup_now_under_pgbench_load_is_done_complete_and_verifiable() {
     let dir = scratch_dir();
     let s3 = S3Server::start(dir.path());
-    let pg = backing_up_cluster(dir.path(), &s3, "main", FAST);
+    // PostgreSQL 17+ can summarize WAL for incremental backups: the summarizer runs beside
+    // pgops' backups and must not disturb them.
+    let summarize = if server_major() >= 17 { "summarize_wal = on" } else { "" };
+    let pg = backing_up_cluster(dir.path(), &s3, "main", &format!("{FAST}\n{summarize}"));
     let mut init = pg.tool("pgbench");
     init.args(["-i", "-s", "5", "-q", &pg.connstr()]);
     assert!(init.output().unwrap().status.success());
@@ -99,6 +102,18 @@ fn backup_now_under_pgbench_load_is_done_complete_and_verifiable() {
     let unpacked = dir.path().join("unpacked");
     tar::Archive::new(&tar[..]).unpack(&unpacked).unwrap();
     let manifest = block_on(repo.get(&format!("base/{id}/backup_manifest"))).unwrap().unwrap();
+    // The manifest version this major's pg_verifybackup expects: 2 from 17 on, which
+    // carries the system identifier (and is checked against pg_control).
+    let json: serde_json::Value = serde_json::from_slice(&manifest).unwrap();
+    if server_major() >= 17 {
+        assert_eq!(json["PostgreSQL-Backup-Manifest-Version"], 2);
+        assert_eq!(json["System-Identifier"].to_string(), pg.system_identifier());
+        let summaries = pg.query_text("SELECT count(*) FROM pg_available_wal_summaries()");
+        assert!(summaries.parse::<u32>().unwrap() > 0, "the WAL summarizer ran during the backup");
+    } else {
+        assert_eq!(json["PostgreSQL-Backup-Manifest-Version"], 1);
+        assert!(json.get("System-Identifier").is_none());
+    }
     std::fs::write(unpacked.join("backup_manifest"), &manifest).unwrap();
     give_to_postgres(&unpacked);
     let mut verify = pg.tool("pg_verifybackup");

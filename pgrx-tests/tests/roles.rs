@@ -275,6 +275,19 @@ fn a_missing_or_empty_password_file_is_an_error_and_the_password_keeps_working()
     c.batch_execute("GRANT pg_read_server_files TO admin").unwrap();
     assert_eq!(call(&mut admin, &with_file), "updated");
     pg.tcp_login("made_by_admin", "from-file", "postgres").expect("password from the file");
+    // A role someone else created: PostgreSQL 15 lets any CREATEROLE role manage it;
+    // 16 and later only one holding it WITH ADMIN OPTION (its creator gets that itself).
+    c.batch_execute("CREATE ROLE outsider NOLOGIN").unwrap();
+    let change = "pgops.ensure_role('outsider', login => false, connection_limit => 3)";
+    if server_major() >= 16 {
+        let (code, message, _, hint) = call_error(&mut admin, change);
+        assert_eq!(code, "42501", "{message}");
+        assert!(hint.contains("ADMIN OPTION"), "{hint}");
+        assert_eq!(text(&mut c, "SELECT rolconnlimit::text FROM pg_roles WHERE rolname = 'outsider'"), "-1");
+        c.batch_execute("GRANT outsider TO admin WITH ADMIN OPTION").unwrap();
+    }
+    assert_eq!(call(&mut admin, change), "updated");
+    assert_eq!(text(&mut c, "SELECT rolconnlimit::text FROM pg_roles WHERE rolname = 'outsider'"), "3");
     let (code, message, _, _) = call_error(&mut admin, "pgops.ensure_role('boss', superuser => true)");
     assert_eq!(code, "42501", "{message}");
     assert!(message.contains("superuser role"), "{message}");
@@ -476,7 +489,8 @@ fn a_role_the_caller_may_not_alter_is_refused_before_its_password_is_compared() 
     let dir = scratch_dir();
     let pg = cluster(dir.path(), "");
     let mut c = pg.client();
-    // PostgreSQL 15: CREATEROLE does not reach replication (or superuser) roles.
+    // CREATEROLE does not reach replication (or superuser) roles: PostgreSQL 15 refuses it,
+    // and pgops keeps that rule on 16+, where a CREATEROLE role holding REPLICATION could.
     c.batch_execute(
         "SET password_encryption = 'scram-sha-256'; CREATE ROLE repl LOGIN REPLICATION PASSWORD 'right-guess'; CREATE ROLE admin LOGIN CREATEROLE",
     )
