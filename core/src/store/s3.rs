@@ -7,14 +7,17 @@
 //!   or mis-store such bodies; integrity comes from Content-MD5 instead, which every S3
 //!   implementation checks on receipt.
 
-use super::{MultipartUpload, ObjectMeta, ObjectStore, StoreError, StoreErrorKind, StoreResult, UploadedPart};
+use super::{
+    DeleteFailure, ListPage, MultipartUpload, ObjectMeta, ObjectStore, StoreError, StoreErrorKind, StoreResult,
+    UploadedPart, MAX_DELETE_BATCH,
+};
 use async_trait::async_trait;
 use aws_sdk_s3::config::{
     BehaviorVersion, Credentials, Region, RequestChecksumCalculation, ResponseChecksumValidation,
 };
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
-use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
+use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart, Delete, ObjectIdentifier};
 use aws_sdk_s3::Client;
 use base64::Engine;
 use bytes::Bytes;
@@ -214,21 +217,44 @@ impl ObjectStore for S3Store {
         }
     }
 
-    async fn list(&self, prefix: &str) -> StoreResult<Vec<ObjectMeta>> {
-        let mut pages = self.client.list_objects_v2().bucket(&self.bucket).prefix(prefix).into_paginator().send();
-        let mut objects = Vec::new();
-        while let Some(page) = pages.next().await {
-            let page = page.map_err(|e| self.error("ListObjectsV2", prefix, e))?;
-            objects.extend(page.contents().iter().filter_map(|o| {
+    async fn list_page(&self, prefix: &str, continuation: Option<&str>, max_keys: usize) -> StoreResult<ListPage> {
+        let page = self
+            .client
+            .list_objects_v2()
+            .bucket(&self.bucket)
+            .prefix(prefix)
+            .max_keys(i32::try_from(max_keys).unwrap_or(i32::MAX))
+            .set_continuation_token(continuation.map(str::to_string))
+            .send()
+            .await
+            .map_err(|e| self.error("ListObjectsV2", prefix, e))?;
+        let mut objects: Vec<ObjectMeta> = page
+            .contents()
+            .iter()
+            .filter_map(|o| {
                 Some(ObjectMeta {
                     key: o.key()?.to_string(),
                     size: o.size().unwrap_or(0) as u64,
                     md5: etag_md5(o.e_tag()),
                 })
-            }));
-        }
+            })
+            .collect();
         objects.sort_by(|a, b| a.key.cmp(&b.key));
-        Ok(objects)
+        let continuation = match (page.is_truncated(), page.next_continuation_token()) {
+            (Some(true), Some(token)) => Some(token.to_string()),
+            // Taking such a page for the last would make an incomplete listing look
+            // complete (and retention decide on it).
+            (Some(true), None) => {
+                return Err(StoreError {
+                    operation: "ListObjectsV2",
+                    location: self.location(prefix),
+                    kind: StoreErrorKind::Other,
+                    cause: "the answer says the listing goes on but has no continuation token".into(),
+                })
+            }
+            _ => None,
+        };
+        Ok(ListPage { objects, continuation })
     }
 
     async fn delete(&self, key: &str) -> StoreResult<()> {
@@ -240,6 +266,67 @@ impl ObjectStore for S3Store {
             .await
             .map_err(|e| self.error("DeleteObject", key, e))?;
         Ok(())
+    }
+
+    async fn delete_many(&self, keys: &[String]) -> StoreResult<Vec<DeleteFailure>> {
+        let mut failures = Vec::new();
+        for batch in keys.chunks(MAX_DELETE_BATCH) {
+            let request_error = |cause: String| StoreError {
+                operation: "DeleteObjects",
+                location: self.location(&batch[0]),
+                kind: StoreErrorKind::Other,
+                cause,
+            };
+            let objects = batch
+                .iter()
+                .map(|key| ObjectIdentifier::builder().key(key).build())
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| request_error(e.to_string()))?;
+            let delete = Delete::builder()
+                .set_objects(Some(objects))
+                .quiet(true)
+                .build()
+                .map_err(|e| request_error(e.to_string()))?;
+            let answer = self
+                .client
+                .delete_objects()
+                .bucket(&self.bucket)
+                .delete(delete)
+                .customize()
+                .mutate_request(|request| {
+                    // S3 requires an integrity check on DeleteObjects. Content-MD5 is the one
+                    // every S3 implementation checks; the SDK's default CRC32 header is
+                    // dropped, as for every other request (see the module's comment).
+                    let md5 = request
+                        .body()
+                        .bytes()
+                        .map(|body| base64::engine::general_purpose::STANDARD.encode(super::md5_of(body)));
+                    let checksum_headers: Vec<String> = request
+                        .headers()
+                        .iter()
+                        .map(|(name, _)| name.to_ascii_lowercase())
+                        .filter(|name| name.starts_with("x-amz-checksum-") || name == "x-amz-sdk-checksum-algorithm")
+                        .collect();
+                    for name in checksum_headers {
+                        request.headers_mut().remove(name.as_str());
+                    }
+                    if let Some(md5) = md5 {
+                        request.headers_mut().insert("content-md5", md5);
+                    }
+                })
+                .send()
+                .await
+                .map_err(|e| self.error("DeleteObjects", &batch[0], e))?;
+            failures.extend(answer.errors().iter().map(|error| DeleteFailure {
+                key: error.key().unwrap_or_default().to_string(),
+                cause: format!(
+                    "{}: {}",
+                    error.code().unwrap_or("no error code"),
+                    error.message().unwrap_or("no message")
+                ),
+            }));
+        }
+        Ok(failures)
     }
 
     async fn start_multipart(&self, key: &str) -> StoreResult<MultipartUpload> {
