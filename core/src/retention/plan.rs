@@ -435,6 +435,19 @@ impl Plan {
     pub fn obsolete(&self) -> impl Iterator<Item = &BackupDecision> {
         self.backups.iter().filter(|decision| !decision.kept())
     }
+
+    /// The oldest time one can restore to once the plan is carried out: the end of the
+    /// oldest DONE backup kept (`None` without one).
+    pub fn recoverable_from(&self) -> Option<DateTime<Utc>> {
+        self.backups
+            .iter()
+            .filter(|decision| decision.kept())
+            .filter_map(|decision| match decision.backup.state {
+                EntryState::Done(done) => Some(done.ended),
+                _ => None,
+            })
+            .min()
+    }
 }
 
 /// Reads the catalog and the WAL listing and decides. Any listing or read error, and any

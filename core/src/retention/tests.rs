@@ -233,6 +233,11 @@ async fn a_recovery_window_keeps_the_newest_backup_that_ended_before_it_and_ever
     assert_eq!(obsolete_ids(&plan), ["20261108T020000", "20261109T020000", "20261110T020000"]);
     assert_eq!(verdicts(&plan)[4].1, Why::RecoveryWindowStart);
     assert_eq!(verdicts(&plan)[5].1, Why::WithinRecoveryWindow);
+    // A (kept standalone) is the oldest point left to restore to.
+    assert_eq!(plan.recoverable_from(), Some(at("2026-11-01T02:10:00Z")));
+    std::fs::remove_file(fixture.dir.path().join(format!("srv/base/20261101T020000/{KEEP_ANNOTATION}"))).unwrap();
+    let plan = plan_with(&repo, "7d", 1).await.unwrap();
+    assert_eq!(plan.recoverable_from(), Some(at("2026-11-15T02:10:00Z")), "D, the window's start");
 }
 
 #[tokio::test]
