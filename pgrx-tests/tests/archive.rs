@@ -1,4 +1,4 @@
-//! End-to-end tests of WAL archiving: real PostgreSQL 15 with `archive_library = 'pgops'`
+//! End-to-end tests of WAL archiving: real PostgreSQL (each supported major) with `archive_library = 'pgops'`
 //! and a real S3 server process.
 
 use pgops_core::naming;

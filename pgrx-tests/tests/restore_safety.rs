@@ -1,4 +1,4 @@
-//! `pgops restore` under hostile or unusual input, against real PostgreSQL 15 and s3s-fs
+//! `pgops restore` under hostile or unusual input, against real PostgreSQL (each supported major) and s3s-fs
 //! processes: a crafted backup, pg_wal outside the data directory, a target time without
 //! an offset, and a clone next to the production cluster.
 

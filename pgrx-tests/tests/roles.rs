@@ -1,5 +1,5 @@
 //! `pgops.ensure_role()`, `pgops.ensure_database()` and the roles file, on a real
-//! PostgreSQL 15 with logins over TCP checked by SCRAM-SHA-256.
+//! PostgreSQL (each supported major) with logins over TCP checked by SCRAM-SHA-256.
 
 use pgops_e2e::*;
 use postgres::Client;

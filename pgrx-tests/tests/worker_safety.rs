@@ -1,6 +1,6 @@
 //! Trust under faults, the extension and worker side: a clone next to production, archiving
 //! without preloading, credentials out of the data directory, spread checkpoints that
-//! keep a caller waiting, privilege checks before any work. Real PostgreSQL 15 and s3s-fs
+//! keep a caller waiting, privilege checks before any work. Real PostgreSQL (each supported major) and s3s-fs
 //! processes.
 
 use pgops_e2e::*;

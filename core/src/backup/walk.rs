@@ -85,7 +85,14 @@ fn walk_dir(dir: &Path, prefix: &str, skip: &[&str], out: &mut Vec<Entry>) -> io
             // WAL comes from the archive; keep the directory layout Postgres expects, as
             // directories even when pg_wal is a link (`initdb --waldir`), as pg_basebackup
             // does: a restore must never write into the original cluster's WAL directory.
-            for (name, path) in [("pg_wal", path.clone()), ("pg_wal/archive_status", path.join("archive_status"))] {
+            // PostgreSQL 17+ keeps WAL summaries in pg_wal/summaries: its directory goes too
+            // (as pg_basebackup sends it), its contents do not.
+            let mut directories =
+                vec![("pg_wal", path.clone()), ("pg_wal/archive_status", path.join("archive_status"))];
+            if path.join("summaries").is_dir() {
+                directories.push(("pg_wal/summaries", path.join("summaries")));
+            }
+            for (name, path) in directories {
                 out.push(Entry { path, name: name.into(), kind: EntryKind::Directory, size: 0 });
             }
         } else if file_type.is_symlink() {
@@ -186,6 +193,7 @@ mod tests {
             "base/pgsql_tmp/pgsql_tmp123.0",
             "pg_wal/000000010000000000000001",
             "pg_wal/archive_status/000000010000000000000001.done",
+            "pg_wal/summaries/0000000100000000010000280000000001000058.summary",
             "pg_replslot/slot/state",
             "pg_stat_tmp/global.stat",
             "postmaster.pid",
@@ -215,6 +223,7 @@ mod tests {
                 "pg_tblspc_link",
                 "pg_wal",
                 "pg_wal/archive_status",
+                "pg_wal/summaries",
                 "postgresql.auto.conf",
             ]
         );
