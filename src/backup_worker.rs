@@ -1,19 +1,26 @@
 //! The pgops background worker: takes base backups on `pgops.backup_schedule` and when
-//! `pgops.backup_now()` asks. It talks to Postgres from its main thread only; the core
+//! `pgops.backup_now()` asks, and applies `pgops.retention_policy` after each DONE backup
+//! and every `pgops.retention_interval`. It talks to Postgres from its main thread only; the core
 //! reads and uploads files on threads of its own.
 
+use crate::retention::{self, Liveness};
 use crate::roles_file::Reconciler;
+use crate::runtime::NotDone;
 use crate::transaction::in_transaction;
 use crate::{archive_module, backup_control, guc, runtime, worker_signals};
 use chrono::{DateTime, Utc};
 use pgops_core::backup::catalog::fail_interrupted;
 use pgops_core::backup::info::{BackupInfo, Tablespace};
 use pgops_core::backup::owner::{self, BackupOwner};
-use pgops_core::backup::{self, BackupHost, BackupJob, BackupStop, ClusterInfo, Phase, Progress, WalPosition};
+use pgops_core::backup::{
+    self, BackupHost, BackupId, BackupJob, BackupStop, ClusterInfo, Phase, Progress, WalPosition,
+};
 use pgops_core::repository::RepositoryUrl;
+use pgops_core::retention::{execute, plan, PlanRequest};
 use pgops_core::store::Repository;
 use pgrx::bgworkers::{BackgroundWorker, BackgroundWorkerBuilder, BgWorkerStartTime};
 use pgrx::pg_sys;
+use pgrx::pg_sys::panic::ErrorReport;
 use pgrx::prelude::*;
 use pgrx::Spi;
 use serde::Deserialize;
@@ -56,6 +63,8 @@ pub extern "C-unwind" fn pgops_worker_main(_arg: pg_sys::Datum) {
         next_tidy: Instant::now(),
         schedule: None,
         roles: Reconciler::new(),
+        // A policy set while the worker was down applies at once.
+        retention: RetentionDue::Now,
     };
     loop {
         pgrx::check_for_interrupts!();
@@ -74,6 +83,7 @@ pub extern "C-unwind" fn pgops_worker_main(_arg: pg_sys::Datum) {
             }
             continue;
         }
+        worker.apply_retention_if_due();
         wait(worker.sleep());
     }
 }
@@ -98,7 +108,22 @@ struct Worker {
     /// The schedule's text and its next firing.
     schedule: Option<(String, DateTime<Utc>)>,
     roles: Reconciler,
+    retention: RetentionDue,
 }
+
+/// When retention runs next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RetentionDue {
+    /// The worker started, a backup just ended DONE, or the last run was cut short.
+    Now,
+    /// `pgops.retention_interval` after this run (read when due: a reload applies).
+    IntervalAfter(Instant),
+}
+
+/// How long one retention run may keep the worker from its other duties (backups asked
+/// for, the roles file); a run cut short continues at once on the next pass of the loop,
+/// deletions being idempotent and safe to stop anywhere.
+const RETENTION_SLICE: Duration = Duration::from_secs(30);
 
 impl Worker {
     /// The repository in the settings, and its URL.
@@ -159,6 +184,65 @@ impl Worker {
         });
     }
 
+    /// Applies the retention policy when due, on the primary only, for
+    /// [`RETENTION_SLICE`] at most and never while a backup is asked for.
+    fn apply_retention_if_due(&mut self) {
+        let due = match self.retention {
+            RetentionDue::Now => true,
+            RetentionDue::IntervalAfter(last) => last.elapsed() >= guc::retention_interval(),
+        };
+        // SAFETY: reads shared state Postgres keeps for every process; main thread.
+        if !due || unsafe { pg_sys::RecoveryInProgress() } {
+            return;
+        }
+        self.retention = RetentionDue::IntervalAfter(Instant::now());
+        let (policy, minimum_redundancy) = match retention::settings() {
+            Ok((None, _)) => return,
+            Ok((Some(policy), minimum_redundancy)) => (policy, minimum_redundancy),
+            Err(invalid) => return retention_warning(format!("retention skipped: {}", invalid.message), &invalid.hint),
+        };
+        let repo = match self.repository() {
+            Ok((_, repo)) => repo,
+            Err(e) => {
+                return retention_warning(
+                    format!("retention skipped: {e}"),
+                    "Check pgops.repository and the S3 settings.",
+                )
+            }
+        };
+        let liveness = Liveness::now();
+        let started_is_live = |id: &BackupId, owner: Option<&BackupOwner>| liveness.is_live(id, owner);
+        let request = PlanRequest {
+            policy: Some(policy),
+            minimum_redundancy,
+            now: Utc::now(),
+            started_is_live: &started_is_live,
+        };
+        let deadline = Instant::now() + RETENTION_SLICE;
+        let run = runtime::block_on_until(
+            async {
+                let plan = plan(&repo, &request).await.map_err(|e| (e.to_string(), e.hint()))?;
+                let report = execute(&repo, &plan).await.map_err(|f| (f.to_string(), f.error.hint()))?;
+                Ok::<_, (String, &str)>((plan.warnings, report))
+            },
+            || Instant::now() >= deadline || backup_control::requested(),
+        );
+        match run {
+            Ok(Ok((warnings, report))) => {
+                for warning in warnings {
+                    warning!("pgops: {warning}");
+                }
+                log!("pgops: retention ({policy}, minimum_redundancy {minimum_redundancy}): {report}");
+            }
+            Ok(Err((error, hint))) => retention_warning(format!("retention ({policy}) failed: {error}"), hint),
+            Err(NotDone::NoRuntime(e)) => retention_warning(format!("retention skipped: {e}"), "See the server log."),
+            Err(NotDone::Interrupted) => {
+                log!("pgops: retention ({policy}) paused to serve other work; it continues right after");
+                self.retention = RetentionDue::Now;
+            }
+        }
+    }
+
     /// The id of a scheduled backup due now, if one is.
     fn scheduled_backup_due(&mut self) -> Option<String> {
         let schedule = match guc::backup_schedule() {
@@ -208,12 +292,15 @@ impl Worker {
         log!("pgops: backup {id} starting");
         let result = self.take_backup(id, fast.unwrap_or_else(|| guc::BACKUP_FAST_CHECKPOINT.get()));
         match &result {
-            Ok(info) => log!(
-                "pgops: backup {id} DONE: WAL {} to {}, {} bytes",
-                info.begin_wal,
-                info.end_wal.as_deref().unwrap_or("?"),
-                info.size.unwrap_or(0)
-            ),
+            Ok(info) => {
+                log!(
+                    "pgops: backup {id} DONE: WAL {} to {}, {} bytes",
+                    info.begin_wal,
+                    info.end_wal.as_deref().unwrap_or("?"),
+                    info.size.unwrap_or(0)
+                );
+                self.retention = RetentionDue::Now;
+            }
             Err(e) => warning!("pgops: backup {id} FAILED: {e}"),
         }
         backup_control::finish(id, result.as_ref().map(drop).map_err(String::as_str));
@@ -249,6 +336,12 @@ impl Worker {
             failure.error
         })
     }
+}
+
+fn retention_warning(message: String, hint: &str) {
+    ErrorReport::new(PgSqlErrorCode::ERRCODE_EXTERNAL_ROUTINE_EXCEPTION, format!("pgops: {message}"), "retention")
+        .set_hint(hint)
+        .report(PgLogLevel::WARNING);
 }
 
 /// One row of JSON from a query, in a transaction of its own.

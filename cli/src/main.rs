@@ -11,6 +11,7 @@ use pgops_core::verify::{self, VerifyReport};
 use pgops_core::InvalidSetting;
 use std::process::ExitCode;
 
+mod expire;
 mod restore;
 mod wal_fetch;
 
@@ -81,6 +82,14 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Apply a retention policy: delete obsolete backups (backup.info first, then their
+    /// objects) and the WAL no kept backup needs; the same rows as pgops.expire().
+    ///
+    /// Nothing is deleted when the catalog cannot be read completely. Exit status: 0 done
+    /// (or planned, with --dry-run); 2 the store failed or refused a deletion (what was
+    /// deleted is printed; a new run finishes the job); 3 bad usage; 4 the catalog cannot
+    /// be read completely (nothing deleted).
+    Expire(expire::ExpireArgs),
     /// List the backups in the repository (pgops' and Barman Cloud's), oldest first.
     List {
         /// One JSON array instead of a table
@@ -205,6 +214,7 @@ fn main() -> ExitCode {
     match cli.command {
         Command::WalFetch(args) => wal_fetch::run(args, &url, &s3, &runtime),
         Command::Restore(args) => restore::run(args, &url, &s3, &runtime),
+        Command::Expire(args) => expire::run(args, &runtime.block_on(Repository::open(&url, &s3)), &runtime),
         Command::Verify { json } => {
             let repo = runtime.block_on(Repository::open(&url, &s3));
             match verify::verify(&repo, runtime.handle()) {

@@ -31,13 +31,17 @@ mod catalog;
 mod execute;
 mod plan;
 mod policy;
+mod rows;
 #[cfg(test)]
 mod tests;
 
 pub use catalog::{read_catalog, CatalogEntry, DoneBackup, EntryState, KeepTarget, StartedIsLive, KEEP_ANNOTATION};
 pub use execute::{execute, ExpireFailure, ExpireReport};
-pub use plan::{decide, plan, BackupDecision, Plan, PlanRequest, WalRange, Why};
+pub use plan::{
+    assess, decide, last_done_ended, plan, recoverable_from, BackupDecision, Plan, PlanRequest, WalRange, Why,
+};
 pub use policy::{Policy, WindowUnit};
+pub use rows::{ExpireRow, RowKind};
 
 use crate::store::StoreError;
 

@@ -439,23 +439,46 @@ impl Plan {
     /// The oldest time one can restore to once the plan is carried out: the end of the
     /// oldest DONE backup kept (`None` without one).
     pub fn recoverable_from(&self) -> Option<DateTime<Utc>> {
-        self.backups
-            .iter()
-            .filter(|decision| decision.kept())
-            .filter_map(|decision| match decision.backup.state {
-                EntryState::Done(done) => Some(done.ended),
-                _ => None,
-            })
-            .min()
+        recoverable_from(&self.backups)
     }
+}
+
+/// The oldest time one can restore to once `decisions` are carried out: the end of the
+/// oldest DONE backup kept (`None` without one).
+pub fn recoverable_from(decisions: &[BackupDecision]) -> Option<DateTime<Utc>> {
+    decisions
+        .iter()
+        .filter(|decision| decision.kept())
+        .filter_map(|decision| match decision.backup.state {
+            EntryState::Done(done) => Some(done.ended),
+            _ => None,
+        })
+        .min()
+}
+
+/// The end of the newest DONE backup of `decisions`, kept or not.
+pub fn last_done_ended(decisions: &[BackupDecision]) -> Option<DateTime<Utc>> {
+    decisions
+        .iter()
+        .filter_map(|decision| match decision.backup.state {
+            EntryState::Done(done) => Some(done.ended),
+            _ => None,
+        })
+        .max()
+}
+
+/// The decision on every backup without the WAL survey (cheap enough for listings and
+/// monitoring): the catalog read completely, or the error naming what could not be read.
+pub async fn assess(repo: &Repository, request: &PlanRequest<'_>) -> Result<Vec<BackupDecision>, RetentionError> {
+    let catalog = read_catalog(repo, request.started_is_live).await?;
+    Ok(decide(catalog, request.policy, request.minimum_redundancy, request.now))
 }
 
 /// Reads the catalog and the WAL listing and decides. Any listing or read error, and any
 /// `backup.info` that does not say what retention needs, is an error naming the object:
 /// nothing is decided on a partial catalog.
 pub async fn plan(repo: &Repository, request: &PlanRequest<'_>) -> Result<Plan, RetentionError> {
-    let catalog = read_catalog(repo, request.started_is_live).await?;
-    let backups = decide(catalog, request.policy, request.minimum_redundancy, request.now);
+    let backups = assess(repo, request).await?;
     let mut survey = WalSurvey::new(&backups);
     let mut warnings = Vec::new();
     if request.policy.is_some() && survey.may_delete() {
