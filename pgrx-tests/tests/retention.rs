@@ -1,0 +1,333 @@
+//! Retention (issue 12) against real processes: the `pgops` CLI and the extension over a
+//! real S3 server (s3s-fs), PostgreSQL 15. Time is moved by writing backups whose
+//! `backup.info` says they ended days ago, never by sleeping.
+
+use bytes::Bytes;
+use chrono::{DateTime, TimeDelta, Utc};
+use pgops_core::store::Repository;
+use pgops_e2e::*;
+use serde_json::Value;
+use std::collections::BTreeSet;
+use std::process::{Command, Output};
+use std::time::Duration;
+
+/// A fake backup's `backup.info`: what retention reads of a DONE backup.
+fn done_info(begin: u32, end: u32, ended: DateTime<Utc>) -> String {
+    format!(
+        "begin_wal={}\nend_time={}\nend_wal={}\nstatus=DONE\n",
+        segment(begin),
+        ended.format("%Y-%m-%d %H:%M:%S%.6f%:z"),
+        segment(end)
+    )
+}
+
+/// The timeline-1 segment at position `p` (256 segments a log file).
+fn segment(p: u32) -> String {
+    format!("00000001{:08X}{:08X}", p / 256, p % 256)
+}
+
+fn put(repo: &Repository, key: &str, body: impl Into<Bytes>) {
+    block_on(repo.put(key, body.into())).unwrap();
+}
+
+/// A backup id `days` ago (ids sort as their start times).
+fn id_days_ago(days: i64) -> (String, DateTime<Utc>) {
+    let ended = Utc::now() - TimeDelta::days(days);
+    (ended.format("%Y%m%dT%H%M%S").to_string(), ended)
+}
+
+/// Writes a DONE backup `days` ago beginning at WAL position `begin`, with a data object.
+fn fake_backup(repo: &Repository, days: i64, begin: u32) -> String {
+    let (id, ended) = id_days_ago(days);
+    put(repo, &format!("base/{id}/data.tar"), vec![0u8; 512]);
+    put(repo, &format!("base/{id}/backup.info"), done_info(begin, begin + 1, ended));
+    id
+}
+
+/// Writes timeline-1 WAL segments at positions `range` (a few bytes each).
+fn fake_wal(repo: &Repository, range: std::ops::Range<u32>) {
+    block_on(async {
+        for p in range {
+            let name = segment(p);
+            repo.put(&format!("wals/{}/{name}", &name[..16]), Bytes::from_static(b"wal")).await.unwrap();
+        }
+    });
+}
+
+fn keys(repo: &Repository, prefix: &str) -> BTreeSet<String> {
+    block_on(repo.list(prefix)).unwrap().into_iter().map(|o| repo.relative(&o.key).unwrap().to_string()).collect()
+}
+
+fn expire(s3: &S3Server, prefix: &str, args: &[&str]) -> Output {
+    s3.pgops(&format!("s3://{BUCKET}/{prefix}")).arg("expire").args(args).output().unwrap()
+}
+
+/// `pgops expire --dry-run --json` rows.
+fn dry_run_rows(s3: &S3Server, prefix: &str, args: &[&str]) -> Vec<Value> {
+    let out = expire(s3, prefix, &[&["--dry-run", "--json"], args].concat());
+    assert!(out.status.success(), "pgops expire: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn obsolete_ids(rows: &[Value]) -> BTreeSet<String> {
+    rows.iter()
+        .filter(|r| r["kind"] == "backup" && r["kept"] == false)
+        .map(|r| r["id"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// A 30-day window over 1,200 WAL objects: the newest backup that ended before the
+/// window and everything newer stay; older DONE backups, a FAILED one and an unfinished
+/// one go, with every WAL object before the oldest kept backup's begin (more than one
+/// listing page and one DeleteObjects batch).
+#[test]
+fn a_window_expires_old_backups_leftovers_and_more_than_a_page_of_wal() {
+    let dir = scratch_dir();
+    let s3 = S3Server::start(dir.path());
+    let repo = s3.repository("window");
+    fake_wal(&repo, 0..1200);
+    let oldest = fake_backup(&repo, 60, 10);
+    let old = fake_backup(&repo, 45, 500);
+    let (failed, _) = id_days_ago(40);
+    put(&repo, &format!("base/{failed}/backup.info"), "status=FAILED\nerror=boom\n");
+    put(&repo, &format!("base/{failed}/data.tar"), vec![0u8; 64]);
+    let window_start = fake_backup(&repo, 35, 1150);
+    let (unfinished, _) = id_days_ago(33);
+    put(&repo, &format!("base/{unfinished}/data.tar"), vec![0u8; 64]);
+    let newest = fake_backup(&repo, 5, 1180);
+    put(&repo, "wals/00000002.history", "1\t0/10000000\tno recovery target specified\n");
+
+    let rows = dry_run_rows(&s3, "window", &["--policy", "30d"]);
+    assert_eq!(obsolete_ids(&rows), BTreeSet::from([oldest.clone(), old.clone(), failed.clone(), unfinished.clone()]));
+    let wal: Vec<&Value> = rows.iter().filter(|r| r["kind"] == "wal").collect();
+    assert_eq!(wal.len(), 1, "{rows:?}");
+    assert_eq!((wal[0]["objects"].as_u64(), wal[0]["first_wal"].as_str()), (Some(1150), Some(segment(0).as_str())));
+    assert_eq!(wal[0]["last_wal"], segment(1149));
+    assert_eq!(keys(&repo, "wals/").len(), 1201, "a dry run deletes nothing");
+
+    let out = expire(&s3, "window", &["--policy", "RECOVERY WINDOW OF 30 DAYS"]);
+    assert!(out.status.success(), "pgops expire: {}", String::from_utf8_lossy(&out.stderr));
+    let wals = keys(&repo, "wals/");
+    assert_eq!(wals.len(), 51, "every segment before {} went, the history file stayed", segment(1150));
+    assert!(
+        wals.contains("wals/00000002.history") && wals.contains(&format!("wals/0000000100000004/{}", segment(1150)))
+    );
+    let dirs: BTreeSet<String> =
+        keys(&repo, "base/").iter().map(|k| k.split('/').nth(1).unwrap().to_string()).collect();
+    assert_eq!(dirs, BTreeSet::from([window_start, newest]));
+    // Nothing left to do.
+    let rows = dry_run_rows(&s3, "window", &["--policy", "30d"]);
+    assert!(obsolete_ids(&rows).is_empty() && !rows.iter().any(|r| r["kind"] == "wal"), "{rows:?}");
+}
+
+/// minimum_redundancy keeps more than the window would; and a kept (annotated) backup
+/// older than the window survives with the WAL from its begin.
+#[test]
+fn minimum_redundancy_and_keep_marks_win_over_a_window() {
+    let dir = scratch_dir();
+    let s3 = S3Server::start(dir.path());
+    let repo = s3.repository("minimum");
+    fake_wal(&repo, 0..40);
+    let older = fake_backup(&repo, 60, 5);
+    let newer = fake_backup(&repo, 50, 20);
+    assert_eq!(obsolete_ids(&dry_run_rows(&s3, "minimum", &["--policy", "7d"])), BTreeSet::from([older.clone()]));
+    let rows = dry_run_rows(&s3, "minimum", &["--policy", "7d", "--minimum-redundancy", "2"]);
+    assert!(obsolete_ids(&rows).is_empty(), "{rows:?}");
+    let wal: Vec<&Value> = rows.iter().filter(|r| r["kind"] == "wal").collect();
+    assert_eq!(wal.len(), 1, "{rows:?}");
+    assert_eq!(
+        (wal[0]["objects"].as_u64(), wal[0]["last_wal"].as_str()),
+        (Some(5), Some(segment(4).as_str())),
+        "only the WAL before the oldest kept backup's begin (5) goes"
+    );
+
+    // Barman's keep mark, as barman-cloud-backup-keep writes it.
+    put(&repo, &format!("base/{older}/annotations/keep"), "full");
+    let out = expire(&s3, "minimum", &["--policy", "7d"]);
+    assert!(out.status.success(), "pgops expire: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(keys(&repo, &format!("base/{older}/")).contains(&format!("base/{older}/backup.info")));
+    assert!(keys(&repo, &format!("base/{newer}/")).contains(&format!("base/{newer}/backup.info")));
+    assert_eq!(keys(&repo, "wals/").len(), 35, "WAL from the kept backup's begin (5) on stays");
+}
+
+/// A backup.info that does not parse: nothing is deleted, and the error names it.
+#[test]
+fn a_corrupt_backup_info_stops_everything_and_is_named() {
+    let dir = scratch_dir();
+    let s3 = S3Server::start(dir.path());
+    let repo = s3.repository("corrupt");
+    fake_wal(&repo, 0..20);
+    fake_backup(&repo, 60, 2);
+    let (broken, _) = id_days_ago(50);
+    put(&repo, &format!("base/{broken}/backup.info"), "status=DONE\nend_time=yesterday\n");
+    fake_backup(&repo, 1, 15);
+    let before = (keys(&repo, "base/"), keys(&repo, "wals/"));
+    let out = expire(&s3, "corrupt", &["--policy", "REDUNDANCY 1"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(4), "{stderr}");
+    assert!(stderr.contains(&format!("base/{broken}/backup.info")) && stderr.contains("end_time"), "{stderr}");
+    assert!(stderr.contains("hint: pgops deletes nothing"), "{stderr}");
+    assert_eq!((keys(&repo, "base/"), keys(&repo, "wals/")), before, "nothing deleted");
+}
+
+/// The S3 server stops in the middle of a deletion run: the run fails with the store's
+/// status, nothing a kept backup needs is gone, and the next run completes.
+#[test]
+fn an_s3_outage_mid_run_loses_nothing_kept_and_the_next_run_finishes() {
+    let dir = scratch_dir();
+    let mut s3 = S3Server::start(dir.path());
+    let repo = s3.repository("outage");
+    fake_wal(&repo, 0..300);
+    let obsolete: Vec<String> = (0..30).map(|i| fake_backup(&repo, 200 - i, i as u32)).collect();
+    let kept = [fake_backup(&repo, 2, 250), fake_backup(&repo, 1, 260)];
+    let kept_objects: BTreeSet<String> = kept.iter().flat_map(|id| keys(&repo, &format!("base/{id}/"))).collect();
+
+    let first_info = s3.root.join(BUCKET).join("outage/base").join(&obsolete[0]).join("backup.info");
+    let mut run = s3.pgops(&format!("s3://{BUCKET}/outage"));
+    run.args(["expire", "--policy", "REDUNDANCY 2"]);
+    let child = run.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::piped()).spawn().unwrap();
+    wait_for("the first deletion", Duration::from_secs(30), || !first_info.exists());
+    s3.stop();
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "the run was cut: {stderr}");
+    assert!(stderr.contains("hint:"), "{stderr}");
+
+    s3.resume();
+    let kept_now: BTreeSet<String> = kept.iter().flat_map(|id| keys(&repo, &format!("base/{id}/"))).collect();
+    assert_eq!(kept_now, kept_objects);
+    assert!(keys(&repo, "base/").len() > kept_objects.len(), "the outage stopped the run half-way");
+    let wals = keys(&repo, "wals/");
+    assert!((250..300).all(|p| wals.contains(&format!("wals/{}/{}", &segment(p)[..16], segment(p)))));
+
+    let out = expire(&s3, "outage", &["--policy", "REDUNDANCY 2"]);
+    assert!(out.status.success(), "pgops expire: {}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(keys(&repo, "base/"), kept_objects);
+    assert_eq!(keys(&repo, "wals/").len(), 50);
+}
+
+fn barman(s3: &S3Server, tool: &str, args: &[&str]) -> Output {
+    let mut cmd = Command::new(barman_bin(tool));
+    cmd.args(["--endpoint-url", &s3.endpoint()]).args(args);
+    s3.barman_env(&mut cmd);
+    cmd.output().unwrap()
+}
+
+/// Real backups of a running cluster: pgops.expire() and barman-cloud-backup-delete agree
+/// on the obsolete DONE backups; keep_backup() keeps one; a real run removes the rest and
+/// its WAL; Barman still lists and restores the kept ones; the oldest kept backup restores
+/// and replays to a point in time after it, and `pgops verify` passes.
+#[test]
+fn redundancy_expires_real_backups_as_barman_would_and_the_oldest_kept_restores() {
+    let dir = scratch_dir();
+    let s3 = S3Server::start(dir.path());
+    // gzip: a codec barman-cloud-restore reads.
+    let pg = backing_up_cluster(
+        dir.path(),
+        &s3,
+        "main",
+        "pgops.backup_fast_checkpoint = on\npgops.backup_compression = 'gzip'",
+    );
+    pg.execute("CREATE TABLE marks(id int)");
+    let mut ids = Vec::new();
+    for batch in 0..3 {
+        ids.push(pg.query_text("SELECT pgops.backup_now()"));
+        pg.execute(&format!("INSERT INTO marks SELECT generate_series({}, {})", batch * 100 + 1, batch * 100 + 100));
+        pg.query_text("SELECT pg_switch_wal()");
+        // Backup ids are seconds.
+        std::thread::sleep(Duration::from_millis(1100));
+    }
+    let target = pg.query_text("SELECT now()::text");
+    std::thread::sleep(Duration::from_millis(1100));
+    pg.execute("INSERT INTO marks SELECT generate_series(1001, 1100)");
+    let last = pg.query_text("SELECT pg_walfile_name(pg_switch_wal())");
+    pg.wait_archived(&last);
+    let repo = s3.repository("main");
+    let (failed, _) = id_days_ago(400);
+    put(&repo, &format!("base/{failed}/backup.info"), "status=FAILED\nerror=boom\n");
+
+    pg.execute("ALTER SYSTEM SET pgops.retention_policy = 'REDUNDANCY 2'");
+    pg.execute("SELECT pg_reload_conf()");
+    // Too soon for the worker's interval (30 min), right after its start-up run.
+    std::thread::sleep(Duration::from_millis(500));
+    let obsolete = |pg: &PgCluster| -> BTreeSet<String> {
+        pg.client()
+            .query("SELECT id FROM pgops.expire() WHERE kind = 'backup' AND NOT kept", &[])
+            .unwrap()
+            .iter()
+            .map(|row| row.get(0))
+            .collect()
+    };
+    assert_eq!(obsolete(&pg), BTreeSet::from([failed.clone(), ids[0].clone()]));
+    let listed: Vec<(String, Option<bool>)> = pg
+        .client()
+        .query("SELECT id, kept_by_policy FROM pgops.backup_list WHERE status = 'DONE' ORDER BY id", &[])
+        .unwrap()
+        .iter()
+        .map(|row| (row.get(0), row.get(1)))
+        .collect();
+    assert_eq!(listed, vec![(ids[0].clone(), Some(false)), (ids[1].clone(), Some(true)), (ids[2].clone(), Some(true))]);
+
+    // Barman, same repository and policy, names the same obsolete DONE backup.
+    let out = barman(
+        &s3,
+        "barman-cloud-backup-delete",
+        &["--retention-policy", "REDUNDANCY 2", "--dry-run", &format!("s3://{BUCKET}"), "main"],
+    );
+    let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "barman-cloud-backup-delete: {said}");
+    for (id, named) in ids.iter().map(|id| (id, said.contains(&format!("Skipping {id}")) || said.contains(id.as_str())))
+    {
+        assert_eq!(named, *id == ids[0], "barman on {id}: {said}");
+    }
+
+    // A keep mark (Barman's format) keeps the oldest; removing it makes it obsolete again.
+    pg.execute(&format!("SELECT pgops.keep_backup('{}')", ids[0]));
+    assert_eq!(fetch_decompressed(&repo, &format!("base/{}/annotations/keep", ids[0])).unwrap(), b"full");
+    assert_eq!(obsolete(&pg), BTreeSet::from([failed.clone()]));
+    pg.execute(&format!("SELECT pgops.keep_backup('{}', false)", ids[0]));
+    assert_eq!(obsolete(&pg), BTreeSet::from([failed.clone(), ids[0].clone()]));
+
+    let begin_kept = pg.query_text(&format!("SELECT begin_wal FROM pgops.backup_list WHERE id = '{}'", ids[1]));
+    let wal_rows = pg.query_text("SELECT sum(objects) FROM pgops.expire() WHERE kind = 'wal'");
+    assert!(wal_rows.parse::<u64>().unwrap() > 0, "WAL before {begin_kept} goes");
+    pg.execute("SELECT count(*) FROM pgops.expire(dry_run => false)");
+    assert!(keys(&repo, &format!("base/{}/", ids[0])).is_empty() && keys(&repo, &format!("base/{failed}/")).is_empty());
+    let segments: Vec<String> = keys(&repo, "wals/")
+        .into_iter()
+        .filter_map(|k| k.rsplit('/').next().map(|f| f[..24.min(f.len())].to_string()))
+        .filter(|name| name.len() == 24 && !name.contains('.'))
+        .collect();
+    assert!(segments.iter().all(|name| name.as_str() >= begin_kept.as_str()), "{segments:?} before {begin_kept}");
+    assert!(segments.contains(&begin_kept));
+    assert!(pg.log().contains("pgops: retention run by pgops.expire(): removed 2 backup(s)"), "{}", pg.log());
+    let (first_point, last_end): (Option<std::time::SystemTime>, Option<std::time::SystemTime>) = {
+        let row = pg
+            .client()
+            .query_one("SELECT first_recoverability_point, last_done_backup_ended FROM pgops.recoverability()", &[])
+            .unwrap();
+        (row.get(0), row.get(1))
+    };
+    assert!(first_point.is_some() && first_point < last_end);
+
+    // Barman lists the kept backups only, and restores the oldest kept one.
+    let out = barman(&s3, "barman-cloud-backup-list", &["--format", "json", &format!("s3://{BUCKET}"), "main"]);
+    let listing = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "barman-cloud-backup-list: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(listing.contains(&ids[1]) && listing.contains(&ids[2]) && !listing.contains(&ids[0]), "{listing}");
+    let by_barman = dir.path().join("by-barman");
+    let out =
+        barman(&s3, "barman-cloud-restore", &[&format!("s3://{BUCKET}"), "main", &ids[1], by_barman.to_str().unwrap()]);
+    assert!(out.status.success(), "barman-cloud-restore: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(by_barman.join("backup_label").exists());
+
+    // The oldest kept backup replays to a point in time after it.
+    pg.stop();
+    let verify = s3.pgops(&format!("s3://{BUCKET}/main")).arg("verify").output().unwrap();
+    assert!(verify.status.success(), "pgops verify: {}", String::from_utf8_lossy(&verify.stdout));
+    let pitr = PgCluster::at(dir.path(), "pitr");
+    restore_clone(&s3, "main", &pitr, &["--backup", &ids[1], "--target-time", &target, "--target-action", "promote"]);
+    pitr.configure("archive_mode = off\npgops.repository = ''");
+    pitr.recover();
+    assert_eq!(pitr.query_text("SELECT count(*) FROM marks"), "300");
+}
