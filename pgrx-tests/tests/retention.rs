@@ -467,3 +467,55 @@ fn across_two_timelines_a_window_and_the_worker_expire_exactly_what_no_kept_back
         promoted.log()
     );
 }
+
+fn db_error(pg: &PgCluster, sql: &str) -> (String, String) {
+    let err = pg.client().batch_execute(sql).expect_err(sql);
+    let db = err.as_db_error().unwrap_or_else(|| panic!("{sql}: {err}"));
+    (db.message().to_string(), db.hint().unwrap_or_default().to_string())
+}
+
+/// The settings are checked when set (ERROR + HINT), reload-only, and unit-aware; deleting
+/// and marking need superuser or pgops_operator; keep_backup() names what is wrong.
+#[test]
+fn retention_settings_privileges_and_keep_marks_are_checked() {
+    let dir = scratch_dir();
+    let s3 = S3Server::start(dir.path());
+    let pg = backing_up_cluster(dir.path(), &s3, "checks", "pgops.backup_fast_checkpoint = on");
+    let (message, hint) = db_error(&pg, "ALTER SYSTEM SET pgops.retention_policy = 'REDUNDANCY seven'");
+    assert!(message.contains("invalid retention policy \"REDUNDANCY seven\""), "{message}");
+    assert!(hint.contains("RECOVERY WINDOW OF <n> DAYS") && hint.contains("'30d'"), "{hint}");
+    let (message, _) = db_error(&pg, "SET pgops.retention_policy = '4w'");
+    assert!(message.contains("cannot be changed now"), "{message}");
+    let (message, _) = db_error(&pg, "ALTER SYSTEM SET pgops.minimum_redundancy = -1");
+    assert!(message.contains("is outside the valid range"), "{message}");
+    assert_eq!(pg.query_text("SHOW pgops.minimum_redundancy"), "1");
+    assert_eq!(pg.query_text("SHOW pgops.retention_interval"), "30min");
+    pg.execute("ALTER SYSTEM SET pgops.retention_interval = '2h'");
+    pg.execute("ALTER SYSTEM SET pgops.retention_policy = 'recovery window of 6 months'");
+    pg.execute("SELECT pg_reload_conf()");
+    wait_for("the reload", Duration::from_secs(10), || pg.query_text("SHOW pgops.retention_interval") == "2h");
+    assert_eq!(
+        pg.query_text("SELECT retention_policy FROM pgops.recoverability()"),
+        "RECOVERY WINDOW OF 6 MONTHS",
+        "Barman's canonical form"
+    );
+
+    let (message, hint) = db_error(&pg, "SELECT pgops.keep_backup('20000101T000000')");
+    assert!(message.contains("backup 20000101T000000 is not in the repository"), "{message}");
+    assert!(hint.contains("pgops.backup_list"), "{hint}");
+    let repo = s3.repository("checks");
+    put(&repo, "base/20000101T000000/backup.info", "status=FAILED\n");
+    let (message, _) = db_error(&pg, "SELECT pgops.keep_backup('20000101T000000')");
+    assert!(message.contains("is FAILED, not DONE"), "{message}");
+    let (message, _) = db_error(&pg, "SELECT pgops.keep_backup('../x')");
+    assert!(message.contains("is not a backup id"), "{message}");
+
+    pg.execute("CREATE ROLE watcher; CREATE ROLE operator IN ROLE pgops_operator");
+    for function in ["pgops.expire(dry_run => false)", "pgops.keep_backup('20000101T000000')", "pgops.recoverability()"]
+    {
+        let (message, _) = db_error(&pg, &format!("SET ROLE watcher; SELECT * FROM {function}"));
+        assert!(message.contains("permission denied for function"), "{function}: {message}");
+    }
+    let operator = pg.client().batch_execute("SET ROLE operator; SELECT * FROM pgops.expire(dry_run => false)");
+    assert!(operator.is_ok(), "{operator:?}");
+}
