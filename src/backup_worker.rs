@@ -16,7 +16,7 @@ use pgops_core::backup::{
     self, BackupHost, BackupId, BackupJob, BackupStop, ClusterInfo, Phase, Progress, WalPosition,
 };
 use pgops_core::repository::RepositoryUrl;
-use pgops_core::retention::{execute, plan, PlanRequest};
+use pgops_core::retention::{execute, plan, ExpireReport, PlanRequest, Policy};
 use pgops_core::store::Repository;
 use pgrx::bgworkers::{BackgroundWorker, BackgroundWorkerBuilder, BgWorkerStartTime};
 use pgrx::pg_sys;
@@ -24,6 +24,8 @@ use pgrx::pg_sys::panic::ErrorReport;
 use pgrx::prelude::*;
 use pgrx::Spi;
 use serde::Deserialize;
+use std::future::Future;
+use std::pin::Pin;
 use std::time::{Duration, Instant};
 
 const INTERRUPTED: &str = "interrupted: the pgops worker stopped before the backup finished";
@@ -65,6 +67,7 @@ pub extern "C-unwind" fn pgops_worker_main(_arg: pg_sys::Datum) {
         roles: Reconciler::new(),
         // A policy set while the worker was down applies at once.
         retention: RetentionDue::Now,
+        retention_run: None,
     };
     loop {
         pgrx::check_for_interrupts!();
@@ -83,7 +86,7 @@ pub extern "C-unwind" fn pgops_worker_main(_arg: pg_sys::Datum) {
             }
             continue;
         }
-        worker.apply_retention_if_due();
+        worker.advance_retention();
         wait(worker.sleep());
     }
 }
@@ -109,21 +112,33 @@ struct Worker {
     schedule: Option<(String, DateTime<Utc>)>,
     roles: Reconciler,
     retention: RetentionDue,
+    retention_run: Option<RetentionRun>,
 }
 
 /// When retention runs next.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum RetentionDue {
-    /// The worker started, a backup just ended DONE, or the last run was cut short.
+    /// The worker started, or a backup just ended DONE.
     Now,
-    /// `pgops.retention_interval` after this run (read when due: a reload applies).
+    /// `pgops.retention_interval` after this run started (read when due: a reload applies).
     IntervalAfter(Instant),
 }
 
-/// How long one retention run may keep the worker from its other duties (backups asked
-/// for, the roles file); a run cut short continues at once on the next pass of the loop,
-/// deletions being idempotent and safe to stop anywhere.
-const RETENTION_SLICE: Duration = Duration::from_secs(30);
+/// What a retention run ends with: the plan's warnings and what was removed, or the error
+/// and its hint.
+type RetentionOutcome = Result<(Vec<String>, ExpireReport), (String, &'static str)>;
+
+/// A retention run in progress, advanced a slice at a time between the worker's other
+/// duties: the policy it applies and its future (which owns what it uses).
+struct RetentionRun {
+    policy: Policy,
+    minimum_redundancy: u32,
+    future: Pin<Box<dyn Future<Output = RetentionOutcome>>>,
+}
+
+/// How long the worker advances a retention run before it looks at its other duties
+/// (backups asked for or scheduled, reloads, the roles file, shutdown).
+const RETENTION_SLICE: Duration = Duration::from_secs(1);
 
 impl Worker {
     /// The repository in the settings, and its URL.
@@ -184,63 +199,75 @@ impl Worker {
         });
     }
 
-    /// Applies the retention policy when due, on the primary only, for
-    /// [`RETENTION_SLICE`] at most and never while a backup is asked for.
-    fn apply_retention_if_due(&mut self) {
+    /// Starts a retention run when one is due (on the primary, with a policy set) and
+    /// advances the run in progress by [`RETENTION_SLICE`] at most, less when a backup
+    /// is asked for.
+    fn advance_retention(&mut self) {
+        if self.retention_run.is_none() {
+            self.retention_run = self.start_retention_if_due();
+        }
+        let Some(run) = self.retention_run.as_mut() else { return };
+        let slice_end = Instant::now() + RETENTION_SLICE;
+        let outcome = match runtime::block_on_until(&mut run.future, || {
+            Instant::now() >= slice_end || backup_control::requested()
+        }) {
+            // Not done yet (or a shutdown, which the loop serves): continued next pass.
+            Err(NotDone::Interrupted) => return,
+            Err(NotDone::NoRuntime(e)) => Err((e, "See the server log.")),
+            Ok(outcome) => outcome,
+        };
+        let RetentionRun { policy, minimum_redundancy, .. } = self.retention_run.take().expect("a run is in progress");
+        match outcome {
+            Ok((warnings, report)) => {
+                for warning in warnings {
+                    warning!("pgops: {warning}");
+                }
+                log!("pgops: retention ({policy}, minimum_redundancy {minimum_redundancy}): {report}");
+            }
+            Err((error, hint)) => retention_warning(format!("retention ({policy}) failed: {error}"), hint),
+        }
+    }
+
+    /// A new retention run, when one is due.
+    fn start_retention_if_due(&mut self) -> Option<RetentionRun> {
         let due = match self.retention {
             RetentionDue::Now => true,
             RetentionDue::IntervalAfter(last) => last.elapsed() >= guc::retention_interval(),
         };
         // SAFETY: reads shared state Postgres keeps for every process; main thread.
         if !due || unsafe { pg_sys::RecoveryInProgress() } {
-            return;
+            return None;
         }
         self.retention = RetentionDue::IntervalAfter(Instant::now());
         let (policy, minimum_redundancy) = match retention::settings() {
-            Ok((None, _)) => return,
-            Ok((Some(policy), minimum_redundancy)) => (policy, minimum_redundancy),
-            Err(invalid) => return retention_warning(format!("retention skipped: {}", invalid.message), &invalid.hint),
+            // Without a policy every backup is kept: nothing to run.
+            Ok((policy, minimum_redundancy)) => (policy?, minimum_redundancy),
+            Err(invalid) => {
+                retention_warning(format!("retention skipped: {}", invalid.message), &invalid.hint);
+                return None;
+            }
         };
         let repo = match self.repository() {
             Ok((_, repo)) => repo,
             Err(e) => {
-                return retention_warning(
-                    format!("retention skipped: {e}"),
-                    "Check pgops.repository and the S3 settings.",
-                )
+                retention_warning(format!("retention skipped: {e}"), "Check pgops.repository and the S3 settings.");
+                return None;
             }
         };
         let liveness = Liveness::now();
-        let started_is_live = |id: &BackupId, owner: Option<&BackupOwner>| liveness.is_live(id, owner);
-        let request = PlanRequest {
-            policy: Some(policy),
-            minimum_redundancy,
-            now: Utc::now(),
-            started_is_live: &started_is_live,
+        let future = async move {
+            let started_is_live = |id: &BackupId, owner: Option<&BackupOwner>| liveness.is_live(id, owner);
+            let request = PlanRequest {
+                policy: Some(policy),
+                minimum_redundancy,
+                now: Utc::now(),
+                started_is_live: &started_is_live,
+            };
+            let plan = plan(&repo, &request).await.map_err(|e| (e.to_string(), e.hint()))?;
+            let report = execute(&repo, &plan).await.map_err(|f| (f.to_string(), f.error.hint()))?;
+            Ok((plan.warnings, report))
         };
-        let deadline = Instant::now() + RETENTION_SLICE;
-        let run = runtime::block_on_until(
-            async {
-                let plan = plan(&repo, &request).await.map_err(|e| (e.to_string(), e.hint()))?;
-                let report = execute(&repo, &plan).await.map_err(|f| (f.to_string(), f.error.hint()))?;
-                Ok::<_, (String, &str)>((plan.warnings, report))
-            },
-            || Instant::now() >= deadline || backup_control::requested(),
-        );
-        match run {
-            Ok(Ok((warnings, report))) => {
-                for warning in warnings {
-                    warning!("pgops: {warning}");
-                }
-                log!("pgops: retention ({policy}, minimum_redundancy {minimum_redundancy}): {report}");
-            }
-            Ok(Err((error, hint))) => retention_warning(format!("retention ({policy}) failed: {error}"), hint),
-            Err(NotDone::NoRuntime(e)) => retention_warning(format!("retention skipped: {e}"), "See the server log."),
-            Err(NotDone::Interrupted) => {
-                log!("pgops: retention ({policy}) paused to serve other work; it continues right after");
-                self.retention = RetentionDue::Now;
-            }
-        }
+        Some(RetentionRun { policy, minimum_redundancy, future: Box::pin(future) })
     }
 
     /// The id of a scheduled backup due now, if one is.
@@ -280,8 +307,12 @@ impl Worker {
         }
     }
 
-    /// How long to sleep: until the next scheduled backup, at most a second.
+    /// How long to sleep: until the next scheduled backup, at most a second; not at all
+    /// while a retention run is in progress.
     fn sleep(&self) -> Duration {
+        if self.retention_run.is_some() {
+            return Duration::ZERO;
+        }
         let until_next = self.schedule.as_ref().map(|(_, next)| (*next - Utc::now()).to_std().unwrap_or_default());
         until_next.unwrap_or(Duration::from_secs(1)).min(Duration::from_secs(1))
     }

@@ -519,3 +519,35 @@ fn retention_settings_privileges_and_keep_marks_are_checked() {
     let operator = pg.client().batch_execute("SET ROLE operator; SELECT * FROM pgops.expire(dry_run => false)");
     assert!(operator.is_ok(), "{operator:?}");
 }
+
+/// Without any new backup the worker applies the policy every retention_interval; a
+/// catalog it cannot read is a WARNING naming the object, with a HINT, and nothing goes.
+#[test]
+fn the_worker_applies_the_policy_every_interval_and_warns_when_it_cannot() {
+    let dir = scratch_dir();
+    let s3 = S3Server::start(dir.path());
+    let pg = backing_up_cluster(dir.path(), &s3, "interval", "pgops.backup_fast_checkpoint = on");
+    let older = pg.query_text("SELECT pgops.backup_now()");
+    std::thread::sleep(Duration::from_millis(1100));
+    let newer = pg.query_text("SELECT pgops.backup_now()");
+    let repo = s3.repository("interval");
+    put(&repo, "base/20000101T000000/backup.info", "status=DONE\nbegin_wal=000000010000000000000001\n");
+
+    pg.execute("ALTER SYSTEM SET pgops.retention_policy = 'REDUNDANCY 1'");
+    pg.execute("ALTER SYSTEM SET pgops.retention_interval = '1s'");
+    pg.execute("SELECT pg_reload_conf()");
+    wait_for("the worker's warning", Duration::from_secs(30), || {
+        pg.log().contains("WARNING:  pgops: retention (REDUNDANCY 1) failed:")
+    });
+    let log = pg.log();
+    assert!(log.contains("s3://backups/interval/base/20000101T000000/backup.info at "), "{log}");
+    assert!(log.contains("cannot be used: the backup is DONE but has no end_time"), "{log}");
+    assert!(log.contains("HINT:  pgops deletes nothing while the catalog cannot be read completely"), "{log}");
+    assert!(!keys(&repo, &format!("base/{older}/")).is_empty(), "nothing deleted");
+
+    block_on(repo.delete("base/20000101T000000/backup.info")).unwrap();
+    let logged = format!("pgops: retention (REDUNDANCY 1, minimum_redundancy 1): removed 1 backup(s) ({older})");
+    wait_for("the next run", Duration::from_secs(30), || pg.log().contains(&logged));
+    assert!(keys(&repo, &format!("base/{older}/")).is_empty());
+    assert!(!keys(&repo, &format!("base/{newer}/")).is_empty());
+}
