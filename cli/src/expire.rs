@@ -83,7 +83,7 @@ fn print_rows(rows: &[ExpireRow], json: bool) {
         return;
     }
     println!(
-        "{:<7} {:<16} {:<10} {:<25} {:<8} {:>8} {:>14}  why",
+        "{:<7} {:<16} {:<10} {:<51} {:<8} {:>8} {:>14}  why",
         "kind", "id/timeline", "status", "ended/WAL", "verdict", "objects", "bytes"
     );
     for row in rows {
@@ -102,7 +102,7 @@ fn print_rows(rows: &[ExpireRow], json: bool) {
         };
         let verdict = if row.kept { "kept" } else { "obsolete" };
         println!(
-            "{:<7} {:<16} {:<10} {:<25} {:<8} {:>8} {:>14}  {}",
+            "{:<7} {:<16} {:<10} {:<51} {:<8} {:>8} {:>14}  {}",
             row.kind.as_str(),
             name,
             status,
