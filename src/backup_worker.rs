@@ -206,17 +206,20 @@ impl Worker {
         if self.retention_run.is_none() {
             self.retention_run = self.start_retention_if_due();
         }
-        let Some(run) = self.retention_run.as_mut() else { return };
+        let Some(mut run) = self.retention_run.take() else { return };
         let slice_end = Instant::now() + RETENTION_SLICE;
         let outcome = match runtime::block_on_until(&mut run.future, || {
             Instant::now() >= slice_end || backup_control::requested()
         }) {
             // Not done yet (or a shutdown, which the loop serves): continued next pass.
-            Err(NotDone::Interrupted) => return,
+            Err(NotDone::Interrupted) => {
+                self.retention_run = Some(run);
+                return;
+            }
             Err(NotDone::NoRuntime(e)) => Err((e, "See the server log.")),
             Ok(outcome) => outcome,
         };
-        let RetentionRun { policy, minimum_redundancy, .. } = self.retention_run.take().expect("a run is in progress");
+        let RetentionRun { policy, minimum_redundancy, .. } = run;
         match outcome {
             Ok((warnings, report)) => {
                 for warning in warnings {

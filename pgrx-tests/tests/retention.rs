@@ -4,6 +4,7 @@
 
 use bytes::Bytes;
 use chrono::{DateTime, TimeDelta, Utc};
+use pgops_core::retention::Policy;
 use pgops_core::store::Repository;
 use pgops_e2e::*;
 use serde_json::Value;
@@ -272,7 +273,13 @@ fn redundancy_expires_real_backups_as_barman_would_and_the_oldest_kept_restores(
     let out = barman(
         &s3,
         "barman-cloud-backup-delete",
-        &["--retention-policy", "REDUNDANCY 2", "--dry-run", &format!("s3://{BUCKET}"), "main"],
+        &[
+            "--retention-policy",
+            &Policy::parse("redundancy 2").unwrap().unwrap().to_string(),
+            "--dry-run",
+            &format!("s3://{BUCKET}"),
+            "main",
+        ],
     );
     let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert!(out.status.success(), "barman-cloud-backup-delete: {said}");
@@ -416,11 +423,14 @@ fn across_two_timelines_a_window_and_the_worker_expire_exactly_what_no_kept_back
     assert_eq!(wal.len(), 1, "timeline 1 only: {wal:?}");
     assert!(wal[0].0 == 1 && wal[0].1 < begin_b, "{wal:?}");
 
-    // Barman, given the same policy in its words, names the same obsolete backup.
+    // Barman, given the same policy in its words (the policy's Display), names the same
+    // obsolete backup.
+    let policy = Policy::parse("30d").unwrap().unwrap().to_string();
+    assert_eq!(policy, "RECOVERY WINDOW OF 30 DAYS");
     let out = barman(
         &s3,
         "barman-cloud-backup-delete",
-        &["--retention-policy", "RECOVERY WINDOW OF 30 DAYS", "--dry-run", &format!("s3://{BUCKET}"), "tl"],
+        &["--retention-policy", &policy, "--dry-run", &format!("s3://{BUCKET}"), "tl"],
     );
     let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert!(out.status.success(), "barman-cloud-backup-delete: {said}");
@@ -550,4 +560,43 @@ fn the_worker_applies_the_policy_every_interval_and_warns_when_it_cannot() {
     wait_for("the next run", Duration::from_secs(30), || pg.log().contains(&logged));
     assert!(keys(&repo, &format!("base/{older}/")).is_empty());
     assert!(!keys(&repo, &format!("base/{newer}/")).is_empty());
+}
+
+/// A STARTED backup of another instance (a clone's, another host's) may be running there:
+/// never touched. One this instance started and whose worker is gone is a leftover.
+#[test]
+fn started_backups_of_other_instances_are_left_alone_and_our_interrupted_ones_go() {
+    let dir = scratch_dir();
+    let s3 = S3Server::start(dir.path());
+    let pg = backing_up_cluster(dir.path(), &s3, "started", "pgops.backup_fast_checkpoint = on");
+    let done = pg.query_text("SELECT pgops.backup_now()");
+    let repo = s3.repository("started");
+    let ours = block_on(repo.get(&format!("base/{done}/pgops-owner.json"))).unwrap().expect("the owner is recorded");
+    let theirs = r#"{"instance_id":"0123456789abcdef0123456789abcdef","timeline":1}"#;
+    for (id, owner) in [("20000101T000000", Bytes::from(theirs)), ("20000101T000001", ours)] {
+        put(&repo, &format!("base/{id}/backup.info"), "status=STARTED\n");
+        put(&repo, &format!("base/{id}/pgops-owner.json"), owner);
+    }
+    pg.execute("ALTER SYSTEM SET pgops.retention_policy = 'REDUNDANCY 1'");
+    pg.execute("SELECT pg_reload_conf()");
+    std::thread::sleep(Duration::from_millis(500));
+    let rows: Vec<(String, bool, String)> = pg
+        .client()
+        .query("SELECT id, kept, why FROM pgops.expire() WHERE kind = 'backup' ORDER BY id", &[])
+        .unwrap()
+        .iter()
+        .map(|row| (row.get(0), row.get(1), row.get(2)))
+        .collect();
+    assert_eq!(
+        rows,
+        vec![
+            ("20000101T000000".into(), true, "being taken by a running worker".into()),
+            (
+                "20000101T000001".into(),
+                false,
+                "STARTED by a worker that is gone, and a newer DONE backup is kept".into()
+            ),
+            (done.clone(), true, "one of the newest 1 DONE backups".into()),
+        ]
+    );
 }
