@@ -179,7 +179,7 @@ fn an_s3_outage_mid_run_loses_nothing_kept_and_the_next_run_finishes() {
     let mut s3 = S3Server::start(dir.path());
     let repo = s3.repository("outage");
     fake_wal(&repo, 0..300);
-    let obsolete: Vec<String> = (0..30).map(|i| fake_backup(&repo, 200 - i, i as u32)).collect();
+    let obsolete: Vec<String> = (0..60).map(|i| fake_backup(&repo, 200 - i, i as u32)).collect();
     let kept = [fake_backup(&repo, 2, 250), fake_backup(&repo, 1, 260)];
     let kept_objects: BTreeSet<String> = kept.iter().flat_map(|id| keys(&repo, &format!("base/{id}/"))).collect();
 
@@ -187,7 +187,12 @@ fn an_s3_outage_mid_run_loses_nothing_kept_and_the_next_run_finishes() {
     let mut run = s3.pgops(&format!("s3://{BUCKET}/outage"));
     run.args(["expire", "--policy", "REDUNDANCY 2"]);
     let child = run.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::piped()).spawn().unwrap();
-    wait_for("the first deletion", Duration::from_secs(30), || !first_info.exists());
+    // Polled tightly (not wait_for's 200 ms): the server must stop while the run is young.
+    let started = std::time::Instant::now();
+    while first_info.exists() {
+        assert!(started.elapsed() < Duration::from_secs(30), "the run deleted nothing");
+        std::thread::sleep(Duration::from_millis(1));
+    }
     s3.stop();
     let out = child.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
