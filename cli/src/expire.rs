@@ -4,8 +4,11 @@
 
 use crate::exit;
 use clap::Args;
-use pgops_core::retention::{execute, plan, ExpireRow, PlanRequest, Policy};
+use pgops_core::backup::owner::BackupOwner;
+use pgops_core::backup::BackupId;
+use pgops_core::retention::{assess, execute, plan, ExpireRow, PlanRequest, Policy, RetentionError};
 use pgops_core::store::Repository;
+use std::collections::BTreeMap;
 use std::process::ExitCode;
 
 #[derive(Args)]
@@ -16,12 +19,40 @@ pub struct ExpireArgs {
     /// One JSON array of rows instead of a table
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    policy: PolicyArgs,
+}
+
+/// The retention settings on the command line, shared by `pgops expire` and `pgops list`.
+#[derive(Args)]
+pub struct PolicyArgs {
     /// 'RECOVERY WINDOW OF 30 DAYS', 'REDUNDANCY 7', '30d', '4w', '6m' (as pgops.retention_policy)
     #[arg(long, env = "PGOPS_RETENTION_POLICY", value_parser = parse_policy)]
-    policy: Policy,
+    pub policy: Option<Policy>,
     /// Never fewer DONE backups kept than this (as pgops.minimum_redundancy)
     #[arg(long, default_value_t = 1)]
-    minimum_redundancy: u32,
+    pub minimum_redundancy: u32,
+}
+
+/// A STARTED backup may be running wherever its cluster is: the command line never
+/// touches one.
+fn started_is_live(_: &BackupId, _: Option<&BackupOwner>) -> bool {
+    true
+}
+
+impl PolicyArgs {
+    /// Whether the policy keeps each backup, by id; `None` without a policy.
+    pub async fn kept(&self, repo: &Repository) -> Result<Option<BTreeMap<String, bool>>, RetentionError> {
+        let Some(policy) = self.policy else { return Ok(None) };
+        let request = PlanRequest {
+            policy: Some(policy),
+            minimum_redundancy: self.minimum_redundancy,
+            now: chrono::Utc::now(),
+            started_is_live: &started_is_live,
+        };
+        let decisions = assess(repo, &request).await?;
+        Ok(Some(decisions.iter().map(|d| (d.backup.id.as_str().to_string(), d.kept())).collect()))
+    }
 }
 
 fn parse_policy(text: &str) -> Result<Policy, String> {
@@ -35,8 +66,13 @@ fn parse_policy(text: &str) -> Result<Policy, String> {
 /// Exit status: 0 planned (dry run) or done; 2 the store failed or refused a deletion;
 /// 4 the catalog cannot be read completely (nothing was deleted); 3 bad usage.
 pub fn run(args: ExpireArgs, repo: &Repository, runtime: &tokio::runtime::Runtime) -> ExitCode {
-    let ExpireArgs { dry_run, json, policy, minimum_redundancy } = args;
-    let started_is_live = |_: &_, _: Option<&_>| true;
+    let ExpireArgs { dry_run, json, policy: PolicyArgs { policy, minimum_redundancy } } = args;
+    let Some(policy) = policy else {
+        eprintln!(
+            "pgops expire: no policy given\nhint: Pass --policy 'RECOVERY WINDOW OF 30 DAYS' (or 'REDUNDANCY 7', '30d'), or set PGOPS_RETENTION_POLICY."
+        );
+        return ExitCode::from(exit::USAGE);
+    };
     let request = PlanRequest {
         policy: Some(policy),
         minimum_redundancy,
@@ -69,8 +105,7 @@ pub fn run(args: ExpireArgs, repo: &Repository, runtime: &tokio::runtime::Runtim
     }
 }
 
-fn status_of(error: &pgops_core::retention::RetentionError) -> u8 {
-    use pgops_core::retention::RetentionError;
+fn status_of(error: &RetentionError) -> u8 {
     match error {
         RetentionError::Store(_) | RetentionError::Refused { .. } => exit::STORE,
         RetentionError::Unreadable { .. } => exit::OTHER,

@@ -105,6 +105,18 @@ fn a_window_expires_old_backups_leftovers_and_more_than_a_page_of_wal() {
     assert_eq!((wal[0]["objects"].as_u64(), wal[0]["first_wal"].as_str()), (Some(1150), Some(segment(0).as_str())));
     assert_eq!(wal[0]["last_wal"], segment(1149));
     assert_eq!(keys(&repo, "wals/").len(), 1201, "a dry run deletes nothing");
+    // pgops list says the same with the policy given, and nothing without one.
+    let list = |args: &[&str]| -> Vec<(String, Value)> {
+        let out = s3.pgops(&format!("s3://{BUCKET}/window")).args(["list", "--json"]).args(args).output().unwrap();
+        assert!(out.status.success(), "pgops list: {}", String::from_utf8_lossy(&out.stderr));
+        let rows: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+        rows.into_iter().map(|r| (r["id"].as_str().unwrap().to_string(), r["kept_by_policy"].clone())).collect()
+    };
+    let listed = list(&["--policy", "30d"]);
+    let listed_obsolete: BTreeSet<String> =
+        listed.iter().filter(|(_, kept)| *kept == false).map(|(id, _)| id.clone()).collect();
+    assert_eq!(listed_obsolete, BTreeSet::from([oldest.clone(), old.clone(), failed.clone()]), "{listed:?}");
+    assert!(list(&[]).iter().all(|(_, kept)| kept.is_null()));
 
     let out = expire(&s3, "window", &["--policy", "RECOVERY WINDOW OF 30 DAYS"]);
     assert!(out.status.success(), "pgops expire: {}", String::from_utf8_lossy(&out.stderr));
