@@ -1,7 +1,7 @@
 //! The pgops background worker: takes base backups on `pgops.backup_schedule` and when
 //! `pgops.backup_now()` asks, and applies `pgops.retention_policy` after each DONE backup
-//! and every `pgops.retention_interval`. It talks to Postgres from its main thread only; the core
-//! reads and uploads files on threads of its own.
+//! and every `pgops.retention_interval`. It talks to Postgres from its main thread only;
+//! the core reads, uploads and deletes on threads of its own.
 
 use crate::retention::{self, Liveness};
 use crate::roles_file::Reconciler;

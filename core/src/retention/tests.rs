@@ -238,6 +238,35 @@ async fn a_recovery_window_keeps_the_newest_backup_that_ended_before_it_and_ever
     std::fs::remove_file(fixture.dir.path().join(format!("srv/base/20261101T020000/{KEEP_ANNOTATION}"))).unwrap();
     let plan = plan_with(&repo, "7d", 1).await.unwrap();
     assert_eq!(plan.recoverable_from(), Some(at("2026-11-15T02:10:00Z")), "D, the window's start");
+    // Without the WAL survey (what monitoring reads), the same answers.
+    let request = PlanRequest {
+        policy: Policy::parse("7d").unwrap(),
+        minimum_redundancy: 1,
+        now: plan.now,
+        started_is_live: NOBODY_RUNNING,
+    };
+    let decisions = assess(&repo, &request).await.unwrap();
+    assert_eq!(decisions, plan.backups);
+    assert_eq!(recoverable_from(&decisions), plan.recoverable_from());
+    assert_eq!(last_done_ended(&decisions), Some(at("2026-11-22T02:10:00Z")), "E, the newest DONE backup");
+    // The rows pgops.expire() and pgops expire show: the backups, then the WAL per timeline.
+    let rows = plan.rows();
+    assert_eq!(rows.len(), plan.backups.len() + plan.wal.len());
+    let first = &rows[0];
+    assert_eq!(
+        (first.kind, first.id.as_deref(), first.status.as_deref()),
+        (RowKind::Backup, Some("20261101T020000"), Some("DONE"))
+    );
+    // Its keep mark is gone: outside the window now.
+    assert!(!first.kept && first.why.contains("ended before the recovery window began"), "{first:?}");
+    assert_eq!(rows[2].status.as_deref(), Some("FAILED"));
+    assert!(!rows[2].kept);
+    for (row, range) in rows[plan.backups.len()..].iter().zip(&plan.wal) {
+        assert_eq!(row.kind, RowKind::Wal);
+        assert_eq!((row.timeline, row.objects, row.bytes), (Some(range.timeline.0), range.objects, range.bytes));
+        assert_eq!(row.first_wal.as_deref(), Some(range.first.to_string().as_str()));
+        assert!(!row.kept && row.why.contains(&range.before.to_string()));
+    }
 }
 
 #[tokio::test]
