@@ -617,3 +617,36 @@ fn started_backups_of_other_instances_are_left_alone_and_our_interrupted_ones_go
         ]
     );
 }
+
+/// A standby (a restored clone kept in recovery) shares the repository: it may show the
+/// plan, but only the primary deletes.
+#[test]
+fn a_standby_shows_the_plan_but_only_the_primary_deletes() {
+    let dir = scratch_dir();
+    let s3 = S3Server::start(dir.path());
+    let pg = backing_up_cluster(dir.path(), &s3, "standby", "pgops.backup_fast_checkpoint = on");
+    let older = pg.query_text("SELECT pgops.backup_now()");
+    std::thread::sleep(Duration::from_millis(1100));
+    pg.query_text("SELECT pgops.backup_now()");
+
+    let standby = PgCluster::at(dir.path(), "standby");
+    // Keeps the repository settings (a standby does not archive with archive_mode = on).
+    restore_clone(&s3, "standby", &standby, &["--archive", "keep"]);
+    standby.configure("pgops.retention_policy = 'REDUNDANCY 1'");
+    standby.touch("standby.signal");
+    standby.start_with_env(&[
+        ("AWS_ACCESS_KEY_ID", ACCESS_KEY),
+        ("AWS_SECRET_ACCESS_KEY", SECRET_KEY),
+        ("AWS_EC2_METADATA_DISABLED", "true"),
+    ]);
+    wait_for("hot standby", Duration::from_secs(60), || {
+        standby.client().simple_query("SELECT pg_is_in_recovery()").is_ok()
+    });
+    assert_eq!(standby.query_text("SELECT pg_is_in_recovery()"), "t");
+    assert_eq!(standby.query_text("SELECT id FROM pgops.expire() WHERE kind = 'backup' AND NOT kept"), older);
+    let (message, hint) = db_error(&standby, "SELECT * FROM pgops.expire(dry_run => false)");
+    assert!(message.contains("deletes only on the primary"), "{message}");
+    assert!(hint.contains("Run it on the primary"), "{hint}");
+    let repo = s3.repository("standby");
+    assert!(!keys(&repo, &format!("base/{older}/")).is_empty());
+}
