@@ -1,6 +1,7 @@
-//! Retention (issue 12) against real processes: the `pgops` CLI and the extension over a
-//! real S3 server (s3s-fs), PostgreSQL 15. Time is moved by writing backups whose
-//! `backup.info` says they ended days ago, never by sleeping.
+//! Retention against real processes: the `pgops` CLI and the extension on real PostgreSQL
+//! (each supported major) over a real S3 server (s3s-fs), and Barman Cloud's tools on the
+//! same repository. Time is moved by writing backups whose `backup.info` says they ended
+//! days ago, never by sleeping.
 
 use bytes::Bytes;
 use chrono::{DateTime, TimeDelta, Utc};
