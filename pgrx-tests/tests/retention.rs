@@ -651,3 +651,40 @@ fn a_standby_shows_the_plan_but_only_the_primary_deletes() {
     let repo = s3.repository("standby");
     assert!(!keys(&repo, &format!("base/{older}/")).is_empty());
 }
+
+/// A retention run against a store that hangs never holds up the worker's other duties:
+/// the roles file is still reconciled on a reload within seconds, and the run finishes
+/// once the store answers again.
+#[test]
+fn a_hung_store_holds_up_the_retention_run_not_the_worker() {
+    let dir = scratch_dir();
+    let s3 = S3Server::start(dir.path());
+    let roles_file = dir.path().join("roles.json");
+    let declare = |role: &str| {
+        std::fs::write(&roles_file, format!(r#"{{"roles": [{{"name": "{role}", "login": false}}]}}"#)).unwrap();
+        give_to_postgres(&roles_file);
+    };
+    declare("first");
+    let conf = format!(
+        "pgops.backup_fast_checkpoint = on\npgops.roles_file = '{}'\npgops.retention_policy = 'REDUNDANCY 1'\npgops.retention_interval = '1s'",
+        roles_file.display()
+    );
+    let pg = backing_up_cluster(dir.path(), &s3, "hung", &conf);
+    pg.query_text("SELECT pgops.backup_now()");
+    let runs =
+        |pg: &PgCluster| pg.log().matches("pgops: retention (REDUNDANCY 1, minimum_redundancy 1): removed").count();
+    wait_for("a retention run", Duration::from_secs(30), || runs(&pg) >= 1);
+
+    s3.freeze();
+    // Long enough for a run to start and hang.
+    std::thread::sleep(Duration::from_secs(2));
+    let before = runs(&pg);
+    declare("second");
+    pg.execute("SELECT pg_reload_conf()");
+    wait_for("the roles file, while the store hangs", Duration::from_secs(10), || {
+        pg.query_text("SELECT count(*) FROM pg_roles WHERE rolname = 'second'") == "1"
+    });
+    assert_eq!(runs(&pg), before, "the store hangs: no run finished meanwhile");
+    s3.thaw();
+    wait_for("the hung run to finish", Duration::from_secs(60), || runs(&pg) > before);
+}
