@@ -1,4 +1,6 @@
 -- The backup catalog with SQL types. Times are Barman's (UTC offsets included).
+-- kept_by_policy: whether pgops.retention_policy keeps the backup (NULL when the catalog
+-- cannot be read completely; pgops.expire() says why).
 CREATE FUNCTION @extschema@.backups()
 RETURNS TABLE (
     id text,
@@ -13,12 +15,13 @@ RETURNS TABLE (
     size_bytes bigint,
     stored_bytes bigint,
     compression text,
-    error text
+    error text,
+    kept_by_policy boolean
 )
 LANGUAGE sql VOLATILE
 AS $$
     SELECT id, status, started_at::timestamptz, finished_at::timestamptz, begin_lsn::pg_lsn, end_lsn::pg_lsn,
-           begin_wal, end_wal, timeline, size_bytes, stored_bytes, compression, error
+           begin_wal, end_wal, timeline, size_bytes, stored_bytes, compression, error, kept_by_policy
       FROM @extschema@.backups_text()
      ORDER BY id
 $$;

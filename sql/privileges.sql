@@ -20,6 +20,13 @@ GRANT EXECUTE ON FUNCTION @extschema@.backup_now(boolean, boolean) TO pgops_oper
 GRANT EXECUTE ON FUNCTION @extschema@.backups_text() TO pgops_operator;
 GRANT EXECUTE ON FUNCTION @extschema@.backups() TO pgops_operator;
 GRANT SELECT ON @extschema@.backup_list TO pgops_operator;
+-- Retention: a dry run reads the store with the server's credentials, a real run deletes.
+REVOKE EXECUTE ON FUNCTION @extschema@.expire(boolean) FROM PUBLIC;
+REVOKE EXECUTE ON FUNCTION @extschema@.keep_backup(text, boolean) FROM PUBLIC;
+REVOKE EXECUTE ON FUNCTION @extschema@.recoverability() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION @extschema@.expire(boolean) TO pgops_operator;
+GRANT EXECUTE ON FUNCTION @extschema@.keep_backup(text, boolean) TO pgops_operator;
+GRANT EXECUTE ON FUNCTION @extschema@.recoverability() TO pgops_operator;
 -- Roles file status: superusers and pgops_operator. ensure_role() and ensure_database()
 -- stay executable by PUBLIC: they run their statements with the caller's privileges
 -- (CREATEROLE, CREATEDB) and check them first.

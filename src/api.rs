@@ -1,16 +1,26 @@
 //! The SQL interface: thin wrappers over the core, in schema `pgops`.
 
 use crate::backup_control::{self, RequestRefused};
+use crate::retention::{self, Liveness};
 use crate::runtime::NotDone;
 use crate::transaction::Failure;
 use crate::{archive_module, archive_stats, databases, guc, role_status, roles, runtime, top_level};
+use chrono::{DateTime, Utc};
 use pgops_core::backup;
 use pgops_core::backup::catalog::list_backups;
+use pgops_core::backup::info::{BackupStatus, InfoFields};
+use pgops_core::backup::owner::BackupOwner;
+use pgops_core::backup::{BackupId, NotABackupId};
 use pgops_core::check::{check_repository, CheckResult};
+use pgops_core::retention::{
+    assess, execute, last_done_ended, plan, recoverable_from, KeepTarget, PlanRequest, Policy, RetentionError,
+    StartedIsLive, KEEP_ANNOTATION,
+};
 use pgops_core::roles::{DatabaseSpec, Flag, RoleSpec, Timestamp};
 use pgops_core::store::Repository;
 use pgrx::prelude::*;
 use pgrx::Spi;
+use std::collections::BTreeMap;
 use std::ffi::CStr;
 use std::path::Path;
 
@@ -249,19 +259,28 @@ fn backups_text() -> TableIterator<
         name!(stored_bytes, i64),
         name!(compression, Option<String>),
         name!(error, Option<String>),
+        name!(kept_by_policy, Option<bool>),
     ),
 > {
-    let (url, s3) = guc::repository_settings().unwrap_or_else(|invalid| {
-        raise(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, invalid.message, &invalid.hint)
-    });
-    let listed = wait_for_store(async {
-        let repo = Repository::open(&url, &s3).await;
-        list_backups(&repo).await
-    });
-    let backups =
-        listed.unwrap_or_else(|e| raise(PgSqlErrorCode::ERRCODE_EXTERNAL_ROUTINE_EXCEPTION, e.to_string(), e.hint()));
-    TableIterator::new(backups.into_iter().map(|backup| {
+    let repo = open_repository();
+    let backups = wait_for_store(list_backups(&repo))
+        .unwrap_or_else(|e| raise(PgSqlErrorCode::ERRCODE_EXTERNAL_ROUTINE_EXCEPTION, e.to_string(), e.hint()));
+    // NULL where the policy cannot be applied (a catalog retention cannot read completely,
+    // as pgops.expire() would say): the listing itself still works.
+    let liveness = Liveness::now();
+    let started_is_live = |id: &BackupId, owner: Option<&BackupOwner>| liveness.is_live(id, owner);
+    let kept: BTreeMap<String, bool> = retention::settings()
+        .ok()
+        .and_then(|(policy, minimum_redundancy)| {
+            wait_for_store(assess(&repo, &plan_request(policy, minimum_redundancy, &started_is_live))).ok()
+        })
+        .into_iter()
+        .flatten()
+        .map(|decision| (decision.backup.id.as_str().to_string(), decision.kept()))
+        .collect();
+    TableIterator::new(backups.into_iter().map(move |backup| {
         let r = backup.row();
+        let kept_by_policy = kept.get(&r.id).copied();
         (
             r.id,
             r.status,
@@ -276,8 +295,189 @@ fn backups_text() -> TableIterator<
             r.stored_bytes as i64,
             r.compression,
             r.error,
+            kept_by_policy,
         )
     }))
+}
+
+/// The repository the settings name, or the settings' error.
+fn open_repository() -> Repository {
+    let (url, s3) = guc::repository_settings().unwrap_or_else(|invalid| {
+        raise(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, invalid.message, &invalid.hint)
+    });
+    wait_for_store(Repository::open(&url, &s3))
+}
+
+/// The retention settings in force, or their error.
+fn retention_settings() -> (Option<Policy>, u32) {
+    retention::settings().unwrap_or_else(|invalid| {
+        raise(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, invalid.message, &invalid.hint)
+    })
+}
+
+fn plan_request<'a>(
+    policy: Option<Policy>,
+    minimum_redundancy: u32,
+    started_is_live: &'a StartedIsLive<'a>,
+) -> PlanRequest<'a> {
+    PlanRequest { policy, minimum_redundancy, now: chrono::Utc::now(), started_is_live }
+}
+
+fn retention_failed(error: &RetentionError) -> ! {
+    raise(PgSqlErrorCode::ERRCODE_EXTERNAL_ROUTINE_EXCEPTION, error.to_string(), error.hint())
+}
+
+/// A time as Postgres keeps it (microseconds since 2000-01-01 UTC).
+fn pg_time(time: DateTime<Utc>) -> Option<TimestampWithTimeZone> {
+    const POSTGRES_EPOCH_MICROS: i64 = 946_684_800_000_000;
+    TimestampWithTimeZone::try_from(time.timestamp_micros() - POSTGRES_EPOCH_MICROS).ok()
+}
+
+/// What pgops.retention_policy keeps and deletes: a row per backup, then a row per
+/// timeline for the WAL that goes. `dry_run => false` deletes it (backup.info first, then
+/// the backup's objects, then the WAL), on the primary only.
+#[pg_extern(volatile, parallel_unsafe)]
+#[allow(clippy::type_complexity)]
+fn expire(
+    dry_run: default!(bool, true),
+) -> TableIterator<
+    'static,
+    (
+        name!(kind, String),
+        name!(id, Option<String>),
+        name!(status, Option<String>),
+        name!(ended, Option<TimestampWithTimeZone>),
+        name!(timeline, Option<i64>),
+        name!(first_wal, Option<String>),
+        name!(last_wal, Option<String>),
+        name!(objects, i64),
+        name!(bytes, i64),
+        name!(kept, bool),
+        name!(why, String),
+    ),
+> {
+    // SAFETY: reads shared state Postgres keeps for every backend; main thread.
+    if !dry_run && unsafe { pg_sys::RecoveryInProgress() } {
+        raise(
+            PgSqlErrorCode::ERRCODE_READ_ONLY_SQL_TRANSACTION,
+            "pgops.expire(dry_run => false) deletes only on the primary".into(),
+            "Run it on the primary, whose worker also applies pgops.retention_policy; a dry run works here.",
+        );
+    }
+    let (policy, minimum_redundancy) = retention_settings();
+    let repo = open_repository();
+    let liveness = Liveness::now();
+    let started_is_live = |id: &BackupId, owner: Option<&BackupOwner>| liveness.is_live(id, owner);
+    let plan = wait_for_store(plan(&repo, &plan_request(policy, minimum_redundancy, &started_is_live)))
+        .unwrap_or_else(|e| retention_failed(&e));
+    for warning in &plan.warnings {
+        warning!("pgops: {warning}");
+    }
+    if !dry_run {
+        match wait_for_store(execute(&repo, &plan)) {
+            Ok(report) => log!("pgops: retention run by pgops.expire(): {report}"),
+            Err(failure) => raise(
+                PgSqlErrorCode::ERRCODE_EXTERNAL_ROUTINE_EXCEPTION,
+                format!("retention stopped: {failure}"),
+                failure.error.hint(),
+            ),
+        }
+    }
+    TableIterator::new(plan.rows().into_iter().map(|row| {
+        (
+            row.kind.as_str().to_string(),
+            row.id,
+            row.status,
+            row.ended.and_then(pg_time),
+            row.timeline.map(i64::from),
+            row.first_wal,
+            row.last_wal,
+            row.objects as i64,
+            row.bytes as i64,
+            row.kept,
+            row.why,
+        )
+    }))
+}
+
+/// Marks DONE backup `id` kept forever, whatever the policy (`keep => false` removes the
+/// mark): Barman's `base/<id>/annotations/keep` holding `full`, as
+/// `barman-cloud-backup-keep` writes it.
+#[pg_extern(volatile, parallel_unsafe)]
+fn keep_backup(id: &str, keep: default!(bool, true)) {
+    let backup_id: BackupId = id.parse().unwrap_or_else(|e: NotABackupId| {
+        raise(
+            PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+            e.to_string(),
+            "SELECT id FROM pgops.backup_list shows the backups.",
+        )
+    });
+    let repo = open_repository();
+    let dir = backup::backup_dir(backup_id.as_str());
+    let annotation = format!("{dir}/{KEEP_ANNOTATION}");
+    let done = BackupStatus::Done.as_str();
+    let written = wait_for_store(async {
+        if !keep {
+            return repo.delete(&annotation).await.map(Ok);
+        }
+        let info = repo.get(&format!("{dir}/backup.info")).await?;
+        let status =
+            info.map(|text| InfoFields::parse(&String::from_utf8_lossy(&text)).get("status").map(str::to_string));
+        match status {
+            Some(Some(status)) if status == done => {
+                repo.put(&annotation, KeepTarget::Full.as_str().into()).await.map(Ok)
+            }
+            Some(status) => Ok(Err(Some(status.unwrap_or_else(|| "without a status".into())))),
+            None => Ok(Err(None)),
+        }
+    });
+    match written {
+        Ok(Ok(())) => {}
+        Ok(Err(None)) => raise(
+            PgSqlErrorCode::ERRCODE_NO_DATA_FOUND,
+            format!(
+                "backup {backup_id} is not in the repository (no readable {})",
+                repo.location(&format!("{dir}/backup.info"))
+            ),
+            "SELECT id FROM pgops.backup_list shows the backups.",
+        ),
+        Ok(Err(Some(status))) => raise(
+            PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+            format!("backup {backup_id} is {status}, not {done}: only a DONE backup can be kept"),
+            "Keep a DONE backup: SELECT id FROM pgops.backup_list WHERE status = 'DONE'.",
+        ),
+        Err(e) => raise(PgSqlErrorCode::ERRCODE_EXTERNAL_ROUTINE_EXCEPTION, e.to_string(), e.hint()),
+    }
+}
+
+/// For monitoring: the oldest time one can restore to once the policy is applied (the
+/// end of the oldest DONE backup it keeps) and the end of the newest DONE backup.
+#[pg_extern(volatile, parallel_safe)]
+#[allow(clippy::type_complexity)]
+fn recoverability() -> TableIterator<
+    'static,
+    (
+        name!(retention_policy, Option<String>),
+        name!(first_recoverability_point, Option<TimestampWithTimeZone>),
+        name!(last_done_backup_ended, Option<TimestampWithTimeZone>),
+        name!(kept_backups, i64),
+        name!(obsolete_backups, i64),
+    ),
+> {
+    let (policy, minimum_redundancy) = retention_settings();
+    let repo = open_repository();
+    let liveness = Liveness::now();
+    let started_is_live = |id: &BackupId, owner: Option<&BackupOwner>| liveness.is_live(id, owner);
+    let decisions = wait_for_store(assess(&repo, &plan_request(policy, minimum_redundancy, &started_is_live)))
+        .unwrap_or_else(|e| retention_failed(&e));
+    let kept = decisions.iter().filter(|decision| decision.kept()).count() as i64;
+    TableIterator::once((
+        policy.map(|policy| policy.to_string()),
+        recoverable_from(&decisions).and_then(pg_time),
+        last_done_ended(&decisions).and_then(pg_time),
+        kept,
+        decisions.len() as i64 - kept,
+    ))
 }
 
 /// Makes a role as declared: `created`, `updated`, `unchanged` or `dropped`. Unset
@@ -388,5 +588,9 @@ fn role_status_rows() -> TableIterator<
     }))
 }
 
-extension_sql_file!("../sql/catalog.sql", name = "catalog", requires = [backups_text, role_status_rows]);
+extension_sql_file!(
+    "../sql/catalog.sql",
+    name = "catalog",
+    requires = [backups_text, role_status_rows, expire, recoverability]
+);
 extension_sql_file!("../sql/privileges.sql", name = "privileges", finalize);

@@ -145,6 +145,19 @@ pub fn take_request() -> Option<Request> {
     Some(Request { backup_id, fast: control.requested_fast.take() })
 }
 
+/// The backup the worker is taking now, if any (`None` without shared memory).
+pub fn running() -> Option<String> {
+    if !available() {
+        return None;
+    }
+    CONTROL.share().running.get()
+}
+
+/// Whether a backup was asked for and the worker has not taken it yet.
+pub fn requested() -> bool {
+    available() && CONTROL.share().requested.get().is_some()
+}
+
 /// The worker says whether the running backup waits for a spread checkpoint now.
 pub fn set_waiting_for_spread_checkpoint(waiting: bool) {
     CONTROL.exclusive().waiting_for_spread_checkpoint = waiting;

@@ -1,22 +1,31 @@
 //! The pgops background worker: takes base backups on `pgops.backup_schedule` and when
-//! `pgops.backup_now()` asks. It talks to Postgres from its main thread only; the core
-//! reads and uploads files on threads of its own.
+//! `pgops.backup_now()` asks, and applies `pgops.retention_policy` after each DONE backup
+//! and every `pgops.retention_interval`. It talks to Postgres from its main thread only;
+//! the core reads, uploads and deletes on threads of its own.
 
+use crate::retention::{self, Liveness};
 use crate::roles_file::Reconciler;
+use crate::runtime::NotDone;
 use crate::transaction::in_transaction;
 use crate::{archive_module, backup_control, guc, runtime, worker_signals};
 use chrono::{DateTime, Utc};
 use pgops_core::backup::catalog::fail_interrupted;
 use pgops_core::backup::info::{BackupInfo, Tablespace};
 use pgops_core::backup::owner::{self, BackupOwner};
-use pgops_core::backup::{self, BackupHost, BackupJob, BackupStop, ClusterInfo, Phase, Progress, WalPosition};
+use pgops_core::backup::{
+    self, BackupHost, BackupId, BackupJob, BackupStop, ClusterInfo, Phase, Progress, WalPosition,
+};
 use pgops_core::repository::RepositoryUrl;
+use pgops_core::retention::{execute, plan, ExpireReport, PlanRequest, Policy};
 use pgops_core::store::Repository;
 use pgrx::bgworkers::{BackgroundWorker, BackgroundWorkerBuilder, BgWorkerStartTime};
 use pgrx::pg_sys;
+use pgrx::pg_sys::panic::ErrorReport;
 use pgrx::prelude::*;
 use pgrx::Spi;
 use serde::Deserialize;
+use std::future::Future;
+use std::pin::Pin;
 use std::time::{Duration, Instant};
 
 const INTERRUPTED: &str = "interrupted: the pgops worker stopped before the backup finished";
@@ -56,6 +65,9 @@ pub extern "C-unwind" fn pgops_worker_main(_arg: pg_sys::Datum) {
         next_tidy: Instant::now(),
         schedule: None,
         roles: Reconciler::new(),
+        // A policy set while the worker was down applies at once.
+        retention: RetentionDue::Now,
+        retention_run: None,
     };
     loop {
         pgrx::check_for_interrupts!();
@@ -74,6 +86,7 @@ pub extern "C-unwind" fn pgops_worker_main(_arg: pg_sys::Datum) {
             }
             continue;
         }
+        worker.advance_retention();
         wait(worker.sleep());
     }
 }
@@ -98,7 +111,34 @@ struct Worker {
     /// The schedule's text and its next firing.
     schedule: Option<(String, DateTime<Utc>)>,
     roles: Reconciler,
+    retention: RetentionDue,
+    retention_run: Option<RetentionRun>,
 }
+
+/// When retention runs next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RetentionDue {
+    /// The worker started, or a backup just ended DONE.
+    Now,
+    /// `pgops.retention_interval` after this run started (read when due: a reload applies).
+    IntervalAfter(Instant),
+}
+
+/// What a retention run ends with: the plan's warnings and what was removed, or the error
+/// and its hint.
+type RetentionOutcome = Result<(Vec<String>, ExpireReport), (String, &'static str)>;
+
+/// A retention run in progress, advanced a slice at a time between the worker's other
+/// duties: the policy it applies and its future (which owns what it uses).
+struct RetentionRun {
+    policy: Policy,
+    minimum_redundancy: u32,
+    future: Pin<Box<dyn Future<Output = RetentionOutcome>>>,
+}
+
+/// How long the worker advances a retention run before it looks at its other duties
+/// (backups asked for or scheduled, reloads, the roles file, shutdown).
+const RETENTION_SLICE: Duration = Duration::from_secs(1);
 
 impl Worker {
     /// The repository in the settings, and its URL.
@@ -159,6 +199,80 @@ impl Worker {
         });
     }
 
+    /// Starts a retention run when one is due (on the primary, with a policy set) and
+    /// advances the run in progress by [`RETENTION_SLICE`] at most, less when a backup
+    /// is asked for.
+    fn advance_retention(&mut self) {
+        if self.retention_run.is_none() {
+            self.retention_run = self.start_retention_if_due();
+        }
+        let Some(mut run) = self.retention_run.take() else { return };
+        let slice_end = Instant::now() + RETENTION_SLICE;
+        let outcome = match runtime::block_on_until(&mut run.future, || {
+            Instant::now() >= slice_end || backup_control::requested()
+        }) {
+            // Not done yet (or a shutdown, which the loop serves): continued next pass.
+            Err(NotDone::Interrupted) => {
+                self.retention_run = Some(run);
+                return;
+            }
+            Err(NotDone::NoRuntime(e)) => Err((e, "See the server log.")),
+            Ok(outcome) => outcome,
+        };
+        let RetentionRun { policy, minimum_redundancy, .. } = run;
+        match outcome {
+            Ok((warnings, report)) => {
+                for warning in warnings {
+                    warning!("pgops: {warning}");
+                }
+                log!("pgops: retention ({policy}, minimum_redundancy {minimum_redundancy}): {report}");
+            }
+            Err((error, hint)) => retention_warning(format!("retention ({policy}) failed: {error}"), hint),
+        }
+    }
+
+    /// A new retention run, when one is due.
+    fn start_retention_if_due(&mut self) -> Option<RetentionRun> {
+        let due = match self.retention {
+            RetentionDue::Now => true,
+            RetentionDue::IntervalAfter(last) => last.elapsed() >= guc::retention_interval(),
+        };
+        // SAFETY: reads shared state Postgres keeps for every process; main thread.
+        if !due || unsafe { pg_sys::RecoveryInProgress() } {
+            return None;
+        }
+        self.retention = RetentionDue::IntervalAfter(Instant::now());
+        let (policy, minimum_redundancy) = match retention::settings() {
+            // Without a policy every backup is kept: nothing to run.
+            Ok((policy, minimum_redundancy)) => (policy?, minimum_redundancy),
+            Err(invalid) => {
+                retention_warning(format!("retention skipped: {}", invalid.message), &invalid.hint);
+                return None;
+            }
+        };
+        let repo = match self.repository() {
+            Ok((_, repo)) => repo,
+            Err(e) => {
+                retention_warning(format!("retention skipped: {e}"), "Check pgops.repository and the S3 settings.");
+                return None;
+            }
+        };
+        let liveness = Liveness::now();
+        let future = async move {
+            let started_is_live = |id: &BackupId, owner: Option<&BackupOwner>| liveness.is_live(id, owner);
+            let request = PlanRequest {
+                policy: Some(policy),
+                minimum_redundancy,
+                now: Utc::now(),
+                started_is_live: &started_is_live,
+            };
+            let plan = plan(&repo, &request).await.map_err(|e| (e.to_string(), e.hint()))?;
+            let report = execute(&repo, &plan).await.map_err(|f| (f.to_string(), f.error.hint()))?;
+            Ok((plan.warnings, report))
+        };
+        Some(RetentionRun { policy, minimum_redundancy, future: Box::pin(future) })
+    }
+
     /// The id of a scheduled backup due now, if one is.
     fn scheduled_backup_due(&mut self) -> Option<String> {
         let schedule = match guc::backup_schedule() {
@@ -196,8 +310,12 @@ impl Worker {
         }
     }
 
-    /// How long to sleep: until the next scheduled backup, at most a second.
+    /// How long to sleep: until the next scheduled backup, at most a second; not at all
+    /// while a retention run is in progress.
     fn sleep(&self) -> Duration {
+        if self.retention_run.is_some() {
+            return Duration::ZERO;
+        }
         let until_next = self.schedule.as_ref().map(|(_, next)| (*next - Utc::now()).to_std().unwrap_or_default());
         until_next.unwrap_or(Duration::from_secs(1)).min(Duration::from_secs(1))
     }
@@ -208,12 +326,15 @@ impl Worker {
         log!("pgops: backup {id} starting");
         let result = self.take_backup(id, fast.unwrap_or_else(|| guc::BACKUP_FAST_CHECKPOINT.get()));
         match &result {
-            Ok(info) => log!(
-                "pgops: backup {id} DONE: WAL {} to {}, {} bytes",
-                info.begin_wal,
-                info.end_wal.as_deref().unwrap_or("?"),
-                info.size.unwrap_or(0)
-            ),
+            Ok(info) => {
+                log!(
+                    "pgops: backup {id} DONE: WAL {} to {}, {} bytes",
+                    info.begin_wal,
+                    info.end_wal.as_deref().unwrap_or("?"),
+                    info.size.unwrap_or(0)
+                );
+                self.retention = RetentionDue::Now;
+            }
             Err(e) => warning!("pgops: backup {id} FAILED: {e}"),
         }
         backup_control::finish(id, result.as_ref().map(drop).map_err(String::as_str));
@@ -249,6 +370,12 @@ impl Worker {
             failure.error
         })
     }
+}
+
+fn retention_warning(message: String, hint: &str) {
+    ErrorReport::new(PgSqlErrorCode::ERRCODE_EXTERNAL_ROUTINE_EXCEPTION, format!("pgops: {message}"), "retention")
+        .set_hint(hint)
+        .report(PgLogLevel::WARNING);
 }
 
 /// One row of JSON from a query, in a transaction of its own.

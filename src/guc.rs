@@ -7,6 +7,7 @@ use pgops_core::archive::ArchiveSettings;
 use pgops_core::backup::upload::UploadSettings;
 use pgops_core::compression::Compression;
 use pgops_core::repository::RepositoryUrl;
+use pgops_core::retention::Policy;
 use pgops_core::schedule::{self, Schedule};
 use pgops_core::store::S3Options;
 use pgops_core::InvalidSetting;
@@ -82,6 +83,10 @@ pub static BACKUP_COMPRESSION_WORKERS: GucSetting<i32> = GucSetting::<i32>::new(
 pub static BACKUP_FAST_CHECKPOINT: GucSetting<bool> = GucSetting::<bool>::new(false);
 pub static ROLES_FILE: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 pub static DATABASE: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(Some(c"postgres"));
+static RETENTION_POLICY: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+static MINIMUM_REDUNDANCY: GucSetting<i32> = GucSetting::<i32>::new(1);
+/// Seconds between the worker's retention runs.
+static RETENTION_INTERVAL: GucSetting<i32> = GucSetting::<i32>::new(30 * 60);
 
 pub fn register() {
     // SUSET everywhere but pgops.database: the archiver and the worker read postgresql.conf,
@@ -228,6 +233,41 @@ pub fn register() {
             None,
         );
     }
+    // SIGHUP: the worker applies them; pgops.expire() and the worker must agree.
+    // SAFETY: the hook is a check hook of the right signature (see string_check_hook!).
+    unsafe {
+        GucRegistry::define_string_guc_with_hooks(
+            c"pgops.retention_policy",
+            c"Which backups the worker keeps: 'RECOVERY WINDOW OF 30 DAYS', 'REDUNDANCY 7', '30d', '4w', '6m'; empty keeps every backup.",
+            c"Obsolete backups, and the WAL only they need, are deleted after each backup and every pgops.retention_interval.",
+            &RETENTION_POLICY,
+            GucContext::Sighup,
+            GucFlags::default(),
+            Some(check_retention_policy),
+            None,
+            None,
+        );
+    }
+    GucRegistry::define_int_guc(
+        c"pgops.minimum_redundancy",
+        c"Retention never keeps fewer DONE backups than this, whatever pgops.retention_policy says.",
+        c"",
+        &MINIMUM_REDUNDANCY,
+        0,
+        i32::MAX,
+        GucContext::Sighup,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"pgops.retention_interval",
+        c"How often the worker applies pgops.retention_policy, besides after each DONE backup.",
+        c"",
+        &RETENTION_INTERVAL,
+        1,
+        i32::MAX,
+        GucContext::Sighup,
+        GucFlags::UNIT_S,
+    );
     GucRegistry::define_string_guc(
         c"pgops.s3_access_key_id",
         c"S3 access key id; empty means the AWS default credential chain.",
@@ -385,6 +425,19 @@ pub fn roles_file() -> Option<String> {
     string(&ROLES_FILE)
 }
 
+/// The retention policy in force (checked when set); `None` keeps every backup.
+pub fn retention_policy() -> Result<Option<Policy>, InvalidSetting> {
+    Policy::parse(&string(&RETENTION_POLICY).unwrap_or_default())
+}
+
+pub fn minimum_redundancy() -> u32 {
+    MINIMUM_REDUNDANCY.get().max(0) as u32
+}
+
+pub fn retention_interval() -> std::time::Duration {
+    std::time::Duration::from_secs(RETENTION_INTERVAL.get().max(1) as u64)
+}
+
 pub fn database() -> String {
     string(&DATABASE).unwrap_or_else(|| "postgres".into())
 }
@@ -447,6 +500,7 @@ string_check_hook!(check_credentials_file, |v| if v.is_empty() {
 } else {
     pgops_core::credentials::validate_file_path(v, data_directory().as_deref())
 });
+string_check_hook!(check_retention_policy, |v| Policy::parse(v).map(drop));
 string_check_hook!(check_schedule_timezone, |v| schedule::parse_zone(v).map(drop));
 
 #[pgrx::pg_guard]

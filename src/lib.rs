@@ -11,6 +11,7 @@ mod backup_worker;
 mod databases;
 mod fixed_text;
 mod guc;
+mod retention;
 mod role_status;
 mod roles;
 mod roles_file;

@@ -9,8 +9,10 @@ use pgops_core::repository::RepositoryUrl;
 use pgops_core::store::{Repository, S3Options};
 use pgops_core::verify::{self, VerifyReport};
 use pgops_core::InvalidSetting;
+use std::collections::BTreeMap;
 use std::process::ExitCode;
 
+mod expire;
 mod restore;
 mod wal_fetch;
 
@@ -81,11 +83,22 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// List the backups in the repository (pgops' and Barman Cloud's), oldest first.
+    /// Apply a retention policy: delete obsolete backups (backup.info first, then their
+    /// objects) and the WAL no kept backup needs; the same rows as pgops.expire().
+    ///
+    /// Nothing is deleted when the catalog cannot be read completely. Exit status: 0 done
+    /// (or planned, with --dry-run); 2 the store failed or refused a deletion (what was
+    /// deleted is printed; a new run finishes the job); 3 bad usage; 4 the catalog cannot
+    /// be read completely (nothing deleted).
+    Expire(expire::ExpireArgs),
+    /// List the backups in the repository (pgops' and Barman Cloud's), oldest first; with
+    /// --policy, whether that policy keeps each one (kept_by_policy).
     List {
         /// One JSON array instead of a table
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        policy: expire::PolicyArgs,
     },
 }
 
@@ -112,19 +125,35 @@ fn print_verify_report(report: &VerifyReport, json: bool) {
     println!("{}", if report.ok { "repository ok" } else { "repository has problems" });
 }
 
-/// `pgops list`: a table for people, JSON for programs.
-fn print_backups(rows: &[BackupRow], json: bool) {
+/// One backup of `pgops list`, and whether the policy given keeps it.
+#[derive(serde::Serialize)]
+struct ListedBackup {
+    #[serde(flatten)]
+    row: BackupRow,
+    /// `None` without a policy, or when the catalog cannot be read completely.
+    kept_by_policy: Option<bool>,
+}
+
+/// `pgops list`: a table for people, JSON for programs. The kept column only with a policy.
+fn print_backups(backups: &[ListedBackup], json: bool, with_policy: bool) {
     if json {
-        println!("{}", serde_json::to_string_pretty(rows).expect("rows serialize"));
+        println!("{}", serde_json::to_string_pretty(backups).expect("rows serialize"));
         return;
     }
+    let kept_header = if with_policy { format!(" {:<8}", "kept") } else { String::new() };
     println!(
-        "{:<16} {:<8} {:<24} {:<24} {:>14} {:>14}  error",
+        "{:<16} {:<8}{kept_header} {:<24} {:<24} {:>14} {:>14}  error",
         "id", "status", "begin_wal", "end_wal", "size_bytes", "stored_bytes"
     );
-    for r in rows {
+    for ListedBackup { row: r, kept_by_policy } in backups {
+        let kept = match (with_policy, kept_by_policy) {
+            (false, _) => String::new(),
+            (true, Some(true)) => format!(" {:<8}", "kept"),
+            (true, Some(false)) => format!(" {:<8}", "obsolete"),
+            (true, None) => format!(" {:<8}", "-"),
+        };
         println!(
-            "{:<16} {:<8} {:<24} {:<24} {:>14} {:>14}  {}",
+            "{:<16} {:<8}{kept} {:<24} {:<24} {:>14} {:>14}  {}",
             r.id,
             r.status,
             r.begin_wal.as_deref().unwrap_or("-"),
@@ -205,6 +234,7 @@ fn main() -> ExitCode {
     match cli.command {
         Command::WalFetch(args) => wal_fetch::run(args, &url, &s3, &runtime),
         Command::Restore(args) => restore::run(args, &url, &s3, &runtime),
+        Command::Expire(args) => expire::run(args, &runtime.block_on(Repository::open(&url, &s3)), &runtime),
         Command::Verify { json } => {
             let repo = runtime.block_on(Repository::open(&url, &s3));
             match verify::verify(&repo, runtime.handle()) {
@@ -222,18 +252,30 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::List { json } => runtime.block_on(async {
+        Command::List { json, policy } => runtime.block_on(async {
             let repo = Repository::open(&url, &s3).await;
-            match list_backups(&repo).await {
-                Ok(backups) => {
-                    print_backups(&backups.iter().map(|b| b.row()).collect::<Vec<_>>(), json);
-                    ExitCode::SUCCESS
-                }
+            let backups = match list_backups(&repo).await {
+                Ok(backups) => backups,
                 Err(e) => {
                     eprintln!("pgops list: {e}\nhint: {}", e.hint());
-                    ExitCode::from(exit::STORE)
+                    return ExitCode::from(exit::STORE);
                 }
-            }
+            };
+            // The listing stands without the policy's verdicts, as pgops.backup_list does.
+            let kept = policy.kept(&repo).await.unwrap_or_else(|e| {
+                eprintln!("pgops list: warning: the policy cannot be applied: {e}\nhint: {}", e.hint());
+                Some(BTreeMap::new())
+            });
+            let listed: Vec<ListedBackup> = backups
+                .iter()
+                .map(|backup| {
+                    let row = backup.row();
+                    let kept_by_policy = kept.as_ref().and_then(|kept| kept.get(&row.id).copied());
+                    ListedBackup { row, kept_by_policy }
+                })
+                .collect();
+            print_backups(&listed, json, kept.is_some());
+            ExitCode::SUCCESS
         }),
     }
 }

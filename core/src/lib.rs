@@ -11,6 +11,7 @@ pub mod naming;
 pub mod ownership;
 pub mod repository;
 pub mod restore;
+pub mod retention;
 pub mod retry;
 pub mod roles;
 pub mod schedule;

@@ -3,6 +3,7 @@
 //! `wals/<TLI>.history<ext>` (see barman/xlog.py `hash_dir`).
 
 use crate::compression::Compression;
+use serde::Serialize;
 use std::fmt;
 
 /// The kinds of file Postgres hands to an archive module.
@@ -103,6 +104,85 @@ pub fn archive_order_key(name: &str) -> (bool, &str) {
     (!name.ends_with(".history"), name)
 }
 
+/// A timeline id (`1` for a cluster's first history, one more at each promotion).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(transparent)]
+pub struct Timeline(pub u32);
+
+impl fmt::Display for Timeline {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+/// Where a segment lies in the WAL, whatever its timeline: the log and segment fields of
+/// its name. A new timeline continues the numbering of the one it branched from, so
+/// positions of segments on different timelines compare as their WAL positions do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct SegmentPosition {
+    pub log: u32,
+    pub seg: u32,
+}
+
+/// A WAL segment, named `TTTTTTTTLLLLLLLLSSSSSSSS` (timeline, log, segment; hex).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct WalSegment {
+    pub timeline: Timeline,
+    pub position: SegmentPosition,
+}
+
+impl WalSegment {
+    /// The segment `name` (exactly 24 hex digits) names.
+    pub fn parse(name: &str) -> Result<WalSegment, NotAWalFile> {
+        let field = |range: std::ops::Range<usize>| u32::from_str_radix(&name[range], 16).ok();
+        match (name.len() == 24 && is_hex(name)).then(|| (field(0..8), field(8..16), field(16..24))) {
+            Some((Some(timeline), Some(log), Some(seg))) => {
+                Ok(WalSegment { timeline: Timeline(timeline), position: SegmentPosition { log, seg } })
+            }
+            _ => Err(NotAWalFile(name.to_string())),
+        }
+    }
+}
+
+impl fmt::Display for WalSegment {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:08X}{:08X}{:08X}", self.timeline.0, self.position.log, self.position.seg)
+    }
+}
+
+impl Serialize for WalSegment {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+/// A stored object of the WAL archive, told by its file name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoredWal {
+    /// A segment, its `.partial` copy or a backup history file `<segment>.<offset>.backup`:
+    /// all three belong to `segment`.
+    Segment { segment: WalSegment, kind: WalFileKind },
+    /// A timeline history file `<TLI>.history`.
+    History(Timeline),
+}
+
+/// Suffixes Barman Cloud compresses WAL with that pgops does not read, on top of
+/// [`Compression`]'s.
+const BARMAN_ONLY_SUFFIXES: [&str; 2] = [".bz2", ".xz"];
+
+/// What the stored file `file_name` (a WAL file name plus the suffix of any compression
+/// pgops or Barman Cloud uses) holds; `None` for any other name.
+pub fn stored_wal(file_name: &str) -> Option<StoredWal> {
+    let name = BARMAN_ONLY_SUFFIXES
+        .iter()
+        .find_map(|suffix| file_name.strip_suffix(suffix))
+        .unwrap_or_else(|| Compression::split_file_name(file_name).0);
+    match classify(name).ok()? {
+        WalFileKind::TimelineHistory => Some(StoredWal::History(Timeline(u32::from_str_radix(&name[..8], 16).ok()?))),
+        kind => Some(StoredWal::Segment { segment: WalSegment::parse(&name[..24]).ok()?, kind }),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -153,5 +233,44 @@ mod tests {
         let mut names = vec!["000000020000000000000003", "00000002.history", "000000010000000000000002"];
         names.sort_by_key(|n| archive_order_key(n));
         assert_eq!(names, ["00000002.history", "000000010000000000000002", "000000020000000000000003"]);
+    }
+
+    #[test]
+    fn segments_parse_print_and_order_by_position() {
+        let segment = WalSegment::parse("0000000200000001000000FE").unwrap();
+        assert_eq!(segment.timeline, Timeline(2));
+        assert_eq!(segment.position, SegmentPosition { log: 1, seg: 0xFE });
+        assert_eq!(segment.to_string(), "0000000200000001000000FE");
+        assert_eq!(WalSegment::parse("0000000200000001000000fe").unwrap(), segment);
+        let later_on_timeline_1 = WalSegment::parse("000000010000000200000000").unwrap();
+        assert!(later_on_timeline_1.position > segment.position, "positions ignore the timeline");
+        for bad in ["", "0000000200000001000000F", "0000000200000001000000FG", "0000000200000001000000FE0"] {
+            assert!(WalSegment::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn stored_wal_files_are_told_under_every_suffix() {
+        let segment = |name: &str| WalSegment::parse(name).unwrap();
+        assert_eq!(
+            stored_wal("000000010000000000000003.zst"),
+            Some(StoredWal::Segment { segment: segment("000000010000000000000003"), kind: WalFileKind::Segment })
+        );
+        assert_eq!(
+            stored_wal("000000010000000000000003.bz2"),
+            Some(StoredWal::Segment { segment: segment("000000010000000000000003"), kind: WalFileKind::Segment })
+        );
+        assert_eq!(
+            stored_wal("000000010000000000000003.partial.gz"),
+            Some(StoredWal::Segment { segment: segment("000000010000000000000003"), kind: WalFileKind::Partial })
+        );
+        assert_eq!(
+            stored_wal("000000010000000000000003.00000028.backup"),
+            Some(StoredWal::Segment { segment: segment("000000010000000000000003"), kind: WalFileKind::BackupHistory })
+        );
+        assert_eq!(stored_wal("0000000A.history.xz"), Some(StoredWal::History(Timeline(10))));
+        for other in ["000000010000000000000003.tmp", "pgops.json", ".000000010000000000000003.zst.pgops-tmp.1.2"] {
+            assert_eq!(stored_wal(other), None, "{other}");
+        }
     }
 }

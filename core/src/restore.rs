@@ -82,7 +82,7 @@ pub struct RestoreReport {
 }
 
 /// A timestamp of `backup.info` (`2026-11-25 02:00:05.000000+00:00`).
-fn barman_instant(text: &str) -> Option<DateTime<Utc>> {
+pub(crate) fn barman_instant(text: &str) -> Option<DateTime<Utc>> {
     match TargetTime::parse(text)? {
         TargetTime::At(at) => Some(at),
         TargetTime::Local(_) => None,

@@ -19,6 +19,12 @@ impl BackupStatus {
             BackupStatus::Failed => "FAILED",
         }
     }
+
+    /// The status `backup.info` names; `None` for Barman's others (`EMPTY`,
+    /// `WAITING_FOR_WALS`, `SYNCING`), which pgops never writes.
+    pub fn from_barman(text: &str) -> Option<BackupStatus> {
+        [BackupStatus::Started, BackupStatus::Done, BackupStatus::Failed].into_iter().find(|s| s.as_str() == text)
+    }
 }
 
 /// One tablespace: Barman's `(name, oid, location)`.

@@ -44,6 +44,41 @@ pub fn barman_time(at: DateTime<Utc>) -> String {
     at.format("%Y-%m-%d %H:%M:%S%.6f+00:00").to_string()
 }
 
+/// A backup's id: the name of its directory under `base/`. Barman Cloud and pgops name a
+/// backup after its UTC start time (`%Y%m%dT%H%M%S`), so ids sort in the order backups
+/// started; any single directory name is accepted, as Barman's catalog does.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(transparent)]
+pub struct BackupId(String);
+
+/// A text that cannot name a backup directory.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("\"{0}\" is not a backup id: a backup id is one directory name under base/, such as 20261125T020000")]
+pub struct NotABackupId(pub String);
+
+impl std::str::FromStr for BackupId {
+    type Err = NotABackupId;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        if text.is_empty() || text == "." || text == ".." || text.contains('/') {
+            return Err(NotABackupId(text.to_string()));
+        }
+        Ok(BackupId(text.to_string()))
+    }
+}
+
+impl BackupId {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for BackupId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
 /// The `base/<backup_id>` directory of a backup, relative to the repository.
 pub fn backup_dir(backup_id: &str) -> String {
     format!("base/{backup_id}")

@@ -2,7 +2,10 @@
 //! to a temporary name, fsynced, renamed into place and its directory fsynced, so that an
 //! object either exists whole and durable or not at all.
 
-use super::{md5_of, MultipartUpload, ObjectMeta, ObjectStore, StoreError, StoreErrorKind, StoreResult, UploadedPart};
+use super::{
+    md5_of, DeleteFailure, ListPage, MultipartUpload, ObjectMeta, ObjectStore, StoreError, StoreErrorKind, StoreResult,
+    UploadedPart,
+};
 use async_trait::async_trait;
 use bytes::Bytes;
 use std::io::{self, Write};
@@ -94,26 +97,6 @@ impl LocalStore {
         let dir = path.parent().expect("object paths are below the root").to_path_buf();
         Ok((dir, format!(".{name}.pgops-part.{}.", upload.upload_id)))
     }
-
-    fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> io::Result<()> {
-        let entries = match std::fs::read_dir(dir) {
-            Ok(entries) => entries,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-            Err(e) => return Err(e),
-        };
-        for entry in entries {
-            let entry = entry?;
-            if entry.file_name().to_string_lossy().starts_with('.') {
-                continue; // temporary files of writes in progress
-            }
-            if entry.file_type()?.is_dir() {
-                Self::walk(&entry.path(), out)?;
-            } else {
-                out.push(entry.path());
-            }
-        }
-        Ok(())
-    }
 }
 
 impl LocalStore {
@@ -130,6 +113,63 @@ impl LocalStore {
         })
         .await
         .map_err(|e| self.io_error("remove upload parts", &upload.key, e))
+    }
+}
+
+/// One page of a listing from a directory tree, in the order of the keys' bytes (S3's
+/// order), reading one directory at a time: memory is bounded by a page and a directory.
+struct SortedWalk {
+    /// Only keys starting with this are listed.
+    prefix: String,
+    /// Only keys after this are listed (the last key of the previous page).
+    start_after: Option<String>,
+    max_keys: usize,
+}
+
+impl SortedWalk {
+    /// Appends to `out` the objects below `dir`, whose key (with a trailing `/`, or empty
+    /// for the root) is `dir_key`; true once `out` holds a full page.
+    fn walk(&self, dir: &Path, dir_key: &str, out: &mut Vec<ObjectMeta>) -> io::Result<bool> {
+        let entries = match std::fs::read_dir(dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+            Err(e) => return Err(e),
+        };
+        // A directory's keys all start with `name/`: sorting directories by that makes the
+        // walk's order the keys' order (`ab.x` comes before `ab/…`).
+        let mut children = Vec::new();
+        for entry in entries {
+            let entry = entry?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.starts_with('.') {
+                continue; // temporary files of writes in progress, parts of uploads
+            }
+            let is_dir = entry.file_type()?.is_dir();
+            let key = format!("{dir_key}{name}{}", if is_dir { "/" } else { "" });
+            children.push((key, is_dir, entry.path()));
+        }
+        children.sort();
+        for (key, is_dir, path) in children {
+            if is_dir {
+                let may_hold_listed_keys = key.starts_with(&self.prefix) || self.prefix.starts_with(&key);
+                // Every key below is `key` plus more: all of them are at or before
+                // `start_after` when it is past `key` without starting with it.
+                let all_listed_before =
+                    self.start_after.as_deref().is_some_and(|after| after > key.as_str() && !after.starts_with(&key));
+                if may_hold_listed_keys && !all_listed_before && self.walk(&path, &key, out)? {
+                    return Ok(true);
+                }
+            } else if key.starts_with(&self.prefix)
+                && self.start_after.as_deref().is_none_or(|after| key.as_str() > after)
+            {
+                let size = std::fs::metadata(&path)?.len();
+                out.push(ObjectMeta { key, size, md5: None });
+                if out.len() >= self.max_keys {
+                    return Ok(true);
+                }
+            }
+        }
+        Ok(false)
     }
 }
 
@@ -199,31 +239,27 @@ impl ObjectStore for LocalStore {
         }))
     }
 
-    async fn list(&self, prefix: &str) -> StoreResult<Vec<ObjectMeta>> {
+    async fn list_page(&self, prefix: &str, continuation: Option<&str>, max_keys: usize) -> StoreResult<ListPage> {
         self.check_root("list", prefix)?;
-        // Walk the deepest directory the prefix names, then filter on the whole prefix.
-        let dir = match prefix.rfind('/') {
-            Some(i) => self.root.join(&prefix[..i]),
-            None => self.root.clone(),
+        // Walk the deepest directory the prefix names; the walk filters on the whole prefix.
+        let dir_key = prefix.rfind('/').map_or("", |i| &prefix[..=i]);
+        let walk = SortedWalk {
+            prefix: prefix.to_string(),
+            start_after: continuation.map(str::to_string),
+            max_keys: max_keys.max(1),
         };
-        let root = self.root.clone();
-        let prefix_owned = prefix.to_string();
+        let dir = self.root.join(dir_key);
+        let dir_key = dir_key.to_string();
         let found = blocking(move || -> io::Result<Vec<ObjectMeta>> {
-            let mut files = Vec::new();
-            Self::walk(&dir, &mut files)?;
             let mut objects = Vec::new();
-            for path in files {
-                let key = path.strip_prefix(&root).expect("walked below the root").to_string_lossy().into_owned();
-                if key.starts_with(&prefix_owned) {
-                    let size = std::fs::metadata(&path)?.len();
-                    objects.push(ObjectMeta { key, size, md5: None });
-                }
-            }
-            objects.sort_by(|a, b| a.key.cmp(&b.key));
+            walk.walk(&dir, &dir_key, &mut objects)?;
             Ok(objects)
         })
-        .await;
-        found.map_err(|e| self.io_error("list", prefix, e))
+        .await
+        .map_err(|e| self.io_error("list", prefix, e))?;
+        // A full page may have more after it; the next starts after its last key.
+        let continuation = (found.len() >= max_keys.max(1)).then(|| found.last().map(|o| o.key.clone())).flatten();
+        Ok(ListPage { objects: found, continuation })
     }
 
     async fn delete(&self, key: &str) -> StoreResult<()> {
@@ -233,6 +269,36 @@ impl ObjectStore for LocalStore {
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(self.io_error("delete", key, e)),
         }
+    }
+
+    async fn delete_many(&self, keys: &[String]) -> StoreResult<Vec<DeleteFailure>> {
+        let mut paths = Vec::with_capacity(keys.len());
+        let mut failures = Vec::new();
+        for key in keys {
+            match self.path("delete", key) {
+                Ok(path) => paths.push((key.clone(), path)),
+                Err(e) => failures.push(DeleteFailure { key: key.clone(), cause: e.cause }),
+            }
+        }
+        let (refused, synced) = blocking(move || {
+            let mut refused = Vec::new();
+            let mut dirs = std::collections::BTreeSet::new();
+            for (key, path) in paths {
+                match std::fs::remove_file(&path) {
+                    Ok(()) => {
+                        dirs.insert(path.parent().expect("object paths are below the root").to_path_buf());
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                    Err(e) => refused.push(DeleteFailure { key, cause: e.to_string() }),
+                }
+            }
+            // A removal is durable once its directory is synced: once per directory.
+            (refused, dirs.iter().try_for_each(|dir| sync_dir(dir)))
+        })
+        .await;
+        synced.map_err(|e| self.io_error("delete", keys.first().map_or("", String::as_str), e))?;
+        failures.extend(refused);
+        Ok(failures)
     }
 
     async fn start_multipart(&self, key: &str) -> StoreResult<MultipartUpload> {
@@ -345,5 +411,55 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = LocalStore::new(dir.path());
         assert!(store.put("../escape", Bytes::new()).await.is_err());
+    }
+
+    /// Pages of two keys at a time list every key once, in S3's order (`ab.x` before
+    /// `ab/…`, which a plain directory walk gets wrong), within the prefix only.
+    #[tokio::test]
+    async fn listings_come_in_pages_in_key_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::new(dir.path());
+        let keys = ["r/ab.x", "r/ab/1", "r/ab/2", "r/ab/c/3", "r/abc", "r/b", "s/other"];
+        for key in keys.iter().rev() {
+            store.put(key, Bytes::from(key.to_string())).await.unwrap();
+        }
+        let mut listed = Vec::new();
+        let mut continuation = None;
+        let mut pages = 0;
+        loop {
+            let page = store.list_page("r/", continuation.as_deref(), 2).await.unwrap();
+            assert!(page.objects.len() <= 2);
+            pages += 1;
+            listed.extend(page.objects.into_iter().map(|o| (o.key, o.size)));
+            match page.continuation {
+                Some(next) => continuation = Some(next),
+                None => break,
+            }
+        }
+        let expected: Vec<_> = keys[..6].iter().map(|k| (k.to_string(), k.len() as u64)).collect();
+        assert_eq!(listed, expected);
+        assert!(pages >= 3, "{pages} pages");
+        let mut sorted = listed.clone();
+        sorted.sort();
+        assert_eq!(listed, sorted, "S3's order: by the keys' bytes");
+
+        let under: Vec<_> = store.list("r/ab").await.unwrap().into_iter().map(|o| o.key).collect();
+        assert_eq!(under, ["r/ab.x", "r/ab/1", "r/ab/2", "r/ab/c/3", "r/abc"]);
+        assert!(store.list("nothing/").await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn batch_deletes_remove_each_file_and_skip_missing_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::new(dir.path());
+        for key in ["r/a/1", "r/a/2", "r/b/3", "r/keep"] {
+            store.put(key, Bytes::from_static(b"x")).await.unwrap();
+        }
+        let keys: Vec<String> = ["r/a/1", "r/a/2", "r/b/3", "r/missing", "r/../escape"].map(String::from).into();
+        let failures = store.delete_many(&keys).await.unwrap();
+        assert_eq!(failures.len(), 1, "{failures:?}");
+        assert_eq!(failures[0].key, "r/../escape");
+        let left: Vec<_> = store.list("r/").await.unwrap().into_iter().map(|o| o.key).collect();
+        assert_eq!(left, ["r/keep"]);
     }
 }

@@ -92,6 +92,22 @@ pub struct UploadedPart {
     pub size: u64,
 }
 
+/// One page of a listing.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ListPage {
+    /// In key order.
+    pub objects: Vec<ObjectMeta>,
+    /// Where the next page starts (the store's own token); `None` after the last page.
+    pub continuation: Option<String>,
+}
+
+/// A key a batch delete could not remove, and why (the store's error code and message).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeleteFailure {
+    pub key: String,
+    pub cause: String,
+}
+
 #[async_trait]
 pub trait ObjectStore: Send + Sync + fmt::Debug {
     /// Stores `body` under `key`, durably, replacing any object there. The driver makes the
@@ -103,10 +119,32 @@ pub trait ObjectStore: Send + Sync + fmt::Debug {
     /// `length` bytes from `offset` (fewer at the end of the object), for reading large
     /// objects piece by piece.
     async fn get_range(&self, key: &str, offset: u64, length: u64) -> StoreResult<Bytes>;
-    /// Every object whose key starts with `prefix`, in key order.
-    async fn list(&self, prefix: &str) -> StoreResult<Vec<ObjectMeta>>;
+    /// At most `max_keys` (at least 1) of the objects whose key starts with `prefix`, in key
+    /// order, from where the page whose `continuation` is given left off (from the first
+    /// object when `None`).
+    async fn list_page(&self, prefix: &str, continuation: Option<&str>, max_keys: usize) -> StoreResult<ListPage>;
+    /// Every object whose key starts with `prefix`, in key order. The whole listing is held
+    /// in memory: read a prefix that can hold many objects page by page
+    /// ([`Repository::listing`]).
+    async fn list(&self, prefix: &str) -> StoreResult<Vec<ObjectMeta>> {
+        let mut objects = Vec::new();
+        let mut continuation = None;
+        loop {
+            let page = self.list_page(prefix, continuation.as_deref(), LIST_PAGE_SIZE).await?;
+            objects.extend(page.objects);
+            match page.continuation {
+                Some(next) => continuation = Some(next),
+                None => return Ok(objects),
+            }
+        }
+    }
     /// Removes the object; removing a missing object is not an error.
     async fn delete(&self, key: &str) -> StoreResult<()>;
+    /// Removes `keys` in as few requests as the store allows (S3: [`MAX_DELETE_BATCH`] a
+    /// request); missing objects are not an error. Returns the keys the store refused to
+    /// remove, each with its cause. `Err` when a request as a whole failed: any of its keys
+    /// may or may not be gone.
+    async fn delete_many(&self, keys: &[String]) -> StoreResult<Vec<DeleteFailure>>;
     /// Starts a multipart upload of `key`. Parts may be sent concurrently and in any order;
     /// every part but the last must be at least [`MIN_PART_SIZE`] bytes.
     async fn start_multipart(&self, key: &str) -> StoreResult<MultipartUpload>;
@@ -123,6 +161,11 @@ pub trait ObjectStore: Send + Sync + fmt::Debug {
 pub const MIN_PART_SIZE: usize = 5 * 1024 * 1024;
 /// S3's upper bound on the number of parts of one object.
 pub const MAX_PARTS: u32 = 10_000;
+/// Keys per listing request (S3's maximum): a page of keys is what a listing holds in
+/// memory at a time.
+pub const LIST_PAGE_SIZE: usize = 1000;
+/// Keys per S3 DeleteObjects request, S3's maximum.
+pub const MAX_DELETE_BATCH: usize = 1000;
 
 pub fn md5_of(data: &[u8]) -> [u8; 16] {
     Md5::digest(data).into()
@@ -195,11 +238,51 @@ impl Repository {
         self.store.delete(&self.key(relative)).await
     }
 
+    /// Removes objects by their store keys, as a listing names them (see
+    /// [`ObjectStore::delete_many`]).
+    pub async fn delete_many(&self, keys: &[String]) -> StoreResult<Vec<DeleteFailure>> {
+        self.store.delete_many(keys).await
+    }
+
+    /// The objects under `relative_prefix`, a page at a time.
+    pub fn listing(&self, relative_prefix: &str) -> Listing<'_> {
+        Listing { store: self.store.as_ref(), prefix: self.key(relative_prefix), continuation: None, finished: false }
+    }
+
+    /// The repository-relative path of store key `key` (`None` for a key outside the
+    /// repository).
+    pub fn relative<'k>(&self, key: &'k str) -> Option<&'k str> {
+        key.strip_prefix(&self.prefix)
+    }
+
     pub async fn start_multipart(&self, relative: &str) -> StoreResult<MultipartUpload> {
         self.store.start_multipart(&self.key(relative)).await
     }
 
     pub fn location(&self, relative: &str) -> String {
         self.store.location(&self.key(relative))
+    }
+}
+
+/// A listing read page by page ([`LIST_PAGE_SIZE`] keys at most), so that memory is
+/// bounded by a page however many objects the prefix holds.
+#[derive(Debug)]
+pub struct Listing<'a> {
+    store: &'a dyn ObjectStore,
+    prefix: String,
+    continuation: Option<String>,
+    finished: bool,
+}
+
+impl Listing<'_> {
+    /// The next page, in key order; `None` once the listing is complete.
+    pub async fn next_page(&mut self) -> StoreResult<Option<Vec<ObjectMeta>>> {
+        if self.finished {
+            return Ok(None);
+        }
+        let page = self.store.list_page(&self.prefix, self.continuation.as_deref(), LIST_PAGE_SIZE).await?;
+        self.finished = page.continuation.is_none();
+        self.continuation = page.continuation;
+        Ok(Some(page.objects))
     }
 }

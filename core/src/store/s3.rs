@@ -7,14 +7,17 @@
 //!   or mis-store such bodies; integrity comes from Content-MD5 instead, which every S3
 //!   implementation checks on receipt.
 
-use super::{MultipartUpload, ObjectMeta, ObjectStore, StoreError, StoreErrorKind, StoreResult, UploadedPart};
+use super::{
+    DeleteFailure, ListPage, MultipartUpload, ObjectMeta, ObjectStore, StoreError, StoreErrorKind, StoreResult,
+    UploadedPart, MAX_DELETE_BATCH,
+};
 use async_trait::async_trait;
 use aws_sdk_s3::config::{
     BehaviorVersion, Credentials, Region, RequestChecksumCalculation, ResponseChecksumValidation,
 };
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
-use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
+use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart, Delete, ObjectIdentifier};
 use aws_sdk_s3::Client;
 use base64::Engine;
 use bytes::Bytes;
@@ -214,21 +217,44 @@ impl ObjectStore for S3Store {
         }
     }
 
-    async fn list(&self, prefix: &str) -> StoreResult<Vec<ObjectMeta>> {
-        let mut pages = self.client.list_objects_v2().bucket(&self.bucket).prefix(prefix).into_paginator().send();
-        let mut objects = Vec::new();
-        while let Some(page) = pages.next().await {
-            let page = page.map_err(|e| self.error("ListObjectsV2", prefix, e))?;
-            objects.extend(page.contents().iter().filter_map(|o| {
+    async fn list_page(&self, prefix: &str, continuation: Option<&str>, max_keys: usize) -> StoreResult<ListPage> {
+        let page = self
+            .client
+            .list_objects_v2()
+            .bucket(&self.bucket)
+            .prefix(prefix)
+            .max_keys(i32::try_from(max_keys).unwrap_or(i32::MAX))
+            .set_continuation_token(continuation.map(str::to_string))
+            .send()
+            .await
+            .map_err(|e| self.error("ListObjectsV2", prefix, e))?;
+        let mut objects: Vec<ObjectMeta> = page
+            .contents()
+            .iter()
+            .filter_map(|o| {
                 Some(ObjectMeta {
                     key: o.key()?.to_string(),
                     size: o.size().unwrap_or(0) as u64,
                     md5: etag_md5(o.e_tag()),
                 })
-            }));
-        }
+            })
+            .collect();
         objects.sort_by(|a, b| a.key.cmp(&b.key));
-        Ok(objects)
+        let continuation = match (page.is_truncated(), page.next_continuation_token()) {
+            (Some(true), Some(token)) => Some(token.to_string()),
+            // Taking such a page for the last would make an incomplete listing look
+            // complete (and retention decide on it).
+            (Some(true), None) => {
+                return Err(StoreError {
+                    operation: "ListObjectsV2",
+                    location: self.location(prefix),
+                    kind: StoreErrorKind::Other,
+                    cause: "the answer says the listing goes on but has no continuation token".into(),
+                })
+            }
+            _ => None,
+        };
+        Ok(ListPage { objects, continuation })
     }
 
     async fn delete(&self, key: &str) -> StoreResult<()> {
@@ -240,6 +266,67 @@ impl ObjectStore for S3Store {
             .await
             .map_err(|e| self.error("DeleteObject", key, e))?;
         Ok(())
+    }
+
+    async fn delete_many(&self, keys: &[String]) -> StoreResult<Vec<DeleteFailure>> {
+        let mut failures = Vec::new();
+        for batch in keys.chunks(MAX_DELETE_BATCH) {
+            let request_error = |cause: String| StoreError {
+                operation: "DeleteObjects",
+                location: self.location(&batch[0]),
+                kind: StoreErrorKind::Other,
+                cause,
+            };
+            let objects = batch
+                .iter()
+                .map(|key| ObjectIdentifier::builder().key(key).build())
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| request_error(e.to_string()))?;
+            let delete = Delete::builder()
+                .set_objects(Some(objects))
+                .quiet(true)
+                .build()
+                .map_err(|e| request_error(e.to_string()))?;
+            let answer = self
+                .client
+                .delete_objects()
+                .bucket(&self.bucket)
+                .delete(delete)
+                .customize()
+                .mutate_request(|request| {
+                    // S3 requires an integrity check on DeleteObjects. Content-MD5 is the one
+                    // every S3 implementation checks; the SDK's default CRC32 header is
+                    // dropped, as for every other request (see the module's comment).
+                    let md5 = request
+                        .body()
+                        .bytes()
+                        .map(|body| base64::engine::general_purpose::STANDARD.encode(super::md5_of(body)));
+                    let checksum_headers: Vec<String> = request
+                        .headers()
+                        .iter()
+                        .map(|(name, _)| name.to_ascii_lowercase())
+                        .filter(|name| name.starts_with("x-amz-checksum-") || name == "x-amz-sdk-checksum-algorithm")
+                        .collect();
+                    for name in checksum_headers {
+                        request.headers_mut().remove(name.as_str());
+                    }
+                    if let Some(md5) = md5 {
+                        request.headers_mut().insert("content-md5", md5);
+                    }
+                })
+                .send()
+                .await
+                .map_err(|e| self.error("DeleteObjects", &batch[0], e))?;
+            failures.extend(answer.errors().iter().map(|error| DeleteFailure {
+                key: error.key().unwrap_or_default().to_string(),
+                cause: format!(
+                    "{}: {}",
+                    error.code().unwrap_or("no error code"),
+                    error.message().unwrap_or("no message")
+                ),
+            }));
+        }
+        Ok(failures)
     }
 
     async fn start_multipart(&self, key: &str) -> StoreResult<MultipartUpload> {
@@ -399,5 +486,128 @@ mod tests {
         assert!(!request.contains("x-amz-checksum"), "{request}");
         assert!(!request.contains("x-amz-trailer"), "{request}");
         assert!(!request.contains("aws-chunked"), "{request}");
+    }
+
+    /// The requests a [`serve`] server answered: head (lowercased) and body.
+    type Requests = std::sync::Arc<std::sync::Mutex<Vec<(String, Vec<u8>)>>>;
+
+    /// An S3 endpoint answering every request (on any connection, keep-alive included)
+    /// with `status` and `body`, recording the requests.
+    async fn serve(status: &'static str, body: String) -> (String, Requests) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let endpoint = format!("http://{}", listener.local_addr().unwrap());
+        let requests = Requests::default();
+        let recorded = requests.clone();
+        tokio::spawn(async move {
+            loop {
+                let (mut socket, _) = listener.accept().await.unwrap();
+                let (recorded, body) = (recorded.clone(), body.clone());
+                tokio::spawn(async move {
+                    let mut pending = Vec::new();
+                    let mut buf = [0u8; 8192];
+                    loop {
+                        let head_end = loop {
+                            if let Some(at) = pending.windows(4).position(|w| w == b"\r\n\r\n") {
+                                break at + 4;
+                            }
+                            match socket.read(&mut buf).await {
+                                Ok(0) | Err(_) => return,
+                                Ok(n) => pending.extend_from_slice(&buf[..n]),
+                            }
+                        };
+                        let head = String::from_utf8_lossy(&pending[..head_end]).to_lowercase();
+                        let length: usize = head
+                            .lines()
+                            .find_map(|line| line.strip_prefix("content-length:"))
+                            .map_or(0, |value| value.trim().parse().unwrap());
+                        while pending.len() < head_end + length {
+                            match socket.read(&mut buf).await {
+                                Ok(0) | Err(_) => return,
+                                Ok(n) => pending.extend_from_slice(&buf[..n]),
+                            }
+                        }
+                        let request_body = pending[head_end..head_end + length].to_vec();
+                        pending.drain(..head_end + length);
+                        recorded.lock().unwrap().push((head, request_body));
+                        let response = format!(
+                            "HTTP/1.1 {status}\r\nContent-Type: application/xml\r\nContent-Length: {}\r\n\r\n{body}",
+                            body.len()
+                        );
+                        socket.write_all(response.as_bytes()).await.unwrap();
+                    }
+                });
+            }
+        });
+        (endpoint, requests)
+    }
+
+    /// DeleteObjects carries Content-MD5 of its body (S3 requires an integrity check on it,
+    /// and servers without the newer CRC checksums ask for this one), no CRC header, at
+    /// most 1,000 keys a request; the keys the server refuses come back with their cause.
+    #[tokio::test]
+    async fn batch_deletes_send_content_md5_in_requests_of_1000_keys_and_report_refused_keys() {
+        let answer = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\
+            <DeleteResult xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\"><Error><Key>wals/x</Key>\
+            <Code>AccessDenied</Code><Message>Access Denied</Message></Error></DeleteResult>";
+        let (endpoint, requests) = serve("200 OK", answer.into()).await;
+        let store = S3Store::new("bucket", &options(endpoint)).await;
+        let keys: Vec<String> = (0..1001).map(|i| format!("wals/{i:05}")).collect();
+        let refused = store.delete_many(&keys).await.unwrap();
+        assert_eq!(refused.len(), 2, "one per request: {refused:?}");
+        assert_eq!(refused[0], DeleteFailure { key: "wals/x".into(), cause: "AccessDenied: Access Denied".into() });
+
+        let requests = requests.lock().unwrap();
+        assert_eq!(requests.len(), 2);
+        let mut listed = 0;
+        for (head, body) in requests.iter() {
+            assert!(head.starts_with("post /bucket/?delete"), "{head}");
+            let md5 = base64::engine::general_purpose::STANDARD.encode(super::super::md5_of(body)).to_lowercase();
+            assert!(head.contains(&format!("content-md5: {md5}\r\n")), "{head}");
+            assert!(!head.contains("x-amz-checksum") && !head.contains("x-amz-sdk-checksum"), "{head}");
+            let body = String::from_utf8_lossy(body);
+            assert!(body.contains("<Quiet>true</Quiet>"), "{body}");
+            listed += body.matches("<Key>").count();
+        }
+        assert_eq!(listed, 1001);
+        assert_eq!(requests[0].1.windows(6).filter(|w| w == b"<Key>w").count(), 1000);
+    }
+
+    fn list_answer(truncated: bool, token: Option<&str>) -> String {
+        format!(
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?><ListBucketResult xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\">\
+             <Name>bucket</Name><Prefix>p/</Prefix><KeyCount>2</KeyCount><MaxKeys>2</MaxKeys>\
+             <IsTruncated>{truncated}</IsTruncated>{}\
+             <Contents><Key>p/b</Key><Size>2</Size></Contents><Contents><Key>p/a</Key><Size>1</Size></Contents>\
+             </ListBucketResult>",
+            token.map_or(String::new(), |t| format!("<NextContinuationToken>{t}</NextContinuationToken>"))
+        )
+    }
+
+    #[tokio::test]
+    async fn listing_pages_follow_the_continuation_token() {
+        let (endpoint, requests) = serve("200 OK", list_answer(true, Some("tok-2"))).await;
+        let store = S3Store::new("bucket", &options(endpoint)).await;
+        let page = store.list_page("p/", None, 2).await.unwrap();
+        let keys: Vec<_> = page.objects.iter().map(|o| (o.key.as_str(), o.size)).collect();
+        assert_eq!(keys, [("p/a", 1), ("p/b", 2)], "in key order");
+        assert_eq!(page.continuation.as_deref(), Some("tok-2"));
+        store.list_page("p/", Some("tok-2"), 2).await.unwrap();
+        let heads: Vec<String> = requests.lock().unwrap().iter().map(|(head, _)| head.clone()).collect();
+        assert!(heads[0].contains("max-keys=2") && !heads[0].contains("continuation-token"), "{}", heads[0]);
+        assert!(heads[1].contains("continuation-token=tok-2"), "{}", heads[1]);
+
+        let (endpoint, _) = serve("200 OK", list_answer(false, None)).await;
+        let store = S3Store::new("bucket", &options(endpoint)).await;
+        assert_eq!(store.list_page("p/", None, 2).await.unwrap().continuation, None, "the last page");
+    }
+
+    /// A page that says more follows but gives no token must not pass for the last one:
+    /// retention would decide on an incomplete listing.
+    #[tokio::test]
+    async fn a_truncated_page_without_a_token_is_an_error() {
+        let (endpoint, _) = serve("200 OK", list_answer(true, None)).await;
+        let store = S3Store::new("bucket", &options(endpoint)).await;
+        let err = store.list_page("p/", None, 2).await.unwrap_err();
+        assert!(err.cause.contains("no continuation token"), "{err}");
     }
 }

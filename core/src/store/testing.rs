@@ -1,10 +1,12 @@
 //! Test doubles for the store, for unit tests of the core (real stores in the e2e tests).
 
 use super::{
-    LocalStore, MultipartUpload, ObjectMeta, ObjectStore, StoreError, StoreErrorKind, StoreResult, UploadedPart,
+    DeleteFailure, ListPage, LocalStore, MultipartUpload, ObjectMeta, ObjectStore, StoreError, StoreErrorKind,
+    StoreResult, UploadedPart,
 };
 use bytes::Bytes;
-use std::sync::atomic::{AtomicBool, AtomicU32};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::Mutex;
 
 /// A store that fails every call while `failing` is set, as one that is down would.
 #[derive(Debug)]
@@ -51,12 +53,89 @@ impl ObjectStore for Outage {
         self.check(key)?;
         self.inner.get_range(key, offset, length).await
     }
-    async fn list(&self, prefix: &str) -> StoreResult<Vec<ObjectMeta>> {
+    async fn list_page(&self, prefix: &str, continuation: Option<&str>, max_keys: usize) -> StoreResult<ListPage> {
         self.check(prefix)?;
-        self.inner.list(prefix).await
+        self.inner.list_page(prefix, continuation, max_keys).await
     }
     async fn delete(&self, key: &str) -> StoreResult<()> {
         self.inner.delete(key).await
+    }
+    async fn delete_many(&self, keys: &[String]) -> StoreResult<Vec<DeleteFailure>> {
+        self.inner.delete_many(keys).await
+    }
+    async fn start_multipart(&self, key: &str) -> StoreResult<MultipartUpload> {
+        self.inner.start_multipart(key).await
+    }
+    async fn put_part(&self, upload: &MultipartUpload, number: u32, body: Bytes) -> StoreResult<UploadedPart> {
+        self.inner.put_part(upload, number, body).await
+    }
+    async fn complete_multipart(&self, upload: &MultipartUpload, parts: &[UploadedPart]) -> StoreResult<()> {
+        self.inner.complete_multipart(upload, parts).await
+    }
+    async fn abort_multipart(&self, upload: &MultipartUpload) -> StoreResult<()> {
+        self.inner.abort_multipart(upload).await
+    }
+    fn location(&self, key: &str) -> String {
+        self.inner.location(key)
+    }
+}
+
+/// A local store that goes down in the middle of deleting: after `deletes_left` objects
+/// are removed, every further delete fails (a batch fails as a whole request, after
+/// removing what it could, as a dropped connection leaves it). Records each batch's size.
+#[derive(Debug)]
+pub struct FailingDeletes {
+    inner: LocalStore,
+    pub deletes_left: AtomicU64,
+    pub batches: Mutex<Vec<usize>>,
+}
+
+impl FailingDeletes {
+    pub fn new(root: &std::path::Path, deletes_left: u64) -> FailingDeletes {
+        FailingDeletes { inner: LocalStore::new(root), deletes_left: deletes_left.into(), batches: Mutex::default() }
+    }
+
+    fn take_one(&self, key: &str) -> StoreResult<()> {
+        self.deletes_left
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |left| left.checked_sub(1))
+            .map(drop)
+            .map_err(|_| StoreError {
+                operation: "DeleteObjects",
+                location: key.into(),
+                kind: StoreErrorKind::Unreachable,
+                cause: "connection refused".into(),
+            })
+    }
+}
+
+#[async_trait::async_trait]
+impl ObjectStore for FailingDeletes {
+    async fn put(&self, key: &str, body: Bytes) -> StoreResult<()> {
+        self.inner.put(key, body).await
+    }
+    async fn get(&self, key: &str) -> StoreResult<Option<Bytes>> {
+        self.inner.get(key).await
+    }
+    async fn head(&self, key: &str) -> StoreResult<Option<ObjectMeta>> {
+        self.inner.head(key).await
+    }
+    async fn get_range(&self, key: &str, offset: u64, length: u64) -> StoreResult<Bytes> {
+        self.inner.get_range(key, offset, length).await
+    }
+    async fn list_page(&self, prefix: &str, continuation: Option<&str>, max_keys: usize) -> StoreResult<ListPage> {
+        self.inner.list_page(prefix, continuation, max_keys).await
+    }
+    async fn delete(&self, key: &str) -> StoreResult<()> {
+        self.take_one(key)?;
+        self.inner.delete(key).await
+    }
+    async fn delete_many(&self, keys: &[String]) -> StoreResult<Vec<DeleteFailure>> {
+        self.batches.lock().unwrap().push(keys.len());
+        for key in keys {
+            self.take_one(key)?;
+            self.inner.delete(key).await?;
+        }
+        Ok(Vec::new())
     }
     async fn start_multipart(&self, key: &str) -> StoreResult<MultipartUpload> {
         self.inner.start_multipart(key).await

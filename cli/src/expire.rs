@@ -1,0 +1,151 @@
+//! `pgops expire`: retention from the command line, for a repository whose cluster is gone
+//! (or to see what the worker would do): the same plan and rows as `pgops.expire()`.
+//! STARTED backups are taken for running (never touched): this command cannot know.
+
+use crate::exit;
+use clap::Args;
+use pgops_core::backup::owner::BackupOwner;
+use pgops_core::backup::BackupId;
+use pgops_core::retention::{assess, execute, plan, ExpireRow, PlanRequest, Policy, RetentionError};
+use pgops_core::store::Repository;
+use std::collections::BTreeMap;
+use std::process::ExitCode;
+
+#[derive(Args)]
+pub struct ExpireArgs {
+    /// Show what would go; delete nothing
+    #[arg(long)]
+    dry_run: bool,
+    /// One JSON array of rows instead of a table
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    policy: PolicyArgs,
+}
+
+/// The retention settings on the command line, shared by `pgops expire` and `pgops list`.
+#[derive(Args)]
+pub struct PolicyArgs {
+    /// 'RECOVERY WINDOW OF 30 DAYS', 'REDUNDANCY 7', '30d', '4w', '6m' (as pgops.retention_policy)
+    #[arg(long, env = "PGOPS_RETENTION_POLICY", value_parser = parse_policy)]
+    pub policy: Option<Policy>,
+    /// Never fewer DONE backups kept than this (as pgops.minimum_redundancy)
+    #[arg(long, default_value_t = 1)]
+    pub minimum_redundancy: u32,
+}
+
+/// A STARTED backup may be running wherever its cluster is: the command line never
+/// touches one.
+fn started_is_live(_: &BackupId, _: Option<&BackupOwner>) -> bool {
+    true
+}
+
+impl PolicyArgs {
+    /// Whether the policy keeps each backup, by id; `None` without a policy.
+    pub async fn kept(&self, repo: &Repository) -> Result<Option<BTreeMap<String, bool>>, RetentionError> {
+        let Some(policy) = self.policy else { return Ok(None) };
+        let request = PlanRequest {
+            policy: Some(policy),
+            minimum_redundancy: self.minimum_redundancy,
+            now: chrono::Utc::now(),
+            started_is_live: &started_is_live,
+        };
+        let decisions = assess(repo, &request).await?;
+        Ok(Some(decisions.iter().map(|d| (d.backup.id.as_str().to_string(), d.kept())).collect()))
+    }
+}
+
+fn parse_policy(text: &str) -> Result<Policy, String> {
+    match Policy::parse(text) {
+        Ok(Some(policy)) => Ok(policy),
+        Ok(None) => Err("an empty policy keeps every backup: there is nothing to expire".into()),
+        Err(invalid) => Err(format!("{}\nhint: {}", invalid.message, invalid.hint)),
+    }
+}
+
+/// Exit status: 0 planned (dry run) or done; 2 the store failed or refused a deletion;
+/// 4 the catalog cannot be read completely (nothing was deleted); 3 bad usage.
+pub fn run(args: ExpireArgs, repo: &Repository, runtime: &tokio::runtime::Runtime) -> ExitCode {
+    let ExpireArgs { dry_run, json, policy: PolicyArgs { policy, minimum_redundancy } } = args;
+    let Some(policy) = policy else {
+        eprintln!(
+            "pgops expire: no policy given\nhint: Pass --policy 'RECOVERY WINDOW OF 30 DAYS' (or 'REDUNDANCY 7', '30d'), or set PGOPS_RETENTION_POLICY."
+        );
+        return ExitCode::from(exit::USAGE);
+    };
+    let request = PlanRequest {
+        policy: Some(policy),
+        minimum_redundancy,
+        now: chrono::Utc::now(),
+        started_is_live: &started_is_live,
+    };
+    let plan = match runtime.block_on(plan(repo, &request)) {
+        Ok(plan) => plan,
+        Err(e) => {
+            eprintln!("pgops expire: {e}\nhint: {}", e.hint());
+            return ExitCode::from(status_of(&e));
+        }
+    };
+    for warning in &plan.warnings {
+        eprintln!("pgops expire: warning: {warning}");
+    }
+    print_rows(&plan.rows(), json);
+    if dry_run {
+        return ExitCode::SUCCESS;
+    }
+    match runtime.block_on(execute(repo, &plan)) {
+        Ok(report) => {
+            eprintln!("pgops expire: {report}");
+            ExitCode::SUCCESS
+        }
+        Err(failure) => {
+            eprintln!("pgops expire: {failure}\nhint: {}", failure.error.hint());
+            ExitCode::from(status_of(&failure.error))
+        }
+    }
+}
+
+fn status_of(error: &RetentionError) -> u8 {
+    match error {
+        RetentionError::Store(_) | RetentionError::Refused { .. } => exit::STORE,
+        RetentionError::Unreadable { .. } => exit::OTHER,
+    }
+}
+
+fn print_rows(rows: &[ExpireRow], json: bool) {
+    if json {
+        println!("{}", serde_json::to_string_pretty(rows).expect("rows serialize"));
+        return;
+    }
+    println!(
+        "{:<7} {:<16} {:<10} {:<51} {:<8} {:>8} {:>14}  why",
+        "kind", "id/timeline", "status", "ended/WAL", "verdict", "objects", "bytes"
+    );
+    for row in rows {
+        let (name, status, when) = match (&row.id, &row.first_wal, &row.last_wal) {
+            (Some(id), _, _) => (
+                id.clone(),
+                row.status.clone().unwrap_or_default(),
+                row.ended.map_or("-".to_string(), |ended| ended.format("%Y-%m-%d %H:%M:%S%:z").to_string()),
+            ),
+            (None, Some(first), Some(last)) => (
+                row.timeline.map_or("-".to_string(), |timeline| timeline.to_string()),
+                "-".to_string(),
+                format!("{first}..{last}"),
+            ),
+            _ => ("-".into(), "-".into(), "-".into()),
+        };
+        let verdict = if row.kept { "kept" } else { "obsolete" };
+        println!(
+            "{:<7} {:<16} {:<10} {:<51} {:<8} {:>8} {:>14}  {}",
+            row.kind.as_str(),
+            name,
+            status,
+            when,
+            verdict,
+            row.objects,
+            row.bytes,
+            row.why
+        );
+    }
+}

@@ -1,0 +1,253 @@
+//! The backups as retention sees them: every directory under `base/`, its `backup.info`
+//! read and checked (a DONE backup must say when it ended and which WAL it needs), its
+//! keep mark and what it stores. Read completely or not at all: retention decides nothing
+//! on a partial catalog.
+
+use super::RetentionError;
+use crate::backup::info::{BackupStatus, InfoFields};
+use crate::backup::owner::{owner_of, BackupOwner};
+use crate::backup::{backup_dir, BackupId};
+use crate::naming::WalSegment;
+use crate::restore::barman_instant;
+use crate::store::Repository;
+use chrono::{DateTime, Utc};
+use std::collections::BTreeMap;
+
+/// Barman's keep annotation of a backup, `base/<id>/annotations/keep`
+/// (`barman-cloud-backup-keep`), relative to the backup's directory.
+pub const KEEP_ANNOTATION: &str = "annotations/keep";
+
+/// What a keep annotation asks to keep (Barman's `KeepManager` targets).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeepTarget {
+    /// The backup and the WAL to restore it to any later point.
+    Full,
+    /// The backup and the WAL from its begin to its end segment: restorable to its end.
+    Standalone,
+}
+
+impl KeepTarget {
+    /// Barman reads the annotation's first line, line break included, and takes anything
+    /// but exactly `standalone` for `full`, "for safety"; so does pgops.
+    pub fn from_annotation(content: &[u8]) -> KeepTarget {
+        match content {
+            b"standalone" => KeepTarget::Standalone,
+            _ => KeepTarget::Full,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KeepTarget::Full => "full",
+            KeepTarget::Standalone => "standalone",
+        }
+    }
+}
+
+/// What a DONE backup's `backup.info` must say for retention to decide on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DoneBackup {
+    pub ended: DateTime<Utc>,
+    pub begin_wal: WalSegment,
+    pub end_wal: WalSegment,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EntryState {
+    Done(DoneBackup),
+    Failed,
+    /// Running, or left behind by a worker that stopped. `live`: a worker that is running
+    /// is taking it (the caller's answer); `begin_wal` once the backup has started.
+    Started {
+        live: bool,
+        begin_wal: Option<WalSegment>,
+    },
+    /// A status pgops never writes (Barman's `EMPTY`, `WAITING_FOR_WALS`, `SYNCING`).
+    Other(String),
+    /// Objects without a `backup.info`: a backup that never got as far as writing one, or
+    /// one whose deletion stopped half-way.
+    Incomplete,
+}
+
+impl EntryState {
+    /// The status as `backup.info` names it; `INCOMPLETE` when there is none.
+    pub fn status(&self) -> &str {
+        match self {
+            EntryState::Done(_) => BackupStatus::Done.as_str(),
+            EntryState::Failed => BackupStatus::Failed.as_str(),
+            EntryState::Started { .. } => BackupStatus::Started.as_str(),
+            EntryState::Other(status) => status,
+            EntryState::Incomplete => "INCOMPLETE",
+        }
+    }
+}
+
+/// One directory under `base/`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CatalogEntry {
+    pub id: BackupId,
+    pub state: EntryState,
+    /// `end_time` of `backup.info`, when it has one.
+    pub ended: Option<DateTime<Utc>>,
+    pub keep: Option<KeepTarget>,
+    /// Objects (and their bytes) under `base/<id>/`, `backup.info` included.
+    pub objects: u64,
+    pub bytes: u64,
+    /// The size of `backup.info`, when there is one.
+    pub info_bytes: Option<u64>,
+}
+
+/// Says whether the STARTED backup `id` (started by `owner`, when recorded) is being
+/// taken by a worker that is running. The worker answers for its own backups; a backup
+/// of an unknown or other instance may be running elsewhere: answer `true` unless known
+/// otherwise (the CLI, for a repository whose cluster is gone, may answer `false`).
+pub type StartedIsLive<'a> = dyn Fn(&BackupId, Option<&BackupOwner>) -> bool + Sync + 'a;
+
+/// What the listing of one backup directory says.
+#[derive(Debug, Default)]
+struct Directory {
+    objects: u64,
+    bytes: u64,
+    info_bytes: Option<u64>,
+    keep: bool,
+}
+
+/// Every directory under `base/`, oldest id first. Any listing or read error, and any
+/// `backup.info` that does not say what retention needs, is an error naming the object.
+pub async fn read_catalog(
+    repo: &Repository,
+    started_is_live: &StartedIsLive<'_>,
+) -> Result<Vec<CatalogEntry>, RetentionError> {
+    let mut directories: BTreeMap<BackupId, Directory> = BTreeMap::new();
+    let mut listing = repo.listing("base/");
+    while let Some(page) = listing.next_page().await? {
+        for object in page {
+            let Some((id, name)) = repo.relative(&object.key).and_then(|k| k.strip_prefix("base/")?.split_once('/'))
+            else {
+                continue;
+            };
+            let Ok(id) = id.parse::<BackupId>() else { continue };
+            let directory = directories.entry(id).or_default();
+            directory.objects += 1;
+            directory.bytes += object.size;
+            match name {
+                "backup.info" => directory.info_bytes = Some(object.size),
+                KEEP_ANNOTATION => directory.keep = true,
+                _ => {}
+            }
+        }
+    }
+    let mut entries = Vec::with_capacity(directories.len());
+    for (id, directory) in directories {
+        let dir = backup_dir(id.as_str());
+        let info_key = format!("{dir}/backup.info");
+        let info = match directory.info_bytes {
+            Some(_) => repo.get(&info_key).await?.map(|text| InfoFields::parse(&String::from_utf8_lossy(&text))),
+            None => None,
+        };
+        let (state, ended) = match &info {
+            // Without backup.info (or deleted since the listing, by another run).
+            None => (EntryState::Incomplete, None),
+            Some(fields) => {
+                let unreadable =
+                    |problem: String| RetentionError::Unreadable { location: repo.location(&info_key), problem };
+                let ended = fields
+                    .get("end_time")
+                    .map(|text| {
+                        barman_instant(text)
+                            .ok_or_else(|| unreadable(format!("end_time \"{text}\" is not a time with a UTC offset")))
+                    })
+                    .transpose()?;
+                let state = entry_state(fields, ended).map_err(unreadable)?;
+                (state, ended)
+            }
+        };
+        let state = match state {
+            EntryState::Started { begin_wal, .. } => {
+                let owner = owner_of(repo, id.as_str()).await?;
+                EntryState::Started { live: started_is_live(&id, owner.as_ref()), begin_wal }
+            }
+            state => state,
+        };
+        let keep = match directory.keep {
+            true => repo
+                .get(&format!("{dir}/{KEEP_ANNOTATION}"))
+                .await?
+                .map(|content| KeepTarget::from_annotation(&content)),
+            false => None,
+        };
+        entries.push(CatalogEntry {
+            id,
+            state,
+            ended,
+            keep,
+            objects: directory.objects,
+            bytes: directory.bytes,
+            info_bytes: directory.info_bytes.filter(|_| info.is_some()),
+        });
+    }
+    Ok(entries)
+}
+
+/// The state `backup.info` describes, or what it lacks. STARTED backups are taken for
+/// live here; [`read_catalog`] asks.
+fn entry_state(fields: &InfoFields, ended: Option<DateTime<Utc>>) -> Result<EntryState, String> {
+    let wal = |key: &str| -> Result<Option<WalSegment>, String> {
+        fields
+            .get(key)
+            .map(|name| WalSegment::parse(name).map_err(|_| format!("{key} \"{name}\" is not a WAL segment name")))
+            .transpose()
+    };
+    let status = fields.get("status").ok_or("it has no status")?;
+    Ok(match BackupStatus::from_barman(status) {
+        Some(BackupStatus::Done) => EntryState::Done(DoneBackup {
+            ended: ended.ok_or("the backup is DONE but has no end_time")?,
+            begin_wal: wal("begin_wal")?.ok_or("the backup is DONE but has no begin_wal")?,
+            end_wal: wal("end_wal")?.ok_or("the backup is DONE but has no end_wal")?,
+        }),
+        Some(BackupStatus::Failed) => EntryState::Failed,
+        Some(BackupStatus::Started) => EntryState::Started { live: true, begin_wal: wal("begin_wal")? },
+        None => EntryState::Other(status.to_string()),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keep_annotations_are_read_as_barman_reads_them() {
+        assert_eq!(KeepTarget::from_annotation(b"standalone"), KeepTarget::Standalone);
+        assert_eq!(KeepTarget::from_annotation(b"full"), KeepTarget::Full);
+        // Anything else keeps the most, as Barman does.
+        assert_eq!(KeepTarget::from_annotation(b""), KeepTarget::Full);
+        assert_eq!(KeepTarget::from_annotation(b"standalone\n"), KeepTarget::Full);
+        assert_eq!(KeepTarget::from_annotation(b"STANDALONE"), KeepTarget::Full);
+    }
+
+    #[test]
+    fn a_done_backup_must_say_when_it_ended_and_which_wal_it_needs() {
+        let state = |text: &str| {
+            let fields = InfoFields::parse(text);
+            let ended = fields.get("end_time").and_then(barman_instant);
+            entry_state(&fields, ended)
+        };
+        let done = "status=DONE\nend_time=2026-11-25 02:00:05.000000+00:00\nbegin_wal=000000010000000000000002\n\
+                    end_wal=000000010000000000000003\n";
+        assert!(matches!(state(done), Ok(EntryState::Done(_))));
+        assert_eq!(
+            state("status=DONE\nbegin_wal=000000010000000000000002\n").unwrap_err(),
+            "the backup is DONE but has no end_time"
+        );
+        assert!(state(&done.replace("end_wal=000000010000000000000003", "end_wal=None"))
+            .unwrap_err()
+            .contains("no end_wal"));
+        assert!(state(&done.replace("000000010000000000000002", "0/2000028"))
+            .unwrap_err()
+            .contains("begin_wal \"0/2000028\""));
+        assert_eq!(state("end_time=2026-11-25 02:00:05+00:00\n").unwrap_err(), "it has no status");
+        assert_eq!(state("status=FAILED\n").unwrap(), EntryState::Failed);
+        assert_eq!(state("status=STARTED\n").unwrap(), EntryState::Started { live: true, begin_wal: None });
+        assert_eq!(state("status=WAITING_FOR_WALS\n").unwrap(), EntryState::Other("WAITING_FOR_WALS".into()));
+    }
+}

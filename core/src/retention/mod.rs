@@ -1,0 +1,76 @@
+//! Retention: which backups (and which archived WAL) a policy keeps, and deleting the rest
+//! in an order that leaves every kept backup restorable at every step (as pgBackRest's
+//! `expire` and `barman-cloud-backup-delete` do).
+//!
+//! [`plan`] reads the catalog completely (or fails naming the object it could not read,
+//! and nothing is deleted) and decides; [`execute`] deletes what the plan marks obsolete.
+//! A dry run is a plan alone.
+//!
+//! The rules:
+//! - Recovery window (Barman's): DONE backups are taken newest first; those that ended
+//!   inside the window are kept, and so is the newest one that ended before it began (a
+//!   restore to the window's first moments starts from it); older DONE backups are
+//!   obsolete. Redundancy N: the newest N DONE backups are kept, older ones are obsolete.
+//!   Backups marked keep count among the N, as in Barman.
+//! - `minimum_redundancy` wins: never fewer DONE backups are kept than it (the newest).
+//! - A keep mark (Barman's `base/<id>/annotations/keep`) keeps a backup whatever the
+//!   policy; `full` with the WAL to restore it to any later point, `standalone` with the
+//!   WAL from its begin to its end segment.
+//! - A FAILED backup, a STARTED one whose worker is gone, and the objects of a backup
+//!   without `backup.info` (one that never finished) are obsolete once a newer DONE
+//!   backup is kept. A STARTED backup of a running worker is never touched.
+//! - WAL: on each timeline, segments (and their `.partial` and `.backup` files) positioned
+//!   before the begin segment of the oldest backup kept (restorable to any later point) on
+//!   that timeline or on one it descends from go; on a timeline with no such backup on its
+//!   lineage, or whose history file is missing or unreadable, only those before the oldest
+//!   such backup anywhere (no kept backup's restore reads WAL before its own begin). The
+//!   segments of backups kept standalone stay; timeline history files always stay.
+//!   Without a policy, or without any backup restorable from its begin, no WAL goes.
+
+mod catalog;
+mod execute;
+mod plan;
+mod policy;
+mod rows;
+#[cfg(test)]
+mod tests;
+
+pub use catalog::{read_catalog, CatalogEntry, DoneBackup, EntryState, KeepTarget, StartedIsLive, KEEP_ANNOTATION};
+pub use execute::{execute, ExpireFailure, ExpireReport};
+pub use plan::{
+    assess, decide, last_done_ended, plan, recoverable_from, BackupDecision, Plan, PlanRequest, WalRange, Why,
+};
+pub use policy::{Policy, WindowUnit};
+pub use rows::{ExpireRow, RowKind};
+
+use crate::store::StoreError;
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum RetentionError {
+    /// A listing, read or delete request failed.
+    #[error("{0}")]
+    Store(#[from] StoreError),
+    /// An object of the catalog does not say what retention needs.
+    #[error("{location} cannot be used: {problem}")]
+    Unreadable { location: String, problem: String },
+    /// The store refused to delete objects (a batch delete's errors per key).
+    #[error("the store refused to delete {location}: {cause}{}", match others { 0 => String::new(), n => format!(" (and {n} other objects)") })]
+    Refused { location: String, cause: String, others: usize },
+}
+
+impl RetentionError {
+    /// What to do about it.
+    pub fn hint(&self) -> &'static str {
+        match self {
+            RetentionError::Store(e) => e.hint(),
+            RetentionError::Unreadable { .. } => {
+                "pgops deletes nothing while the catalog cannot be read completely: repair that backup.info, or move \
+                 the backup's directory out of base/ if it is not needed, then run again."
+            }
+            RetentionError::Refused { .. } => {
+                "Check that the credentials may delete objects and that no object lock or retention holds them; kept \
+                 backups were not touched, and the next run finishes the job."
+            }
+        }
+    }
+}

@@ -1,0 +1,633 @@
+//! What retention keeps and what goes: first the backups (from the typed catalog, by the
+//! policy, as Barman decides), then the WAL nobody kept needs, read from the WAL listing
+//! page by page with only per-timeline aggregates kept.
+
+use super::catalog::{read_catalog, CatalogEntry, EntryState, KeepTarget, StartedIsLive};
+use super::{Policy, RetentionError};
+use crate::backup::BackupId;
+use crate::compression::Compression;
+use crate::naming::{self, SegmentPosition, StoredWal, Timeline, WalSegment};
+use crate::restore::TimelineHistory;
+use crate::store::Repository;
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+
+/// Why a backup is kept or obsolete.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Why {
+    // Kept.
+    /// No retention policy is set.
+    NoPolicy,
+    /// DONE, ended inside the recovery window.
+    WithinRecoveryWindow,
+    /// DONE, the newest that ended before the recovery window began: restoring to the
+    /// window's first moments starts from it.
+    RecoveryWindowStart,
+    /// DONE, one of the newest `count` (`REDUNDANCY count`).
+    Redundancy { count: u32 },
+    /// DONE, kept so that `minimum` DONE backups remain (minimum_redundancy).
+    MinimumRedundancy { minimum: u32 },
+    /// Barman's keep annotation.
+    Keep(KeepTarget),
+    /// STARTED by a worker that is running.
+    Running,
+    /// FAILED or never finished, but no newer DONE backup is kept yet.
+    NoNewerDone,
+    /// A status pgops never expires.
+    UnknownStatus(String),
+    // Obsolete.
+    /// DONE, older than the newest backup that ended before the recovery window.
+    OutsideRecoveryWindow,
+    /// DONE, older than the newest `count`.
+    BeyondRedundancy { count: u32 },
+    /// FAILED, and a newer DONE backup is kept.
+    Failed,
+    /// STARTED by a worker that is gone, and a newer DONE backup is kept.
+    Interrupted,
+    /// Objects without a `backup.info`, and a newer DONE backup is kept.
+    Incomplete,
+}
+
+impl Why {
+    pub fn keeps(&self) -> bool {
+        !matches!(
+            self,
+            Why::OutsideRecoveryWindow
+                | Why::BeyondRedundancy { .. }
+                | Why::Failed
+                | Why::Interrupted
+                | Why::Incomplete
+        )
+    }
+}
+
+impl fmt::Display for Why {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Why::NoPolicy => write!(f, "no retention policy is set: every backup is kept"),
+            Why::WithinRecoveryWindow => write!(f, "ended inside the recovery window"),
+            Why::RecoveryWindowStart => {
+                write!(f, "the newest backup that ended before the recovery window began: restores to its start")
+            }
+            Why::Redundancy { count } => write!(f, "one of the newest {count} DONE backups"),
+            Why::MinimumRedundancy { minimum } => {
+                write!(f, "kept so that at least {minimum} DONE backups remain (minimum_redundancy)")
+            }
+            Why::Keep(KeepTarget::Full) => {
+                write!(f, "marked keep (full): kept with the WAL to restore to any later point")
+            }
+            Why::Keep(KeepTarget::Standalone) => {
+                write!(f, "marked keep (standalone): kept with the WAL from its begin to its end segment")
+            }
+            Why::Running => write!(f, "being taken by a running worker"),
+            Why::NoNewerDone => write!(f, "did not finish, but no newer DONE backup is kept yet"),
+            Why::UnknownStatus(status) => write!(f, "status {status} is not one pgops expires"),
+            Why::OutsideRecoveryWindow => {
+                write!(f, "older than the newest backup that ended before the recovery window began")
+            }
+            Why::BeyondRedundancy { count } => write!(f, "older than the newest {count} DONE backups"),
+            Why::Failed => write!(f, "FAILED, and a newer DONE backup is kept"),
+            Why::Interrupted => write!(f, "STARTED by a worker that is gone, and a newer DONE backup is kept"),
+            Why::Incomplete => {
+                write!(
+                    f,
+                    "objects without a backup.info (a backup that never finished), and a newer DONE backup is kept"
+                )
+            }
+        }
+    }
+}
+
+/// What a kept backup needs of the archived WAL.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum WalNeed {
+    Nothing,
+    /// Everything from its begin segment on, on its timeline and those after it: it is
+    /// restorable to any later point.
+    FromBegin(WalSegment),
+    /// Its begin to end segment: restorable to its end only.
+    BeginToEnd(WalSegment, WalSegment),
+}
+
+/// A backup, and whether (and why) it stays.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackupDecision {
+    pub backup: CatalogEntry,
+    pub why: Why,
+    wal_need: WalNeed,
+}
+
+impl BackupDecision {
+    pub fn kept(&self) -> bool {
+        self.why.keeps()
+    }
+}
+
+/// The verdict on each DONE backup, newest first, as Barman's `RetentionPolicy`
+/// `_backup_report` gives it, and whether the policy itself retains it (which makes it
+/// restorable to any later point, keep annotation or not).
+fn done_verdicts(
+    newest_first: &[(DoneBackupRef<'_>, Option<KeepTarget>)],
+    policy: Policy,
+    minimum_redundancy: u32,
+    now: DateTime<Utc>,
+) -> Vec<(Why, bool)> {
+    let mut verdicts = Vec::with_capacity(newest_first.len());
+    match policy {
+        Policy::Redundancy(count) => {
+            // Barman enforces minimum_redundancy when it is the larger, and counts
+            // backups marked keep among the newest `count`.
+            let retained = count.max(minimum_redundancy) as usize;
+            for (rank, (_, keep)) in newest_first.iter().enumerate() {
+                let by_policy = rank < retained;
+                let why = match (keep, by_policy) {
+                    (Some(target), _) => Why::Keep(*target),
+                    (None, true) if rank < count as usize => Why::Redundancy { count },
+                    (None, true) => Why::MinimumRedundancy { minimum: minimum_redundancy },
+                    (None, false) => Why::BeyondRedundancy { count },
+                };
+                verdicts.push((why, by_policy));
+            }
+        }
+        Policy::RecoveryWindow { .. } => {
+            // A window too long to compute with reaches before every backup.
+            let window_start = policy.window().and_then(|window| now.checked_sub_signed(window));
+            let mut found_window_start = false;
+            let mut retained = 0u32;
+            for (backup, keep) in newest_first {
+                let verdict = if !found_window_start {
+                    found_window_start = window_start.is_some_and(|start| backup.done.ended < start);
+                    let why = match found_window_start {
+                        true => Why::RecoveryWindowStart,
+                        false => Why::WithinRecoveryWindow,
+                    };
+                    (why, true)
+                } else if retained < minimum_redundancy {
+                    (Why::MinimumRedundancy { minimum: minimum_redundancy }, true)
+                } else {
+                    (Why::OutsideRecoveryWindow, false)
+                };
+                retained += u32::from(verdict.1);
+                verdicts.push((keep.map_or(verdict.0, Why::Keep), verdict.1));
+            }
+        }
+    }
+    verdicts
+}
+
+/// A DONE backup of the catalog, with its id.
+struct DoneBackupRef<'a> {
+    id: &'a BackupId,
+    done: &'a super::catalog::DoneBackup,
+}
+
+/// Decides on every backup of `catalog` (oldest first, as read): see the module
+/// [`super`] for the rules.
+pub fn decide(
+    catalog: Vec<CatalogEntry>,
+    policy: Option<Policy>,
+    minimum_redundancy: u32,
+    now: DateTime<Utc>,
+) -> Vec<BackupDecision> {
+    let Some(policy) = policy else {
+        return catalog
+            .into_iter()
+            .map(|backup| BackupDecision { backup, why: Why::NoPolicy, wal_need: WalNeed::Nothing })
+            .collect();
+    };
+    let mut done: Vec<(DoneBackupRef<'_>, Option<KeepTarget>)> = catalog
+        .iter()
+        .filter_map(|entry| match &entry.state {
+            EntryState::Done(done) => Some((DoneBackupRef { id: &entry.id, done }, entry.keep)),
+            _ => None,
+        })
+        .collect();
+    done.sort_by(|a, b| b.0.id.cmp(a.0.id));
+    let verdicts: BTreeMap<BackupId, (Why, WalNeed)> = done
+        .iter()
+        .zip(done_verdicts(&done, policy, minimum_redundancy, now))
+        .map(|((backup, keep), (why, by_policy))| {
+            let need = match (by_policy, keep) {
+                (true, _) | (false, Some(KeepTarget::Full)) => WalNeed::FromBegin(backup.done.begin_wal),
+                (false, Some(KeepTarget::Standalone)) => {
+                    WalNeed::BeginToEnd(backup.done.begin_wal, backup.done.end_wal)
+                }
+                (false, None) => WalNeed::Nothing,
+            };
+            (backup.id.clone(), (why, need))
+        })
+        .collect();
+    let newest_kept_done = verdicts.iter().filter(|(_, (why, _))| why.keeps()).map(|(id, _)| id.clone()).max();
+    let superseded = |id: &BackupId| newest_kept_done.as_ref().is_some_and(|newest| newest > id);
+    catalog
+        .into_iter()
+        .map(|backup| {
+            let (why, wal_need) = match &backup.state {
+                EntryState::Done(_) => verdicts[&backup.id].clone(),
+                EntryState::Started { live: true, begin_wal } => {
+                    (Why::Running, begin_wal.map_or(WalNeed::Nothing, WalNeed::FromBegin))
+                }
+                EntryState::Started { live: false, .. } if superseded(&backup.id) => {
+                    (Why::Interrupted, WalNeed::Nothing)
+                }
+                EntryState::Failed if superseded(&backup.id) => (Why::Failed, WalNeed::Nothing),
+                EntryState::Incomplete if superseded(&backup.id) => (Why::Incomplete, WalNeed::Nothing),
+                EntryState::Started { .. } | EntryState::Failed | EntryState::Incomplete => {
+                    (Why::NoNewerDone, WalNeed::Nothing)
+                }
+                EntryState::Other(status) => (Why::UnknownStatus(status.clone()), WalNeed::Nothing),
+            };
+            // A keep mark wins over anything that would delete (a DONE backup's verdict
+            // says so already).
+            let why = match backup.keep {
+                Some(target) if !why.keeps() => Why::Keep(target),
+                _ => why,
+            };
+            BackupDecision { backup, why, wal_need }
+        })
+        .collect()
+}
+
+/// Which WAL objects go: on each timeline those positioned before the timeline's
+/// cutoff, except the segments of backups kept standalone; history files never.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct WalRule {
+    cutoffs: BTreeMap<Timeline, SegmentPosition>,
+    protected: Vec<(WalSegment, WalSegment)>,
+}
+
+impl WalRule {
+    pub(crate) fn deletes(&self, wal: StoredWal) -> bool {
+        let StoredWal::Segment { segment, .. } = wal else { return false };
+        let protected = |(begin, end): &(WalSegment, WalSegment)| {
+            (segment.timeline == begin.timeline || segment.timeline == end.timeline)
+                && (begin.position..=end.position).contains(&segment.position)
+        };
+        self.cutoffs.get(&segment.timeline).is_some_and(|cutoff| segment.position < *cutoff)
+            && !self.protected.iter().any(protected)
+    }
+
+    pub(crate) fn deletes_nothing(&self) -> bool {
+        self.cutoffs.is_empty()
+    }
+}
+
+/// The WAL that goes on one timeline.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct WalRange {
+    pub timeline: Timeline,
+    /// Segments positioned before this one go (those of backups kept standalone stay).
+    pub before: WalSegment,
+    /// The first and last segment that go.
+    pub first: WalSegment,
+    pub last: WalSegment,
+    /// Objects that go (segments, `.partial` and `.backup` files) and their bytes.
+    pub objects: u64,
+    pub bytes: u64,
+}
+
+/// The WAL listing, read in key order, against what the kept backups need. A timeline's
+/// cutoff is fixed when its first segment is seen: its history file sorts just before
+/// its segments (`wals/00000002.history` < `wals/0000000200000000/`), so its ancestry is
+/// known by then; when it is not, the cutoff is the most careful one.
+#[derive(Debug)]
+pub(crate) struct WalSurvey {
+    /// Begin segments of the backups kept restorable to any later point.
+    anchors: Vec<WalSegment>,
+    ancestors: BTreeMap<Timeline, Vec<Timeline>>,
+    seen: BTreeSet<Timeline>,
+    rule: WalRule,
+    ranges: BTreeMap<Timeline, WalRange>,
+}
+
+impl WalSurvey {
+    pub(crate) fn new(decisions: &[BackupDecision]) -> WalSurvey {
+        let mut anchors = Vec::new();
+        let mut protected = Vec::new();
+        for decision in decisions {
+            match decision.wal_need {
+                WalNeed::Nothing => {}
+                WalNeed::FromBegin(begin) => anchors.push(begin),
+                WalNeed::BeginToEnd(begin, end) => protected.push((begin, end)),
+            }
+        }
+        WalSurvey {
+            anchors,
+            ancestors: BTreeMap::new(),
+            seen: BTreeSet::new(),
+            rule: WalRule { cutoffs: BTreeMap::new(), protected },
+            ranges: BTreeMap::new(),
+        }
+    }
+
+    /// Whether any WAL can go: not without a backup restorable from its begin on.
+    pub(crate) fn may_delete(&self) -> bool {
+        !self.anchors.is_empty()
+    }
+
+    /// Whether the ancestry of `timeline` is still wanted (from its history file).
+    pub(crate) fn needs_history(&self, timeline: Timeline) -> bool {
+        timeline > Timeline(1) && !self.seen.contains(&timeline) && !self.ancestors.contains_key(&timeline)
+    }
+
+    /// The timelines `timeline` descends from, from its history file. A history that
+    /// names none tells nothing (every timeline after the first has a parent).
+    pub(crate) fn learn_history(&mut self, timeline: Timeline, ancestors: Vec<Timeline>) {
+        if !ancestors.is_empty() {
+            self.ancestors.insert(timeline, ancestors);
+        }
+    }
+
+    /// Before which position segments of `timeline` go: before the oldest begin of a
+    /// backup kept on it or on a timeline it descends from. With none there, or with its
+    /// ancestry unknown, before the oldest begin of any backup kept: no kept backup's
+    /// restore reads WAL positioned before its own begin, on any timeline.
+    fn cutoff(&self, timeline: Timeline) -> Option<SegmentPosition> {
+        let oldest = self.anchors.iter().map(|anchor| anchor.position).min()?;
+        let ancestors = match timeline {
+            Timeline(1) => &[][..],
+            _ => match self.ancestors.get(&timeline) {
+                Some(ancestors) => ancestors.as_slice(),
+                None => return Some(oldest),
+            },
+        };
+        let on_lineage = self
+            .anchors
+            .iter()
+            .filter(|anchor| anchor.timeline == timeline || ancestors.contains(&anchor.timeline))
+            .map(|anchor| anchor.position)
+            .min();
+        Some(on_lineage.unwrap_or(oldest))
+    }
+
+    /// One object of the listing, `bytes` long.
+    pub(crate) fn observe(&mut self, wal: StoredWal, bytes: u64) {
+        let StoredWal::Segment { segment, .. } = wal else { return };
+        if self.seen.insert(segment.timeline) {
+            if let Some(cutoff) = self.cutoff(segment.timeline) {
+                self.rule.cutoffs.insert(segment.timeline, cutoff);
+            }
+        }
+        if !self.rule.deletes(wal) {
+            return;
+        }
+        let before = WalSegment { timeline: segment.timeline, position: self.rule.cutoffs[&segment.timeline] };
+        let range = self.ranges.entry(segment.timeline).or_insert(WalRange {
+            timeline: segment.timeline,
+            before,
+            first: segment,
+            last: segment,
+            objects: 0,
+            bytes: 0,
+        });
+        range.first = if segment.position < range.first.position { segment } else { range.first };
+        range.last = if segment.position > range.last.position { segment } else { range.last };
+        range.objects += 1;
+        range.bytes += bytes;
+    }
+
+    pub(crate) fn finish(self) -> (WalRule, Vec<WalRange>) {
+        (self.rule, self.ranges.into_values().collect())
+    }
+}
+
+/// The WAL file a store key of the repository holds, when it is where Barman's layout puts
+/// that file (`wals/<TLI+log>/<segment>…`, `wals/<TLI>.history…`); objects anywhere else
+/// are not retention's.
+pub(crate) fn archived_wal(repo: &Repository, key: &str) -> Option<StoredWal> {
+    let (dir, file) = repo.relative(key)?.rsplit_once('/')?;
+    let wal = naming::stored_wal(file)?;
+    let expected = match wal {
+        StoredWal::History(_) => "wals".to_string(),
+        StoredWal::Segment { segment, .. } => format!("wals/{:08X}{:08X}", segment.timeline.0, segment.position.log),
+    };
+    dir.eq_ignore_ascii_case(&expected).then_some(wal)
+}
+
+/// Everything a plan needs besides the repository.
+pub struct PlanRequest<'a> {
+    /// `None`: keep everything (the plan deletes nothing).
+    pub policy: Option<Policy>,
+    pub minimum_redundancy: u32,
+    pub now: DateTime<Utc>,
+    pub started_is_live: &'a StartedIsLive<'a>,
+}
+
+/// What a retention run keeps and deletes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Plan {
+    pub policy: Option<Policy>,
+    pub minimum_redundancy: u32,
+    pub now: DateTime<Utc>,
+    /// Every directory under `base/`, oldest first.
+    pub backups: Vec<BackupDecision>,
+    /// The WAL that goes, per timeline.
+    pub wal: Vec<WalRange>,
+    /// What the operator should know (a history file that could not be read, and so WAL
+    /// kept that might have gone).
+    pub warnings: Vec<String>,
+    pub(crate) wal_rule: WalRule,
+}
+
+impl Plan {
+    pub fn obsolete(&self) -> impl Iterator<Item = &BackupDecision> {
+        self.backups.iter().filter(|decision| !decision.kept())
+    }
+
+    /// The oldest time one can restore to once the plan is carried out: the end of the
+    /// oldest DONE backup kept (`None` without one).
+    pub fn recoverable_from(&self) -> Option<DateTime<Utc>> {
+        recoverable_from(&self.backups)
+    }
+}
+
+/// The oldest time one can restore to once `decisions` are carried out: the end of the
+/// oldest DONE backup kept (`None` without one).
+pub fn recoverable_from(decisions: &[BackupDecision]) -> Option<DateTime<Utc>> {
+    decisions
+        .iter()
+        .filter(|decision| decision.kept())
+        .filter_map(|decision| match decision.backup.state {
+            EntryState::Done(done) => Some(done.ended),
+            _ => None,
+        })
+        .min()
+}
+
+/// The end of the newest DONE backup of `decisions`, kept or not.
+pub fn last_done_ended(decisions: &[BackupDecision]) -> Option<DateTime<Utc>> {
+    decisions
+        .iter()
+        .filter_map(|decision| match decision.backup.state {
+            EntryState::Done(done) => Some(done.ended),
+            _ => None,
+        })
+        .max()
+}
+
+/// The decision on every backup without the WAL survey (cheap enough for listings and
+/// monitoring): the catalog read completely, or the error naming what could not be read.
+pub async fn assess(repo: &Repository, request: &PlanRequest<'_>) -> Result<Vec<BackupDecision>, RetentionError> {
+    let catalog = read_catalog(repo, request.started_is_live).await?;
+    Ok(decide(catalog, request.policy, request.minimum_redundancy, request.now))
+}
+
+/// Reads the catalog and the WAL listing and decides. Any listing or read error, and any
+/// `backup.info` that does not say what retention needs, is an error naming the object:
+/// nothing is decided on a partial catalog.
+pub async fn plan(repo: &Repository, request: &PlanRequest<'_>) -> Result<Plan, RetentionError> {
+    let backups = assess(repo, request).await?;
+    let mut survey = WalSurvey::new(&backups);
+    let mut warnings = Vec::new();
+    if request.policy.is_some() && survey.may_delete() {
+        let mut listing = repo.listing("wals/");
+        while let Some(page) = listing.next_page().await? {
+            for object in page {
+                let Some(wal) = archived_wal(repo, &object.key) else { continue };
+                match wal {
+                    StoredWal::History(timeline) if survey.needs_history(timeline) => {
+                        match history_ancestors(repo, &object.key, timeline).await? {
+                            Ok(ancestors) => survey.learn_history(timeline, ancestors),
+                            Err(problem) => warnings.push(format!(
+                                "{}: {problem}; the WAL of timeline {timeline} is kept as if its ancestry were unknown",
+                                repo.store.location(&object.key)
+                            )),
+                        }
+                    }
+                    _ => survey.observe(wal, object.size),
+                }
+            }
+        }
+    }
+    let (wal_rule, wal) = survey.finish();
+    Ok(Plan {
+        policy: request.policy,
+        minimum_redundancy: request.minimum_redundancy,
+        now: request.now,
+        backups,
+        wal,
+        warnings,
+        wal_rule,
+    })
+}
+
+/// The timelines `timeline` descends from, read from its history file at store key
+/// `key`; an inner `Err` says why the file tells nothing (an unread compression,
+/// corrupt, vanished), which only keeps more WAL.
+async fn history_ancestors(
+    repo: &Repository,
+    key: &str,
+    timeline: Timeline,
+) -> Result<Result<Vec<Timeline>, String>, RetentionError> {
+    let file = key.rsplit('/').next().unwrap_or(key);
+    let name = &file[..file.find(".history").map_or(file.len(), |at| at + ".history".len())];
+    let Some(codec) = Compression::of_copy(file, name) else {
+        return Ok(Err("stored with a compression pgops does not read".into()));
+    };
+    let Some(body) = repo.store.get(key).await? else {
+        return Ok(Err("deleted while it was read".into()));
+    };
+    Ok(codec.decompress(&body).map_err(|e| format!("does not decompress: {e}")).map(|text| {
+        let history = TimelineHistory::parse(timeline.0, &String::from_utf8_lossy(&text));
+        history.ancestors.into_iter().map(|(ancestor, _)| Timeline(ancestor)).collect()
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(timeline: u32, seg: u32) -> WalSegment {
+        WalSegment { timeline: Timeline(timeline), position: SegmentPosition { log: 0, seg } }
+    }
+
+    fn survey(anchors: &[WalSegment]) -> WalSurvey {
+        WalSurvey {
+            anchors: anchors.to_vec(),
+            ancestors: BTreeMap::new(),
+            seen: BTreeSet::new(),
+            rule: WalRule::default(),
+            ranges: BTreeMap::new(),
+        }
+    }
+
+    fn observe(survey: &mut WalSurvey, timeline: u32, segs: std::ops::RangeInclusive<u32>) {
+        for seg in segs {
+            survey.observe(StoredWal::Segment { segment: at(timeline, seg), kind: naming::WalFileKind::Segment }, 1);
+        }
+    }
+
+    fn going(ranges: &[WalRange]) -> Vec<(u32, u32, u32)> {
+        ranges.iter().map(|r| (r.timeline.0, r.first.position.seg, r.last.position.seg)).collect()
+    }
+
+    /// Timeline 1 has no kept backup; 2 (from 1 at 0x10) keeps one at 0x20; 3 (a branch
+    /// from 1 at 0x08, say a restore test) keeps one at 0x09; 4, whose history names no
+    /// parent, one at 0x15.
+    #[test]
+    fn each_timeline_keeps_from_the_oldest_kept_backup_on_its_lineage() {
+        let mut survey = survey(&[at(2, 0x20), at(3, 0x09), at(4, 0x15)]);
+        assert!(survey.needs_history(Timeline(2)) && !survey.needs_history(Timeline(1)));
+        survey.learn_history(Timeline(2), vec![Timeline(1)]);
+        survey.learn_history(Timeline(3), vec![Timeline(1)]);
+        survey.learn_history(Timeline(4), vec![]);
+        observe(&mut survey, 1, 1..=0x10);
+        observe(&mut survey, 2, 0x10..=0x24);
+        observe(&mut survey, 3, 0x08..=0x0C);
+        observe(&mut survey, 4, 0x05..=0x16);
+        let (rule, ranges) = survey.finish();
+        assert_eq!(
+            going(&ranges),
+            [
+                // No kept backup on its lineage: before the oldest kept anywhere.
+                (1, 1, 8),
+                // Its own backup at 0x20 is the oldest on 2 and 1.
+                (2, 0x10, 0x1F),
+                (3, 0x08, 0x08),
+                // Unknown ancestry (a history naming no parent tells nothing): not from
+                // its own backup at 0x15, from the oldest kept anywhere.
+                (4, 0x05, 0x08),
+            ]
+        );
+        assert!(!rule.deletes(StoredWal::History(Timeline(2))));
+        assert!(rule.deletes(StoredWal::Segment { segment: at(2, 0x1F), kind: naming::WalFileKind::Partial }));
+        assert!(!rule.deletes(StoredWal::Segment { segment: at(2, 0x20), kind: naming::WalFileKind::Segment }));
+        assert!(
+            !rule.deletes(StoredWal::Segment { segment: at(5, 0x01), kind: naming::WalFileKind::Segment }),
+            "a timeline the plan never saw"
+        );
+    }
+
+    /// A store listing a timeline's segments before its history file: the timeline's
+    /// cutoff is fixed at its first segment, the careful one, and stays consistent.
+    #[test]
+    fn segments_seen_before_their_history_get_the_careful_cutoff() {
+        let mut survey = survey(&[at(2, 0x20), at(3, 0x09)]);
+        observe(&mut survey, 2, 0x10..=0x12);
+        assert!(!survey.needs_history(Timeline(2)), "the cutoff is fixed");
+        observe(&mut survey, 2, 0x13..=0x24);
+        let (_, ranges) = survey.finish();
+        assert!(going(&ranges).is_empty(), "{ranges:?}");
+    }
+
+    #[test]
+    fn no_wal_goes_without_a_backup_restorable_from_its_begin() {
+        let mut survey = survey(&[]);
+        assert!(!survey.may_delete());
+        observe(&mut survey, 1, 1..=5);
+        assert!(survey.finish().0.deletes_nothing());
+    }
+
+    #[test]
+    fn standalone_ranges_stay_inside_what_goes() {
+        let mut survey = survey(&[at(1, 0x10)]);
+        survey.rule.protected.push((at(1, 3), at(1, 4)));
+        observe(&mut survey, 1, 1..=0x10);
+        let (rule, ranges) = survey.finish();
+        assert_eq!(going(&ranges), [(1, 1, 0x0F)]);
+        assert_eq!(ranges[0].objects, 0x0F - 2);
+        assert!(!rule.deletes(StoredWal::Segment { segment: at(1, 3), kind: naming::WalFileKind::BackupHistory }));
+    }
+}
