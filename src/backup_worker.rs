@@ -3,7 +3,7 @@
 //! and every `pgops.retention_interval`. It talks to Postgres from its main thread only;
 //! the core reads, uploads and deletes on threads of its own.
 
-use crate::retention::{self, Liveness};
+use crate::retention::{self, Liveness, ServerPosition};
 use crate::roles_file::Reconciler;
 use crate::runtime::NotDone;
 use crate::transaction::in_transaction;
@@ -257,6 +257,13 @@ impl Worker {
                 return None;
             }
         };
+        let position = match ServerPosition::now() {
+            Ok(position) => position,
+            Err((message, hint)) => {
+                retention_warning(format!("retention skipped: {message}"), hint);
+                return None;
+            }
+        };
         let liveness = Liveness::now();
         let future = async move {
             let started_is_live = |id: &BackupId, owner: Option<&BackupOwner>| liveness.is_live(id, owner);
@@ -265,6 +272,8 @@ impl Worker {
                 minimum_redundancy,
                 now: Utc::now(),
                 started_is_live: &started_is_live,
+                system_identifier: Some(position.system_identifier),
+                lineage: Some(position.lineage),
             };
             let plan = plan(&repo, &request).await.map_err(|e| (e.to_string(), e.hint()))?;
             let report = execute(&repo, &plan).await.map_err(|f| (f.to_string(), f.error.hint()))?;

@@ -49,6 +49,8 @@ impl PolicyArgs {
             minimum_redundancy: self.minimum_redundancy,
             now: chrono::Utc::now(),
             started_is_live: &started_is_live,
+            system_identifier: None,
+            lineage: None,
         };
         let decisions = assess(repo, &request).await?;
         Ok(Some(decisions.iter().map(|d| (d.backup.id.as_str().to_string(), d.kept())).collect()))
@@ -78,6 +80,8 @@ pub fn run(args: ExpireArgs, repo: &Repository, runtime: &tokio::runtime::Runtim
         minimum_redundancy,
         now: chrono::Utc::now(),
         started_is_live: &started_is_live,
+        system_identifier: None,
+        lineage: None,
     };
     let plan = match runtime.block_on(plan(repo, &request)) {
         Ok(plan) => plan,

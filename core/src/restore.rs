@@ -90,7 +90,7 @@ pub(crate) fn barman_instant(text: &str) -> Option<DateTime<Utc>> {
 }
 
 /// `X/Y` as a number.
-fn parse_lsn(text: &str) -> Option<u64> {
+pub(crate) fn parse_lsn(text: &str) -> Option<u64> {
     let (high, low) = text.split_once('/')?;
     Some((u64::from_str_radix(high, 16).ok()? << 32) | u64::from_str_radix(low, 16).ok()?)
 }
