@@ -112,7 +112,7 @@ pub fn run(args: ExpireArgs, repo: &Repository, runtime: &tokio::runtime::Runtim
 fn status_of(error: &RetentionError) -> u8 {
     match error {
         RetentionError::Store(_) | RetentionError::Refused { .. } => exit::STORE,
-        RetentionError::Unreadable { .. } => exit::OTHER,
+        RetentionError::Unreadable { .. } | RetentionError::NotOwner { .. } => exit::OTHER,
     }
 }
 
