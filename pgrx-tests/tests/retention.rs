@@ -263,7 +263,8 @@ fn redundancy_expires_real_backups_as_barman_would_and_the_oldest_kept_restores(
     pg.wait_archived(&last);
     let repo = s3.repository("main");
     let (failed, _) = id_days_ago(400);
-    put(&repo, &format!("base/{failed}/backup.info"), "status=FAILED\nerror=boom\n");
+    let systemid = pg.query_text("SELECT system_identifier::text FROM pg_control_system()");
+    put(&repo, &format!("base/{failed}/backup.info"), format!("status=FAILED\nerror=boom\nsystemid={systemid}\n"));
 
     pg.execute("ALTER SYSTEM SET pgops.retention_policy = 'REDUNDANCY 2'");
     pg.execute("SELECT pg_reload_conf()");
@@ -591,8 +592,9 @@ fn started_backups_of_other_instances_are_left_alone_and_our_interrupted_ones_go
     let repo = s3.repository("started");
     let ours = block_on(repo.get(&format!("base/{done}/pgops-owner.json"))).unwrap().expect("the owner is recorded");
     let theirs = r#"{"instance_id":"0123456789abcdef0123456789abcdef","timeline":1}"#;
+    let systemid = pg.query_text("SELECT system_identifier::text FROM pg_control_system()");
     for (id, owner) in [("20000101T000000", Bytes::from(theirs)), ("20000101T000001", ours)] {
-        put(&repo, &format!("base/{id}/backup.info"), "status=STARTED\n");
+        put(&repo, &format!("base/{id}/backup.info"), format!("status=STARTED\nsystemid={systemid}\n"));
         put(&repo, &format!("base/{id}/pgops-owner.json"), owner);
     }
     pg.execute("ALTER SYSTEM SET pgops.retention_policy = 'REDUNDANCY 1'");
@@ -687,4 +689,70 @@ fn a_hung_store_holds_up_the_retention_run_not_the_worker() {
     assert_eq!(runs(&pg), before, "the store hangs: no run finished meanwhile");
     s3.thaw();
     wait_for("the hung run to finish", Duration::from_secs(60), || runs(&pg) > before);
+}
+
+/// A point-in-time restore in place: the cluster restored from its oldest backup to a
+/// moment before the newer ones and promoted onto timeline 2. The newer timeline-1
+/// backups are of the abandoned branch: they never push out the backup timeline 2 came
+/// from, and they stay (another clone may need them).
+#[test]
+fn after_a_restore_in_place_only_backups_on_this_timelines_history_count() {
+    let dir = scratch_dir();
+    let s3 = S3Server::start(dir.path());
+    let pg = backing_up_cluster(dir.path(), &s3, "pitr", "pgops.backup_fast_checkpoint = on");
+    pg.execute("CREATE TABLE marks(id int)");
+    let a = pg.query_text("SELECT pgops.backup_now()");
+    pg.execute("INSERT INTO marks SELECT generate_series(1, 100)");
+    std::thread::sleep(Duration::from_millis(1100));
+    let target = pg.query_text("SELECT now()::text");
+    std::thread::sleep(Duration::from_millis(1100));
+    pg.execute("INSERT INTO marks SELECT generate_series(101, 200)");
+    pg.query_text("SELECT pg_switch_wal()");
+    let b = pg.query_text("SELECT pgops.backup_now()");
+    std::thread::sleep(Duration::from_millis(1100));
+    let c = pg.query_text("SELECT pgops.backup_now()");
+    let last = pg.query_text("SELECT pg_walfile_name(pg_switch_wal())");
+    pg.wait_archived(&last);
+    pg.stop();
+
+    let promoted = PgCluster::at(dir.path(), "promoted");
+    restore_clone(
+        &s3,
+        "pitr",
+        &promoted,
+        &["--backup", &a, "--target-time", &target, "--target-action", "promote", "--archive", "keep"],
+    );
+    promoted.configure(&format!("{ARCHIVING}{}pgops.backup_fast_checkpoint = on\n", s3.pgops_settings("pitr")));
+    promoted.recover();
+    assert_eq!(promoted.query_text("SELECT count(*) FROM marks"), "100");
+    assert_eq!(promoted.query_text("SELECT timeline_id FROM pg_control_checkpoint()"), "2");
+
+    promoted.execute("ALTER SYSTEM SET pgops.retention_policy = 'REDUNDANCY 1'");
+    promoted.execute("SELECT pg_reload_conf()");
+    std::thread::sleep(Duration::from_millis(500));
+    let verdicts = || -> Vec<(String, bool, String)> {
+        promoted
+            .client()
+            .query("SELECT id, kept, why FROM pgops.expire() WHERE kind = 'backup' ORDER BY id", &[])
+            .unwrap()
+            .iter()
+            .map(|row| (row.get(0), row.get(1), row.get(2)))
+            .collect()
+    };
+    let rows = verdicts();
+    assert_eq!(rows[0], (a.clone(), true, "one of the newest 1 DONE backups".to_string()), "{rows:?}");
+    for (id, kept, why) in &rows[1..] {
+        assert!(*kept && why.starts_with("not on this server's timeline history ("), "{id}: {why}");
+    }
+    assert_eq!(rows.len(), 3);
+
+    // The worker's run after a backup on timeline 2: a goes, b and c stay.
+    let d = promoted.query_text("SELECT pgops.backup_now()");
+    let logged = format!("pgops: retention (REDUNDANCY 1, minimum_redundancy 1): removed 1 backup(s) ({a})");
+    wait_for("the worker's retention run", Duration::from_secs(30), || promoted.log().contains(&logged));
+    let repo = s3.repository("pitr");
+    assert!(keys(&repo, &format!("base/{a}/")).is_empty());
+    for kept in [&b, &c, &d] {
+        assert!(!keys(&repo, &format!("base/{kept}/")).is_empty(), "{kept}: {}", promoted.log());
+    }
 }
