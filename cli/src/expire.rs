@@ -30,7 +30,7 @@ pub struct PolicyArgs {
     #[arg(long, env = "PGOPS_RETENTION_POLICY", value_parser = parse_policy)]
     pub policy: Option<Policy>,
     /// Never fewer DONE backups kept than this (as pgops.minimum_redundancy)
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
     pub minimum_redundancy: u32,
 }
 

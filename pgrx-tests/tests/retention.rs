@@ -515,8 +515,15 @@ fn retention_settings_privileges_and_keep_marks_are_checked() {
     assert!(hint.contains("RECOVERY WINDOW OF <n> DAYS") && hint.contains("'30d'"), "{hint}");
     let (message, _) = db_error(&pg, "SET pgops.retention_policy = '4w'");
     assert!(message.contains("cannot be changed now"), "{message}");
-    let (message, _) = db_error(&pg, "ALTER SYSTEM SET pgops.minimum_redundancy = -1");
-    assert!(message.contains("is outside the valid range"), "{message}");
+    let (message, hint) = db_error(&pg, "ALTER SYSTEM SET pgops.retention_policy = 'REDUNDANCY 0'");
+    assert!(message.contains("REDUNDANCY 0 would keep no backup"), "{message}");
+    assert!(hint.contains("'REDUNDANCY <n>'"), "{hint}");
+    for never_below_one in ["-1", "0"] {
+        let (message, _) = db_error(&pg, &format!("ALTER SYSTEM SET pgops.minimum_redundancy = {never_below_one}"));
+        assert!(message.contains("is outside the valid range"), "{message}");
+    }
+    let zero = expire(&s3, "checks", &["--dry-run", "--policy", "REDUNDANCY 2", "--minimum-redundancy", "0"]);
+    assert_eq!(zero.status.code(), Some(3), "{}", String::from_utf8_lossy(&zero.stderr));
     assert_eq!(pg.query_text("SHOW pgops.minimum_redundancy"), "1");
     assert_eq!(pg.query_text("SHOW pgops.retention_interval"), "30min");
     pg.execute("ALTER SYSTEM SET pgops.retention_interval = '2h'");

@@ -256,6 +256,8 @@ pub fn decide(
             .map(|backup| BackupDecision { backup, why: Why::NoPolicy, wal_need: WalNeed::Nothing })
             .collect();
     };
+    // Whatever the caller passed, the newest DONE backup is never planned away.
+    let minimum_redundancy = minimum_redundancy.max(1);
     let excluded: BTreeMap<BackupId, Why> =
         catalog.iter().filter_map(|entry| Some((entry.id.clone(), scope.excludes(entry)?))).collect();
     let mut done: Vec<(DoneBackupRef<'_>, Option<KeepTarget>)> = catalog

@@ -287,10 +287,6 @@ async fn minimum_redundancy_wins_over_the_policy() {
     assert_eq!(verdicts(&plan)[5].1, Why::Redundancy { count: 1 });
     assert_eq!(verdicts(&plan)[4].1, Why::MinimumRedundancy { minimum: 3 });
     assert_eq!(verdicts(&plan)[1].1, Why::MinimumRedundancy { minimum: 3 });
-    // Even REDUNDANCY 0 (which Barman accepts) keeps the minimum.
-    let plan = plan_with(&repo, "REDUNDANCY 0", 1).await.unwrap();
-    assert_eq!(verdicts(&plan)[5].1, Why::MinimumRedundancy { minimum: 1 });
-    assert!(plan.backups.iter().filter(|d| matches!(d.backup.state, EntryState::Done(_)) && d.kept()).count() >= 1);
 }
 
 /// Barman counts a backup marked keep among the newest N, and a keep mark on an old
@@ -606,4 +602,24 @@ async fn a_listed_backup_info_or_keep_mark_that_cannot_be_read_stops_the_run() {
             "{hidden}: {error}"
         );
     }
+}
+
+#[tokio::test]
+async fn the_newest_done_backup_is_never_planned_away() {
+    let fixture = two_timelines();
+    let repo = fixture.repo();
+    // REDUNDANCY 0 does not parse; built directly, with minimum_redundancy 0, the newest
+    // DONE backup still stays.
+    let request = PlanRequest {
+        policy: Some(Policy::Redundancy(0)),
+        minimum_redundancy: 0,
+        now: at(NOW),
+        started_is_live: NOBODY_RUNNING,
+        system_identifier: None,
+        lineage: None,
+    };
+    let plan = plan(&repo, &request).await.unwrap();
+    let whys = verdicts(&plan);
+    assert_eq!(whys[5], ("20261122T020000".into(), Why::MinimumRedundancy { minimum: 1 }), "{whys:?}");
+    assert!(Policy::parse("REDUNDANCY 0").unwrap_err().message.contains("pgops refuses it"));
 }
