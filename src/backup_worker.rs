@@ -73,6 +73,7 @@ pub extern "C-unwind" fn pgops_worker_main(_arg: pg_sys::Datum) {
         pgrx::check_for_interrupts!();
         if worker_signals::reload_if_asked() {
             worker.roles.reloaded();
+            worker.drop_retention_run("the configuration was reloaded");
         }
         worker.roles.reconcile_if_due();
         worker.tidy_store();
@@ -231,6 +232,16 @@ impl Worker {
         }
     }
 
+    /// Drops the retention run in progress, whose plan `reason` makes stale (a backup
+    /// changes the catalog, a reload the settings), and plans anew at once. Safe at any
+    /// point: every step of a run leaves the repository restorable.
+    fn drop_retention_run(&mut self, reason: &str) {
+        if let Some(run) = self.retention_run.take() {
+            log!("pgops: retention ({}) run dropped: {reason}; a new run plans again", run.policy);
+            self.retention = RetentionDue::Now;
+        }
+    }
+
     /// A new retention run, when one is due.
     fn start_retention_if_due(&mut self) -> Option<RetentionRun> {
         let due = match self.retention {
@@ -332,6 +343,7 @@ impl Worker {
     /// Takes backup `id`; `fast` asks for an immediate checkpoint (None: as
     /// pgops.backup_fast_checkpoint says).
     fn backup(&mut self, id: &str, fast: Option<bool>) {
+        self.drop_retention_run("a backup starts");
         log!("pgops: backup {id} starting");
         let result = self.take_backup(id, fast.unwrap_or_else(|| guc::BACKUP_FAST_CHECKPOINT.get()));
         match &result {

@@ -763,3 +763,38 @@ fn after_a_restore_in_place_only_backups_on_this_timelines_history_count() {
         assert!(!keys(&repo, &format!("base/{kept}/")).is_empty(), "{kept}: {}", promoted.log());
     }
 }
+
+/// A run that waits on the store is dropped by a reload: what the old settings planned is
+/// not carried out once they changed.
+#[test]
+fn a_reload_drops_the_pending_run_and_plans_with_the_new_settings() {
+    let dir = scratch_dir();
+    let s3 = S3Server::start(dir.path());
+    let pg = backing_up_cluster(
+        dir.path(),
+        &s3,
+        "reload",
+        "pgops.backup_fast_checkpoint = on\npgops.retention_interval = '1s'",
+    );
+    let older = pg.query_text("SELECT pgops.backup_now()");
+    std::thread::sleep(Duration::from_millis(1100));
+    let newer = pg.query_text("SELECT pgops.backup_now()");
+
+    s3.freeze();
+    pg.execute("ALTER SYSTEM SET pgops.retention_policy = 'REDUNDANCY 1'");
+    pg.execute("SELECT pg_reload_conf()");
+    // Long enough for a run of REDUNDANCY 1 to start and hang.
+    std::thread::sleep(Duration::from_millis(2500));
+    pg.execute("ALTER SYSTEM SET pgops.retention_policy = 'REDUNDANCY 2'");
+    pg.execute("SELECT pg_reload_conf()");
+    wait_for("the stale run dropped", Duration::from_secs(10), || {
+        pg.log().contains("pgops: retention (REDUNDANCY 1) run dropped: the configuration was reloaded")
+    });
+    s3.thaw();
+    let logged = "pgops: retention (REDUNDANCY 2, minimum_redundancy 1): removed 0 backup(s)";
+    wait_for("a run with the new settings", Duration::from_secs(60), || pg.log().contains(logged));
+    let repo = s3.repository("reload");
+    assert!(!keys(&repo, &format!("base/{older}/")).is_empty(), "{}", pg.log());
+    assert!(!keys(&repo, &format!("base/{newer}/")).is_empty());
+    assert!(!pg.log().contains("(REDUNDANCY 1, minimum_redundancy 1): removed"), "{}", pg.log());
+}

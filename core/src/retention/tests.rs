@@ -623,3 +623,21 @@ async fn the_newest_done_backup_is_never_planned_away() {
     assert_eq!(whys[5], ("20261122T020000".into(), Why::MinimumRedundancy { minimum: 1 }), "{whys:?}");
     assert!(Policy::parse("REDUNDANCY 0").unwrap_err().message.contains("pgops refuses it"));
 }
+
+#[tokio::test]
+async fn a_backup_marked_keep_after_the_plan_is_left_alone() {
+    let fixture = two_timelines();
+    let repo = fixture.repo();
+    let plan = plan_with(&repo, "REDUNDANCY 2", 1).await.unwrap();
+    assert!(obsolete_ids(&plan).contains(&"20261108T020000".to_string()));
+    fixture.keep("20261108T020000", "full");
+    let before = fixture.objects();
+    let report = execute(&repo, &plan).await.unwrap();
+    let after = fixture.objects();
+    assert_eq!(of_backup(&after, "20261108T020000"), of_backup(&before, "20261108T020000"));
+    assert_eq!(report.kept_since_plan, ["20261108T020000".parse::<BackupId>().unwrap()]);
+    assert_eq!(report.wal_objects_removed, 0, "the plan's WAL rule did not count it");
+    assert!(after.contains(&wal_key(1, 0xA)));
+    assert!(!report.backups_removed.iter().any(|id| id.as_str() == "20261108T020000"), "{report}");
+    assert!(report.to_string().contains("marked keep since the plan, so left alone: 20261108T020000"), "{report}");
+}
