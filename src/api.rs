@@ -241,7 +241,7 @@ fn sleep_interruptibly(milliseconds: i64) {
 }
 
 /// The backups in the repository as text; `pgops.backups()` gives them their SQL types.
-#[pg_extern(volatile, parallel_safe, name = "backups_text")]
+#[pg_extern(volatile, parallel_restricted, name = "backups_text")]
 #[allow(clippy::type_complexity)]
 fn backups_text() -> TableIterator<
     'static,
@@ -474,7 +474,7 @@ fn keep_backup(id: &str, keep: default!(bool, true)) {
 
 /// For monitoring: the oldest time one can restore to once the policy is applied (the
 /// end of the oldest DONE backup it keeps) and the end of the newest DONE backup.
-#[pg_extern(volatile, parallel_safe)]
+#[pg_extern(volatile, parallel_restricted)]
 #[allow(clippy::type_complexity)]
 fn recoverability() -> TableIterator<
     'static,

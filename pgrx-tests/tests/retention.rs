@@ -554,6 +554,23 @@ fn retention_settings_privileges_and_keep_marks_are_checked() {
     }
     let operator = pg.client().batch_execute("SET ROLE operator; SELECT * FROM pgops.expire(dry_run => false)");
     assert!(operator.is_ok(), "{operator:?}");
+    // They read this server's files and settings: never in a parallel worker.
+    assert_eq!(
+        pg.query_text(
+            "SELECT string_agg(proparallel::text, '') FROM pg_proc WHERE proname IN ('recoverability', 'backups_text')"
+        ),
+        "rr"
+    );
+
+    // A repository another cluster owns: nothing is decided, let alone deleted.
+    put(
+        &repo,
+        "pgops.json",
+        r#"{"system_identifier":"1","pg_version_num":150000,"wal_segment_size":16777216,"created_by":"pgops"}"#,
+    );
+    let (message, hint) = db_error(&pg, "SELECT * FROM pgops.expire(dry_run => false)");
+    assert!(message.contains("names system identifier 1 as the repository's owner"), "{message}");
+    assert!(hint.contains("Point pgops.repository at this cluster's own repository"), "{hint}");
 }
 
 /// Without any new backup the worker applies the policy every retention_interval; a

@@ -268,7 +268,9 @@ pub fn decide(
             _ => None,
         })
         .collect();
-    done.sort_by(|a, b| b.0.id.cmp(a.0.id));
+    // Newest first by when they ended: Barman Cloud's ids are the local start time, which
+    // a long backup or a time zone change puts out of order.
+    done.sort_by(|a, b| (b.0.done.ended, b.0.id).cmp(&(a.0.done.ended, a.0.id)));
     let verdicts: BTreeMap<BackupId, (Why, WalNeed)> = done
         .iter()
         .zip(done_verdicts(&done, policy, minimum_redundancy, now))
@@ -519,11 +521,18 @@ impl Plan {
 }
 
 /// The oldest time one can restore to once `decisions` are carried out: the end of the
-/// oldest DONE backup kept (`None` without one).
+/// oldest DONE backup kept for point-in-time recovery (not one kept `standalone`, not
+/// another cluster's or another timeline's; `None` without one).
 pub fn recoverable_from(decisions: &[BackupDecision]) -> Option<DateTime<Utc>> {
     decisions
         .iter()
-        .filter(|decision| decision.kept())
+        .filter(|decision| {
+            decision.kept()
+                && !matches!(
+                    decision.why,
+                    Why::Keep(KeepTarget::Standalone) | Why::OffLineage(_) | Why::OtherCluster(_)
+                )
+        })
         .filter_map(|decision| match decision.backup.state {
             EntryState::Done(done) => Some(done.ended),
             _ => None,

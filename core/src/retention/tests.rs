@@ -235,8 +235,8 @@ async fn a_recovery_window_keeps_the_newest_backup_that_ended_before_it_and_ever
     assert_eq!(obsolete_ids(&plan), ["20261108T020000", "20261109T020000", "20261110T020000"]);
     assert_eq!(verdicts(&plan)[4].1, Why::RecoveryWindowStart);
     assert_eq!(verdicts(&plan)[5].1, Why::WithinRecoveryWindow);
-    // A (kept standalone) is the oldest point left to restore to.
-    assert_eq!(plan.recoverable_from(), Some(at("2026-11-01T02:10:00Z")));
+    // A is kept standalone: restorable to its end only, not a point-in-time start; D is.
+    assert_eq!(plan.recoverable_from(), Some(at("2026-11-15T02:10:00Z")));
     std::fs::remove_file(fixture.dir.path().join(format!("srv/base/20261101T020000/{KEEP_ANNOTATION}"))).unwrap();
     let plan = plan_with(&repo, "7d", 1).await.unwrap();
     assert_eq!(plan.recoverable_from(), Some(at("2026-11-15T02:10:00Z")), "D, the window's start");
@@ -640,4 +640,16 @@ async fn a_backup_marked_keep_after_the_plan_is_left_alone() {
     assert!(after.contains(&wal_key(1, 0xA)));
     assert!(!report.backups_removed.iter().any(|id| id.as_str() == "20261108T020000"), "{report}");
     assert!(report.to_string().contains("marked keep since the plan, so left alone: 20261108T020000"), "{report}");
+}
+
+#[tokio::test]
+async fn done_backups_are_ranked_by_when_they_ended_not_by_id() {
+    let fixture = Fixture::new();
+    // A backup started at 03:00 local time (its id) that ended before one started at
+    // 02:00 after a time zone change.
+    fixture.done("20261110T030000", "2026-11-10 02:10:00.000000+00:00", 1, 2, 3);
+    fixture.done("20261110T020000", "2026-11-10 04:10:00.000000+00:00", 1, 5, 6);
+    fixture.wal(1, 1..=7);
+    let plan = plan_with(&fixture.repo(), "REDUNDANCY 1", 1).await.unwrap();
+    assert_eq!(obsolete_ids(&plan), ["20261110T030000"], "{:?}", verdicts(&plan));
 }
