@@ -1,5 +1,6 @@
-//! Retention from inside Postgres: the plan request the settings make, and which STARTED
-//! backups are live as this server sees them. Runs on the main thread; the store is
+//! Retention from inside Postgres: the plan request the settings make, which STARTED
+//! backups are live as this server sees them, and where this server stands (system
+//! identifier, timeline history). Runs on the main thread; the store is
 //! reached through the interruptible `runtime::block_on` by the callers.
 
 use crate::{archive_module, backup_control, guc};
