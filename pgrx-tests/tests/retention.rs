@@ -769,6 +769,18 @@ fn after_a_restore_in_place_only_backups_on_this_timelines_history_count() {
         assert!(*kept && why.starts_with("not on this server's timeline history ("), "{id}: {why}");
     }
     assert_eq!(rows.len(), 3);
+    // The command line counts every DONE backup, unless told the timeline.
+    let cli_obsolete =
+        |args: &[&str]| obsolete_ids(&dry_run_rows(&s3, "pitr", &[&["--policy", "REDUNDANCY 1"], args].concat()));
+    assert_eq!(cli_obsolete(&[]), BTreeSet::from([a.clone(), b.clone()]));
+    assert_eq!(cli_obsolete(&["--timeline", "2"]), BTreeSet::new());
+    let unknown = expire(&s3, "pitr", &["--dry-run", "--policy", "REDUNDANCY 1", "--timeline", "9"]);
+    let said = String::from_utf8_lossy(&unknown.stderr);
+    assert_eq!(unknown.status.code(), Some(4), "{said}");
+    assert!(
+        said.contains("the history of timeline 9 cannot be read") && said.contains("hint: Name a timeline"),
+        "{said}"
+    );
 
     // The worker's run after a backup on timeline 2: a goes, b and c stay.
     let d = promoted.query_text("SELECT pgops.backup_now()");

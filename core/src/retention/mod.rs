@@ -60,6 +60,9 @@ pub enum RetentionError {
     /// The repository belongs to another cluster than the server that expires.
     #[error("{location} names system identifier {owner} as the repository's owner, this server's is {server}: retention deletes nothing here")]
     NotOwner { location: String, owner: String, server: String },
+    /// The history of the timeline the caller named cannot be read.
+    #[error("the history of timeline {timeline} cannot be read from {location}: {problem}")]
+    NoHistory { timeline: u32, location: String, problem: String },
     /// The store refused to delete objects (a batch delete's errors per key).
     #[error("the store refused to delete {location}: {cause}{}", match others { 0 => String::new(), n => format!(" (and {n} other objects)") })]
     Refused { location: String, cause: String, others: usize },
@@ -77,6 +80,10 @@ impl RetentionError {
             RetentionError::NotOwner { .. } => {
                 "Point pgops.repository at this cluster's own repository; expire the other cluster's backups from that \
                  cluster, or with the pgops expire command."
+            }
+            RetentionError::NoHistory { .. } => {
+                "Name a timeline whose history file is in the repository's wals/ (every timeline after the first has \
+                 one), or leave --timeline out to count every DONE backup."
             }
             RetentionError::Refused { .. } => {
                 "Check that the credentials may delete objects and that no object lock or retention holds them; kept \
