@@ -1,7 +1,7 @@
 //! The SQL interface: thin wrappers over the core, in schema `pgops`.
 
 use crate::backup_control::{self, RequestRefused};
-use crate::retention::{self, Liveness};
+use crate::retention::{self, Liveness, ServerPosition, UnknownPosition};
 use crate::runtime::NotDone;
 use crate::transaction::Failure;
 use crate::{archive_module, archive_stats, databases, guc, role_status, roles, runtime, top_level};
@@ -241,7 +241,7 @@ fn sleep_interruptibly(milliseconds: i64) {
 }
 
 /// The backups in the repository as text; `pgops.backups()` gives them their SQL types.
-#[pg_extern(volatile, parallel_safe, name = "backups_text")]
+#[pg_extern(volatile, parallel_restricted, name = "backups_text")]
 #[allow(clippy::type_complexity)]
 fn backups_text() -> TableIterator<
     'static,
@@ -272,7 +272,8 @@ fn backups_text() -> TableIterator<
     let kept: BTreeMap<String, bool> = retention::settings()
         .ok()
         .and_then(|(policy, minimum_redundancy)| {
-            wait_for_store(assess(&repo, &plan_request(policy, minimum_redundancy, &started_is_live))).ok()
+            let request = plan_request(policy, minimum_redundancy, &started_is_live).ok()?;
+            wait_for_store(assess(&repo, &request)).ok()
         })
         .into_iter()
         .flatten()
@@ -315,12 +316,33 @@ fn retention_settings() -> (Option<Policy>, u32) {
     })
 }
 
+/// What retention decides from as this server stands: its settings, and the backups on
+/// its timeline history (or why its position is not known).
 fn plan_request<'a>(
     policy: Option<Policy>,
     minimum_redundancy: u32,
     started_is_live: &'a StartedIsLive<'a>,
+) -> Result<PlanRequest<'a>, UnknownPosition> {
+    let position = ServerPosition::now()?;
+    Ok(PlanRequest {
+        policy,
+        minimum_redundancy,
+        now: chrono::Utc::now(),
+        started_is_live,
+        system_identifier: Some(position.system_identifier),
+        lineage: Some(position.lineage),
+    })
+}
+
+/// [`plan_request`], or its error raised.
+fn plan_request_or_raise<'a>(
+    policy: Option<Policy>,
+    minimum_redundancy: u32,
+    started_is_live: &'a StartedIsLive<'a>,
 ) -> PlanRequest<'a> {
-    PlanRequest { policy, minimum_redundancy, now: chrono::Utc::now(), started_is_live }
+    plan_request(policy, minimum_redundancy, started_is_live).unwrap_or_else(|(message, hint)| {
+        raise(PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE, message, hint)
+    })
 }
 
 fn retention_failed(error: &RetentionError) -> ! {
@@ -368,7 +390,7 @@ fn expire(
     let repo = open_repository();
     let liveness = Liveness::now();
     let started_is_live = |id: &BackupId, owner: Option<&BackupOwner>| liveness.is_live(id, owner);
-    let plan = wait_for_store(plan(&repo, &plan_request(policy, minimum_redundancy, &started_is_live)))
+    let plan = wait_for_store(plan(&repo, &plan_request_or_raise(policy, minimum_redundancy, &started_is_live)))
         .unwrap_or_else(|e| retention_failed(&e));
     for warning in &plan.warnings {
         warning!("pgops: {warning}");
@@ -452,7 +474,7 @@ fn keep_backup(id: &str, keep: default!(bool, true)) {
 
 /// For monitoring: the oldest time one can restore to once the policy is applied (the
 /// end of the oldest DONE backup it keeps) and the end of the newest DONE backup.
-#[pg_extern(volatile, parallel_safe)]
+#[pg_extern(volatile, parallel_restricted)]
 #[allow(clippy::type_complexity)]
 fn recoverability() -> TableIterator<
     'static,
@@ -468,7 +490,7 @@ fn recoverability() -> TableIterator<
     let repo = open_repository();
     let liveness = Liveness::now();
     let started_is_live = |id: &BackupId, owner: Option<&BackupOwner>| liveness.is_live(id, owner);
-    let decisions = wait_for_store(assess(&repo, &plan_request(policy, minimum_redundancy, &started_is_live)))
+    let decisions = wait_for_store(assess(&repo, &plan_request_or_raise(policy, minimum_redundancy, &started_is_live)))
         .unwrap_or_else(|e| retention_failed(&e));
     let kept = decisions.iter().filter(|decision| decision.kept()).count() as i64;
     TableIterator::once((

@@ -3,7 +3,7 @@
 //! and every `pgops.retention_interval`. It talks to Postgres from its main thread only;
 //! the core reads, uploads and deletes on threads of its own.
 
-use crate::retention::{self, Liveness};
+use crate::retention::{self, Liveness, ServerPosition};
 use crate::roles_file::Reconciler;
 use crate::runtime::NotDone;
 use crate::transaction::in_transaction;
@@ -73,6 +73,7 @@ pub extern "C-unwind" fn pgops_worker_main(_arg: pg_sys::Datum) {
         pgrx::check_for_interrupts!();
         if worker_signals::reload_if_asked() {
             worker.roles.reloaded();
+            worker.drop_retention_run("the configuration was reloaded");
         }
         worker.roles.reconcile_if_due();
         worker.tidy_store();
@@ -231,6 +232,16 @@ impl Worker {
         }
     }
 
+    /// Drops the retention run in progress, whose plan `reason` makes stale (a backup
+    /// changes the catalog, a reload the settings), and plans anew at once. Safe at any
+    /// point: every step of a run leaves the repository restorable.
+    fn drop_retention_run(&mut self, reason: &str) {
+        if let Some(run) = self.retention_run.take() {
+            log!("pgops: retention ({}) run dropped: {reason}; a new run plans again", run.policy);
+            self.retention = RetentionDue::Now;
+        }
+    }
+
     /// A new retention run, when one is due.
     fn start_retention_if_due(&mut self) -> Option<RetentionRun> {
         let due = match self.retention {
@@ -257,6 +268,13 @@ impl Worker {
                 return None;
             }
         };
+        let position = match ServerPosition::now() {
+            Ok(position) => position,
+            Err((message, hint)) => {
+                retention_warning(format!("retention skipped: {message}"), hint);
+                return None;
+            }
+        };
         let liveness = Liveness::now();
         let future = async move {
             let started_is_live = |id: &BackupId, owner: Option<&BackupOwner>| liveness.is_live(id, owner);
@@ -265,6 +283,8 @@ impl Worker {
                 minimum_redundancy,
                 now: Utc::now(),
                 started_is_live: &started_is_live,
+                system_identifier: Some(position.system_identifier),
+                lineage: Some(position.lineage),
             };
             let plan = plan(&repo, &request).await.map_err(|e| (e.to_string(), e.hint()))?;
             let report = execute(&repo, &plan).await.map_err(|f| (f.to_string(), f.error.hint()))?;
@@ -323,6 +343,7 @@ impl Worker {
     /// Takes backup `id`; `fast` asks for an immediate checkpoint (None: as
     /// pgops.backup_fast_checkpoint says).
     fn backup(&mut self, id: &str, fast: Option<bool>) {
+        self.drop_retention_run("a backup starts");
         log!("pgops: backup {id} starting");
         let result = self.take_backup(id, fast.unwrap_or_else(|| guc::BACKUP_FAST_CHECKPOINT.get()));
         match &result {

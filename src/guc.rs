@@ -253,7 +253,7 @@ pub fn register() {
         c"Retention never keeps fewer DONE backups than this, whatever pgops.retention_policy says.",
         c"",
         &MINIMUM_REDUNDANCY,
-        0,
+        1,
         i32::MAX,
         GucContext::Sighup,
         GucFlags::default(),
@@ -431,7 +431,7 @@ pub fn retention_policy() -> Result<Option<Policy>, InvalidSetting> {
 }
 
 pub fn minimum_redundancy() -> u32 {
-    MINIMUM_REDUNDANCY.get().max(0) as u32
+    MINIMUM_REDUNDANCY.get().max(1) as u32
 }
 
 pub fn retention_interval() -> std::time::Duration {

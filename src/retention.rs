@@ -1,12 +1,15 @@
-//! Retention from inside Postgres: the plan request the settings make, and which STARTED
-//! backups are live as this server sees them. Runs on the main thread; the store is
+//! Retention from inside Postgres: the plan request the settings make, which STARTED
+//! backups are live as this server sees them, and where this server stands (system
+//! identifier, timeline history). Runs on the main thread; the store is
 //! reached through the interruptible `runtime::block_on` by the callers.
 
-use crate::{backup_control, guc};
+use crate::{archive_module, backup_control, guc};
 use pgops_core::backup::owner::{self, BackupOwner};
 use pgops_core::backup::BackupId;
+use pgops_core::restore::TimelineHistory;
 use pgops_core::retention::Policy;
 use pgops_core::InvalidSetting;
+use pgrx::pg_sys;
 
 /// Which STARTED backups are being taken: the one this server's worker is taking now, and
 /// any backup of another instance (or of an unknown one), which may be running there.
@@ -32,4 +35,53 @@ impl Liveness {
 /// The policy and minimum redundancy in force.
 pub fn settings() -> Result<(Option<Policy>, u32), InvalidSetting> {
     Ok((guc::retention_policy()?, guc::minimum_redundancy()))
+}
+
+/// Where this server stands, for retention to count only its own backups: its system
+/// identifier and its current timeline with that timeline's history.
+pub struct ServerPosition {
+    pub system_identifier: u64,
+    pub lineage: TimelineHistory,
+}
+
+/// Why this server's position is not known (message, hint).
+pub type UnknownPosition = (String, &'static str);
+
+impl ServerPosition {
+    /// As this server stands now: the timeline WAL is written on (on a standby, the one
+    /// replayed), and its history file from the local `pg_wal` (timeline 1 has none).
+    /// Main thread.
+    pub fn now() -> Result<ServerPosition, UnknownPosition> {
+        // SAFETY: these read shared state Postgres keeps for every process; main thread.
+        let timeline = unsafe {
+            match pg_sys::RecoveryInProgress() {
+                true => {
+                    let mut replayed: pg_sys::TimeLineID = 0;
+                    pg_sys::GetXLogReplayRecPtr(&mut replayed);
+                    replayed
+                }
+                false => pg_sys::GetWALInsertionTimeLine(),
+            }
+        };
+        let system_identifier = archive_module::cluster_identity().system_identifier;
+        if timeline <= 1 {
+            return Ok(ServerPosition {
+                system_identifier,
+                lineage: TimelineHistory { timeline, ancestors: Vec::new() },
+            });
+        }
+        const HINT: &str = "Retention counts only the backups on this server's timeline history and deletes nothing \
+                            without it: restore the history file into pg_wal (pgops wal-fetch can fetch it from the \
+                            repository), or expire with the pgops expire command.";
+        let data_directory = guc::data_directory().ok_or(("the data directory is not known".to_string(), HINT))?;
+        let path = data_directory.join("pg_wal").join(format!("{timeline:08X}.history"));
+        let text = std::fs::read_to_string(&path).map_err(|e| {
+            (format!("could not read the history of this server's timeline {timeline}, {}: {e}", path.display()), HINT)
+        })?;
+        let lineage = TimelineHistory::parse(timeline, &text);
+        if lineage.ancestors.is_empty() {
+            return Err((format!("{} names no parent timeline", path.display()), HINT));
+        }
+        Ok(ServerPosition { system_identifier, lineage })
+    }
 }

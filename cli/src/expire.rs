@@ -6,6 +6,7 @@ use crate::exit;
 use clap::Args;
 use pgops_core::backup::owner::BackupOwner;
 use pgops_core::backup::BackupId;
+use pgops_core::restore::stored_timeline_history;
 use pgops_core::retention::{assess, execute, plan, ExpireRow, PlanRequest, Policy, RetentionError};
 use pgops_core::store::Repository;
 use std::collections::BTreeMap;
@@ -30,8 +31,12 @@ pub struct PolicyArgs {
     #[arg(long, env = "PGOPS_RETENTION_POLICY", value_parser = parse_policy)]
     pub policy: Option<Policy>,
     /// Never fewer DONE backups kept than this (as pgops.minimum_redundancy)
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
     pub minimum_redundancy: u32,
+    /// Count only DONE backups on timeline N's history (read from the repository), as the
+    /// worker does for its own timeline; without it every DONE backup counts
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub timeline: Option<u32>,
 }
 
 /// A STARTED backup may be running wherever its cluster is: the command line never
@@ -41,15 +46,34 @@ fn started_is_live(_: &BackupId, _: Option<&BackupOwner>) -> bool {
 }
 
 impl PolicyArgs {
-    /// Whether the policy keeps each backup, by id; `None` without a policy.
-    pub async fn kept(&self, repo: &Repository) -> Result<Option<BTreeMap<String, bool>>, RetentionError> {
+    /// What to plan with; `None` without a policy.
+    async fn request(&self, repo: &Repository) -> Result<Option<PlanRequest<'static>>, RetentionError> {
         let Some(policy) = self.policy else { return Ok(None) };
-        let request = PlanRequest {
+        let lineage = match self.timeline {
+            None => None,
+            Some(timeline) => {
+                let no_history = |problem: String| RetentionError::NoHistory {
+                    timeline,
+                    location: repo.location(&format!("wals/{timeline:08X}.history")),
+                    problem,
+                };
+                let history = stored_timeline_history(repo, timeline).await.map_err(no_history)?;
+                Some(history.ok_or_else(|| no_history("the repository has no such history file".into()))?)
+            }
+        };
+        Ok(Some(PlanRequest {
             policy: Some(policy),
             minimum_redundancy: self.minimum_redundancy,
             now: chrono::Utc::now(),
             started_is_live: &started_is_live,
-        };
+            system_identifier: None,
+            lineage,
+        }))
+    }
+
+    /// Whether the policy keeps each backup, by id; `None` without a policy.
+    pub async fn kept(&self, repo: &Repository) -> Result<Option<BTreeMap<String, bool>>, RetentionError> {
+        let Some(request) = self.request(repo).await? else { return Ok(None) };
         let decisions = assess(repo, &request).await?;
         Ok(Some(decisions.iter().map(|d| (d.backup.id.as_str().to_string(), d.kept())).collect()))
     }
@@ -66,18 +90,19 @@ fn parse_policy(text: &str) -> Result<Policy, String> {
 /// Exit status: 0 planned (dry run) or done; 2 the store failed or refused a deletion;
 /// 4 the catalog cannot be read completely (nothing was deleted); 3 bad usage.
 pub fn run(args: ExpireArgs, repo: &Repository, runtime: &tokio::runtime::Runtime) -> ExitCode {
-    let ExpireArgs { dry_run, json, policy: PolicyArgs { policy, minimum_redundancy } } = args;
-    let Some(policy) = policy else {
-        eprintln!(
-            "pgops expire: no policy given\nhint: Pass --policy 'RECOVERY WINDOW OF 30 DAYS' (or 'REDUNDANCY 7', '30d'), or set PGOPS_RETENTION_POLICY."
-        );
-        return ExitCode::from(exit::USAGE);
-    };
-    let request = PlanRequest {
-        policy: Some(policy),
-        minimum_redundancy,
-        now: chrono::Utc::now(),
-        started_is_live: &started_is_live,
+    let ExpireArgs { dry_run, json, policy } = args;
+    let request = match runtime.block_on(policy.request(repo)) {
+        Ok(Some(request)) => request,
+        Ok(None) => {
+            eprintln!(
+                "pgops expire: no policy given\nhint: Pass --policy 'RECOVERY WINDOW OF 30 DAYS' (or 'REDUNDANCY 7', '30d'), or set PGOPS_RETENTION_POLICY."
+            );
+            return ExitCode::from(exit::USAGE);
+        }
+        Err(e) => {
+            eprintln!("pgops expire: {e}\nhint: {}", e.hint());
+            return ExitCode::from(status_of(&e));
+        }
     };
     let plan = match runtime.block_on(plan(repo, &request)) {
         Ok(plan) => plan,
@@ -108,7 +133,9 @@ pub fn run(args: ExpireArgs, repo: &Repository, runtime: &tokio::runtime::Runtim
 fn status_of(error: &RetentionError) -> u8 {
     match error {
         RetentionError::Store(_) | RetentionError::Refused { .. } => exit::STORE,
-        RetentionError::Unreadable { .. } => exit::OTHER,
+        RetentionError::Unreadable { .. } | RetentionError::NotOwner { .. } | RetentionError::NoHistory { .. } => {
+            exit::OTHER
+        }
     }
 }
 

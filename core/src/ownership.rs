@@ -119,6 +119,11 @@ pub async fn claim(repo: &Repository, cluster: &ClusterIdentity) -> Result<Owner
     compare(repo, &stored, cluster).map(|_| Ownership::Claimed)
 }
 
+/// The metadata of the repository's owner, if it is claimed.
+pub async fn owner(repo: &Repository) -> Result<Option<RepositoryMetadata>, OwnershipError> {
+    read(repo).await
+}
+
 /// Reports ownership without writing anything.
 pub async fn inspect(repo: &Repository, cluster: &ClusterIdentity) -> Result<Ownership, OwnershipError> {
     match read(repo).await? {

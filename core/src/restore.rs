@@ -90,7 +90,7 @@ pub(crate) fn barman_instant(text: &str) -> Option<DateTime<Utc>> {
 }
 
 /// `X/Y` as a number.
-fn parse_lsn(text: &str) -> Option<u64> {
+pub(crate) fn parse_lsn(text: &str) -> Option<u64> {
     let (high, low) = text.split_once('/')?;
     Some((u64::from_str_radix(high, 16).ok()? << 32) | u64::from_str_radix(low, 16).ok()?)
 }
@@ -832,26 +832,33 @@ fn choice_context(
 
 /// Timeline `timeline`'s history, from its history file in the repository.
 fn timeline_history(repo: &Repository, runtime: &Handle, timeline: u32) -> Result<TimelineHistory, String> {
+    runtime.block_on(stored_timeline_history(repo, timeline))?.ok_or_else(|| {
+        format!(
+            "--target-timeline {timeline}: the repository has no history file {timeline:08X}.history, so recovery cannot follow onto that timeline"
+        )
+    })
+}
+
+/// Timeline `timeline`'s history, from its history file in the repository (`None`: the
+/// repository has none; timeline 1 needs none).
+pub async fn stored_timeline_history(repo: &Repository, timeline: u32) -> Result<Option<TimelineHistory>, String> {
     if timeline == 1 {
-        return Ok(TimelineHistory { timeline, ancestors: Vec::new() });
+        return Ok(Some(TimelineHistory { timeline, ancestors: Vec::new() }));
     }
     let name = format!("{timeline:08X}.history");
-    let copies = runtime.block_on(repo.wal_copies("wals/", &name)).map_err(|e| e.to_string())?;
-    let object = copies.into_iter().next().ok_or_else(|| {
-        format!(
-            "--target-timeline {timeline}: the repository has no history file {name}, so recovery cannot follow onto that timeline"
-        )
-    })?;
+    let copies = repo.wal_copies("wals/", &name).await.map_err(|e| e.to_string())?;
+    let Some(object) = copies.into_iter().next() else { return Ok(None) };
     let relative = object.key.strip_prefix(&repo.key("")).unwrap_or(&object.key).to_string();
-    let body = runtime
-        .block_on(repo.get(&relative))
+    let body = repo
+        .get(&relative)
+        .await
         .map_err(|e| e.to_string())?
         .ok_or_else(|| format!("{} vanished while it was read", repo.location(&relative)))?;
     let file = relative.rsplit('/').next().unwrap_or_default();
     let codec = Compression::of_copy(file, &name)
         .ok_or_else(|| format!("{} is stored with a compression pgops cannot read", repo.location(&relative)))?;
     let text = codec.decompress(&body).map_err(|e| format!("{}: {e}", repo.location(&relative)))?;
-    Ok(TimelineHistory::parse(timeline, &String::from_utf8_lossy(&text)))
+    Ok(Some(TimelineHistory::parse(timeline, &String::from_utf8_lossy(&text))))
 }
 
 /// A target time without an offset, read in the zone of the restored configuration.

@@ -263,7 +263,8 @@ fn redundancy_expires_real_backups_as_barman_would_and_the_oldest_kept_restores(
     pg.wait_archived(&last);
     let repo = s3.repository("main");
     let (failed, _) = id_days_ago(400);
-    put(&repo, &format!("base/{failed}/backup.info"), "status=FAILED\nerror=boom\n");
+    let systemid = pg.query_text("SELECT system_identifier::text FROM pg_control_system()");
+    put(&repo, &format!("base/{failed}/backup.info"), format!("status=FAILED\nerror=boom\nsystemid={systemid}\n"));
 
     pg.execute("ALTER SYSTEM SET pgops.retention_policy = 'REDUNDANCY 2'");
     pg.execute("SELECT pg_reload_conf()");
@@ -514,8 +515,15 @@ fn retention_settings_privileges_and_keep_marks_are_checked() {
     assert!(hint.contains("RECOVERY WINDOW OF <n> DAYS") && hint.contains("'30d'"), "{hint}");
     let (message, _) = db_error(&pg, "SET pgops.retention_policy = '4w'");
     assert!(message.contains("cannot be changed now"), "{message}");
-    let (message, _) = db_error(&pg, "ALTER SYSTEM SET pgops.minimum_redundancy = -1");
-    assert!(message.contains("is outside the valid range"), "{message}");
+    let (message, hint) = db_error(&pg, "ALTER SYSTEM SET pgops.retention_policy = 'REDUNDANCY 0'");
+    assert!(message.contains("REDUNDANCY 0 would keep no backup"), "{message}");
+    assert!(hint.contains("'REDUNDANCY <n>'"), "{hint}");
+    for never_below_one in ["-1", "0"] {
+        let (message, _) = db_error(&pg, &format!("ALTER SYSTEM SET pgops.minimum_redundancy = {never_below_one}"));
+        assert!(message.contains("is outside the valid range"), "{message}");
+    }
+    let zero = expire(&s3, "checks", &["--dry-run", "--policy", "REDUNDANCY 2", "--minimum-redundancy", "0"]);
+    assert_eq!(zero.status.code(), Some(3), "{}", String::from_utf8_lossy(&zero.stderr));
     assert_eq!(pg.query_text("SHOW pgops.minimum_redundancy"), "1");
     assert_eq!(pg.query_text("SHOW pgops.retention_interval"), "30min");
     pg.execute("ALTER SYSTEM SET pgops.retention_interval = '2h'");
@@ -546,6 +554,23 @@ fn retention_settings_privileges_and_keep_marks_are_checked() {
     }
     let operator = pg.client().batch_execute("SET ROLE operator; SELECT * FROM pgops.expire(dry_run => false)");
     assert!(operator.is_ok(), "{operator:?}");
+    // They read this server's files and settings: never in a parallel worker.
+    assert_eq!(
+        pg.query_text(
+            "SELECT string_agg(proparallel::text, '') FROM pg_proc WHERE proname IN ('recoverability', 'backups_text')"
+        ),
+        "rr"
+    );
+
+    // A repository another cluster owns: nothing is decided, let alone deleted.
+    put(
+        &repo,
+        "pgops.json",
+        r#"{"system_identifier":"1","pg_version_num":150000,"wal_segment_size":16777216,"created_by":"pgops"}"#,
+    );
+    let (message, hint) = db_error(&pg, "SELECT * FROM pgops.expire(dry_run => false)");
+    assert!(message.contains("names system identifier 1 as the repository's owner"), "{message}");
+    assert!(hint.contains("Point pgops.repository at this cluster's own repository"), "{hint}");
 }
 
 /// Without any new backup the worker applies the policy every retention_interval; a
@@ -591,8 +616,9 @@ fn started_backups_of_other_instances_are_left_alone_and_our_interrupted_ones_go
     let repo = s3.repository("started");
     let ours = block_on(repo.get(&format!("base/{done}/pgops-owner.json"))).unwrap().expect("the owner is recorded");
     let theirs = r#"{"instance_id":"0123456789abcdef0123456789abcdef","timeline":1}"#;
+    let systemid = pg.query_text("SELECT system_identifier::text FROM pg_control_system()");
     for (id, owner) in [("20000101T000000", Bytes::from(theirs)), ("20000101T000001", ours)] {
-        put(&repo, &format!("base/{id}/backup.info"), "status=STARTED\n");
+        put(&repo, &format!("base/{id}/backup.info"), format!("status=STARTED\nsystemid={systemid}\n"));
         put(&repo, &format!("base/{id}/pgops-owner.json"), owner);
     }
     pg.execute("ALTER SYSTEM SET pgops.retention_policy = 'REDUNDANCY 1'");
@@ -687,4 +713,117 @@ fn a_hung_store_holds_up_the_retention_run_not_the_worker() {
     assert_eq!(runs(&pg), before, "the store hangs: no run finished meanwhile");
     s3.thaw();
     wait_for("the hung run to finish", Duration::from_secs(60), || runs(&pg) > before);
+}
+
+/// A point-in-time restore in place: the cluster restored from its oldest backup to a
+/// moment before the newer ones and promoted onto timeline 2. The newer timeline-1
+/// backups are of the abandoned branch: they never push out the backup timeline 2 came
+/// from, and they stay (another clone may need them).
+#[test]
+fn after_a_restore_in_place_only_backups_on_this_timelines_history_count() {
+    let dir = scratch_dir();
+    let s3 = S3Server::start(dir.path());
+    let pg = backing_up_cluster(dir.path(), &s3, "pitr", "pgops.backup_fast_checkpoint = on");
+    pg.execute("CREATE TABLE marks(id int)");
+    let a = pg.query_text("SELECT pgops.backup_now()");
+    pg.execute("INSERT INTO marks SELECT generate_series(1, 100)");
+    std::thread::sleep(Duration::from_millis(1100));
+    let target = pg.query_text("SELECT now()::text");
+    std::thread::sleep(Duration::from_millis(1100));
+    pg.execute("INSERT INTO marks SELECT generate_series(101, 200)");
+    pg.query_text("SELECT pg_switch_wal()");
+    let b = pg.query_text("SELECT pgops.backup_now()");
+    std::thread::sleep(Duration::from_millis(1100));
+    let c = pg.query_text("SELECT pgops.backup_now()");
+    let last = pg.query_text("SELECT pg_walfile_name(pg_switch_wal())");
+    pg.wait_archived(&last);
+    pg.stop();
+
+    let promoted = PgCluster::at(dir.path(), "promoted");
+    restore_clone(
+        &s3,
+        "pitr",
+        &promoted,
+        &["--backup", &a, "--target-time", &target, "--target-action", "promote", "--archive", "keep"],
+    );
+    promoted.configure(&format!("{ARCHIVING}{}pgops.backup_fast_checkpoint = on\n", s3.pgops_settings("pitr")));
+    promoted.recover();
+    assert_eq!(promoted.query_text("SELECT count(*) FROM marks"), "100");
+    assert_eq!(promoted.query_text("SELECT timeline_id FROM pg_control_checkpoint()"), "2");
+
+    promoted.execute("ALTER SYSTEM SET pgops.retention_policy = 'REDUNDANCY 1'");
+    promoted.execute("SELECT pg_reload_conf()");
+    std::thread::sleep(Duration::from_millis(500));
+    let verdicts = || -> Vec<(String, bool, String)> {
+        promoted
+            .client()
+            .query("SELECT id, kept, why FROM pgops.expire() WHERE kind = 'backup' ORDER BY id", &[])
+            .unwrap()
+            .iter()
+            .map(|row| (row.get(0), row.get(1), row.get(2)))
+            .collect()
+    };
+    let rows = verdicts();
+    assert_eq!(rows[0], (a.clone(), true, "one of the newest 1 DONE backups".to_string()), "{rows:?}");
+    for (id, kept, why) in &rows[1..] {
+        assert!(*kept && why.starts_with("not on this server's timeline history ("), "{id}: {why}");
+    }
+    assert_eq!(rows.len(), 3);
+    // The command line counts every DONE backup, unless told the timeline.
+    let cli_obsolete =
+        |args: &[&str]| obsolete_ids(&dry_run_rows(&s3, "pitr", &[&["--policy", "REDUNDANCY 1"], args].concat()));
+    assert_eq!(cli_obsolete(&[]), BTreeSet::from([a.clone(), b.clone()]));
+    assert_eq!(cli_obsolete(&["--timeline", "2"]), BTreeSet::new());
+    let unknown = expire(&s3, "pitr", &["--dry-run", "--policy", "REDUNDANCY 1", "--timeline", "9"]);
+    let said = String::from_utf8_lossy(&unknown.stderr);
+    assert_eq!(unknown.status.code(), Some(4), "{said}");
+    assert!(
+        said.contains("the history of timeline 9 cannot be read") && said.contains("hint: Name a timeline"),
+        "{said}"
+    );
+
+    // The worker's run after a backup on timeline 2: a goes, b and c stay.
+    let d = promoted.query_text("SELECT pgops.backup_now()");
+    let logged = format!("pgops: retention (REDUNDANCY 1, minimum_redundancy 1): removed 1 backup(s) ({a})");
+    wait_for("the worker's retention run", Duration::from_secs(30), || promoted.log().contains(&logged));
+    let repo = s3.repository("pitr");
+    assert!(keys(&repo, &format!("base/{a}/")).is_empty());
+    for kept in [&b, &c, &d] {
+        assert!(!keys(&repo, &format!("base/{kept}/")).is_empty(), "{kept}: {}", promoted.log());
+    }
+}
+
+/// A run that waits on the store is dropped by a reload: what the old settings planned is
+/// not carried out once they changed.
+#[test]
+fn a_reload_drops_the_pending_run_and_plans_with_the_new_settings() {
+    let dir = scratch_dir();
+    let s3 = S3Server::start(dir.path());
+    let pg = backing_up_cluster(
+        dir.path(),
+        &s3,
+        "reload",
+        "pgops.backup_fast_checkpoint = on\npgops.retention_interval = '1s'",
+    );
+    let older = pg.query_text("SELECT pgops.backup_now()");
+    std::thread::sleep(Duration::from_millis(1100));
+    let newer = pg.query_text("SELECT pgops.backup_now()");
+
+    s3.freeze();
+    pg.execute("ALTER SYSTEM SET pgops.retention_policy = 'REDUNDANCY 1'");
+    pg.execute("SELECT pg_reload_conf()");
+    // Long enough for a run of REDUNDANCY 1 to start and hang.
+    std::thread::sleep(Duration::from_millis(2500));
+    pg.execute("ALTER SYSTEM SET pgops.retention_policy = 'REDUNDANCY 2'");
+    pg.execute("SELECT pg_reload_conf()");
+    wait_for("the stale run dropped", Duration::from_secs(10), || {
+        pg.log().contains("pgops: retention (REDUNDANCY 1) run dropped: the configuration was reloaded")
+    });
+    s3.thaw();
+    let logged = "pgops: retention (REDUNDANCY 2, minimum_redundancy 1): removed 0 backup(s)";
+    wait_for("a run with the new settings", Duration::from_secs(60), || pg.log().contains(logged));
+    let repo = s3.repository("reload");
+    assert!(!keys(&repo, &format!("base/{older}/")).is_empty(), "{}", pg.log());
+    assert!(!keys(&repo, &format!("base/{newer}/")).is_empty());
+    assert!(!pg.log().contains("(REDUNDANCY 1, minimum_redundancy 1): removed"), "{}", pg.log());
 }

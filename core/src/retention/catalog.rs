@@ -8,7 +8,7 @@ use crate::backup::info::{BackupStatus, InfoFields};
 use crate::backup::owner::{owner_of, BackupOwner};
 use crate::backup::{backup_dir, BackupId};
 use crate::naming::WalSegment;
-use crate::restore::barman_instant;
+use crate::restore::{barman_instant, parse_lsn};
 use crate::store::Repository;
 use chrono::{DateTime, Utc};
 use std::collections::BTreeMap;
@@ -50,6 +50,9 @@ pub struct DoneBackup {
     pub ended: DateTime<Utc>,
     pub begin_wal: WalSegment,
     pub end_wal: WalSegment,
+    /// `end_xlog`, the LSN it ended at (Barman always writes it; `None` places the backup
+    /// on no timeline's history).
+    pub end_lsn: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -90,6 +93,8 @@ pub struct CatalogEntry {
     /// `end_time` of `backup.info`, when it has one.
     pub ended: Option<DateTime<Utc>>,
     pub keep: Option<KeepTarget>,
+    /// `systemid` of `backup.info`: the cluster the backup is of.
+    pub system_identifier: Option<String>,
     /// Objects (and their bytes) under `base/<id>/`, `backup.info` included.
     pub objects: u64,
     pub bytes: u64,
@@ -142,11 +147,14 @@ pub async fn read_catalog(
         let dir = backup_dir(id.as_str());
         let info_key = format!("{dir}/backup.info");
         let info = match directory.info_bytes {
-            Some(_) => repo.get(&info_key).await?.map(|text| InfoFields::parse(&String::from_utf8_lossy(&text))),
+            Some(_) => {
+                let text = repo.get(&info_key).await?.ok_or_else(|| vanished(repo, &info_key))?;
+                Some(InfoFields::parse(&String::from_utf8_lossy(&text)))
+            }
             None => None,
         };
         let (state, ended) = match &info {
-            // Without backup.info (or deleted since the listing, by another run).
+            // Without backup.info.
             None => (EntryState::Incomplete, None),
             Some(fields) => {
                 let unreadable =
@@ -170,23 +178,39 @@ pub async fn read_catalog(
             state => state,
         };
         let keep = match directory.keep {
-            true => repo
-                .get(&format!("{dir}/{KEEP_ANNOTATION}"))
-                .await?
-                .map(|content| KeepTarget::from_annotation(&content)),
+            true => {
+                Some(read_keep(repo, &id).await?.ok_or_else(|| vanished(repo, &format!("{dir}/{KEEP_ANNOTATION}")))?)
+            }
             false => None,
         };
+        let system_identifier = info.as_ref().and_then(|fields| fields.get("systemid")).map(str::to_string);
         entries.push(CatalogEntry {
             id,
             state,
             ended,
             keep,
+            system_identifier,
             objects: directory.objects,
             bytes: directory.bytes,
             info_bytes: directory.info_bytes.filter(|_| info.is_some()),
         });
     }
     Ok(entries)
+}
+
+/// The keep mark of backup `id` as it is now (`None`: not marked).
+pub(crate) async fn read_keep(repo: &Repository, id: &BackupId) -> Result<Option<KeepTarget>, RetentionError> {
+    let annotation = format!("{}/{KEEP_ANNOTATION}", backup_dir(id.as_str()));
+    Ok(repo.get(&annotation).await?.map(|content| KeepTarget::from_annotation(&content)))
+}
+
+/// An object the listing showed that could not be read: whatever it says (a DONE
+/// backup, a keep mark) is unknown, so nothing is decided.
+fn vanished(repo: &Repository, key: &str) -> RetentionError {
+    RetentionError::Unreadable {
+        location: repo.location(key),
+        problem: "the listing shows it, but reading it found nothing (deleted or not yet visible)".into(),
+    }
 }
 
 /// The state `backup.info` describes, or what it lacks. STARTED backups are taken for
@@ -204,6 +228,11 @@ fn entry_state(fields: &InfoFields, ended: Option<DateTime<Utc>>) -> Result<Entr
             ended: ended.ok_or("the backup is DONE but has no end_time")?,
             begin_wal: wal("begin_wal")?.ok_or("the backup is DONE but has no begin_wal")?,
             end_wal: wal("end_wal")?.ok_or("the backup is DONE but has no end_wal")?,
+            end_lsn: fields
+                .get("end_xlog")
+                .filter(|text| *text != "None")
+                .map(|text| parse_lsn(text).ok_or(format!("end_xlog \"{text}\" is not an LSN")))
+                .transpose()?,
         }),
         Some(BackupStatus::Failed) => EntryState::Failed,
         Some(BackupStatus::Started) => EntryState::Started { live: true, begin_wal: wal("begin_wal")? },

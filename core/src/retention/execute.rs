@@ -5,6 +5,7 @@
 //! directory without `backup.info` is an obsolete leftover; WAL before a cutoff still
 //! goes).
 
+use super::catalog::read_keep;
 use super::plan::{archived_wal, Plan};
 use super::RetentionError;
 use crate::backup::{backup_dir, BackupId};
@@ -20,6 +21,8 @@ pub struct ExpireReport {
     pub backup_objects_removed: u64,
     pub wal_objects_removed: u64,
     pub bytes_freed: u64,
+    /// Obsolete by the plan, but marked keep since: left alone.
+    pub kept_since_plan: Vec<BackupId>,
 }
 
 impl fmt::Display for ExpireReport {
@@ -33,7 +36,12 @@ impl fmt::Display for ExpireReport {
             self.backup_objects_removed,
             self.wal_objects_removed,
             self.bytes_freed
-        )
+        )?;
+        if !self.kept_since_plan.is_empty() {
+            let ids: Vec<&str> = self.kept_since_plan.iter().map(BackupId::as_str).collect();
+            write!(f, "; marked keep since the plan, so left alone: {}", ids.join(", "))?;
+        }
+        Ok(())
     }
 }
 
@@ -57,6 +65,12 @@ pub async fn execute(repo: &Repository, plan: &Plan) -> Result<ExpireReport, Exp
 async fn run(repo: &Repository, plan: &Plan, done: &mut ExpireReport) -> Result<(), RetentionError> {
     for decision in plan.obsolete() {
         let backup = &decision.backup;
+        // A keep mark written since the plan was made (pgops.keep_backup(),
+        // barman-cloud-backup-keep) wins over it.
+        if read_keep(repo, &backup.id).await?.is_some() {
+            done.kept_since_plan.push(backup.id.clone());
+            continue;
+        }
         let dir = backup_dir(backup.id.as_str());
         if let Some(size) = backup.info_bytes {
             repo.delete(&format!("{dir}/backup.info")).await?;
@@ -71,7 +85,9 @@ async fn run(repo: &Repository, plan: &Plan, done: &mut ExpireReport) -> Result<
         }
         done.backups_removed.push(backup.id.clone());
     }
-    if plan.wal_rule.deletes_nothing() {
+    // The plan's WAL rule did not count a backup kept since: its WAL waits for the next
+    // run's plan.
+    if plan.wal_rule.deletes_nothing() || !done.kept_since_plan.is_empty() {
         return Ok(());
     }
     // The rule, not the plan's ranges: WAL archived since the plan is after every cutoff.

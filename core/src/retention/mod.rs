@@ -16,6 +16,10 @@
 //! - A keep mark (Barman's `base/<id>/annotations/keep`) keeps a backup whatever the
 //!   policy; `full` with the WAL to restore it to any later point, `standalone` with the
 //!   WAL from its begin to its end segment.
+//! - Only DONE backups of the repository's owner (`systemid`) count, and, when the
+//!   server that expires gives its timeline history, only those on it (on its timeline,
+//!   or ended strictly before the history left theirs); the others are kept, restorable.
+//!   A server that does not own the repository decides nothing.
 //! - A FAILED backup, a STARTED one whose worker is gone, and the objects of a backup
 //!   without `backup.info` (one that never finished) are obsolete once a newer DONE
 //!   backup is kept. A STARTED backup of a running worker is never touched.
@@ -38,7 +42,7 @@ mod tests;
 pub use catalog::{read_catalog, CatalogEntry, DoneBackup, EntryState, KeepTarget, StartedIsLive, KEEP_ANNOTATION};
 pub use execute::{execute, ExpireFailure, ExpireReport};
 pub use plan::{
-    assess, decide, last_done_ended, plan, recoverable_from, BackupDecision, Plan, PlanRequest, WalRange, Why,
+    assess, decide, last_done_ended, plan, recoverable_from, BackupDecision, Plan, PlanRequest, Scope, WalRange, Why,
 };
 pub use policy::{Policy, WindowUnit};
 pub use rows::{ExpireRow, RowKind};
@@ -53,6 +57,12 @@ pub enum RetentionError {
     /// An object of the catalog does not say what retention needs.
     #[error("{location} cannot be used: {problem}")]
     Unreadable { location: String, problem: String },
+    /// The repository belongs to another cluster than the server that expires.
+    #[error("{location} names system identifier {owner} as the repository's owner, this server's is {server}: retention deletes nothing here")]
+    NotOwner { location: String, owner: String, server: String },
+    /// The history of the timeline the caller named cannot be read.
+    #[error("the history of timeline {timeline} cannot be read from {location}: {problem}")]
+    NoHistory { timeline: u32, location: String, problem: String },
     /// The store refused to delete objects (a batch delete's errors per key).
     #[error("the store refused to delete {location}: {cause}{}", match others { 0 => String::new(), n => format!(" (and {n} other objects)") })]
     Refused { location: String, cause: String, others: usize },
@@ -66,6 +76,14 @@ impl RetentionError {
             RetentionError::Unreadable { .. } => {
                 "pgops deletes nothing while the catalog cannot be read completely: repair that backup.info, or move \
                  the backup's directory out of base/ if it is not needed, then run again."
+            }
+            RetentionError::NotOwner { .. } => {
+                "Point pgops.repository at this cluster's own repository; expire the other cluster's backups from that \
+                 cluster, or with the pgops expire command."
+            }
+            RetentionError::NoHistory { .. } => {
+                "Name a timeline whose history file is in the repository's wals/ (every timeline after the first has \
+                 one), or leave --timeline out to count every DONE backup."
             }
             RetentionError::Refused { .. } => {
                 "Check that the credentials may delete objects and that no object lock or retention holds them; kept \

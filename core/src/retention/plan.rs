@@ -7,6 +7,7 @@ use super::{Policy, RetentionError};
 use crate::backup::BackupId;
 use crate::compression::Compression;
 use crate::naming::{self, SegmentPosition, StoredWal, Timeline, WalSegment};
+use crate::ownership::{self, OwnershipError};
 use crate::restore::TimelineHistory;
 use crate::store::Repository;
 use chrono::{DateTime, Utc};
@@ -37,6 +38,11 @@ pub enum Why {
     NoNewerDone,
     /// A status pgops never expires.
     UnknownStatus(String),
+    /// DONE, but not on the timeline history of the server that expires (why not): it
+    /// may be another clone's, restored from the same repository.
+    OffLineage(String),
+    /// `systemid` of its `backup.info` is not the repository owner's (the value, if any).
+    OtherCluster(Option<String>),
     // Obsolete.
     /// DONE, older than the newest backup that ended before the recovery window.
     OutsideRecoveryWindow,
@@ -84,6 +90,11 @@ impl fmt::Display for Why {
             Why::Running => write!(f, "being taken by a running worker"),
             Why::NoNewerDone => write!(f, "did not finish, but no newer DONE backup is kept yet"),
             Why::UnknownStatus(status) => write!(f, "status {status} is not one pgops expires"),
+            Why::OffLineage(detail) => write!(f, "not on this server's timeline history ({detail})"),
+            Why::OtherCluster(Some(id)) => write!(f, "another cluster's backup (system identifier {id})"),
+            Why::OtherCluster(None) => {
+                write!(f, "another cluster's backup (its backup.info names no system identifier)")
+            }
             Why::OutsideRecoveryWindow => {
                 write!(f, "older than the newest backup that ended before the recovery window began")
             }
@@ -183,6 +194,53 @@ struct DoneBackupRef<'a> {
     done: &'a super::catalog::DoneBackup,
 }
 
+/// Which backups a run counts: those of the repository's owner and, when the server that
+/// expires says where it stands, those on its timeline history.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Scope<'a> {
+    /// The system identifier backups must carry (`None`: any).
+    pub system_identifier: Option<&'a str>,
+    pub lineage: Option<&'a TimelineHistory>,
+}
+
+impl Scope<'_> {
+    /// Why `entry` is not counted (and never deleted), or `None` when it is.
+    fn excludes(&self, entry: &CatalogEntry) -> Option<Why> {
+        if let Some(owner) = self.system_identifier {
+            if entry.system_identifier.as_deref() != Some(owner) && entry.state != EntryState::Incomplete {
+                return Some(Why::OtherCluster(entry.system_identifier.clone()));
+            }
+        }
+        match (&entry.state, self.lineage) {
+            (EntryState::Done(done), Some(lineage)) => off_lineage(lineage, done).map(Why::OffLineage),
+            _ => None,
+        }
+    }
+}
+
+/// Why DONE backup `done` is not on `lineage`: on its timeline, or on an ancestor left
+/// only after the backup ended (a restore from it can follow onto the current timeline).
+fn off_lineage(lineage: &TimelineHistory, done: &super::catalog::DoneBackup) -> Option<String> {
+    let timeline = done.end_wal.timeline.0;
+    if timeline == lineage.timeline {
+        return None;
+    }
+    let Some((_, left_at)) = lineage.ancestors.iter().find(|(ancestor, _)| *ancestor == timeline) else {
+        return Some(format!("timeline {timeline} is neither timeline {} nor one it descends from", lineage.timeline));
+    };
+    let lsn = |lsn: u64| format!("{:X}/{:X}", lsn >> 32, lsn & 0xFFFF_FFFF);
+    match done.end_lsn {
+        Some(end) if end < *left_at => None,
+        Some(end) => Some(format!(
+            "it ended at {} on timeline {timeline}, which timeline {}'s history left at {}",
+            lsn(end),
+            lineage.timeline,
+            lsn(*left_at)
+        )),
+        None => Some(format!("its backup.info has no end_xlog to place it before timeline {timeline} was left")),
+    }
+}
+
 /// Decides on every backup of `catalog` (oldest first, as read): see the module
 /// [`super`] for the rules.
 pub fn decide(
@@ -190,6 +248,7 @@ pub fn decide(
     policy: Option<Policy>,
     minimum_redundancy: u32,
     now: DateTime<Utc>,
+    scope: Scope<'_>,
 ) -> Vec<BackupDecision> {
     let Some(policy) = policy else {
         return catalog
@@ -197,14 +256,21 @@ pub fn decide(
             .map(|backup| BackupDecision { backup, why: Why::NoPolicy, wal_need: WalNeed::Nothing })
             .collect();
     };
+    // Whatever the caller passed, the newest DONE backup is never planned away.
+    let minimum_redundancy = minimum_redundancy.max(1);
+    let excluded: BTreeMap<BackupId, Why> =
+        catalog.iter().filter_map(|entry| Some((entry.id.clone(), scope.excludes(entry)?))).collect();
     let mut done: Vec<(DoneBackupRef<'_>, Option<KeepTarget>)> = catalog
         .iter()
+        .filter(|entry| !excluded.contains_key(&entry.id))
         .filter_map(|entry| match &entry.state {
             EntryState::Done(done) => Some((DoneBackupRef { id: &entry.id, done }, entry.keep)),
             _ => None,
         })
         .collect();
-    done.sort_by(|a, b| b.0.id.cmp(a.0.id));
+    // Newest first by when they ended: Barman Cloud's ids are the local start time, which
+    // a long backup or a time zone change puts out of order.
+    done.sort_by(|a, b| (b.0.done.ended, b.0.id).cmp(&(a.0.done.ended, a.0.id)));
     let verdicts: BTreeMap<BackupId, (Why, WalNeed)> = done
         .iter()
         .zip(done_verdicts(&done, policy, minimum_redundancy, now))
@@ -224,20 +290,25 @@ pub fn decide(
     catalog
         .into_iter()
         .map(|backup| {
-            let (why, wal_need) = match &backup.state {
-                EntryState::Done(_) => verdicts[&backup.id].clone(),
-                EntryState::Started { live: true, begin_wal } => {
-                    (Why::Running, begin_wal.map_or(WalNeed::Nothing, WalNeed::FromBegin))
-                }
-                EntryState::Started { live: false, .. } if superseded(&backup.id) => {
-                    (Why::Interrupted, WalNeed::Nothing)
-                }
-                EntryState::Failed if superseded(&backup.id) => (Why::Failed, WalNeed::Nothing),
-                EntryState::Incomplete if superseded(&backup.id) => (Why::Incomplete, WalNeed::Nothing),
-                EntryState::Started { .. } | EntryState::Failed | EntryState::Incomplete => {
-                    (Why::NoNewerDone, WalNeed::Nothing)
-                }
-                EntryState::Other(status) => (Why::UnknownStatus(status.clone()), WalNeed::Nothing),
+            let (why, wal_need) = match (&backup.state, excluded.get(&backup.id)) {
+                // Kept, and (when DONE) restorable to any later point, as it may be needed.
+                (EntryState::Done(done), Some(why)) => (why.clone(), WalNeed::FromBegin(done.begin_wal)),
+                (_, Some(why)) => (why.clone(), WalNeed::Nothing),
+                (state, None) => match state {
+                    EntryState::Done(_) => verdicts[&backup.id].clone(),
+                    EntryState::Started { live: true, begin_wal } => {
+                        (Why::Running, begin_wal.map_or(WalNeed::Nothing, WalNeed::FromBegin))
+                    }
+                    EntryState::Started { live: false, .. } if superseded(&backup.id) => {
+                        (Why::Interrupted, WalNeed::Nothing)
+                    }
+                    EntryState::Failed if superseded(&backup.id) => (Why::Failed, WalNeed::Nothing),
+                    EntryState::Incomplete if superseded(&backup.id) => (Why::Incomplete, WalNeed::Nothing),
+                    EntryState::Started { .. } | EntryState::Failed | EntryState::Incomplete => {
+                        (Why::NoNewerDone, WalNeed::Nothing)
+                    }
+                    EntryState::Other(status) => (Why::UnknownStatus(status.clone()), WalNeed::Nothing),
+                },
             };
             // A keep mark wins over anything that would delete (a DONE backup's verdict
             // says so already).
@@ -413,6 +484,12 @@ pub struct PlanRequest<'a> {
     pub minimum_redundancy: u32,
     pub now: DateTime<Utc>,
     pub started_is_live: &'a StartedIsLive<'a>,
+    /// The system identifier of the server that expires (`None`: the command line). When
+    /// the repository's `pgops.json` names another, nothing is decided.
+    pub system_identifier: Option<u64>,
+    /// The current timeline of the server that expires and its history: only DONE backups
+    /// on it count (`None`: every DONE backup of the owner counts).
+    pub lineage: Option<TimelineHistory>,
 }
 
 /// What a retention run keeps and deletes.
@@ -444,11 +521,18 @@ impl Plan {
 }
 
 /// The oldest time one can restore to once `decisions` are carried out: the end of the
-/// oldest DONE backup kept (`None` without one).
+/// oldest DONE backup kept for point-in-time recovery (not one kept `standalone`, not
+/// another cluster's or another timeline's; `None` without one).
 pub fn recoverable_from(decisions: &[BackupDecision]) -> Option<DateTime<Utc>> {
     decisions
         .iter()
-        .filter(|decision| decision.kept())
+        .filter(|decision| {
+            decision.kept()
+                && !matches!(
+                    decision.why,
+                    Why::Keep(KeepTarget::Standalone) | Why::OffLineage(_) | Why::OtherCluster(_)
+                )
+        })
         .filter_map(|decision| match decision.backup.state {
             EntryState::Done(done) => Some(done.ended),
             _ => None,
@@ -470,8 +554,28 @@ pub fn last_done_ended(decisions: &[BackupDecision]) -> Option<DateTime<Utc>> {
 /// The decision on every backup without the WAL survey (cheap enough for listings and
 /// monitoring): the catalog read completely, or the error naming what could not be read.
 pub async fn assess(repo: &Repository, request: &PlanRequest<'_>) -> Result<Vec<BackupDecision>, RetentionError> {
+    let owner = repository_owner(repo, request.system_identifier).await?;
     let catalog = read_catalog(repo, request.started_is_live).await?;
-    Ok(decide(catalog, request.policy, request.minimum_redundancy, request.now))
+    let scope = Scope { system_identifier: owner.as_deref(), lineage: request.lineage.as_ref() };
+    Ok(decide(catalog, request.policy, request.minimum_redundancy, request.now, scope))
+}
+
+/// The system identifier backups must carry: the repository owner's (`pgops.json`), else
+/// the server's. A server that does not own the repository decides nothing.
+async fn repository_owner(repo: &Repository, server: Option<u64>) -> Result<Option<String>, RetentionError> {
+    let owner = ownership::owner(repo).await.map_err(|e| match e {
+        OwnershipError::Store(e) => RetentionError::Store(e),
+        e => RetentionError::Unreadable { location: repo.location(ownership::METADATA_OBJECT), problem: e.to_string() },
+    })?;
+    let server = server.map(|id| id.to_string());
+    match (owner, server) {
+        (Some(owner), Some(server)) if owner.system_identifier != server => Err(RetentionError::NotOwner {
+            location: repo.location(ownership::METADATA_OBJECT),
+            owner: owner.system_identifier,
+            server,
+        }),
+        (owner, server) => Ok(owner.map(|owner| owner.system_identifier).or(server)),
+    }
 }
 
 /// Reads the catalog and the WAL listing and decides. Any listing or read error, and any

@@ -83,7 +83,12 @@ impl Policy {
         let words: Vec<&str> = words.iter().map(String::as_str).collect();
         let policy = match words.as_slice() {
             [] => return Ok(None),
-            ["redundancy", count] => Policy::Redundancy(number(count).map_err(invalid)?),
+            ["redundancy", count] => match number(count).map_err(invalid)? {
+                // Barman accepts it and leans on minimum_redundancy; pgops never plans to
+                // delete every backup.
+                0 => return Err(invalid("REDUNDANCY 0 would keep no backup (pgops refuses it, unlike Barman)".into())),
+                count => Policy::Redundancy(count),
+            },
             ["recovery", "window", "of", count, unit] => Policy::RecoveryWindow {
                 count: number(count).map_err(invalid)?,
                 unit: WindowUnit::from_word(unit)
@@ -145,8 +150,6 @@ mod tests {
         assert_eq!(parse("recovery window of 1 month"), window(1, WindowUnit::Months));
         assert_eq!(parse("REDUNDANCY 7"), Policy::Redundancy(7));
         assert_eq!(parse(" redundancy  7 "), Policy::Redundancy(7));
-        // Barman accepts zero (minimum_redundancy is the guard).
-        assert_eq!(parse("REDUNDANCY 0"), Policy::Redundancy(0));
     }
 
     #[test]
@@ -194,6 +197,7 @@ mod tests {
             "d",
             "-5d",
             "REDUNDANCY",
+            "REDUNDANCY 0",
             "REDUNDANCY +5",
             "REDUNDANCY -1",
             "REDUNDANCY 5 backups",

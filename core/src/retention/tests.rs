@@ -137,6 +137,8 @@ async fn plan_with(repo: &Repository, policy: &str, minimum_redundancy: u32) -> 
         minimum_redundancy,
         now: at(NOW),
         started_is_live: NOBODY_RUNNING,
+        system_identifier: None,
+        lineage: None,
     };
     plan(repo, &request).await
 }
@@ -233,8 +235,8 @@ async fn a_recovery_window_keeps_the_newest_backup_that_ended_before_it_and_ever
     assert_eq!(obsolete_ids(&plan), ["20261108T020000", "20261109T020000", "20261110T020000"]);
     assert_eq!(verdicts(&plan)[4].1, Why::RecoveryWindowStart);
     assert_eq!(verdicts(&plan)[5].1, Why::WithinRecoveryWindow);
-    // A (kept standalone) is the oldest point left to restore to.
-    assert_eq!(plan.recoverable_from(), Some(at("2026-11-01T02:10:00Z")));
+    // A is kept standalone: restorable to its end only, not a point-in-time start; D is.
+    assert_eq!(plan.recoverable_from(), Some(at("2026-11-15T02:10:00Z")));
     std::fs::remove_file(fixture.dir.path().join(format!("srv/base/20261101T020000/{KEEP_ANNOTATION}"))).unwrap();
     let plan = plan_with(&repo, "7d", 1).await.unwrap();
     assert_eq!(plan.recoverable_from(), Some(at("2026-11-15T02:10:00Z")), "D, the window's start");
@@ -244,6 +246,8 @@ async fn a_recovery_window_keeps_the_newest_backup_that_ended_before_it_and_ever
         minimum_redundancy: 1,
         now: plan.now,
         started_is_live: NOBODY_RUNNING,
+        system_identifier: None,
+        lineage: None,
     };
     let decisions = assess(&repo, &request).await.unwrap();
     assert_eq!(decisions, plan.backups);
@@ -283,10 +287,6 @@ async fn minimum_redundancy_wins_over_the_policy() {
     assert_eq!(verdicts(&plan)[5].1, Why::Redundancy { count: 1 });
     assert_eq!(verdicts(&plan)[4].1, Why::MinimumRedundancy { minimum: 3 });
     assert_eq!(verdicts(&plan)[1].1, Why::MinimumRedundancy { minimum: 3 });
-    // Even REDUNDANCY 0 (which Barman accepts) keeps the minimum.
-    let plan = plan_with(&repo, "REDUNDANCY 0", 1).await.unwrap();
-    assert_eq!(verdicts(&plan)[5].1, Why::MinimumRedundancy { minimum: 1 });
-    assert!(plan.backups.iter().filter(|d| matches!(d.backup.state, EntryState::Done(_)) && d.kept()).count() >= 1);
 }
 
 /// Barman counts a backup marked keep among the newest N, and a keep mark on an old
@@ -364,6 +364,8 @@ async fn a_started_backup_of_a_live_worker_is_never_touched() {
         minimum_redundancy: 1,
         now: at(NOW),
         started_is_live: live,
+        system_identifier: None,
+        lineage: None,
     };
     let plan = plan(&repo, &request).await.unwrap();
     assert_eq!(verdicts(&plan)[0].1, Why::Running);
@@ -408,7 +410,7 @@ async fn a_catalog_that_cannot_be_read_completely_deletes_nothing() {
     // A store that cannot list.
     let outage = Arc::new(Outage::new(fixture.dir.path()));
     let err = plan_with(&fixture.repo_over(outage), "REDUNDANCY 1", 1).await.unwrap_err();
-    assert!(matches!(err, RetentionError::Store(_)) && err.to_string().contains("srv/base/"), "{err}");
+    assert!(matches!(err, RetentionError::Store(_)) && err.to_string().contains("srv/pgops.json"), "{err}");
 }
 
 /// Stopped after any number of deletions, a run leaves every object a complete run keeps
@@ -487,4 +489,167 @@ async fn a_timeline_without_its_history_file_keeps_more() {
     // B (timeline 1, 0xA) is the oldest kept restorable from its begin: timeline 2 keeps
     // everything from 0xA, i.e. all of it, as when its history says it descends from 1.
     assert_eq!(plan.wal.iter().map(|r| r.timeline.0).collect::<Vec<_>>(), [1]);
+}
+
+async fn plan_for(
+    repo: &Repository,
+    policy: &str,
+    system_identifier: Option<u64>,
+    lineage: Option<crate::restore::TimelineHistory>,
+) -> Result<Plan, RetentionError> {
+    let request = PlanRequest {
+        policy: Policy::parse(policy).unwrap(),
+        minimum_redundancy: 1,
+        now: at(NOW),
+        started_is_live: NOBODY_RUNNING,
+        system_identifier,
+        lineage,
+    };
+    plan(repo, &request).await
+}
+
+/// A DONE backup on `timeline`, segments `begin`–`end`, that ended at the start of
+/// segment `end` + 1 (`end_xlog`), of cluster `systemid`.
+fn done_at(fixture: &Fixture, id: &str, ended: &str, timeline: u32, (begin, end): (u32, u32), systemid: &str) {
+    let info = format!(
+        "{}end_xlog=0/{:X}\nsystemid={systemid}\n",
+        backup_info("DONE", ended, timeline, begin, end),
+        (end + 1) << 24
+    );
+    fixture.backup(id, Some(info));
+}
+
+#[tokio::test]
+async fn only_backups_on_the_servers_timeline_history_count() {
+    // A (1 November, TL1 2–3) is the backup a point-in-time restore started from; the
+    // server was promoted to TL2 branching from TL1 at segment 5. B and C (TL1, 8 and 15
+    // November) are on the abandoned branch; D (TL2, 22 November) is the live one's.
+    let fixture = Fixture::new();
+    done_at(&fixture, "20261101T020000", "2026-11-01 02:10:00.000000+00:00", 1, (2, 3), "7");
+    done_at(&fixture, "20261108T020000", "2026-11-08 02:10:00.000000+00:00", 1, (8, 9), "7");
+    done_at(&fixture, "20261115T020000", "2026-11-15 02:10:00.000000+00:00", 1, (0xC, 0xD), "7");
+    done_at(&fixture, "20261122T020000", "2026-11-22 02:10:00.000000+00:00", 2, (0x10, 0x11), "7");
+    fixture.wal(1, 1..=0xE);
+    fixture.history(2, 1, 5);
+    fixture.wal(2, 5..=0x12);
+    let repo = fixture.repo();
+    let lineage = crate::restore::TimelineHistory { timeline: 2, ancestors: vec![(1, 5 << 24)] };
+    let plan = plan_for(&repo, "REDUNDANCY 2", Some(7), Some(lineage)).await.unwrap();
+    let whys = verdicts(&plan);
+    assert_eq!(whys[0].1, Why::Redundancy { count: 2 }, "A is where timeline 2 came from: {whys:?}");
+    assert_eq!(whys[3].1, Why::Redundancy { count: 2 });
+    for (id, why) in &whys[1..3] {
+        let Why::OffLineage(detail) = why else { panic!("{id}: {why:?}") };
+        assert!(why.keeps() && why.to_string().starts_with("not on this server's timeline history"), "{detail}");
+    }
+    assert!(plan.obsolete().next().is_none());
+    // Timeline 2's WAL all stays (A's restore reads it), and timeline 1's from A's begin.
+    let going: Vec<_> = plan.wal.iter().map(|r| (r.timeline.0, r.first.to_string(), r.last.to_string())).collect();
+    assert_eq!(going, [(1, segment(1, 1), segment(1, 1))]);
+    // A backup ending exactly where the lineage left its timeline is not before it.
+    let lineage = crate::restore::TimelineHistory { timeline: 2, ancestors: vec![(1, 4 << 24)] };
+    let plan = plan_for(&repo, "REDUNDANCY 2", Some(7), Some(lineage)).await.unwrap();
+    assert!(matches!(verdicts(&plan)[0].1, Why::OffLineage(_)), "{:?}", verdicts(&plan));
+    // Without a lineage (the command line) every DONE backup counts.
+    let plan = plan_for(&repo, "REDUNDANCY 2", Some(7), None).await.unwrap();
+    assert_eq!(obsolete_ids(&plan), ["20261101T020000", "20261108T020000"]);
+}
+
+#[tokio::test]
+async fn another_clusters_backups_are_never_counted_nor_deleted() {
+    let fixture = Fixture::new();
+    fixture.write(
+        crate::ownership::METADATA_OBJECT,
+        br#"{"system_identifier":"7","pg_version_num":150000,"wal_segment_size":16777216,"created_by":"pgops"}"#,
+    );
+    done_at(&fixture, "20261101T020000", "2026-11-01 02:10:00.000000+00:00", 1, (2, 3), "7");
+    done_at(&fixture, "20261108T020000", "2026-11-08 02:10:00.000000+00:00", 1, (8, 9), "7");
+    done_at(&fixture, "20261115T020000", "2026-11-15 02:10:00.000000+00:00", 1, (0xC, 0xD), "99");
+    fixture.backup("20261116T020000", Some("status=FAILED\nsystemid=99\n".into()));
+    fixture.wal(1, 1..=0xE);
+    let repo = fixture.repo();
+    // The command line (no server) checks against pgops.json.
+    let plan = plan_for(&repo, "REDUNDANCY 1", None, None).await.unwrap();
+    let whys = verdicts(&plan);
+    assert_eq!(whys[2].1, Why::OtherCluster(Some("99".into())));
+    assert_eq!(whys[2].1.to_string(), "another cluster's backup (system identifier 99)");
+    assert_eq!(whys[3].1, Why::OtherCluster(Some("99".into())));
+    assert_eq!(whys[1].1, Why::Redundancy { count: 1 });
+    assert_eq!(obsolete_ids(&plan), ["20261101T020000"]);
+    // A server that does not own the repository deletes nothing.
+    let refused = plan_for(&repo, "REDUNDANCY 1", Some(8), None).await.unwrap_err();
+    assert!(matches!(refused, RetentionError::NotOwner { .. }), "{refused}");
+    assert!(refused.to_string().contains("system identifier 7"), "{refused}");
+    // Without pgops.json, the server's own identifier decides.
+    std::fs::remove_file(fixture.dir.path().join("srv").join(crate::ownership::METADATA_OBJECT)).unwrap();
+    let plan = plan_for(&repo, "REDUNDANCY 1", Some(99), None).await.unwrap();
+    assert_eq!(verdicts(&plan)[0].1, Why::OtherCluster(Some("7".into())));
+    assert_eq!(verdicts(&plan)[2].1, Why::Redundancy { count: 1 });
+}
+
+#[tokio::test]
+async fn a_listed_backup_info_or_keep_mark_that_cannot_be_read_stops_the_run() {
+    let fixture = two_timelines();
+    fixture.keep("20261108T020000", "full");
+    let outage = Arc::new(Outage::new(fixture.dir.path()));
+    outage.failing.store(false, std::sync::atomic::Ordering::SeqCst);
+    let repo = fixture.repo_over(outage.clone());
+    for hidden in ["20261122T020000/backup.info", "20261108T020000/annotations/keep"] {
+        *outage.hidden.lock().unwrap() = vec![hidden.to_string()];
+        let error = plan_with(&repo, "REDUNDANCY 1", 1).await.unwrap_err();
+        assert!(
+            matches!(&error, RetentionError::Unreadable { location, .. } if location.ends_with(hidden)),
+            "{hidden}: {error}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn the_newest_done_backup_is_never_planned_away() {
+    let fixture = two_timelines();
+    let repo = fixture.repo();
+    // REDUNDANCY 0 does not parse; built directly, with minimum_redundancy 0, the newest
+    // DONE backup still stays.
+    let request = PlanRequest {
+        policy: Some(Policy::Redundancy(0)),
+        minimum_redundancy: 0,
+        now: at(NOW),
+        started_is_live: NOBODY_RUNNING,
+        system_identifier: None,
+        lineage: None,
+    };
+    let plan = plan(&repo, &request).await.unwrap();
+    let whys = verdicts(&plan);
+    assert_eq!(whys[5], ("20261122T020000".into(), Why::MinimumRedundancy { minimum: 1 }), "{whys:?}");
+    assert!(Policy::parse("REDUNDANCY 0").unwrap_err().message.contains("pgops refuses it"));
+}
+
+#[tokio::test]
+async fn a_backup_marked_keep_after_the_plan_is_left_alone() {
+    let fixture = two_timelines();
+    let repo = fixture.repo();
+    let plan = plan_with(&repo, "REDUNDANCY 2", 1).await.unwrap();
+    assert!(obsolete_ids(&plan).contains(&"20261108T020000".to_string()));
+    fixture.keep("20261108T020000", "full");
+    let before = fixture.objects();
+    let report = execute(&repo, &plan).await.unwrap();
+    let after = fixture.objects();
+    assert_eq!(of_backup(&after, "20261108T020000"), of_backup(&before, "20261108T020000"));
+    assert_eq!(report.kept_since_plan, ["20261108T020000".parse::<BackupId>().unwrap()]);
+    assert_eq!(report.wal_objects_removed, 0, "the plan's WAL rule did not count it");
+    assert!(after.contains(&wal_key(1, 0xA)));
+    assert!(!report.backups_removed.iter().any(|id| id.as_str() == "20261108T020000"), "{report}");
+    assert!(report.to_string().contains("marked keep since the plan, so left alone: 20261108T020000"), "{report}");
+}
+
+#[tokio::test]
+async fn done_backups_are_ranked_by_when_they_ended_not_by_id() {
+    let fixture = Fixture::new();
+    // A backup started at 03:00 local time (its id) that ended before one started at
+    // 02:00 after a time zone change.
+    fixture.done("20261110T030000", "2026-11-10 02:10:00.000000+00:00", 1, 2, 3);
+    fixture.done("20261110T020000", "2026-11-10 04:10:00.000000+00:00", 1, 5, 6);
+    fixture.wal(1, 1..=7);
+    let plan = plan_with(&fixture.repo(), "REDUNDANCY 1", 1).await.unwrap();
+    assert_eq!(obsolete_ids(&plan), ["20261110T030000"], "{:?}", verdicts(&plan));
 }

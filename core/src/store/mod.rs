@@ -129,8 +129,10 @@ pub trait ObjectStore: Send + Sync + fmt::Debug {
     async fn list(&self, prefix: &str) -> StoreResult<Vec<ObjectMeta>> {
         let mut objects = Vec::new();
         let mut continuation = None;
+        let mut order = PageOrder::default();
         loop {
             let page = self.list_page(prefix, continuation.as_deref(), LIST_PAGE_SIZE).await?;
+            order.check(continuation.as_deref(), &page, || self.location(prefix))?;
             objects.extend(page.objects);
             match page.continuation {
                 Some(next) => continuation = Some(next),
@@ -246,7 +248,13 @@ impl Repository {
 
     /// The objects under `relative_prefix`, a page at a time.
     pub fn listing(&self, relative_prefix: &str) -> Listing<'_> {
-        Listing { store: self.store.as_ref(), prefix: self.key(relative_prefix), continuation: None, finished: false }
+        Listing {
+            store: self.store.as_ref(),
+            prefix: self.key(relative_prefix),
+            continuation: None,
+            finished: false,
+            order: PageOrder::default(),
+        }
     }
 
     /// The repository-relative path of store key `key` (`None` for a key outside the
@@ -272,6 +280,46 @@ pub struct Listing<'a> {
     prefix: String,
     continuation: Option<String>,
     finished: bool,
+    order: PageOrder,
+}
+
+/// Where a listing's previous page ended: each page must start after it, and a token
+/// must not come back as its own successor. A store that ignores the continuation token
+/// would otherwise repeat a page forever (or retention count its objects twice).
+#[derive(Debug, Default)]
+struct PageOrder {
+    last_key: Option<String>,
+}
+
+impl PageOrder {
+    fn check(&mut self, sent: Option<&str>, page: &ListPage, location: impl FnOnce() -> String) -> StoreResult<()> {
+        let broken = |cause: String| StoreError {
+            operation: "ListObjectsV2",
+            location: location(),
+            kind: StoreErrorKind::Other,
+            cause: format!(
+                "{cause}: the store does not follow the continuation token, so the listing cannot be read completely"
+            ),
+        };
+        if let (Some(last), Some(first)) = (&self.last_key, page.objects.first()) {
+            if first.key <= *last {
+                return Err(broken(format!(
+                    "a page starts at {}, not after the previous page's last key {last}",
+                    first.key
+                )));
+            }
+        }
+        if page.continuation.is_some() && page.continuation.as_deref() == sent {
+            return Err(broken(format!(
+                "the page read with token {} names the same token for the next",
+                sent.unwrap_or_default()
+            )));
+        }
+        if let Some(last) = page.objects.last() {
+            self.last_key = Some(last.key.clone());
+        }
+        Ok(())
+    }
 }
 
 impl Listing<'_> {
@@ -281,6 +329,7 @@ impl Listing<'_> {
             return Ok(None);
         }
         let page = self.store.list_page(&self.prefix, self.continuation.as_deref(), LIST_PAGE_SIZE).await?;
+        self.order.check(self.continuation.as_deref(), &page, || self.store.location(&self.prefix))?;
         self.finished = page.continuation.is_none();
         self.continuation = page.continuation;
         Ok(Some(page.objects))

@@ -241,7 +241,8 @@ impl ObjectStore for S3Store {
             .collect();
         objects.sort_by(|a, b| a.key.cmp(&b.key));
         let continuation = match (page.is_truncated(), page.next_continuation_token()) {
-            (Some(true), Some(token)) => Some(token.to_string()),
+            // A token means more may follow, whatever IsTruncated says (stores disagree).
+            (_, Some(token)) => Some(token.to_string()),
             // Taking such a page for the last would make an incomplete listing look
             // complete (and retention decide on it).
             (Some(true), None) => {
@@ -599,6 +600,27 @@ mod tests {
         let (endpoint, _) = serve("200 OK", list_answer(false, None)).await;
         let store = S3Store::new("bucket", &options(endpoint)).await;
         assert_eq!(store.list_page("p/", None, 2).await.unwrap().continuation, None, "the last page");
+    }
+
+    /// A token is followed even on a page that says it is the last; a store that ignores
+    /// the token (the same page again) is an error, not an endless listing.
+    #[tokio::test]
+    async fn a_token_is_followed_and_a_store_ignoring_it_fails_the_listing() {
+        let (endpoint, _) = serve("200 OK", list_answer(false, Some("tok-2"))).await;
+        let store = S3Store::new("bucket", &options(endpoint)).await;
+        assert_eq!(store.list_page("p/", None, 2).await.unwrap().continuation.as_deref(), Some("tok-2"));
+        let (endpoint, requests) = serve("200 OK", list_answer(true, Some("tok-2"))).await;
+        let store: std::sync::Arc<dyn ObjectStore> =
+            std::sync::Arc::new(S3Store::new("bucket", &options(endpoint)).await);
+        let listed = tokio::time::timeout(std::time::Duration::from_secs(10), store.list("p/")).await;
+        let err = listed.expect("the listing ends").unwrap_err();
+        assert!(err.cause.contains("does not follow the continuation token"), "{err}");
+        let repo = super::super::Repository::new(store, "p");
+        let mut listing = repo.listing("");
+        listing.next_page().await.unwrap();
+        let err = listing.next_page().await.unwrap_err();
+        assert!(err.cause.contains("not after the previous page's last key p/b"), "{err}");
+        assert!(requests.lock().unwrap().len() >= 4);
     }
 
     /// A page that says more follows but gives no token must not pass for the last one:

@@ -14,12 +14,15 @@ pub struct Outage {
     inner: LocalStore,
     pub failing: AtomicBool,
     pub calls: AtomicU32,
+    /// Keys ending so that reads find nothing although listings show them (an object
+    /// deleted, or not yet visible, between the two).
+    pub hidden: Mutex<Vec<String>>,
 }
 
 impl Outage {
     /// Over a local store at `root`, failing from the start.
     pub fn new(root: &std::path::Path) -> Outage {
-        Outage { inner: LocalStore::new(root), failing: true.into(), calls: 0.into() }
+        Outage { inner: LocalStore::new(root), failing: true.into(), calls: 0.into(), hidden: Mutex::default() }
     }
 
     fn check(&self, key: &str) -> StoreResult<()> {
@@ -43,6 +46,9 @@ impl ObjectStore for Outage {
     }
     async fn get(&self, key: &str) -> StoreResult<Option<Bytes>> {
         self.check(key)?;
+        if self.hidden.lock().unwrap().iter().any(|hidden| key.ends_with(hidden.as_str())) {
+            return Ok(None);
+        }
         self.inner.get(key).await
     }
     async fn head(&self, key: &str) -> StoreResult<Option<ObjectMeta>> {
