@@ -168,14 +168,20 @@ fn backup_now(wait: default!(bool, true), fast: default!(Option<bool>, "NULL")) 
             PRELOAD_HINT,
         );
     }
+    // The worker starts after the server accepts connections and is restarted 5 s after it
+    // stops: a call in that gap waits for it (cancel ends the wait) rather than failing.
+    let worker_deadline = std::time::Instant::now() + WORKER_START_GRACE;
     let backup_id = loop {
         let backup_id = backup::backup_id(chrono::Utc::now());
         match backup_control::request(&backup_id, fast) {
             Ok(()) => break backup_id,
             Err(RequestRefused::SameSecond) => sleep_interruptibly(100),
+            Err(RequestRefused::WorkerNotRunning) if std::time::Instant::now() < worker_deadline => {
+                sleep_interruptibly(100)
+            }
             Err(RequestRefused::WorkerNotRunning) => raise(
                 PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
-                "the pgops worker is not running".into(),
+                format!("the pgops worker is not running (waited {} s for it)", WORKER_START_GRACE.as_secs()),
                 "It starts with the server when pgops is in shared_preload_libraries; see the server log for why it stopped.",
             ),
             Err(RequestRefused::Busy(running)) => raise(
@@ -231,6 +237,9 @@ fn tell_spread_checkpoint(backup_id: &str) {
 }
 
 /// Waits on this backend's latch, so that a cancel or terminate is served at once.
+/// How long `backup_now()` waits for a worker that is starting or restarting.
+const WORKER_START_GRACE: std::time::Duration = std::time::Duration::from_secs(15);
+
 fn sleep_interruptibly(milliseconds: i64) {
     unsafe {
         let events = (pg_sys::WL_LATCH_SET | pg_sys::WL_TIMEOUT | pg_sys::WL_EXIT_ON_PM_DEATH) as i32;
