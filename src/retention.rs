@@ -72,7 +72,7 @@ impl ServerPosition {
         }
         const HINT: &str = "Retention counts only the backups on this server's timeline history and deletes nothing \
                             without it: restore the history file into pg_wal (pgops wal-fetch can fetch it from the \
-                            repository), or expire with the pgops expire command.";
+                            repository), or expire with pgops expire --timeline N (N: this server's timeline).";
         let data_directory = guc::data_directory().ok_or(("the data directory is not known".to_string(), HINT))?;
         let path = data_directory.join("pg_wal").join(format!("{timeline:08X}.history"));
         let text = std::fs::read_to_string(&path).map_err(|e| {

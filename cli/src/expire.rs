@@ -7,7 +7,9 @@ use clap::Args;
 use pgops_core::backup::owner::BackupOwner;
 use pgops_core::backup::BackupId;
 use pgops_core::restore::stored_timeline_history;
-use pgops_core::retention::{assess, execute, plan, ExpireRow, PlanRequest, Policy, RetentionError};
+use pgops_core::retention::{
+    assess, execute, one_timeline_or_refuse, plan, ExpireRow, Plan, PlanRequest, Policy, RetentionError,
+};
 use pgops_core::store::Repository;
 use std::collections::BTreeMap;
 use std::process::ExitCode;
@@ -34,7 +36,7 @@ pub struct PolicyArgs {
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
     pub minimum_redundancy: u32,
     /// Count only DONE backups on timeline N's history (read from the repository), as the
-    /// worker does for its own timeline; without it every DONE backup counts
+    /// worker does for its own timeline; needed when DONE backups ended on several timelines
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub timeline: Option<u32>,
 }
@@ -75,6 +77,9 @@ impl PolicyArgs {
     pub async fn kept(&self, repo: &Repository) -> Result<Option<BTreeMap<String, bool>>, RetentionError> {
         let Some(request) = self.request(repo).await? else { return Ok(None) };
         let decisions = assess(repo, &request).await?;
+        if self.timeline.is_none() {
+            one_timeline_or_refuse(repo, &decisions).await?;
+        }
         Ok(Some(decisions.iter().map(|d| (d.backup.id.as_str().to_string(), d.kept())).collect()))
     }
 }
@@ -104,7 +109,14 @@ pub fn run(args: ExpireArgs, repo: &Repository, runtime: &tokio::runtime::Runtim
             return ExitCode::from(status_of(&e));
         }
     };
-    let plan = match runtime.block_on(plan(repo, &request)) {
+    let counted = async {
+        let plan = plan(repo, &request).await?;
+        if policy.timeline.is_none() {
+            one_timeline_or_refuse(repo, &plan.backups).await?;
+        }
+        Ok::<Plan, RetentionError>(plan)
+    };
+    let plan = match runtime.block_on(counted) {
         Ok(plan) => plan,
         Err(e) => {
             eprintln!("pgops expire: {e}\nhint: {}", e.hint());
@@ -133,9 +145,10 @@ pub fn run(args: ExpireArgs, repo: &Repository, runtime: &tokio::runtime::Runtim
 fn status_of(error: &RetentionError) -> u8 {
     match error {
         RetentionError::Store(_) | RetentionError::Refused { .. } => exit::STORE,
-        RetentionError::Unreadable { .. } | RetentionError::NotOwner { .. } | RetentionError::NoHistory { .. } => {
-            exit::OTHER
-        }
+        RetentionError::Unreadable { .. }
+        | RetentionError::NotOwner { .. }
+        | RetentionError::NoHistory { .. }
+        | RetentionError::TimelineNeeded { .. } => exit::OTHER,
     }
 }
 

@@ -99,7 +99,7 @@ fn a_window_expires_old_backups_leftovers_and_more_than_a_page_of_wal() {
     let newest = fake_backup(&repo, 5, 1180);
     put(&repo, "wals/00000002.history", "1\t0/10000000\tno recovery target specified\n");
 
-    let rows = dry_run_rows(&s3, "window", &["--policy", "30d"]);
+    let rows = dry_run_rows(&s3, "window", &["--policy", "30d", "--timeline", "1"]);
     assert_eq!(obsolete_ids(&rows), BTreeSet::from([oldest.clone(), old.clone(), failed.clone(), unfinished.clone()]));
     let wal: Vec<&Value> = rows.iter().filter(|r| r["kind"] == "wal").collect();
     assert_eq!(wal.len(), 1, "{rows:?}");
@@ -113,13 +113,13 @@ fn a_window_expires_old_backups_leftovers_and_more_than_a_page_of_wal() {
         let rows: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
         rows.into_iter().map(|r| (r["id"].as_str().unwrap().to_string(), r["kept_by_policy"].clone())).collect()
     };
-    let listed = list(&["--policy", "30d"]);
+    let listed = list(&["--policy", "30d", "--timeline", "1"]);
     let listed_obsolete: BTreeSet<String> =
         listed.iter().filter(|(_, kept)| *kept == false).map(|(id, _)| id.clone()).collect();
     assert_eq!(listed_obsolete, BTreeSet::from([oldest.clone(), old.clone(), failed.clone()]), "{listed:?}");
     assert!(list(&[]).iter().all(|(_, kept)| kept.is_null()));
 
-    let out = expire(&s3, "window", &["--policy", "RECOVERY WINDOW OF 30 DAYS"]);
+    let out = expire(&s3, "window", &["--policy", "RECOVERY WINDOW OF 30 DAYS", "--timeline", "1"]);
     assert!(out.status.success(), "pgops expire: {}", String::from_utf8_lossy(&out.stderr));
     let wals = keys(&repo, "wals/");
     assert_eq!(wals.len(), 51, "every segment before {} went, the history file stayed", segment(1150));
@@ -130,7 +130,7 @@ fn a_window_expires_old_backups_leftovers_and_more_than_a_page_of_wal() {
         keys(&repo, "base/").iter().map(|k| k.split('/').nth(1).unwrap().to_string()).collect();
     assert_eq!(dirs, BTreeSet::from([window_start, newest]));
     // Nothing left to do.
-    let rows = dry_run_rows(&s3, "window", &["--policy", "30d"]);
+    let rows = dry_run_rows(&s3, "window", &["--policy", "30d", "--timeline", "1"]);
     assert!(obsolete_ids(&rows).is_empty() && !rows.iter().any(|r| r["kind"] == "wal"), "{rows:?}");
 }
 
@@ -769,11 +769,16 @@ fn after_a_restore_in_place_only_backups_on_this_timelines_history_count() {
         assert!(*kept && why.starts_with("not on this server's timeline history ("), "{id}: {why}");
     }
     assert_eq!(rows.len(), 3);
-    // The command line counts every DONE backup, unless told the timeline.
+    // The command line cannot tell the live branch: with DONE backups on two timelines it
+    // refuses (nothing deleted) until told the timeline, then counts only that history.
+    let untold = expire(&s3, "pitr", &["--policy", "REDUNDANCY 1"]);
+    let said = String::from_utf8_lossy(&untold.stderr);
+    assert_eq!(untold.status.code(), Some(4), "{said}");
+    assert!(said.contains("more than one timeline") && said.contains("--timeline N"), "{said}");
     let cli_obsolete =
         |args: &[&str]| obsolete_ids(&dry_run_rows(&s3, "pitr", &[&["--policy", "REDUNDANCY 1"], args].concat()));
-    assert_eq!(cli_obsolete(&[]), BTreeSet::from([a.clone(), b.clone()]));
     assert_eq!(cli_obsolete(&["--timeline", "2"]), BTreeSet::new());
+    assert_eq!(verdicts().len(), 3, "nothing was deleted");
     let unknown = expire(&s3, "pitr", &["--dry-run", "--policy", "REDUNDANCY 1", "--timeline", "9"]);
     let said = String::from_utf8_lossy(&unknown.stderr);
     assert_eq!(unknown.status.code(), Some(4), "{said}");

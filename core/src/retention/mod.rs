@@ -42,7 +42,8 @@ mod tests;
 pub use catalog::{read_catalog, CatalogEntry, DoneBackup, EntryState, KeepTarget, StartedIsLive, KEEP_ANNOTATION};
 pub use execute::{execute, ExpireFailure, ExpireReport};
 pub use plan::{
-    assess, decide, last_done_ended, plan, recoverable_from, BackupDecision, Plan, PlanRequest, Scope, WalRange, Why,
+    assess, decide, last_done_ended, one_timeline_or_refuse, plan, recoverable_from, BackupDecision, Plan, PlanRequest,
+    Scope, WalRange, Why,
 };
 pub use policy::{Policy, WindowUnit};
 pub use rows::{ExpireRow, RowKind};
@@ -63,6 +64,9 @@ pub enum RetentionError {
     /// The history of the timeline the caller named cannot be read.
     #[error("the history of timeline {timeline} cannot be read from {location}: {problem}")]
     NoHistory { timeline: u32, location: String, problem: String },
+    /// The repository holds more than one timeline and the caller named none to count on.
+    #[error("{found}: without the timeline of the cluster the backups are for, retention cannot tell live backups from an abandoned branch's")]
+    TimelineNeeded { found: String },
     /// The store refused to delete objects (a batch delete's errors per key).
     #[error("the store refused to delete {location}: {cause}{}", match others { 0 => String::new(), n => format!(" (and {n} other objects)") })]
     Refused { location: String, cause: String, others: usize },
@@ -84,6 +88,10 @@ impl RetentionError {
             RetentionError::NoHistory { .. } => {
                 "Name a timeline whose history file is in the repository's wals/ (every timeline after the first has \
                  one), or leave --timeline out to count every DONE backup."
+            }
+            RetentionError::TimelineNeeded { .. } => {
+                "Pass --timeline N: the timeline of the cluster these backups are for (its newest after a failover); \
+                 only DONE backups on that timeline's history count, the others are kept."
             }
             RetentionError::Refused { .. } => {
                 "Check that the credentials may delete objects and that no object lock or retention holds them; kept \

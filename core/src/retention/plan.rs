@@ -560,6 +560,31 @@ pub async fn assess(repo: &Repository, request: &PlanRequest<'_>) -> Result<Vec<
     Ok(decide(catalog, request.policy, request.minimum_redundancy, request.now, scope))
 }
 
+/// Without a lineage to count on (the command line without `--timeline`), every DONE
+/// backup counts: right only on a repository of one timeline. With more (a failover, or a
+/// point-in-time restore in place, whose abandoned branch may hold newer backups than the
+/// one the live timeline came from, even on the same timeline), it is refused: the
+/// repository has timeline 2's history file, or DONE backups ended on several timelines.
+pub async fn one_timeline_or_refuse(repo: &Repository, decisions: &[BackupDecision]) -> Result<(), RetentionError> {
+    let timelines: std::collections::BTreeSet<u32> = decisions
+        .iter()
+        .filter(|decision| !matches!(decision.why, Why::OtherCluster(_)))
+        .filter_map(|decision| match &decision.backup.state {
+            EntryState::Done(done) => Some(done.end_wal.timeline.0),
+            _ => None,
+        })
+        .collect();
+    if timelines.len() > 1 {
+        return Err(RetentionError::TimelineNeeded { found: format!("DONE backups ended on timelines {timelines:?}") });
+    }
+    if let Some(history) = repo.list("wals/00000002.history").await?.first() {
+        return Err(RetentionError::TimelineNeeded {
+            found: format!("the repository holds more than one timeline ({})", repo.store.location(&history.key)),
+        });
+    }
+    Ok(())
+}
+
 /// The system identifier backups must carry: the repository owner's (`pgops.json`), else
 /// the server's. A server that does not own the repository decides nothing.
 async fn repository_owner(repo: &Repository, server: Option<u64>) -> Result<Option<String>, RetentionError> {

@@ -653,3 +653,27 @@ async fn done_backups_are_ranked_by_when_they_ended_not_by_id() {
     let plan = plan_with(&fixture.repo(), "REDUNDANCY 1", 1).await.unwrap();
     assert_eq!(obsolete_ids(&plan), ["20261110T030000"], "{:?}", verdicts(&plan));
 }
+
+#[tokio::test]
+async fn without_a_timeline_done_backups_on_several_are_refused() {
+    let fixture = two_timelines();
+    let repo = fixture.repo();
+    let plan = plan_with(&repo, "REDUNDANCY 1", 1).await.unwrap();
+    match one_timeline_or_refuse(&repo, &plan.backups).await {
+        Err(RetentionError::TimelineNeeded { found }) => assert_eq!(found, "DONE backups ended on timelines {1, 2}"),
+        other => panic!("{other:?}"),
+    }
+    // Every DONE backup on timeline 1, but timeline 2 exists: an abandoned branch may
+    // hold the newest of them.
+    let branched = Fixture::new();
+    branched.done("20261101T020000", "2026-11-01 02:10:00.000000+00:00", 1, 2, 3);
+    branched.done("20261108T020000", "2026-11-08 02:10:00.000000+00:00", 1, 0xA, 0xB);
+    let single_repo = branched.repo();
+    let plan = plan_with(&single_repo, "REDUNDANCY 1", 1).await.unwrap();
+    assert!(one_timeline_or_refuse(&single_repo, &plan.backups).await.is_ok());
+    branched.history(2, 1, 0x5);
+    match one_timeline_or_refuse(&single_repo, &plan.backups).await {
+        Err(RetentionError::TimelineNeeded { found }) => assert!(found.contains("00000002.history"), "{found}"),
+        other => panic!("{other:?}"),
+    }
+}
