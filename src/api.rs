@@ -65,19 +65,24 @@ fn run_checks() -> Vec<CheckResult> {
         check: "settings",
         ok: true,
         detail: format!(
-            "repository {}, endpoint {endpoint}, region {}, {credentials}, wal_compression {} level {}, archive_parallel {}",
+            "repository {}, endpoint {endpoint}, region {}, {credentials}, wal_compression {} level {}, archive_parallel {}, encryption {}",
             settings.repository,
             settings.s3.region,
             settings.compression.name(),
             settings.level,
-            settings.parallel
+            settings.parallel,
+            settings.encryption.as_ref().map_or("off".to_string(), |ring| format!(
+                "on (key {}, {} in the key file)",
+                ring.current(),
+                ring.key_ids().count()
+            ))
         ),
     });
     let cluster = archive_module::cluster_identity();
     let probe =
         format!("{}-{}-{}", cluster.system_identifier, std::process::id(), unsafe { pg_sys::GetCurrentTimestamp() });
     results.extend(wait_for_store(async {
-        let repo = Repository::open(&settings.repository, &settings.s3).await;
+        let repo = Repository::open(&settings.repository, &settings.s3).await.with_keys(settings.encryption.clone());
         check_repository(&repo, &cluster, &probe).await
     }));
     results
@@ -315,7 +320,10 @@ fn open_repository() -> Repository {
     let (url, s3) = guc::repository_settings().unwrap_or_else(|invalid| {
         raise(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, invalid.message, &invalid.hint)
     });
-    wait_for_store(Repository::open(&url, &s3))
+    let keys = guc::encryption_keys().unwrap_or_else(|invalid| {
+        raise(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, invalid.message, &invalid.hint)
+    });
+    wait_for_store(Repository::open(&url, &s3)).with_keys(keys)
 }
 
 /// The retention settings in force, or their error.

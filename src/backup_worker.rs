@@ -145,7 +145,8 @@ impl Worker {
     /// The repository in the settings, and its URL.
     fn repository(&self) -> Result<(RepositoryUrl, Repository), String> {
         let (url, s3) = guc::repository_settings().map_err(|e| format!("{} {}", e.message, e.hint))?;
-        let repo = runtime::runtime()?.block_on(Repository::open(&url, &s3));
+        let keys = guc::encryption_keys().map_err(|e| format!("{} {}", e.message, e.hint))?;
+        let repo = runtime::runtime()?.block_on(Repository::open(&url, &s3)).with_keys(keys);
         Ok((url, repo))
     }
 

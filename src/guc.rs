@@ -5,7 +5,7 @@
 
 use pgops_core::archive::ArchiveSettings;
 use pgops_core::backup::upload::UploadSettings;
-use pgops_core::compression::Compression;
+use pgops_core::pipeline::{Compression, KeyRing};
 use pgops_core::repository::RepositoryUrl;
 use pgops_core::retention::Policy;
 use pgops_core::schedule::{self, Schedule};
@@ -14,6 +14,7 @@ use pgops_core::InvalidSetting;
 use pgrx::guc::{GucContext, GucFlags, GucRegistry, GucSetting, PostgresGucEnum};
 use pgrx::pg_sys;
 use std::ffi::{c_char, c_void, CStr, CString};
+use std::sync::Arc;
 
 #[derive(PostgresGucEnum, Clone, Copy, PartialEq, Eq, Debug)]
 pub enum WalCompression {
@@ -83,6 +84,8 @@ pub static BACKUP_COMPRESSION_WORKERS: GucSetting<i32> = GucSetting::<i32>::new(
 pub static BACKUP_FAST_CHECKPOINT: GucSetting<bool> = GucSetting::<bool>::new(false);
 pub static ROLES_FILE: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 pub static DATABASE: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(Some(c"postgres"));
+static ENCRYPTION: GucSetting<bool> = GucSetting::<bool>::new(false);
+static ENCRYPTION_KEY_FILE: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 static RETENTION_POLICY: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 static MINIMUM_REDUNDANCY: GucSetting<i32> = GucSetting::<i32>::new(1);
 /// Seconds between the worker's retention runs.
@@ -229,6 +232,30 @@ pub fn register() {
             GucContext::Suset,
             GucFlags::default(),
             Some(check_credentials_file),
+            None,
+            None,
+        );
+    }
+    // SIGHUP: the archiver, the worker and the SQL functions must agree on whether the
+    // repository is encrypted, or the ownership record refuses one of them.
+    GucRegistry::define_bool_guc(
+        c"pgops.encryption",
+        c"Encrypt every object pgops writes (age, to the key in pgops.encryption_key_file).",
+        c"An encrypted repository is readable by pgops only; plain and encrypted objects never mix in one repository.",
+        &ENCRYPTION,
+        GucContext::Sighup,
+        GucFlags::default(),
+    );
+    // SAFETY: the hook is a check hook of the right signature (see string_check_hook!).
+    unsafe {
+        GucRegistry::define_string_guc_with_hooks(
+            c"pgops.encryption_key_file",
+            c"File of age secret keys (from `pgops keygen`), outside the data directory: the first encrypts, all decrypt.",
+            c"Mode 0600, readable by the server's operating system user. To rotate, put a new key first and keep the old ones below it.",
+            &ENCRYPTION_KEY_FILE,
+            GucContext::Sighup,
+            GucFlags::default(),
+            Some(check_encryption_key_file),
             None,
             None,
         );
@@ -391,6 +418,24 @@ fn file_credentials(path: &str) -> Result<(String, String), InvalidSetting> {
     Ok(credentials)
 }
 
+/// The key ring when pgops.encryption is on (`None` when off), or what is wrong. The file
+/// is read on every call: a rotated key needs no restart.
+pub fn encryption_keys() -> Result<Option<Arc<KeyRing>>, InvalidSetting> {
+    if !ENCRYPTION.get() {
+        return Ok(None);
+    }
+    let path = string(&ENCRYPTION_KEY_FILE).ok_or_else(|| {
+        InvalidSetting::new(
+            "pgops.encryption is on but pgops.encryption_key_file is not set",
+            "Create a key with `pgops keygen /path/outside/the/data/directory` and set pgops.encryption_key_file to it, or set pgops.encryption = off. WAL stays in pg_wal until archiving succeeds.",
+        )
+    })?;
+    pgops_core::credentials::validate_secret_path("pgops.encryption_key_file", &path, data_directory().as_deref())?;
+    KeyRing::load(std::path::Path::new(&path))
+        .map(|ring| Some(Arc::new(ring)))
+        .map_err(|e| InvalidSetting::new(e.to_string(), e.hint()))
+}
+
 /// The archiver's settings, or what is wrong with them.
 pub fn archive_settings() -> Result<ArchiveSettings, InvalidSetting> {
     let (repository, s3) = repository_settings()?;
@@ -401,6 +446,7 @@ pub fn archive_settings() -> Result<ArchiveSettings, InvalidSetting> {
         compression,
         level: compression.effective_level(COMPRESSION_LEVEL.get())?,
         parallel: ARCHIVE_PARALLEL.get() as usize,
+        encryption: encryption_keys()?,
     })
 }
 
@@ -499,6 +545,11 @@ string_check_hook!(check_credentials_file, |v| if v.is_empty() {
     Ok(())
 } else {
     pgops_core::credentials::validate_file_path(v, data_directory().as_deref())
+});
+string_check_hook!(check_encryption_key_file, |v| if v.is_empty() {
+    Ok(())
+} else {
+    pgops_core::credentials::validate_secret_path("pgops.encryption_key_file", v, data_directory().as_deref())
 });
 string_check_hook!(check_retention_policy, |v| Policy::parse(v).map(drop));
 string_check_hook!(check_schedule_timezone, |v| schedule::parse_zone(v).map(drop));

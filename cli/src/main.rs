@@ -5,14 +5,18 @@
 
 use clap::{Parser, Subcommand};
 use pgops_core::backup::catalog::{list_backups, BackupRow};
+use pgops_core::pipeline::KeyRing;
 use pgops_core::repository::RepositoryUrl;
 use pgops_core::store::{Repository, S3Options};
 use pgops_core::verify::{self, VerifyReport};
 use pgops_core::InvalidSetting;
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 mod expire;
+mod keygen;
 mod restore;
 mod wal_fetch;
 
@@ -49,6 +53,10 @@ struct Cli {
     /// S3 region
     #[arg(long, env = "PGOPS_S3_REGION", default_value = "us-east-1", global = true)]
     s3_region: String,
+    /// Key file of an encrypted repository (age secret keys, as `pgops keygen` writes
+    /// them; older keys below the current one). Needed to read anything in it.
+    #[arg(long, env = "PGOPS_ENCRYPTION_KEY_FILE", global = true)]
+    encryption_key_file: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -91,6 +99,9 @@ enum Command {
     /// deleted is printed; a new run finishes the job); 3 bad usage; 4 the catalog cannot
     /// be read completely (nothing deleted).
     Expire(expire::ExpireArgs),
+    /// Write a new encryption key file (mode 0600; an existing file is never replaced) and
+    /// print its key id and public key. Exit status: 0 written; 4 not written.
+    Keygen(keygen::KeygenArgs),
     /// List the backups in the repository (pgops' and Barman Cloud's), oldest first; with
     /// --policy, whether that policy keeps each one (kept_by_policy).
     List {
@@ -165,8 +176,22 @@ fn print_backups(backups: &[ListedBackup], json: bool, with_policy: bool) {
     }
 }
 
+/// The repository the global options name, and the keys to read it with.
+pub struct Source {
+    url: RepositoryUrl,
+    s3: S3Options,
+    keys: Option<Arc<KeyRing>>,
+}
+
+impl Source {
+    pub async fn open(&self) -> Repository {
+        Repository::open(&self.url, &self.s3).await.with_keys(self.keys.clone())
+    }
+}
+
 /// The restore_command a restore writes: this binary, with the repository it restored from.
-fn wal_fetch_command(url: &RepositoryUrl, s3: &S3Options) -> String {
+fn wal_fetch_command(source: &Source) -> String {
+    let Source { url, s3, keys } = source;
     // Shell-quoted only when needed, to keep the setting readable.
     let quote = |s: &str| {
         if s.chars().all(|c| c.is_ascii_alphanumeric() || "/._:-".contains(c)) {
@@ -179,6 +204,9 @@ fn wal_fetch_command(url: &RepositoryUrl, s3: &S3Options) -> String {
     let mut command = format!("{} --repository {}", quote(&exe), quote(&url.to_string()));
     if let Some(endpoint) = &s3.endpoint {
         command += &format!(" --s3-endpoint {}", quote(endpoint));
+    }
+    if let Some(keys) = keys {
+        command += &format!(" --encryption-key-file {}", quote(&keys.source().display().to_string()));
     }
     command + &format!(" --s3-region {} wal-fetch %f %p", quote(&s3.region))
 }
@@ -205,6 +233,9 @@ fn main() -> ExitCode {
             return if e.use_stderr() { usage_status() } else { ExitCode::SUCCESS };
         }
     };
+    if let Command::Keygen(args) = &cli.command {
+        return keygen::run(args);
+    }
     let Some(repository) = cli.repository.as_deref().filter(|r| !r.is_empty()) else {
         return usage_error(InvalidSetting::new(
             "no repository given",
@@ -222,7 +253,11 @@ fn main() -> ExitCode {
     if let Err(invalid) = pgops_core::setting::validate_region(&cli.s3_region) {
         return usage_error(invalid);
     }
-    let s3 = S3Options { endpoint, region: cli.s3_region, credentials: None };
+    let keys = match cli.encryption_key_file.as_deref().map(KeyRing::load).transpose() {
+        Ok(keys) => keys.map(Arc::new),
+        Err(e) => return usage_error(InvalidSetting::new(e.to_string(), e.hint())),
+    };
+    let source = Source { url, s3: S3Options { endpoint, region: cli.s3_region, credentials: None }, keys };
     // Multi-threaded: restore reads objects from a blocking thread while tasks fetch ahead.
     let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
         Ok(runtime) => runtime,
@@ -232,11 +267,12 @@ fn main() -> ExitCode {
         }
     };
     match cli.command {
-        Command::WalFetch(args) => wal_fetch::run(args, &url, &s3, &runtime),
-        Command::Restore(args) => restore::run(args, &url, &s3, &runtime),
-        Command::Expire(args) => expire::run(args, &runtime.block_on(Repository::open(&url, &s3)), &runtime),
+        Command::Keygen(_) => unreachable!("keygen runs before the repository is read"),
+        Command::WalFetch(args) => wal_fetch::run(args, &source, &runtime),
+        Command::Restore(args) => restore::run(args, &source, &runtime),
+        Command::Expire(args) => expire::run(args, &runtime.block_on(source.open()), &runtime),
         Command::Verify { json } => {
-            let repo = runtime.block_on(Repository::open(&url, &s3));
+            let repo = runtime.block_on(source.open());
             match verify::verify(&repo, runtime.handle()) {
                 Ok(report) => {
                     print_verify_report(&report, json);
@@ -253,7 +289,7 @@ fn main() -> ExitCode {
             }
         }
         Command::List { json, policy } => runtime.block_on(async {
-            let repo = Repository::open(&url, &s3).await;
+            let repo = source.open().await;
             let backups = match list_backups(&repo).await {
                 Ok(backups) => backups,
                 Err(e) => {

@@ -1,10 +1,8 @@
 //! `pgops restore`: arguments and output of the restore subcommand (the work is
 //! `pgops_core::restore`).
 
-use crate::{exit, usage_error, wal_fetch_command};
-use pgops_core::repository::RepositoryUrl;
+use crate::{exit, usage_error, wal_fetch_command, Source};
 use pgops_core::restore::{self, ArchiveAfterRestore, RecoveryTarget, RestoreRequest, TargetTime};
-use pgops_core::store::{Repository, S3Options};
 use pgops_core::InvalidSetting;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -106,7 +104,7 @@ fn tablespace_overrides(mappings: &[String]) -> Result<BTreeMap<u32, PathBuf>, I
 
 /// Runs `pgops restore`. Exit status: 0 restored; 3 bad usage; 4 the restore failed or
 /// was refused (message on stderr).
-pub fn run(args: RestoreArgs, url: &RepositoryUrl, s3: &S3Options, runtime: &tokio::runtime::Runtime) -> ExitCode {
+pub fn run(args: RestoreArgs, source: &Source, runtime: &tokio::runtime::Runtime) -> ExitCode {
     let target = match recovery_target(&args) {
         Ok(target) => target,
         Err(invalid) => return usage_error(invalid),
@@ -122,14 +120,14 @@ pub fn run(args: RestoreArgs, url: &RepositoryUrl, s3: &S3Options, runtime: &tok
         target_action: args.target_action,
         target_timeline: args.target_timeline,
         tablespace_map,
-        restore_command: wal_fetch_command(url, s3),
+        restore_command: wal_fetch_command(source),
         archive: match args.archive {
             Archive::Off => ArchiveAfterRestore::Off,
             Archive::Keep => ArchiveAfterRestore::Keep,
         },
         verify: !args.no_verify,
     };
-    let repo = runtime.block_on(Repository::open(url, s3));
+    let repo = runtime.block_on(source.open());
     // Drawn on a terminal only (indicatif hides it otherwise).
     let progress = indicatif::ProgressBar::new_spinner().with_style(
         indicatif::ProgressStyle::with_template("{spinner} {binary_bytes} in {msg} files, {binary_bytes_per_sec}")

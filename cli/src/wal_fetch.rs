@@ -4,9 +4,7 @@
 //! [`exit::STOP_RECOVERY`] for everything else, panics and a runtime that cannot start
 //! included.
 
-use crate::exit;
-use pgops_core::repository::RepositoryUrl;
-use pgops_core::store::{Repository, S3Options};
+use crate::{exit, Source};
 use pgops_core::wal_fetch::{fetch_wal_prefetching, FetchError, FetchOptions, Fetched, Patience};
 use std::io::Write;
 use std::path::PathBuf;
@@ -52,10 +50,10 @@ fn say(line: std::fmt::Arguments) {
     let _ = writeln!(std::io::stderr(), "{line}");
 }
 
-pub fn run(args: WalFetchArgs, url: &RepositoryUrl, s3: &S3Options, runtime: &tokio::runtime::Runtime) -> ExitCode {
+pub fn run(args: WalFetchArgs, source: &Source, runtime: &tokio::runtime::Runtime) -> ExitCode {
     let WalFetchArgs { wal_name, destination, prefetch, spool, retry_for } = args;
     runtime.block_on(async {
-        let repo = Repository::open(url, s3).await;
+        let repo = source.open().await;
         let options = FetchOptions {
             spool: spool.unwrap_or_else(|| destination.with_file_name("pgops-prefetch")),
             prefetch,

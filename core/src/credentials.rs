@@ -91,11 +91,16 @@ fn lexically_normal(path: &Path) -> PathBuf {
 /// Checks the credentials file setting: an absolute path outside `data_directory` (when
 /// known), symbolic links resolved where the path exists.
 pub fn validate_file_path(path: &str, data_directory: Option<&Path>) -> Result<(), InvalidSetting> {
-    let setting = "pgops.s3_credentials_file";
+    validate_secret_path("pgops.s3_credentials_file", path, data_directory)
+}
+
+/// Checks the path of a file holding a secret, given in `setting`: absolute, and outside
+/// the data directory (base backups copy the data directory).
+pub fn validate_secret_path(setting: &str, path: &str, data_directory: Option<&Path>) -> Result<(), InvalidSetting> {
     if !path.starts_with('/') {
         return Err(InvalidSetting::new(
             format!("{setting} must be an absolute path, not \"{path}\""),
-            "Give the full path of the mounted secret, such as /run/secrets/pgops/credentials.",
+            "Give the full path of the mounted secret, such as /run/secrets/pgops/credentials or /run/secrets/pgops/encryption.key.",
         ));
     }
     let Some(data_directory) = data_directory else { return Ok(()) };
@@ -106,7 +111,7 @@ pub fn validate_file_path(path: &str, data_directory: Option<&Path>) -> Result<(
                 "{setting} \"{path}\" is inside the data directory \"{}\": it would be copied into every base backup",
                 data_directory.display()
             ),
-            "Keep the credentials outside the data directory, such as a Kubernetes secret mounted at /run/secrets/pgops/credentials.",
+            "Keep secrets outside the data directory, such as a Kubernetes secret mounted under /run/secrets/pgops/.",
         ));
     }
     Ok(())

@@ -2,6 +2,7 @@
 //! first use, naming the cluster that archives there. A cluster with another system
 //! identifier is refused, so two clusters never interleave WAL in one archive.
 
+use crate::pipeline::KeyRing;
 use crate::store::{Repository, StoreError};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
@@ -28,15 +29,29 @@ pub struct RepositoryMetadata {
     /// Set when the repository's objects are encrypted (absent in plain repositories, as in
     /// those written before encryption existed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub encryption: Option<EncryptionScheme>,
+    pub encryption: Option<EncryptionRecord>,
 }
 
-/// How an encrypted repository's objects are encrypted.
+/// How an encrypted repository's objects are encrypted, and to which keys.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EncryptionRecord {
+    pub scheme: EncryptionScheme,
+    /// The ids of the keys new objects were encrypted to, oldest first: the last one is
+    /// the key of the newest objects.
+    pub key_ids: Vec<String>,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum EncryptionScheme {
     /// The age format; see [`crate::pipeline`].
     #[serde(rename = "age")]
     Age,
+}
+
+impl EncryptionRecord {
+    fn newest_key(&self) -> Option<&str> {
+        self.key_ids.last().map(String::as_str)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -64,6 +79,13 @@ pub enum OwnershipError {
         location: String,
         repository_encrypted: bool,
     },
+    /// The key ring does not hold the key the repository's newest objects are encrypted
+    /// to: a wrong key file, or a rotation that dropped the previous key.
+    WrongKey {
+        location: String,
+        repository_key: String,
+        ring: Vec<String>,
+    },
     /// `pgops.json` exists but cannot be read as pgops metadata.
     Unreadable {
         location: String,
@@ -87,6 +109,11 @@ impl fmt::Display for OwnershipError {
                 f,
                 "repository is not encrypted ({location} says so) but encryption is configured: plain and encrypted objects must not mix, nothing was written"
             ),
+            OwnershipError::WrongKey { location, repository_key, ring } => write!(
+                f,
+                "the encryption key file does not hold key {repository_key}, which the repository's newest objects are encrypted to ({location}); the key file holds {}: nothing was written",
+                ring.join(", ")
+            ),
             OwnershipError::Unreadable { location, cause } => write!(f, "repository metadata {location} is unreadable: {cause}"),
         }
     }
@@ -104,6 +131,9 @@ impl OwnershipError {
             }
             OwnershipError::Encryption { repository_encrypted: true, .. } => {
                 "Set pgops.encryption = on and pgops.encryption_key_file to the repository's key file. WAL stays in pg_wal until archiving succeeds.".into()
+            }
+            OwnershipError::WrongKey { .. } => {
+                "Check pgops.encryption_key_file. To rotate keys, put the new key first in the key file and keep the previous ones below it.".into()
             }
             OwnershipError::Encryption { repository_encrypted: false, .. } => {
                 "A plain repository cannot become encrypted: point pgops.repository at a new prefix for encrypted backups, or set pgops.encryption = off.".into()
@@ -137,26 +167,61 @@ fn compare(
             cluster_system_identifier: cluster.system_identifier,
         });
     }
-    if found.encryption.is_some() != repo.keys().is_some() {
-        return Err(OwnershipError::Encryption {
-            location: repo.location(METADATA_OBJECT),
-            repository_encrypted: found.encryption.is_some(),
-        });
+    let location = || repo.location(METADATA_OBJECT);
+    match (&found.encryption, repo.keys()) {
+        (None, None) => {}
+        (Some(record), Some(ring)) => {
+            let ring: Vec<String> = ring.key_ids().map(|id| id.to_string()).collect();
+            if let Some(newest) = record.newest_key().filter(|newest| !ring.iter().any(|id| id == newest)) {
+                return Err(OwnershipError::WrongKey {
+                    location: location(),
+                    repository_key: newest.to_string(),
+                    ring,
+                });
+            }
+        }
+        (found, _) => {
+            return Err(OwnershipError::Encryption { location: location(), repository_encrypted: found.is_some() })
+        }
     }
     Ok(Ownership::Owned)
 }
 
+/// The record of an encrypted repository written with `ring`: `found`'s, with the ring's
+/// current key added when it is new (a rotation).
+fn record_of(found: Option<&EncryptionRecord>, ring: &KeyRing) -> EncryptionRecord {
+    let mut record = found.cloned().unwrap_or(EncryptionRecord { scheme: EncryptionScheme::Age, key_ids: Vec::new() });
+    let current = ring.current().to_string();
+    if record.newest_key() != Some(current.as_str()) {
+        record.key_ids.retain(|id| *id != current);
+        record.key_ids.push(current);
+    }
+    record
+}
+
 /// Claims an unclaimed repository for `cluster`, or checks that it already belongs to it.
 pub async fn claim(repo: &Repository, cluster: &ClusterIdentity) -> Result<Ownership, OwnershipError> {
-    if let Some(found) = read(repo).await? {
-        return compare(repo, &found, cluster);
-    }
-    let metadata = RepositoryMetadata {
-        system_identifier: cluster.system_identifier.to_string(),
-        pg_version_num: cluster.pg_version_num,
-        wal_segment_size: cluster.wal_segment_size,
-        created_by: format!("pgops {}", env!("CARGO_PKG_VERSION")),
-        encryption: repo.keys().map(|_| EncryptionScheme::Age),
+    let (metadata, outcome) = match read(repo).await? {
+        Some(found) => {
+            compare(repo, &found, cluster)?;
+            let Some(ring) = repo.keys() else { return Ok(Ownership::Owned) };
+            let record = record_of(found.encryption.as_ref(), ring);
+            if found.encryption.as_ref() == Some(&record) {
+                return Ok(Ownership::Owned);
+            }
+            // A rotation: the record names the new key before any object uses it.
+            (RepositoryMetadata { encryption: Some(record), ..found }, Ownership::Owned)
+        }
+        None => (
+            RepositoryMetadata {
+                system_identifier: cluster.system_identifier.to_string(),
+                pg_version_num: cluster.pg_version_num,
+                wal_segment_size: cluster.wal_segment_size,
+                created_by: format!("pgops {}", env!("CARGO_PKG_VERSION")),
+                encryption: repo.keys().map(|ring| record_of(None, ring)),
+            },
+            Ownership::Claimed,
+        ),
     };
     let body = serde_json::to_vec_pretty(&metadata).expect("metadata serializes");
     repo.put_plain(METADATA_OBJECT, Bytes::from(body)).await?;
@@ -166,7 +231,8 @@ pub async fn claim(repo: &Repository, cluster: &ClusterIdentity) -> Result<Owner
         location: repo.location(METADATA_OBJECT),
         cause: "missing right after it was written".into(),
     })?;
-    compare(repo, &stored, cluster).map(|_| Ownership::Claimed)
+    compare(repo, &stored, cluster)?;
+    Ok(outcome)
 }
 
 /// The metadata of the repository's owner, if it is claimed.
@@ -229,10 +295,41 @@ mod tests {
         let encrypted = repo(&encrypted_dir).with_keys(keys);
         assert_eq!(claim(&encrypted, &CLUSTER).await.unwrap(), Ownership::Claimed);
         let text = std::fs::read_to_string(encrypted_dir.join(METADATA_OBJECT)).unwrap();
-        assert!(text.contains("\"encryption\": \"age\""), "the record stays readable without keys: {text}");
+        assert!(text.contains("\"scheme\": \"age\""), "the record stays readable without keys: {text}");
         let err = claim(&repo(&encrypted_dir), &CLUSTER).await.unwrap_err();
         assert!(matches!(err, OwnershipError::Encryption { repository_encrypted: true, .. }), "{err}");
         assert!(err.hint().contains("pgops.encryption_key_file"), "{}", err.hint());
+    }
+
+    #[tokio::test]
+    async fn a_wrong_key_is_refused_and_a_rotation_is_recorded() {
+        let dir = tempfile::tempdir().unwrap();
+        let ring_of = |names: &[&str]| {
+            let path = dir.path().join(names.join("+"));
+            let text: String = names.iter().map(|n| std::fs::read_to_string(dir.path().join(n)).unwrap()).collect();
+            std::fs::write(&path, text).unwrap();
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+            Some(Arc::new(crate::pipeline::KeyRing::load(&path).unwrap()))
+        };
+        for name in ["old", "new", "stranger"] {
+            crate::pipeline::KeyRing::create_file(&dir.path().join(name)).unwrap();
+        }
+        let root = dir.path().join("repo");
+        std::fs::create_dir_all(&root).unwrap();
+        assert_eq!(claim(&repo(&root).with_keys(ring_of(&["old"])), &CLUSTER).await.unwrap(), Ownership::Claimed);
+        let err = claim(&repo(&root).with_keys(ring_of(&["stranger"])), &CLUSTER).await.unwrap_err();
+        assert!(matches!(err, OwnershipError::WrongKey { .. }), "{err}");
+        let err = claim(&repo(&root).with_keys(ring_of(&["new"])), &CLUSTER).await.unwrap_err();
+        assert!(err.hint().contains("keep the previous ones"), "a rotation must keep the old key: {err}");
+
+        let rotated = repo(&root).with_keys(ring_of(&["new", "old"]));
+        assert_eq!(claim(&rotated, &CLUSTER).await.unwrap(), Ownership::Owned);
+        let record = owner(&rotated).await.unwrap().unwrap().encryption.unwrap();
+        let ids: Vec<String> = ring_of(&["old", "new"]).unwrap().key_ids().map(|id| id.to_string()).collect();
+        assert_eq!(record.key_ids, ids, "oldest first, newest last");
+        // After the rotation the old key alone no longer writes.
+        assert!(claim(&repo(&root).with_keys(ring_of(&["old"])), &CLUSTER).await.is_err());
     }
 
     #[tokio::test]

@@ -6,7 +6,7 @@
 //! Prerequisites (installed by `.ci/install`, the extension by `scripts/test`): that server
 //! with pgops installed into it, `s3s-fs` on PATH, and the barman[cloud] venv.
 
-use pgops_core::compression::Compression;
+use pgops_core::pipeline::Compression;
 use pgops_core::repository::RepositoryUrl;
 use pgops_core::store::{Repository, S3Options};
 use std::net::TcpListener;

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 /// The archived object of `name` decompresses to exactly the file Postgres archived.
 fn assert_archived_identical(pg: &PgCluster, repo: &pgops_core::store::Repository, name: &str) {
-    let key = naming::wal_key(name, pgops_core::compression::Compression::Zstd).unwrap();
+    let key = naming::wal_key(name, pgops_core::pipeline::Compression::Zstd).unwrap();
     let stored = fetch_decompressed(repo, &key).unwrap_or_else(|| panic!("{key} is not in the repository"));
     let original = std::fs::read(pg.pg_wal().join(name)).unwrap();
     assert!(stored == original, "{key} differs from pg_wal/{name}");
@@ -133,7 +133,7 @@ fn identical_rearchive_succeeds_and_a_tampered_object_is_never_overwritten() {
     let name = pg.write_and_switch();
     pg.wait_archived(&name);
     let repo = s3.repository("main");
-    let key = naming::wal_key(&name, pgops_core::compression::Compression::Zstd).unwrap();
+    let key = naming::wal_key(&name, pgops_core::pipeline::Compression::Zstd).unwrap();
 
     let (_, failed_before) = pg.archiver_counts();
     mark_ready_again(&pg, &name);
@@ -142,7 +142,7 @@ fn identical_rearchive_succeeds_and_a_tampered_object_is_never_overwritten() {
     assert!(pg.log().contains(&format!("\"{name}\" was already archived with identical content")), "{}", pg.log());
 
     // Replace the object with valid zstd of other content.
-    let tampered = pgops_core::compression::Compression::Zstd.compress(b"not the segment", 3).unwrap();
+    let tampered = pgops_core::pipeline::Compression::Zstd.compress(b"not the segment", 3).unwrap();
     block_on(repo.put(&key, tampered.clone().into())).unwrap();
     mark_ready_again(&pg, &name);
     wait_for("archiving of the tampered name to fail", Duration::from_secs(120), || {
@@ -223,8 +223,8 @@ fn file_repositories_work_the_same_way() {
     let names: Vec<String> = (0..2).map(|_| pg.write_and_switch()).collect();
     pg.wait_archived(&names[1]);
     for name in &names {
-        let path = repo_dir.join(naming::wal_key(name, pgops_core::compression::Compression::Zstd).unwrap());
-        let stored = pgops_core::compression::Compression::Zstd.decompress(&std::fs::read(&path).unwrap()).unwrap();
+        let path = repo_dir.join(naming::wal_key(name, pgops_core::pipeline::Compression::Zstd).unwrap());
+        let stored = pgops_core::pipeline::Compression::Zstd.decompress(&std::fs::read(&path).unwrap()).unwrap();
         assert!(stored == std::fs::read(pg.pg_wal().join(name)).unwrap(), "{} differs", path.display());
     }
     assert!(repo_dir.join("pgops.json").exists());

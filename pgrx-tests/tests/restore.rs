@@ -1,7 +1,7 @@
 //! The restore side: `pgops wal-fetch %f %p` as restore_command brings a base backup up to
 //! the newest archived WAL, proven by starting Postgres on the restored data.
 
-use pgops_core::compression::Compression;
+use pgops_core::pipeline::Compression;
 use pgops_e2e::*;
 use std::process::{Command, Output};
 use std::time::Duration;
@@ -218,7 +218,7 @@ fn pgops_restore_to_a_point_in_time_and_to_the_end() {
     let (version, other) = (format!("{}\n", server_major()), format!("{}\n", server_major() - 1));
     let at = tar.windows(3).position(|w| w == version.as_bytes()).expect("PG_VERSION in data.tar");
     tar[at..at + 3].copy_from_slice(other.as_bytes());
-    let recompressed = pgops_core::compression::Compression::Zstd.compress(&tar, 3).unwrap();
+    let recompressed = pgops_core::pipeline::Compression::Zstd.compress(&tar, 3).unwrap();
     block_on(repo.put(&key, recompressed.into())).unwrap();
     let out = pgops_restore(&s3, "main", &["--pgdata", dir.path().join("tampered").to_str().unwrap()]);
     assert_ne!(out.status.code(), Some(0));

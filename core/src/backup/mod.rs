@@ -15,6 +15,7 @@ pub mod owner;
 pub mod upload;
 pub mod walk;
 
+use crate::ownership::{self, ClusterIdentity};
 use crate::store::Repository;
 use chrono::{DateTime, Utc};
 use info::{BackupInfo, BackupStatus, Tablespace};
@@ -266,6 +267,16 @@ pub fn run_backup(host: &mut dyn BackupHost, repo: &Repository, job: &BackupJob)
         BackupFailure { error, unrecorded }
     };
 
+    // Before anything is written: the repository is this cluster's, and plain or
+    // encrypted (with a key that reads it) as this cluster is configured.
+    let identity = ClusterIdentity {
+        system_identifier: job.cluster.system_identifier,
+        pg_version_num: job.cluster.server_version_num,
+        wal_segment_size: job.cluster.segment_size as u32,
+    };
+    if let Err(e) = job.runtime.block_on(ownership::claim(repo, &identity)) {
+        return Err(BackupFailure { error: format!("{e}. {}", e.hint()), unrecorded: None });
+    }
     // The owner first: a STARTED backup always says who may mark it FAILED.
     let (key, body) = owner::owner_object(&job.backup_id, &job.owner);
     if let Err(e) = put_within_record_time(repo, &job.runtime, &key, body) {
