@@ -6,8 +6,8 @@
 use crate::backup::catalog::list_backups;
 use crate::compression::Compression;
 use crate::naming::{self, WalFileKind};
-use crate::restore::verify_backup;
-use crate::store::Repository;
+use crate::restore::{is_done, verify_backup};
+use crate::store::{Repository, StoreError};
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
 use tokio::runtime::Handle;
@@ -60,15 +60,17 @@ fn missing_segments(first: &str, last: &str, present: &BTreeSet<String>, segment
     missing
 }
 
-pub fn verify(repo: &Repository, runtime: &Handle) -> Result<VerifyReport, String> {
-    let backups = runtime.block_on(list_backups(repo)).map_err(|e| format!("{e}. {}", e.hint()))?;
+/// Checks the repository. An error only when the store cannot be read (listing the backups
+/// or the WAL); every problem with what it holds is in the report.
+pub fn verify(repo: &Repository, runtime: &Handle) -> Result<VerifyReport, StoreError> {
+    let backups = runtime.block_on(list_backups(repo))?;
     let segment_size = backups.iter().find_map(|b| b.fields.number("xlog_segment_size")).unwrap_or(16 << 20);
 
     // The archived WAL, per timeline.
     let mut segments: BTreeMap<u32, BTreeSet<String>> = BTreeMap::new();
     let mut histories = BTreeSet::new();
     let wal_prefix = repo.key("wals/");
-    for object in runtime.block_on(repo.list("wals/")).map_err(|e| e.to_string())? {
+    for object in runtime.block_on(repo.list("wals/"))? {
         let file_name = object.key.strip_prefix(&wal_prefix).and_then(|k| k.rsplit('/').next()).unwrap_or_default();
         let (name, _) = Compression::split_file_name(file_name);
         match naming::classify(name) {
@@ -97,12 +99,12 @@ pub fn verify(repo: &Repository, runtime: &Handle) -> Result<VerifyReport, Strin
     }
 
     let mut checks = Vec::new();
-    for backup in backups.iter().filter(|b| b.status() == "DONE") {
+    for backup in backups.iter().filter(|b| is_done(b)) {
         let mut check =
             BackupCheck { id: backup.backup_id.clone(), files_checked: 0, manifest: false, problems: vec![] };
         match verify_backup(repo, runtime, &backup.backup_id) {
             Ok((files, manifest)) => (check.files_checked, check.manifest) = (files, manifest),
-            Err(e) => check.problems.push(e),
+            Err(e) => check.problems.push(e.to_string()),
         }
         if let (Some(begin), Some(end)) = (backup.fields.get("begin_wal"), backup.fields.get("end_wal")) {
             let timeline = u32::from_str_radix(begin.get(..8).unwrap_or("0"), 16).unwrap_or(0);
