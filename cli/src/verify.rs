@@ -49,7 +49,11 @@ fn print_report(report: &VerifyReport, json: bool) {
         }
     }
     for t in &report.timelines {
-        let gaps = if t.gaps.is_empty() { "no gaps".to_string() } else { format!("missing {}", t.gaps.join(", ")) };
+        let gaps = if t.gaps.is_empty() {
+            "no gaps".to_string()
+        } else {
+            format!("missing {}", t.gaps.iter().map(ToString::to_string).collect::<Vec<_>>().join(", "))
+        };
         println!("timeline {}: WAL {} to {} ({} segments), {gaps}", t.timeline, t.first, t.last, t.segments);
     }
     for problem in &report.problems {

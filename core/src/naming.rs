@@ -88,14 +88,7 @@ pub fn wal_key(name: &str, compression: Compression) -> Result<String, NotAWalFi
 /// The segment after `name` on the same timeline, for segments of `segment_size` bytes
 /// (a segment file's size); `None` when `name` is not a plain segment.
 pub fn next_segment(name: &str, segment_size: u64) -> Option<String> {
-    if classify(name).ok()? != WalFileKind::Segment || !segment_size.is_power_of_two() {
-        return None;
-    }
-    let field = |range: std::ops::Range<usize>| u32::from_str_radix(&name[range], 16).ok();
-    let (tli, log, seg) = (field(0..8)?, field(8..16)?, field(16..24)?);
-    let segments_per_log = (1u64 << 32) / segment_size;
-    let (log, seg) = if u64::from(seg) + 1 >= segments_per_log { (log.checked_add(1)?, 0) } else { (log, seg + 1) };
-    Some(format!("{tli:08X}{log:08X}{seg:08X}"))
+    Some(WalSegment::parse(name).ok()?.next(segment_size)?.to_string())
 }
 
 /// Postgres' archiving order: timeline history files first (a new timeline must be known
@@ -173,6 +166,18 @@ impl WalSegment {
             }
             _ => Err(NotAWalFile(name.to_string())),
         }
+    }
+
+    /// The segment after this one on the same timeline, for segments of `segment_size`
+    /// bytes (a segment file's size, a power of two); `None` past the end of the WAL.
+    pub fn next(self, segment_size: u64) -> Option<WalSegment> {
+        if !segment_size.is_power_of_two() {
+            return None;
+        }
+        let segments_per_log = (1u64 << 32) / segment_size;
+        let SegmentPosition { log, seg } = self.position;
+        let (log, seg) = if u64::from(seg) + 1 >= segments_per_log { (log.checked_add(1)?, 0) } else { (log, seg + 1) };
+        Some(WalSegment { timeline: self.timeline, position: SegmentPosition { log, seg } })
     }
 }
 
