@@ -5,7 +5,7 @@ use crate::{exit, failed};
 use pgops_core::naming::Lsn;
 use pgops_core::repository::RepositoryUrl;
 use pgops_core::restore::{
-    self, ArchiveAfterRestore, RecoveryTarget, RestoreError, RestoreRequest, TargetAction, TargetTime,
+    self, ArchiveAfterRestore, RecoveryTarget, RestoreError, RestoreRequest, TargetAction, TargetTime, TargetTimeline,
 };
 use pgops_core::store::{Repository, S3Options};
 use std::path::PathBuf;
@@ -28,7 +28,7 @@ pub struct RestoreArgs {
     target_action: Option<Action>,
     /// recovery_target_timeline (latest, current or a number)
     #[arg(long)]
-    target_timeline: Option<String>,
+    target_timeline: Option<TargetTimeline>,
     /// Restore tablespace OID into DIR (an absolute path) instead of its original location
     /// (repeatable)
     #[arg(long = "tablespace-map", value_name = "OID=DIR")]
@@ -266,6 +266,7 @@ mod tests {
             (["--target-xid", "abc"], "invalid digit"),
             (["--target", "latest"], "immediate"),
             (["--target-action", "resume"], "promote"),
+            (["--target-timeline", "newest"], "latest, current or a timeline number"),
         ] {
             let err = parse(&flags).err().unwrap_or_else(|| panic!("{flags:?} accepted"));
             assert!(matches!(err.kind(), ErrorKind::ValueValidation | ErrorKind::InvalidValue), "{flags:?}: {err}");

@@ -60,6 +60,49 @@ impl TargetAction {
     }
 }
 
+/// `recovery_target_timeline`: which timeline recovery follows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TargetTimeline {
+    /// The newest the archive has (Postgres' default).
+    Latest,
+    /// The backup's own.
+    Current,
+    /// This one: only backups that can follow onto it are chosen.
+    Number(u32),
+}
+
+/// Text that is not a [`TargetTimeline`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("\"{0}\" is not a timeline: use latest, current or a timeline number (1, 2, …)")]
+pub struct NotATimeline(pub String);
+
+impl std::str::FromStr for TargetTimeline {
+    type Err = NotATimeline;
+
+    fn from_str(text: &str) -> Result<TargetTimeline, NotATimeline> {
+        match text {
+            "latest" => Ok(TargetTimeline::Latest),
+            "current" => Ok(TargetTimeline::Current),
+            number => match number.parse() {
+                Ok(timeline) if timeline > 0 && number.bytes().all(|b| b.is_ascii_digit()) => {
+                    Ok(TargetTimeline::Number(timeline))
+                }
+                _ => Err(NotATimeline(text.to_string())),
+            },
+        }
+    }
+}
+
+impl std::fmt::Display for TargetTimeline {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TargetTimeline::Latest => f.write_str("latest"),
+            TargetTimeline::Current => f.write_str("current"),
+            TargetTimeline::Number(timeline) => write!(f, "{timeline}"),
+        }
+    }
+}
+
 /// What the restored cluster does with the archiving settings it was backed up with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum ArchiveAfterRestore {
@@ -78,7 +121,7 @@ pub struct RestoreRequest {
     pub backup: Option<String>,
     pub target: RecoveryTarget,
     pub target_action: Option<TargetAction>,
-    pub target_timeline: Option<String>,
+    pub target_timeline: Option<TargetTimeline>,
     /// Tablespace OID → directory, instead of the location it had.
     pub tablespace_map: BTreeMap<u32, PathBuf>,
     /// restore_command to write (`pgops … wal-fetch %f %p` with the repository settings).
@@ -865,7 +908,7 @@ fn recovery_settings(request: &RestoreRequest, target_time: Option<DateTime<Utc>
         lines.push(format!("recovery_target_action = {}", quote(action.as_str())));
     }
     if let Some(timeline) = &request.target_timeline {
-        lines.push(format!("recovery_target_timeline = {}", quote(timeline)));
+        lines.push(format!("recovery_target_timeline = {}", quote(&timeline.to_string())));
     }
     if request.archive == ArchiveAfterRestore::Off {
         lines.push("archive_mode = 'off'".into());
@@ -887,7 +930,7 @@ fn choice_context(
     backups: &[BackupSummary],
 ) -> Result<ChoiceContext, RestoreError> {
     let mut context = ChoiceContext::default();
-    if let Some(timeline) = request.target_timeline.as_deref().and_then(|t| t.trim().parse::<u32>().ok()) {
+    if let Some(TargetTimeline::Number(timeline)) = request.target_timeline {
         context.timeline = Some(timeline_history(repo, runtime, timeline)?);
     }
     if matches!(request.target, RecoveryTarget::Xid(_)) {
@@ -1252,6 +1295,18 @@ mod tests {
         assert!(!snapshot.not_completed(700) && !snapshot.not_completed(4294967990));
         assert_eq!(Snapshot::parse("1:2"), None);
         assert_eq!(Snapshot::parse("1:2:x"), None);
+    }
+
+    #[test]
+    fn target_timelines_are_latest_current_or_a_number() {
+        let timeline = |text: &str| text.parse::<TargetTimeline>();
+        assert_eq!(timeline("latest"), Ok(TargetTimeline::Latest));
+        assert_eq!(timeline("current"), Ok(TargetTimeline::Current));
+        assert_eq!(timeline("3"), Ok(TargetTimeline::Number(3)));
+        assert_eq!(TargetTimeline::Number(3).to_string(), "3");
+        for bad in ["0", "+3", "-1", "Latest", "3 ", "", "4294967296"] {
+            assert_eq!(timeline(bad), Err(NotATimeline(bad.into())), "{bad:?}");
+        }
     }
 
     #[test]
