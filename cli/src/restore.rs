@@ -5,7 +5,8 @@ use crate::{exit, failed};
 use pgops_core::naming::Lsn;
 use pgops_core::repository::RepositoryUrl;
 use pgops_core::restore::{
-    self, ArchiveAfterRestore, RecoveryTarget, RestoreError, RestoreRequest, TargetAction, TargetTime, TargetTimeline,
+    self, ArchiveAfterRestore, BackupChoice, RecoveryTarget, RestoreError, RestoreRequest, TargetAction, TargetTime,
+    TargetTimeline,
 };
 use pgops_core::store::{Repository, S3Options};
 use std::path::PathBuf;
@@ -20,7 +21,7 @@ pub struct RestoreArgs {
     /// Backup id, or latest: the backup that can reach the target (the newest that ended
     /// before a time or LSN; the output says which and why)
     #[arg(long, default_value = "latest")]
-    backup: String,
+    backup: BackupChoice,
     #[command(flatten)]
     target: TargetArgs,
     /// What Postgres does at the target (its default: pause)
@@ -152,7 +153,7 @@ fn exit_status(error: &RestoreError) -> u8 {
 pub fn run(args: RestoreArgs, url: &RepositoryUrl, s3: &S3Options, runtime: &tokio::runtime::Runtime) -> ExitCode {
     let request = RestoreRequest {
         pgdata: args.pgdata,
-        backup: Some(args.backup),
+        backup: args.backup,
         target: args.target.into(),
         target_action: args.target_action.map(TargetAction::from),
         target_timeline: args.target_timeline,

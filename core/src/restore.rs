@@ -11,7 +11,7 @@ pub use target_time::{NotATime, TargetTime};
 
 use crate::backup::catalog::{list_backups, BackupSummary};
 use crate::backup::info::{BackupStatus, InfoFields};
-use crate::backup::{backup_dir, PGOPS_METADATA};
+use crate::backup::{backup_dir, BackupId, NotABackupId, PGOPS_METADATA};
 use crate::compression::Compression;
 use crate::naming::Lsn;
 use crate::retry::{self, Failed, Patience};
@@ -56,6 +56,25 @@ impl TargetAction {
             TargetAction::Pause => "pause",
             TargetAction::Promote => "promote",
             TargetAction::Shutdown => "shutdown",
+        }
+    }
+}
+
+/// Which backup to restore (`--backup`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BackupChoice {
+    /// The one [`choose_backup`] picks for the target.
+    Latest,
+    Id(BackupId),
+}
+
+impl std::str::FromStr for BackupChoice {
+    type Err = NotABackupId;
+
+    fn from_str(text: &str) -> Result<BackupChoice, NotABackupId> {
+        match text {
+            "latest" => Ok(BackupChoice::Latest),
+            id => id.parse().map(BackupChoice::Id),
         }
     }
 }
@@ -117,8 +136,7 @@ pub enum ArchiveAfterRestore {
 #[derive(Debug, Clone)]
 pub struct RestoreRequest {
     pub pgdata: PathBuf,
-    /// `None` or `latest`: the one [`choose_backup`] picks for the target.
-    pub backup: Option<String>,
+    pub backup: BackupChoice,
     pub target: RecoveryTarget,
     pub target_action: Option<TargetAction>,
     pub target_timeline: Option<TargetTimeline>,
@@ -256,12 +274,12 @@ pub struct ChoiceContext {
 /// otherwise the newest.
 pub fn choose_backup<'a>(
     backups: &'a [BackupSummary],
-    requested: Option<&str>,
+    requested: &BackupChoice,
     target: &RecoveryTarget,
     context: &ChoiceContext,
 ) -> Result<Choice<'a>, RestoreError> {
-    if let Some(id) = requested.filter(|id| *id != "latest") {
-        let backup = backups.iter().find(|b| b.backup_id == id).ok_or_else(|| {
+    if let BackupChoice::Id(id) = requested {
+        let backup = backups.iter().find(|b| b.backup_id == id.as_str()).ok_or_else(|| {
             RestoreError::refused(
                 format!("no backup {id} in the repository"),
                 "pgops list shows the backups there; --backup latest takes the one that can reach the target.",
@@ -1008,7 +1026,7 @@ pub fn restore(
     let context = choice_context(repo, runtime, request, &backups)?;
     let mut target = request.target.clone();
     loop {
-        let choice = choose_backup(&backups, request.backup.as_deref(), &target, &context)?;
+        let choice = choose_backup(&backups, &request.backup, &target, &context)?;
         let backup = choice.backup;
         let stored = StoredBackup::load(repo, runtime, &backup.backup_id)?;
         let mut warnings = Vec::new();
@@ -1054,7 +1072,7 @@ pub fn restore(
                 let ends_after = backup.fields.get("end_time").and_then(barman_instant).is_none_or(|end| end > at);
                 if ends_after {
                     let first_guess = target == request.target;
-                    if request.backup.as_deref().is_some_and(|id| id != "latest") || !first_guess {
+                    if matches!(request.backup, BackupChoice::Id(_)) || !first_guess {
                         return Err(RestoreError::refused(
                             format!(
                                 "backup {} ends at {}, after the recovery target {local} {zone} ({} UTC): recovery from it cannot stop there",
@@ -1227,8 +1245,9 @@ mod tests {
             backup("20261125T020000", "DONE", "2026-11-25 02:00:05.000000+00:00", "0/5000000"),
             backup("20261125T030000", "FAILED", "None", "None"),
         ];
-        let chosen = |requested, target: &RecoveryTarget| {
-            choose_backup(&backups, requested, target, &ChoiceContext::default()).map(|c| c.backup.backup_id.clone())
+        let chosen = |requested: Option<&str>, target: &RecoveryTarget| {
+            let requested = requested.map_or(BackupChoice::Latest, |text| text.parse().unwrap());
+            choose_backup(&backups, &requested, target, &ChoiceContext::default()).map(|c| c.backup.backup_id.clone())
         };
         assert_eq!(chosen(None, &RecoveryTarget::End).unwrap(), "20261125T020000");
         assert_eq!(chosen(None, &time("2026-11-25 01:30:00+00")).unwrap(), "20261125T010000");
@@ -1259,7 +1278,8 @@ mod tests {
         ];
         let xid = |x: &str| RecoveryTarget::Xid(x.parse().unwrap());
         let choose = |target: &RecoveryTarget, context: &ChoiceContext| {
-            choose_backup(&backups, None, target, context).map(|c| (c.backup.backup_id.clone(), c.reason))
+            choose_backup(&backups, &BackupChoice::Latest, target, context)
+                .map(|c| (c.backup.backup_id.clone(), c.reason))
         };
         // Nothing recorded (Barman's, older pgops backups): the oldest, and why.
         let (id, reason) = choose(&xid("750"), &ChoiceContext::default()).unwrap();
@@ -1298,6 +1318,13 @@ mod tests {
     }
 
     #[test]
+    fn a_backup_is_latest_or_an_id() {
+        assert_eq!("latest".parse(), Ok(BackupChoice::Latest));
+        assert_eq!("20261125T020000".parse(), Ok(BackupChoice::Id("20261125T020000".parse().unwrap())));
+        assert_eq!("../x".parse::<BackupChoice>(), Err(NotABackupId("../x".into())));
+    }
+
+    #[test]
     fn target_timelines_are_latest_current_or_a_number() {
         let timeline = |text: &str| text.parse::<TargetTimeline>();
         assert_eq!(timeline("latest"), Ok(TargetTimeline::Latest));
@@ -1324,7 +1351,8 @@ mod tests {
             ..Default::default()
         };
         let choose = |target: &RecoveryTarget, context: &ChoiceContext| {
-            choose_backup(&backups, None, target, context).map(|c| (c.backup.backup_id.clone(), c.reason))
+            choose_backup(&backups, &BackupChoice::Latest, target, context)
+                .map(|c| (c.backup.backup_id.clone(), c.reason))
         };
         assert_eq!(choose(&RecoveryTarget::End, &ChoiceContext::default()).unwrap().0, "20261125T040000");
         let (id, reason) = choose(&RecoveryTarget::End, &context(3)).unwrap();
@@ -1338,7 +1366,7 @@ mod tests {
         let only_one = TimelineHistory::parse(1, "");
         let err = choose_backup(
             &backups[2..3],
-            None,
+            &BackupChoice::Latest,
             &RecoveryTarget::End,
             &ChoiceContext { timeline: Some(only_one), ..Default::default() },
         )
@@ -1350,7 +1378,7 @@ mod tests {
     fn request(pgdata: &Path, target: RecoveryTarget) -> RestoreRequest {
         RestoreRequest {
             pgdata: pgdata.into(),
-            backup: None,
+            backup: BackupChoice::Latest,
             target,
             target_action: None,
             target_timeline: None,
