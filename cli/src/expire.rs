@@ -59,7 +59,7 @@ impl PolicyArgs {
                     location: repo.location(&format!("wals/{timeline:08X}.history")),
                     problem,
                 };
-                let history = stored_timeline_history(repo, timeline).await.map_err(no_history)?;
+                let history = stored_timeline_history(repo, timeline).await.map_err(|e| no_history(e.to_string()))?;
                 Some(history.ok_or_else(|| no_history("the repository has no such history file".into()))?)
             }
         };

@@ -4,20 +4,20 @@
 //! `AWS_SECRET_ACCESS_KEY`, profile, web identity).
 
 use clap::{Parser, Subcommand};
-use pgops_core::backup::catalog::{list_backups, BackupRow};
 use pgops_core::pipeline::KeyRing;
 use pgops_core::repository::RepositoryUrl;
 use pgops_core::store::{Repository, S3Options};
-use pgops_core::verify::{self, VerifyReport};
 use pgops_core::InvalidSetting;
-use std::collections::BTreeMap;
+use std::fmt::Display;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
 mod expire;
 mod keygen;
+mod list;
 mod restore;
+mod verify;
 mod wal_fetch;
 
 /// Exit statuses. Those of list, restore and verify are Barman Cloud's
@@ -86,11 +86,7 @@ enum Command {
     ///
     /// Exit status: 0 all good; 1 problems found (each one printed); 2 the store could not
     /// be read.
-    Verify {
-        /// A JSON report instead of text
-        #[arg(long)]
-        json: bool,
-    },
+    Verify(verify::VerifyArgs),
     /// Apply a retention policy: delete obsolete backups (backup.info first, then their
     /// objects) and the WAL no kept backup needs; the same rows as pgops.expire().
     ///
@@ -104,76 +100,9 @@ enum Command {
     Keygen(keygen::KeygenArgs),
     /// List the backups in the repository (pgops' and Barman Cloud's), oldest first; with
     /// --policy, whether that policy keeps each one (kept_by_policy).
-    List {
-        /// One JSON array instead of a table
-        #[arg(long)]
-        json: bool,
-        #[command(flatten)]
-        policy: expire::PolicyArgs,
-    },
-}
-
-/// `pgops verify`: one line per backup and timeline, then the verdict.
-fn print_verify_report(report: &VerifyReport, json: bool) {
-    if json {
-        println!("{}", serde_json::to_string_pretty(report).expect("the report serializes"));
-        return;
-    }
-    for b in &report.backups {
-        let checked = if b.manifest { "checked against its manifest" } else { "read (no manifest)" };
-        match b.problems.is_empty() {
-            true => println!("backup {}: ok, {} files {checked}", b.id, b.files_checked),
-            false => println!("backup {}: {}", b.id, b.problems.join("; ")),
-        }
-    }
-    for t in &report.timelines {
-        let gaps = if t.gaps.is_empty() { "no gaps".to_string() } else { format!("missing {}", t.gaps.join(", ")) };
-        println!("timeline {}: WAL {} to {} ({} segments), {gaps}", t.timeline, t.first, t.last, t.segments);
-    }
-    for problem in &report.problems {
-        println!("problem: {problem}");
-    }
-    println!("{}", if report.ok { "repository ok" } else { "repository has problems" });
-}
-
-/// One backup of `pgops list`, and whether the policy given keeps it.
-#[derive(serde::Serialize)]
-struct ListedBackup {
-    #[serde(flatten)]
-    row: BackupRow,
-    /// `None` without a policy, or when the catalog cannot be read completely.
-    kept_by_policy: Option<bool>,
-}
-
-/// `pgops list`: a table for people, JSON for programs. The kept column only with a policy.
-fn print_backups(backups: &[ListedBackup], json: bool, with_policy: bool) {
-    if json {
-        println!("{}", serde_json::to_string_pretty(backups).expect("rows serialize"));
-        return;
-    }
-    let kept_header = if with_policy { format!(" {:<8}", "kept") } else { String::new() };
-    println!(
-        "{:<16} {:<8}{kept_header} {:<24} {:<24} {:>14} {:>14}  error",
-        "id", "status", "begin_wal", "end_wal", "size_bytes", "stored_bytes"
-    );
-    for ListedBackup { row: r, kept_by_policy } in backups {
-        let kept = match (with_policy, kept_by_policy) {
-            (false, _) => String::new(),
-            (true, Some(true)) => format!(" {:<8}", "kept"),
-            (true, Some(false)) => format!(" {:<8}", "obsolete"),
-            (true, None) => format!(" {:<8}", "-"),
-        };
-        println!(
-            "{:<16} {:<8}{kept} {:<24} {:<24} {:>14} {:>14}  {}",
-            r.id,
-            r.status,
-            r.begin_wal.as_deref().unwrap_or("-"),
-            r.end_wal.as_deref().unwrap_or("-"),
-            r.size_bytes.map_or("-".to_string(), |s| s.to_string()),
-            r.stored_bytes,
-            r.error.as_deref().unwrap_or("")
-        );
-    }
+    ///
+    /// Exit status: 0 listed; 2 the store could not be read.
+    List(list::ListArgs),
 }
 
 /// The repository the global options name, and the keys to read it with.
@@ -189,26 +118,11 @@ impl Source {
     }
 }
 
-/// The restore_command a restore writes: this binary, with the repository it restored from.
-fn wal_fetch_command(source: &Source) -> String {
-    let Source { url, s3, keys } = source;
-    // Shell-quoted only when needed, to keep the setting readable.
-    let quote = |s: &str| {
-        if s.chars().all(|c| c.is_ascii_alphanumeric() || "/._:-".contains(c)) {
-            s.to_string()
-        } else {
-            format!("'{}'", s.replace('\'', "'\\''"))
-        }
-    };
-    let exe = std::env::current_exe().map(|p| p.display().to_string()).unwrap_or_else(|_| "pgops".into());
-    let mut command = format!("{} --repository {}", quote(&exe), quote(&url.to_string()));
-    if let Some(endpoint) = &s3.endpoint {
-        command += &format!(" --s3-endpoint {}", quote(endpoint));
-    }
-    if let Some(keys) = keys {
-        command += &format!(" --encryption-key-file {}", quote(&keys.source().display().to_string()));
-    }
-    command + &format!(" --s3-region {} wal-fetch %f %p", quote(&s3.region))
+/// Prints a failed subcommand's error, `pgops <command>: <message>` and its hint, as every
+/// subcommand does, and gives `status`.
+fn failed(command: &str, error: &dyn Display, hint: &str, status: u8) -> ExitCode {
+    eprintln!("pgops {command}: {error}\nhint: {hint}");
+    ExitCode::from(status)
 }
 
 /// The exit status of bad usage: for wal-fetch one that stops recovery, since a
@@ -271,47 +185,7 @@ fn main() -> ExitCode {
         Command::WalFetch(args) => wal_fetch::run(args, &source, &runtime),
         Command::Restore(args) => restore::run(args, &source, &runtime),
         Command::Expire(args) => expire::run(args, &runtime.block_on(source.open()), &runtime),
-        Command::Verify { json } => {
-            let repo = runtime.block_on(source.open());
-            match verify::verify(&repo, runtime.handle()) {
-                Ok(report) => {
-                    print_verify_report(&report, json);
-                    if report.ok {
-                        ExitCode::SUCCESS
-                    } else {
-                        ExitCode::from(exit::NOT_FOUND)
-                    }
-                }
-                Err(e) => {
-                    eprintln!("pgops verify: {e}");
-                    ExitCode::from(exit::STORE)
-                }
-            }
-        }
-        Command::List { json, policy } => runtime.block_on(async {
-            let repo = source.open().await;
-            let backups = match list_backups(&repo).await {
-                Ok(backups) => backups,
-                Err(e) => {
-                    eprintln!("pgops list: {e}\nhint: {}", e.hint());
-                    return ExitCode::from(exit::STORE);
-                }
-            };
-            // The listing stands without the policy's verdicts, as pgops.backup_list does.
-            let kept = policy.kept(&repo).await.unwrap_or_else(|e| {
-                eprintln!("pgops list: warning: the policy cannot be applied: {e}\nhint: {}", e.hint());
-                Some(BTreeMap::new())
-            });
-            let listed: Vec<ListedBackup> = backups
-                .iter()
-                .map(|backup| {
-                    let row = backup.row();
-                    let kept_by_policy = kept.as_ref().and_then(|kept| kept.get(&row.id).copied());
-                    ListedBackup { row, kept_by_policy }
-                })
-                .collect();
-            print_backups(&listed, json, kept.is_some());
-            ExitCode::SUCCESS
-        }),
+        Command::Verify(args) => verify::run(args, &runtime.block_on(source.open()), &runtime),
+        Command::List(args) => list::run(args, &runtime.block_on(source.open()), &runtime),
     }
 }

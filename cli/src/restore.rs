@@ -1,15 +1,17 @@
 //! `pgops restore`: arguments and output of the restore subcommand (the work is
 //! `pgops_core::restore`).
 
-use crate::{exit, usage_error, wal_fetch_command, Source};
-use pgops_core::restore::{self, ArchiveAfterRestore, RecoveryTarget, RestoreRequest, TargetTime};
-use pgops_core::InvalidSetting;
-use std::collections::BTreeMap;
+use crate::{exit, failed, Source};
+use pgops_core::naming::Lsn;
+use pgops_core::restore::{
+    self, ArchiveAfterRestore, BackupChoice, RecoveryTarget, RestoreError, RestoreRequest, TargetAction, TargetTime,
+    TargetTimeline,
+};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::str::FromStr;
 
 #[derive(clap::Args)]
-#[command(group(clap::ArgGroup::new("recovery_target").multiple(false)))]
 pub struct RestoreArgs {
     /// The data directory to create (or an empty one)
     #[arg(long)]
@@ -17,33 +19,19 @@ pub struct RestoreArgs {
     /// Backup id, or latest: the backup that can reach the target (the newest that ended
     /// before a time or LSN; the output says which and why)
     #[arg(long, default_value = "latest")]
-    backup: String,
-    /// Recover until this time: '2026-11-25 07:00:00+00' (an offset or Z: that instant), or
-    /// '2026-11-25 07:00:00' (no offset: local time of the backed-up server's timezone
-    /// setting, as psql on it shows times)
-    #[arg(long, group = "recovery_target")]
-    target_time: Option<String>,
-    /// Recover until this LSN
-    #[arg(long, group = "recovery_target")]
-    target_lsn: Option<String>,
-    /// Recover until this transaction id
-    #[arg(long, group = "recovery_target")]
-    target_xid: Option<String>,
-    /// Recover until this restore point (pg_create_restore_point)
-    #[arg(long, group = "recovery_target")]
-    target_name: Option<String>,
-    /// Stop as soon as the backup is consistent
-    #[arg(long, group = "recovery_target", value_parser = ["immediate"])]
-    target: Option<String>,
+    backup: BackupChoice,
+    #[command(flatten)]
+    target: TargetArgs,
     /// What Postgres does at the target (its default: pause)
-    #[arg(long, value_parser = ["pause", "promote", "shutdown"])]
-    target_action: Option<String>,
+    #[arg(long, value_enum)]
+    target_action: Option<Action>,
     /// recovery_target_timeline (latest, current or a number)
     #[arg(long)]
-    target_timeline: Option<String>,
-    /// Restore tablespace OID into DIR instead of its original location (repeatable)
+    target_timeline: Option<TargetTimeline>,
+    /// Restore tablespace OID into DIR (an absolute path) instead of its original location
+    /// (repeatable)
     #[arg(long = "tablespace-map", value_name = "OID=DIR")]
-    tablespace_map: Vec<String>,
+    tablespace_map: Vec<TablespaceMapping>,
     /// off: the restored cluster does not archive WAL, take scheduled backups or use the
     /// repository (archive_mode = 'off', pgops.backup_schedule = '', pgops.repository = ''
     /// in postgresql.auto.conf), so a clone never writes into the repository it came from;
@@ -56,6 +44,67 @@ pub struct RestoreArgs {
     no_verify: bool,
 }
 
+/// The recovery target flags, each read into its type by clap, which lets at most one
+/// through.
+#[derive(clap::Args)]
+#[group(multiple = false)]
+struct TargetArgs {
+    /// Recover until this time: '2026-11-25 07:00:00+00' (an offset or Z: that instant), or
+    /// '2026-11-25 07:00:00' (no offset: local time of the backed-up server's timezone
+    /// setting, as psql on it shows times)
+    #[arg(long)]
+    target_time: Option<TargetTime>,
+    /// Recover until this LSN (X/Y, as pg_current_wal_lsn() shows it)
+    #[arg(long)]
+    target_lsn: Option<Lsn>,
+    /// Recover until this transaction id (as txid_current() shows it)
+    #[arg(long)]
+    target_xid: Option<u64>,
+    /// Recover until this restore point (pg_create_restore_point)
+    #[arg(long)]
+    target_name: Option<String>,
+    /// Stop as soon as the backup is consistent
+    #[arg(long, value_enum)]
+    target: Option<Immediate>,
+}
+
+/// `--target immediate`, the one value Postgres' `recovery_target` takes.
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum Immediate {
+    Immediate,
+}
+
+impl From<TargetArgs> for RecoveryTarget {
+    fn from(flags: TargetArgs) -> RecoveryTarget {
+        match flags {
+            TargetArgs { target_time: Some(time), .. } => RecoveryTarget::Time(time),
+            TargetArgs { target_lsn: Some(lsn), .. } => RecoveryTarget::Lsn(lsn),
+            TargetArgs { target_xid: Some(xid), .. } => RecoveryTarget::Xid(xid),
+            TargetArgs { target_name: Some(name), .. } => RecoveryTarget::Name(name),
+            TargetArgs { target: Some(Immediate::Immediate), .. } => RecoveryTarget::Immediate,
+            _ => RecoveryTarget::End,
+        }
+    }
+}
+
+/// `--target-action`.
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum Action {
+    Pause,
+    Promote,
+    Shutdown,
+}
+
+impl From<Action> for TargetAction {
+    fn from(action: Action) -> TargetAction {
+        match action {
+            Action::Pause => TargetAction::Pause,
+            Action::Promote => TargetAction::Promote,
+            Action::Shutdown => TargetAction::Shutdown,
+        }
+    }
+}
+
 /// `--archive`.
 #[derive(Clone, Copy, clap::ValueEnum)]
 enum Archive {
@@ -63,63 +112,50 @@ enum Archive {
     Keep,
 }
 
-/// The recovery target the flags name (clap lets at most one through).
-fn recovery_target(args: &RestoreArgs) -> Result<RecoveryTarget, InvalidSetting> {
-    Ok(if let Some(time) = &args.target_time {
-        RecoveryTarget::Time(TargetTime::parse(time).ok_or_else(|| {
-            InvalidSetting::new(
-                format!("cannot read --target-time \"{time}\""),
-                "Use 'YYYY-MM-DD HH:MM:SS[.ffffff][+HH[:MM]|Z]'; without an offset the time is read in the backed-up server's timezone.",
-            )
-        })?)
-    } else if let Some(lsn) = &args.target_lsn {
-        RecoveryTarget::Lsn(lsn.clone())
-    } else if let Some(xid) = &args.target_xid {
-        RecoveryTarget::Xid(xid.clone())
-    } else if let Some(name) = &args.target_name {
-        RecoveryTarget::Name(name.clone())
-    } else if args.target.is_some() {
-        RecoveryTarget::Immediate
-    } else {
-        RecoveryTarget::End
-    })
+/// `--tablespace-map OID=DIR`: where tablespace OID is restored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct TablespaceMapping {
+    oid: u32,
+    dir: PathBuf,
 }
 
-fn tablespace_overrides(mappings: &[String]) -> Result<BTreeMap<u32, PathBuf>, InvalidSetting> {
-    mappings
-        .iter()
-        .map(|mapping| {
-            mapping
-                .split_once('=')
-                .and_then(|(oid, dir)| Some((oid.parse::<u32>().ok()?, PathBuf::from(dir))))
-                .ok_or_else(|| {
-                    InvalidSetting::new(
-                        format!("cannot read --tablespace-map {mapping}"),
-                        "Use --tablespace-map OID=/absolute/dir.",
-                    )
-                })
-        })
-        .collect()
+impl FromStr for TablespaceMapping {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<TablespaceMapping, String> {
+        let usage = "write it as OID=/absolute/dir, the tablespace's OID (a number, as pg_tablespace and the \
+                     restore's messages show it) and the directory to restore it into";
+        let (oid, dir) = text.split_once('=').ok_or_else(|| format!("no '=' in it: {usage}"))?;
+        let oid = oid.parse().map_err(|_| format!("\"{oid}\" is not a tablespace OID: {usage}"))?;
+        let dir = PathBuf::from(dir);
+        if !dir.is_absolute() {
+            return Err(format!("\"{}\" is not an absolute path: {usage}", dir.display()));
+        }
+        Ok(TablespaceMapping { oid, dir })
+    }
+}
+
+/// The exit status of each kind of failure (see the subcommand's help): every one is 4,
+/// the restore failed or was refused; bad usage (3) never gets this far.
+fn exit_status(error: &RestoreError) -> u8 {
+    match error {
+        RestoreError::Store(_)
+        | RestoreError::Refused { .. }
+        | RestoreError::Corrupt { .. }
+        | RestoreError::Io { .. } => exit::OTHER,
+    }
 }
 
 /// Runs `pgops restore`. Exit status: 0 restored; 3 bad usage; 4 the restore failed or
-/// was refused (message on stderr).
+/// was refused (message and hint on stderr).
 pub fn run(args: RestoreArgs, source: &Source, runtime: &tokio::runtime::Runtime) -> ExitCode {
-    let target = match recovery_target(&args) {
-        Ok(target) => target,
-        Err(invalid) => return usage_error(invalid),
-    };
-    let tablespace_map = match tablespace_overrides(&args.tablespace_map) {
-        Ok(map) => map,
-        Err(invalid) => return usage_error(invalid),
-    };
     let request = RestoreRequest {
         pgdata: args.pgdata,
-        backup: Some(args.backup),
-        target,
-        target_action: args.target_action,
+        backup: args.backup,
+        target: args.target.into(),
+        target_action: args.target_action.map(TargetAction::from),
         target_timeline: args.target_timeline,
-        tablespace_map,
+        tablespace_map: args.tablespace_map.into_iter().map(|TablespaceMapping { oid, dir }| (oid, dir)).collect(),
         restore_command: wal_fetch_command(source),
         archive: match args.archive {
             Archive::Off => ArchiveAfterRestore::Off,
@@ -166,9 +202,122 @@ pub fn run(args: RestoreArgs, source: &Source, runtime: &tokio::runtime::Runtime
             );
             ExitCode::SUCCESS
         }
-        Err(e) => {
-            eprintln!("pgops restore: {e}");
-            ExitCode::from(exit::OTHER)
+        Err(e) => failed("restore", &e, e.hint(), exit_status(&e)),
+    }
+}
+
+/// The restore_command a restore writes: this binary, with the repository it restored from.
+fn wal_fetch_command(source: &Source) -> String {
+    let Source { url, s3, keys } = source;
+    // Shell-quoted only when needed, to keep the setting readable.
+    let quote = |s: &str| {
+        if s.chars().all(|c| c.is_ascii_alphanumeric() || "/._:-".contains(c)) {
+            s.to_string()
+        } else {
+            format!("'{}'", s.replace('\'', "'\\''"))
+        }
+    };
+    let exe = std::env::current_exe().map(|p| p.display().to_string()).unwrap_or_else(|_| "pgops".into());
+    let mut command = format!("{} --repository {}", quote(&exe), quote(&url.to_string()));
+    if let Some(endpoint) = &s3.endpoint {
+        command += &format!(" --s3-endpoint {}", quote(endpoint));
+    }
+    if let Some(keys) = keys {
+        command += &format!(" --encryption-key-file {}", quote(&keys.source().display().to_string()));
+    }
+    command + &format!(" --s3-region {} wal-fetch %f %p", quote(&s3.region))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Cli, Command};
+    use clap::error::ErrorKind;
+    use clap::Parser;
+
+    fn parse(flags: &[&str]) -> Result<RestoreArgs, clap::Error> {
+        let args = ["pgops", "restore", "--pgdata", "/restored"].iter().chain(flags);
+        match Cli::try_parse_from(args)?.command {
+            Command::Restore(args) => Ok(args),
+            _ => unreachable!("parsed as restore"),
+        }
+    }
+
+    fn target(flags: &[&str]) -> RecoveryTarget {
+        parse(flags).map(|args| args.target.into()).unwrap()
+    }
+
+    #[test]
+    fn each_recovery_target_flag_is_read_into_its_type() {
+        assert_eq!(target(&[]), RecoveryTarget::End);
+        assert_eq!(target(&["--target-lsn", "16/B374D848"]), RecoveryTarget::Lsn(Lsn(0x16_B374_D848)));
+        assert_eq!(target(&["--target-xid", "4294968000"]), RecoveryTarget::Xid(4_294_968_000));
+        assert_eq!(target(&["--target-name", "before 'drop'"]), RecoveryTarget::Name("before 'drop'".into()));
+        assert_eq!(target(&["--target", "immediate"]), RecoveryTarget::Immediate);
+        assert_eq!(
+            target(&["--target-time", "2026-11-25 07:00:00+01"]),
+            RecoveryTarget::Time(TargetTime::parse("2026-11-25 06:00:00Z").unwrap())
+        );
+    }
+
+    #[test]
+    fn a_target_that_does_not_read_is_a_usage_error_naming_the_form() {
+        for (flags, form) in [
+            (["--target-lsn", "3000060"], "X/Y in hexadecimal"),
+            (["--target-lsn", "0/3000060 "], "X/Y in hexadecimal"),
+            (["--target-time", "25/11/2026 07:00"], "YYYY-MM-DD HH:MM:SS"),
+            (["--target-xid", "abc"], "invalid digit"),
+            (["--target", "latest"], "immediate"),
+            (["--target-action", "resume"], "promote"),
+            (["--target-timeline", "newest"], "latest, current or a timeline number"),
+        ] {
+            let err = parse(&flags).err().unwrap_or_else(|| panic!("{flags:?} accepted"));
+            assert!(matches!(err.kind(), ErrorKind::ValueValidation | ErrorKind::InvalidValue), "{flags:?}: {err}");
+            assert!(err.to_string().contains(form), "{flags:?}: {err}");
+        }
+        let two = parse(&["--target-lsn", "0/1", "--target-name", "x"]).err().expect("two targets refused");
+        assert_eq!(two.kind(), ErrorKind::ArgumentConflict, "{two}");
+    }
+
+    #[test]
+    fn tablespace_maps_are_an_oid_and_an_absolute_directory() {
+        let args = parse(&["--tablespace-map", "16385=/mnt/fast", "--tablespace-map", "16386=/mnt/a=b"]).unwrap();
+        assert_eq!(
+            args.tablespace_map,
+            [
+                TablespaceMapping { oid: 16385, dir: "/mnt/fast".into() },
+                TablespaceMapping { oid: 16386, dir: "/mnt/a=b".into() }
+            ]
+        );
+        for (mapping, problem) in [
+            ("16385", "no '=' in it"),
+            ("fast=/mnt/fast", "\"fast\" is not a tablespace OID"),
+            ("4294967296=/mnt/fast", "\"4294967296\" is not a tablespace OID"),
+            ("16385=mnt/fast", "\"mnt/fast\" is not an absolute path"),
+            ("16385=", "\"\" is not an absolute path"),
+        ] {
+            let err = parse(&["--tablespace-map", mapping]).err().unwrap_or_else(|| panic!("{mapping} accepted"));
+            assert_eq!(err.kind(), ErrorKind::ValueValidation, "{mapping}: {err}");
+            assert!(err.to_string().contains(problem) && err.to_string().contains("OID=/absolute/dir"), "{err}");
+        }
+    }
+
+    #[test]
+    fn every_failure_of_a_restore_exits_4() {
+        let store = pgops_core::store::StoreError {
+            operation: "GetObject",
+            location: "s3://b/x".into(),
+            kind: pgops_core::store::StoreErrorKind::Unreachable,
+            cause: "connection refused".into(),
+        };
+        let errors = [
+            RestoreError::Store(store),
+            RestoreError::Refused { what: "no backup x".into(), hint: "pgops list".into() },
+            RestoreError::Corrupt { location: "data.tar".into(), cause: "a symbolic link".into() },
+            RestoreError::Io { path: "/restored".into(), cause: std::io::ErrorKind::StorageFull.into() },
+        ];
+        for error in &errors {
+            assert_eq!(exit_status(error), exit::OTHER, "{error}");
         }
     }
 }

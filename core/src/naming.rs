@@ -88,14 +88,7 @@ pub fn wal_key(name: &str, compression: Compression) -> Result<String, NotAWalFi
 /// The segment after `name` on the same timeline, for segments of `segment_size` bytes
 /// (a segment file's size); `None` when `name` is not a plain segment.
 pub fn next_segment(name: &str, segment_size: u64) -> Option<String> {
-    if classify(name).ok()? != WalFileKind::Segment || !segment_size.is_power_of_two() {
-        return None;
-    }
-    let field = |range: std::ops::Range<usize>| u32::from_str_radix(&name[range], 16).ok();
-    let (tli, log, seg) = (field(0..8)?, field(8..16)?, field(16..24)?);
-    let segments_per_log = (1u64 << 32) / segment_size;
-    let (log, seg) = if u64::from(seg) + 1 >= segments_per_log { (log.checked_add(1)?, 0) } else { (log, seg + 1) };
-    Some(format!("{tli:08X}{log:08X}{seg:08X}"))
+    Some(WalSegment::parse(name).ok()?.next(segment_size)?.to_string())
 }
 
 /// Postgres' archiving order: timeline history files first (a new timeline must be known
@@ -112,6 +105,38 @@ pub struct Timeline(pub u32);
 impl fmt::Display for Timeline {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}", self.0)
+    }
+}
+
+/// A WAL location (`pg_lsn`): a byte position in the WAL stream, the same on every
+/// timeline. Written as Postgres writes it, `X/Y`: the high and low 32 bits in hex.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Lsn(pub u64);
+
+/// Text that is not an LSN.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("\"{0}\" is not an LSN: write it as Postgres shows one, X/Y in hexadecimal (e.g. 0/3000060)")]
+pub struct NotAnLsn(pub String);
+
+impl std::str::FromStr for Lsn {
+    type Err = NotAnLsn;
+
+    /// As Postgres' `pg_lsn` input: 1 to 8 hex digits, `/`, 1 to 8 hex digits.
+    fn from_str(text: &str) -> Result<Lsn, NotAnLsn> {
+        let half = |digits: &str| {
+            (!digits.is_empty() && digits.len() <= 8 && is_hex(digits))
+                .then(|| u64::from_str_radix(digits, 16).ok())
+                .flatten()
+        };
+        text.split_once('/')
+            .and_then(|(high, low)| Some(Lsn((half(high)? << 32) | half(low)?)))
+            .ok_or_else(|| NotAnLsn(text.to_string()))
+    }
+}
+
+impl fmt::Display for Lsn {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:X}/{:X}", self.0 >> 32, self.0 & 0xFFFF_FFFF)
     }
 }
 
@@ -141,6 +166,18 @@ impl WalSegment {
             }
             _ => Err(NotAWalFile(name.to_string())),
         }
+    }
+
+    /// The segment after this one on the same timeline, for segments of `segment_size`
+    /// bytes (a segment file's size, a power of two); `None` past the end of the WAL.
+    pub fn next(self, segment_size: u64) -> Option<WalSegment> {
+        if !segment_size.is_power_of_two() {
+            return None;
+        }
+        let segments_per_log = (1u64 << 32) / segment_size;
+        let SegmentPosition { log, seg } = self.position;
+        let (log, seg) = if u64::from(seg) + 1 >= segments_per_log { (log.checked_add(1)?, 0) } else { (log, seg + 1) };
+        Some(WalSegment { timeline: self.timeline, position: SegmentPosition { log, seg } })
     }
 }
 
@@ -271,6 +308,23 @@ mod tests {
         assert_eq!(stored_wal("0000000A.history.xz"), Some(StoredWal::History(Timeline(10))));
         for other in ["000000010000000000000003.tmp", "pgops.json", ".000000010000000000000003.zst.pgops-tmp.1.2"] {
             assert_eq!(stored_wal(other), None, "{other}");
+        }
+    }
+
+    #[test]
+    fn lsns_read_and_print_as_postgres_does_and_order_by_position() {
+        let lsn = |text: &str| text.parse::<Lsn>();
+        assert_eq!(lsn("0/3000060"), Ok(Lsn(0x3000060)));
+        assert_eq!(lsn("16/b374d848"), Ok(Lsn(0x16_B374_D848)));
+        assert_eq!(lsn("FFFFFFFF/FFFFFFFF"), Ok(Lsn(u64::MAX)));
+        assert_eq!(Lsn(0x16_B374_D848).to_string(), "16/B374D848");
+        assert_eq!(Lsn(0).to_string(), "0/0");
+        assert!(lsn("0/5000000").unwrap() > lsn("0/4FFFFFF").unwrap());
+        assert!(lsn("1/0").unwrap() > lsn("0/FFFFFFFF").unwrap(), "the high half counts first");
+        for bad in ["", "0", "/1", "1/", "0/+1", "1/2/3", "0/123456789", "x/1", " 0/1"] {
+            let err = lsn(bad).unwrap_err();
+            assert_eq!(err, NotAnLsn(bad.to_string()));
+            assert!(err.to_string().contains("X/Y in hexadecimal"), "{err}");
         }
     }
 }

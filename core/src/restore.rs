@@ -2,15 +2,18 @@
 //! the backup's manifest (size and CRC-32C), then set up for recovery from the WAL archive
 //! (recovery.signal, restore_command, recovery target).
 
+mod error;
 mod safe_dir;
 mod target_time;
 
-pub use target_time::TargetTime;
+pub use error::RestoreError;
+pub use target_time::{NotATime, TargetTime};
 
 use crate::backup::catalog::{list_backups, BackupSummary};
-use crate::backup::info::InfoFields;
-use crate::backup::{backup_dir, PGOPS_METADATA};
-use crate::pipeline::Compression;
+use crate::backup::info::{BackupStatus, InfoFields};
+use crate::backup::{backup_dir, BackupId, NotABackupId, PGOPS_METADATA};
+use crate::naming::Lsn;
+use crate::pipeline::{self, Compression, DecodeError};
 use crate::retry::{self, Failed, Patience};
 use crate::store::{ObjectStore, Repository, StoreError, StoreErrorKind};
 use bytes::Bytes;
@@ -32,10 +35,91 @@ pub enum RecoveryTarget {
     /// Replay every archived WAL file.
     End,
     Time(TargetTime),
-    Lsn(String),
-    Xid(String),
+    Lsn(Lsn),
+    /// A transaction id, as `xid` (32 bits) or `xid8` (with its epoch) columns show it.
+    Xid(u64),
     Name(String),
     Immediate,
+}
+
+/// `recovery_target_action`: what Postgres does once it reached the target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TargetAction {
+    Pause,
+    Promote,
+    Shutdown,
+}
+
+impl TargetAction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TargetAction::Pause => "pause",
+            TargetAction::Promote => "promote",
+            TargetAction::Shutdown => "shutdown",
+        }
+    }
+}
+
+/// Which backup to restore (`--backup`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BackupChoice {
+    /// The one [`choose_backup`] picks for the target.
+    Latest,
+    Id(BackupId),
+}
+
+impl std::str::FromStr for BackupChoice {
+    type Err = NotABackupId;
+
+    fn from_str(text: &str) -> Result<BackupChoice, NotABackupId> {
+        match text {
+            "latest" => Ok(BackupChoice::Latest),
+            id => id.parse().map(BackupChoice::Id),
+        }
+    }
+}
+
+/// `recovery_target_timeline`: which timeline recovery follows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TargetTimeline {
+    /// The newest the archive has (Postgres' default).
+    Latest,
+    /// The backup's own.
+    Current,
+    /// This one: only backups that can follow onto it are chosen.
+    Number(u32),
+}
+
+/// Text that is not a [`TargetTimeline`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("\"{0}\" is not a timeline: use latest, current or a timeline number (1, 2, …)")]
+pub struct NotATimeline(pub String);
+
+impl std::str::FromStr for TargetTimeline {
+    type Err = NotATimeline;
+
+    fn from_str(text: &str) -> Result<TargetTimeline, NotATimeline> {
+        match text {
+            "latest" => Ok(TargetTimeline::Latest),
+            "current" => Ok(TargetTimeline::Current),
+            number => match number.parse() {
+                Ok(timeline) if timeline > 0 && number.bytes().all(|b| b.is_ascii_digit()) => {
+                    Ok(TargetTimeline::Number(timeline))
+                }
+                _ => Err(NotATimeline(text.to_string())),
+            },
+        }
+    }
+}
+
+impl std::fmt::Display for TargetTimeline {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TargetTimeline::Latest => f.write_str("latest"),
+            TargetTimeline::Current => f.write_str("current"),
+            TargetTimeline::Number(timeline) => write!(f, "{timeline}"),
+        }
+    }
 }
 
 /// What the restored cluster does with the archiving settings it was backed up with.
@@ -52,11 +136,10 @@ pub enum ArchiveAfterRestore {
 #[derive(Debug, Clone)]
 pub struct RestoreRequest {
     pub pgdata: PathBuf,
-    /// `None` or `latest`: the one [`choose_backup`] picks for the target.
-    pub backup: Option<String>,
+    pub backup: BackupChoice,
     pub target: RecoveryTarget,
-    pub target_action: Option<String>,
-    pub target_timeline: Option<String>,
+    pub target_action: Option<TargetAction>,
+    pub target_timeline: Option<TargetTimeline>,
     /// Tablespace OID → directory, instead of the location it had.
     pub tablespace_map: BTreeMap<u32, PathBuf>,
     /// restore_command to write (`pgops … wal-fetch %f %p` with the repository settings).
@@ -89,10 +172,14 @@ pub(crate) fn barman_instant(text: &str) -> Option<DateTime<Utc>> {
     }
 }
 
-/// `X/Y` as a number.
-pub(crate) fn parse_lsn(text: &str) -> Option<u64> {
-    let (high, low) = text.split_once('/')?;
-    Some((u64::from_str_radix(high, 16).ok()? << 32) | u64::from_str_radix(low, 16).ok()?)
+/// Whether a backup finished: only those can be restored.
+pub(crate) fn is_done(backup: &BackupSummary) -> bool {
+    BackupStatus::from_barman(backup.status()) == Some(BackupStatus::Done)
+}
+
+/// Where a backup ended (`end_xlog`); `None` for one that did not end.
+fn end_lsn(backup: &BackupSummary) -> Option<Lsn> {
+    backup.fields.get("end_xlog")?.parse().ok()
 }
 
 /// The backup a restore uses, and why it is that one.
@@ -142,7 +229,7 @@ impl Snapshot {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TimelineHistory {
     pub timeline: u32,
-    pub ancestors: Vec<(u32, u64)>,
+    pub ancestors: Vec<(u32, Lsn)>,
 }
 
 impl TimelineHistory {
@@ -153,7 +240,7 @@ impl TimelineHistory {
             .filter(|line| !line.trim_start().starts_with('#'))
             .filter_map(|line| {
                 let mut fields = line.split_whitespace();
-                Some((fields.next()?.parse().ok()?, parse_lsn(fields.next()?)?))
+                Some((fields.next()?.parse().ok()?, fields.next()?.parse().ok()?))
             })
             .collect();
         TimelineHistory { timeline, ancestors }
@@ -161,7 +248,7 @@ impl TimelineHistory {
 
     /// Whether recovery from a backup on `timeline` that ended at `end` can follow onto
     /// this timeline: it is this one, or one it descends from, left after the backup ended.
-    fn reachable_from(&self, timeline: Option<u64>, end: Option<u64>) -> bool {
+    fn reachable_from(&self, timeline: Option<u64>, end: Option<Lsn>) -> bool {
         let Some(timeline) = timeline else { return false };
         timeline == u64::from(self.timeline)
             || self
@@ -187,24 +274,28 @@ pub struct ChoiceContext {
 /// otherwise the newest.
 pub fn choose_backup<'a>(
     backups: &'a [BackupSummary],
-    requested: Option<&str>,
+    requested: &BackupChoice,
     target: &RecoveryTarget,
     context: &ChoiceContext,
-) -> Result<Choice<'a>, String> {
-    if let Some(id) = requested.filter(|id| *id != "latest") {
-        let backup = backups
-            .iter()
-            .find(|b| b.backup_id == id)
-            .ok_or_else(|| format!("no backup {id} in the repository (pgops list shows the backups there)"))?;
-        if backup.status() != "DONE" {
-            return Err(format!("backup {id} is {}, not DONE: it cannot be restored", backup.status()));
+) -> Result<Choice<'a>, RestoreError> {
+    if let BackupChoice::Id(id) = requested {
+        let backup = backups.iter().find(|b| b.backup_id == id.as_str()).ok_or_else(|| {
+            RestoreError::refused(
+                format!("no backup {id} in the repository"),
+                "pgops list shows the backups there; --backup latest takes the one that can reach the target.",
+            )
+        })?;
+        if !is_done(backup) {
+            return Err(RestoreError::refused(
+                format!("backup {id} is {}, not DONE: it cannot be restored", backup.status()),
+                "Name a DONE backup (pgops list shows their status), or --backup latest.",
+            ));
         }
         return Ok(Choice { backup, reason: "named by --backup".into() });
     }
-    let end_lsn = |b: &BackupSummary| b.fields.get("end_xlog").and_then(parse_lsn);
     let done: Vec<&BackupSummary> = backups
         .iter()
-        .filter(|b| b.status() == "DONE")
+        .filter(|b| is_done(b))
         .filter(|b| context.timeline.as_ref().is_none_or(|t| t.reachable_from(b.fields.number("timeline"), end_lsn(b))))
         .collect();
     let on_timeline = context.timeline.as_ref().map_or(String::new(), |t| {
@@ -214,7 +305,10 @@ pub fn choose_backup<'a>(
         )
     });
     let (Some(oldest), Some(newest)) = (done.first().copied(), done.last().copied()) else {
-        return Err(format!("the repository has no DONE backup{on_timeline}"));
+        return Err(RestoreError::refused(
+            format!("the repository has no DONE backup{on_timeline}"),
+            "pgops list shows the backups there and their status; take a backup (pgops.backup_now()) first.",
+        ));
     };
     let chosen = |backup, reason: &str| Ok(Choice { backup, reason: format!("{reason}{on_timeline}") });
     match target {
@@ -223,22 +317,23 @@ pub fn choose_backup<'a>(
                 RecoveryTarget::Time(at) => {
                     b.fields.get("end_time").and_then(barman_instant).is_some_and(|end| end <= at.estimate())
                 }
-                RecoveryTarget::Lsn(lsn) => end_lsn(b).zip(parse_lsn(lsn)).is_some_and(|(end, target)| end <= target),
+                RecoveryTarget::Lsn(lsn) => end_lsn(b).is_some_and(|end| end <= *lsn),
                 _ => unreachable!("matched above"),
             };
             match done.iter().rev().find(|b| ends_before(b)) {
                 Some(backup) => chosen(backup, "the newest DONE backup that ended before the recovery target"),
-                None => Err(format!(
-                    "no DONE backup{on_timeline} ends before the recovery target; the oldest ends at {} ({})",
-                    oldest.fields.get("end_time").unwrap_or("?"),
-                    oldest.fields.get("end_xlog").unwrap_or("?")
+                None => Err(RestoreError::refused(
+                    format!(
+                        "no DONE backup{on_timeline} ends before the recovery target; the oldest ends at {} ({})",
+                        oldest.fields.get("end_time").unwrap_or("?"),
+                        oldest.fields.get("end_xlog").unwrap_or("?")
+                    ),
+                    "Recovery can only stop after the end of the backup it starts from: choose a later target.",
                 )),
             }
         }
         RecoveryTarget::Xid(xid) => {
-            let xid_number = xid.trim().parse::<u64>().ok();
-            let snapshot = |b: &BackupSummary| context.end_snapshots.get(&b.backup_id);
-            let reaches = |b: &BackupSummary| snapshot(b).zip(xid_number).map(|(s, x)| s.not_completed(x));
+            let reaches = |b: &BackupSummary| context.end_snapshots.get(&b.backup_id).map(|s| s.not_completed(*xid));
             if let Some(backup) = done.iter().rev().find(|b| reaches(b) == Some(true)) {
                 return chosen(
                     backup,
@@ -246,9 +341,12 @@ pub fn choose_backup<'a>(
                 );
             }
             if reaches(oldest) == Some(false) {
-                return Err(format!(
-                    "transaction {xid} had completed before the oldest DONE backup{on_timeline} ({}) ended: no backup can recover to it",
-                    oldest.backup_id
+                return Err(RestoreError::refused(
+                    format!(
+                        "transaction {xid} had completed before the oldest DONE backup{on_timeline} ({}) ended: no backup can recover to it",
+                        oldest.backup_id
+                    ),
+                    "Recovery can only stop after the end of the backup it starts from: choose a later target.",
                 ));
             }
             chosen(
@@ -363,7 +461,7 @@ type ManifestFiles = HashMap<String, (u64, String)>;
 
 /// The files of a `backup_manifest`, once its own checksum (`Manifest-Checksum`: SHA-256
 /// of the text up to and including the newline before that last line, as pg_verifybackup
-/// computes it) matches.
+/// computes it) matches. The error is the cause, for the caller to say whose manifest.
 fn manifest_files(manifest: &[u8]) -> Result<ManifestFiles, String> {
     let json: serde_json::Value =
         serde_json::from_slice(manifest).map_err(|e| format!("backup_manifest is not valid JSON: {e}"))?;
@@ -390,15 +488,15 @@ fn manifest_files(manifest: &[u8]) -> Result<ManifestFiles, String> {
         .collect())
 }
 
-/// A relative, `..`-free path inside the archive (empty for the archive's root, `./`), or
+/// A relative, `..`-free path inside `archive` (empty for the archive's root, `./`), or
 /// an error.
-fn safe_relative(path: &Path) -> io::Result<PathBuf> {
+fn safe_relative(archive: &str, path: &Path) -> Result<PathBuf, RestoreError> {
     let mut clean = PathBuf::new();
     for component in path.components() {
         match component {
             Component::Normal(part) => clean.push(part),
             Component::CurDir => {}
-            _ => return Err(io::Error::other(format!("unsafe path in archive: {}", path.display()))),
+            _ => return Err(RestoreError::corrupt(archive, format!("unsafe path in archive: {}", path.display()))),
         }
     }
     Ok(clean)
@@ -435,17 +533,23 @@ enum Member {
     Nothing,
 }
 
-/// What `entry` may become; links other than pg_wal and tablespace links, hard links,
-/// devices, FIFOs and anything else are refused.
-fn member(entry: &tar::Entry<impl Read>, relative: &Path, kind: ArchiveKind) -> Result<Member, String> {
+/// What `entry` of `archive` may become; links other than pg_wal and tablespace links,
+/// hard links, devices, FIFOs and anything else are refused.
+fn member(
+    archive: &str,
+    entry: &tar::Entry<impl Read>,
+    relative: &Path,
+    kind: ArchiveKind,
+) -> Result<Member, RestoreError> {
     let name = relative.display();
     let entry_type = entry.header().entry_type();
+    let refused = |cause: String| Err(RestoreError::corrupt(archive, cause));
     if relative.as_os_str().is_empty() {
         // The archive's root (`./`, as Barman's archives begin) is the directory itself.
         return match entry_type {
             tar::EntryType::Directory => Ok(Member::Nothing),
             other => {
-                Err(format!("archive member \"{}\" is a {other:?} entry at the archive's root", relative.display()))
+                refused(format!("archive member \"{}\" is a {other:?} entry at the archive's root", relative.display()))
             }
         };
     }
@@ -465,14 +569,14 @@ fn member(entry: &tar::Entry<impl Read>, relative: &Path, kind: ArchiveKind) -> 
         }
         tar::EntryType::Symlink => {
             let target = entry.link_name().ok().flatten().map_or_else(|| "?".into(), |t| t.display().to_string());
-            Err(format!(
+            refused(format!(
                 "archive member {name} is a symbolic link to {target}: pgops restore makes no link from an archive's \
                  members, so that none can lead outside the target (tablespace links come from tablespace_map, pg_wal \
                  becomes a directory); the backup is refused. If you trust it, restore it with barman-cloud-restore \
                  and check the link yourself"
             ))
         }
-        other => Err(format!(
+        other => refused(format!(
             "archive member {name} is a {other:?} entry: pgops restore writes only directories and regular files \
              (no hard links, devices or FIFOs, which no PostgreSQL backup holds); the backup is refused"
         )),
@@ -489,14 +593,15 @@ struct Directories<'a> {
 
 impl Directories<'_> {
     /// `relative` below the root, created where missing.
-    fn open(&mut self, relative: &Path) -> Result<&SafeDir, String> {
+    fn open(&mut self, relative: &Path) -> Result<&SafeDir, RestoreError> {
         if relative.as_os_str().is_empty() {
             return Ok(self.root);
         }
         if self.last.as_ref().is_none_or(|(path, _)| path != relative) {
             let mut dir: Option<SafeDir> = None;
             for part in relative.iter() {
-                let next = dir.as_ref().unwrap_or(self.root).subdir(part).map_err(|e| e.to_string())?;
+                let parent = dir.as_ref().unwrap_or(self.root);
+                let next = parent.subdir(part).map_err(RestoreError::io(parent.path()))?;
                 dir = Some(next);
             }
             self.last = dir.map(|dir| (relative.to_path_buf(), dir));
@@ -511,25 +616,32 @@ struct Extracted {
     bytes: u64,
 }
 
-/// Extracts one archive into `dir` (or only reads it when `dir` is `None`), checking each
-/// file against `manifest` and removing the checked ones from it. A file is written under
-/// a temporary name and gets its own only once it matched the manifest.
+/// Extracts one archive (named `archive_name`, for messages) into `dir` (or only reads it
+/// when `dir` is `None`), checking each file against `manifest` and removing the checked
+/// ones from it. A file is written under a temporary name and gets its own only once it
+/// matched the manifest.
 fn extract(
+    archive_name: &str,
     archive: impl Read,
     dir: Option<&SafeDir>,
     kind: ArchiveKind,
     manifest: &mut Option<ManifestFiles>,
     on_file: &mut dyn FnMut(u64),
-) -> Result<Extracted, String> {
+) -> Result<Extracted, RestoreError> {
     let mut done = Extracted { files: 0, bytes: 0 };
     let manifest_prefix = kind.manifest_prefix();
     let mut directories = dir.map(|root| Directories { root, last: None });
     let mut tar = tar::Archive::new(archive);
-    for entry in tar.entries().map_err(|e| e.to_string())? {
-        let mut entry = entry.map_err(|e| format!("reading the archive: {e}"))?;
-        let relative = safe_relative(&entry.path().map_err(|e| e.to_string())?).map_err(|e| e.to_string())?;
+    let reading = |e| RestoreError::reading(archive_name, "reading the archive", e);
+    for entry in tar.entries().map_err(reading)? {
+        let mut entry = entry.map_err(reading)?;
+        let relative = safe_relative(archive_name, &entry.path().map_err(reading)?)?;
         let name = relative.to_string_lossy().into_owned();
-        match (member(&entry, &relative, kind)?, directories.as_mut()) {
+        let check = |manifest: &mut Option<ManifestFiles>, size, crc| {
+            check_against_manifest(manifest, &manifest_prefix, &name, size, crc)
+                .map_err(|cause| RestoreError::corrupt(archive_name, cause))
+        };
+        match (member(archive_name, &entry, &relative, kind)?, directories.as_mut()) {
             (Member::Directory, Some(directories)) => {
                 directories.open(&relative)?;
             }
@@ -541,13 +653,14 @@ fn extract(
                     Some(directories) => {
                         let parent = directories.open(relative.parent().unwrap_or(Path::new("")))?;
                         let file_name = relative.file_name().expect("a safe relative path ends with a name");
-                        write_checked(&mut entry, parent, file_name, &name, |size, crc| {
-                            check_against_manifest(manifest, &manifest_prefix, &name, size, crc)
+                        write_checked(archive_name, &mut entry, parent, file_name, &name, |size, crc| {
+                            check(manifest, size, crc)
                         })?
                     }
                     None => {
-                        let (size, crc) = checksum_entry(&mut entry, &name, &mut io::sink())?;
-                        check_against_manifest(manifest, &manifest_prefix, &name, size, crc)?;
+                        let (size, crc) =
+                            checksum_entry(archive_name, &mut entry, &name, Path::new(""), &mut io::sink())?;
+                        check(manifest, size, crc)?;
                         size
                     }
                 };
@@ -565,50 +678,61 @@ fn extract(
 /// judge its size and CRC-32C, and only then renames it to `file_name` (which must not
 /// exist); a file that fails is removed and never appears under its name. Returns the size.
 fn write_checked(
+    archive_name: &str,
     entry: &mut impl Read,
     parent: &SafeDir,
     file_name: &OsStr,
     name: &str,
-    check: impl FnOnce(u64, u32) -> Result<(), String>,
-) -> Result<u64, String> {
+    check: impl FnOnce(u64, u32) -> Result<(), RestoreError>,
+) -> Result<u64, RestoreError> {
     let mut partial = OsString::from(".");
     partial.push(file_name);
     partial.push(".pgops-partial");
-    let mut file = parent.create_file(&partial).map_err(|e| e.to_string())?;
-    let written = checksum_entry(entry, name, &mut file).and_then(|(size, crc)| check(size, crc).map(|()| size));
+    let partial_path = parent.path().join(&partial);
+    let mut file = parent.create_file(&partial).map_err(RestoreError::io(&partial_path))?;
+    let written = checksum_entry(archive_name, entry, name, &partial_path, &mut file)
+        .and_then(|(size, crc)| check(size, crc).map(|()| size));
     drop(file);
     match written {
         Ok(size) => {
-            parent.rename_new(&partial, file_name).map_err(|e| e.to_string())?;
+            parent.rename_new(&partial, file_name).map_err(RestoreError::io(&partial_path))?;
             Ok(size)
         }
-        Err(e) => {
-            if let Err(remove) = parent.remove_file(&partial) {
-                return Err(format!(
-                    "{e} (and {} could not be removed: {remove})",
-                    parent.path().join(&partial).display()
-                ));
-            }
-            Err(e)
-        }
+        Err(e) => match parent.remove_file(&partial) {
+            Err(remove) => Err(RestoreError::Io {
+                path: partial_path,
+                cause: io::Error::new(remove.kind(), format!("could not be removed ({remove}) after: {e}")),
+            }),
+            Ok(()) => Err(e),
+        },
     }
 }
 
-/// Copies an archive member to `out`; returns its size and CRC-32C.
-fn checksum_entry(entry: &mut impl Read, name: &str, out: &mut impl Write) -> Result<(u64, u32), String> {
+/// Copies member `name` of `archive_name` to `out` (the file `out_path`); returns its size
+/// and CRC-32C.
+fn checksum_entry(
+    archive_name: &str,
+    entry: &mut impl Read,
+    name: &str,
+    out_path: &Path,
+    out: &mut impl Write,
+) -> Result<(u64, u32), RestoreError> {
     let (mut crc, mut size, mut buf) = (0u32, 0u64, vec![0u8; 256 * 1024]);
     loop {
-        let n = entry.read(&mut buf).map_err(|e| format!("reading {name} from the archive: {e}"))?;
+        let n = entry
+            .read(&mut buf)
+            .map_err(|e| RestoreError::reading(archive_name, &format!("reading {name} from the archive"), e))?;
         if n == 0 {
             return Ok((size, crc));
         }
         crc = crc32c::crc32c_append(crc, &buf[..n]);
         size += n as u64;
-        out.write_all(&buf[..n]).map_err(|e| format!("writing {name}: {e}"))?;
+        out.write_all(&buf[..n]).map_err(RestoreError::io(out_path))?;
     }
 }
 
-/// Checks a file against the manifest (when there is one) and strikes it off.
+/// Checks a file against the manifest (when there is one) and strikes it off; the error
+/// is the mismatch, for the caller to say in which archive.
 fn check_against_manifest(
     manifest: &mut Option<ManifestFiles>,
     manifest_prefix: &str,
@@ -646,12 +770,11 @@ pub(crate) struct StoredBackup {
 const PGOPS_BACKUP_LABEL: &str = "LABEL: pgops backup ";
 
 impl StoredBackup {
-    pub(crate) fn load(repo: &Repository, runtime: &Handle, backup_id: &str) -> Result<StoredBackup, String> {
+    pub(crate) fn load(repo: &Repository, runtime: &Handle, backup_id: &str) -> Result<StoredBackup, RestoreError> {
         let dir = backup_dir(backup_id);
-        let objects = runtime.block_on(repo.list(&format!("{dir}/"))).map_err(|e| e.to_string())?;
-        let manifest_bytes =
-            runtime.block_on(repo.get(&format!("{dir}/backup_manifest"))).map_err(|e| e.to_string())?;
-        let info = runtime.block_on(repo.get(&format!("{dir}/backup.info"))).map_err(|e| e.to_string())?;
+        let objects = runtime.block_on(repo.list(&format!("{dir}/")))?;
+        let manifest_bytes = runtime.block_on(repo.get(&format!("{dir}/backup_manifest")))?;
+        let info = runtime.block_on(repo.get(&format!("{dir}/backup.info")))?;
         let labelled_by_pgops = info.is_some_and(|text| {
             InfoFields::parse(&String::from_utf8_lossy(&text))
                 .get("backup_label")
@@ -666,7 +789,7 @@ impl StoredBackup {
         let (data, tablespaces): (Vec<_>, Vec<_>) =
             archives.into_iter().partition(|(name, _)| name.starts_with("data"));
         if data.is_empty() {
-            return Err(format!("backup {backup_id} has no data archive in {}", repo.location(&dir)));
+            return Err(RestoreError::corrupt(repo.location(&dir), format!("backup {backup_id} has no data archive")));
         }
         Ok(StoredBackup {
             backup_id: backup_id.to_string(),
@@ -681,13 +804,17 @@ impl StoredBackup {
     /// The files to check the archives against: `None` for a backup without a manifest
     /// (Barman Cloud's); an error for a pgops backup whose manifest is missing or fails its
     /// own checksum.
-    pub(crate) fn manifest(&self) -> Result<Option<ManifestFiles>, String> {
+    pub(crate) fn manifest(&self) -> Result<Option<ManifestFiles>, RestoreError> {
         let id = &self.backup_id;
         match &self.manifest_bytes {
-            Some(bytes) => manifest_files(bytes).map(Some).map_err(|e| format!("backup {id}: {e}")),
-            None if self.by_pgops => Err(format!(
-                "backup {id} was taken by pgops but its backup_manifest is missing from {}: its files cannot be checked",
-                self.location
+            Some(bytes) => {
+                manifest_files(bytes).map(Some).map_err(|cause| RestoreError::corrupt(format!("backup {id}"), cause))
+            }
+            None if self.by_pgops => Err(RestoreError::corrupt(
+                &self.location,
+                format!(
+                    "backup {id} was taken by pgops but its backup_manifest is missing: its files cannot be checked"
+                ),
             )),
             None => Ok(None),
         }
@@ -700,70 +827,86 @@ impl StoredBackup {
         backup_id: &str,
         name: &str,
         size: u64,
-    ) -> Result<Box<dyn Read>, String> {
+    ) -> Result<Box<dyn Read>, RestoreError> {
         let (_, codec) = Compression::split_file_name(name);
         let reader = ObjectReader::new(repo, format!("{}/{name}", backup_dir(backup_id)), size, runtime.clone());
-        crate::pipeline::decode_reader(reader, codec, repo.keys())
-            .map_err(|e| format!("{}: {e}. {}", repo.location(&format!("{}/{name}", backup_dir(backup_id))), e.hint()))
+        pipeline::decode_reader(reader, codec, repo.keys()).map_err(|e| match e {
+            DecodeError::Source(e) => RestoreError::reading(name, "opening the archive", e),
+            e => RestoreError::Store(StoreError::undecodable(
+                repo.location(&format!("{}/{name}", backup_dir(backup_id))),
+                e,
+            )),
+        })
     }
 }
 
 /// The tablespace a `<oid>.tar…` / `<oid>_0001.tar…` archive holds.
-fn tablespace_oid(archive: &str) -> Result<u32, String> {
-    archive.split(['.', '_']).next().and_then(|o| o.parse().ok()).ok_or_else(|| format!("unexpected archive {archive}"))
+fn tablespace_oid(archive: &str) -> Result<u32, RestoreError> {
+    archive.split(['.', '_']).next().and_then(|o| o.parse().ok()).ok_or_else(|| {
+        RestoreError::corrupt(archive, "not an archive name pgops knows (data.tar… or <tablespace oid>.tar…)")
+    })
 }
 
 /// Reads every archive of a backup and checks each file against its manifest, writing
 /// nothing. Returns the number of files read and whether there was a manifest.
-pub fn verify_backup(repo: &Repository, runtime: &Handle, backup_id: &str) -> Result<(u64, bool), String> {
+pub fn verify_backup(repo: &Repository, runtime: &Handle, backup_id: &str) -> Result<(u64, bool), RestoreError> {
     let stored = StoredBackup::load(repo, runtime, backup_id)?;
     let mut manifest = stored.manifest()?;
     let verified = manifest.is_some();
     let mut files = 0;
     for (name, size) in &stored.data {
         let archive = StoredBackup::open(repo, runtime, backup_id, name, *size)?;
-        files += extract(archive, None, ArchiveKind::Data, &mut manifest, &mut |_| {})
-            .map_err(|e| format!("{name}: {e}"))?
-            .files;
+        files += extract(name, archive, None, ArchiveKind::Data, &mut manifest, &mut |_| {})?.files;
     }
     for (name, size) in &stored.tablespaces {
         let kind = ArchiveKind::Tablespace(tablespace_oid(name)?);
         let archive = StoredBackup::open(repo, runtime, backup_id, name, *size)?;
-        files += extract(archive, None, kind, &mut manifest, &mut |_| {}).map_err(|e| format!("{name}: {e}"))?.files;
+        files += extract(name, archive, None, kind, &mut manifest, &mut |_| {})?.files;
     }
-    if let Some(missing) = manifest.as_ref().and_then(|m| m.keys().min()) {
-        return Err(format!("{missing} is in the backup's manifest but in no archive"));
-    }
+    all_archived(backup_id, &manifest)?;
     Ok((files, verified))
 }
 
-/// Whether `dir` can receive a restore: missing, or an empty directory.
-fn ensure_empty(dir: &Path) -> Result<(), String> {
-    match std::fs::read_dir(dir).map(|mut entries| entries.next().is_some()) {
-        Ok(true) => {
-            Err(format!("{} is not empty: pgops restore writes only into an empty (or new) directory", dir.display()))
-        }
-        Ok(false) => Ok(()),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(format!("{}: {e}", dir.display())),
+/// Whether every file of the manifest came in an archive (each extracted one was struck
+/// off).
+fn all_archived(backup_id: &str, manifest: &Option<ManifestFiles>) -> Result<(), RestoreError> {
+    match manifest.as_ref().and_then(|m| m.keys().min()) {
+        Some(missing) => Err(RestoreError::corrupt(
+            format!("backup {backup_id}"),
+            format!("{missing} is in the backup's manifest but in no archive"),
+        )),
+        None => Ok(()),
     }
 }
 
-fn create_private_dir(dir: &Path) -> Result<(), String> {
+/// Whether `dir` can receive a restore: missing, or an empty directory.
+fn ensure_empty(dir: &Path) -> Result<(), RestoreError> {
+    match std::fs::read_dir(dir).map(|mut entries| entries.next().is_some()) {
+        Ok(true) => Err(RestoreError::refused(
+            format!("{} is not empty: pgops restore writes only into an empty (or new) directory", dir.display()),
+            "Give a new or empty directory; nothing was written.",
+        )),
+        Ok(false) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(RestoreError::io(dir)(e)),
+    }
+}
+
+fn create_private_dir(dir: &Path) -> Result<(), RestoreError> {
     use std::os::unix::fs::PermissionsExt;
-    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(|e| format!("{}: {e}", dir.display()))
+    std::fs::create_dir_all(dir).map_err(RestoreError::io(dir))?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(RestoreError::io(dir))
 }
 
 /// Empties a directory this restore filled (to restore another backup into it).
-fn remove_contents(dir: &Path) -> Result<(), String> {
-    for entry in std::fs::read_dir(dir).map_err(|e| format!("{}: {e}", dir.display()))? {
-        let path = entry.map_err(|e| format!("{}: {e}", dir.display()))?.path();
+fn remove_contents(dir: &Path) -> Result<(), RestoreError> {
+    for entry in std::fs::read_dir(dir).map_err(RestoreError::io(dir))? {
+        let path = entry.map_err(RestoreError::io(dir))?.path();
         let removed = match std::fs::symlink_metadata(&path) {
             Ok(meta) if meta.is_dir() => std::fs::remove_dir_all(&path),
             _ => std::fs::remove_file(&path),
         };
-        removed.map_err(|e| format!("could not remove {}: {e}", path.display()))?;
+        removed.map_err(RestoreError::io(&path))?;
     }
     Ok(())
 }
@@ -780,16 +923,16 @@ fn recovery_settings(request: &RestoreRequest, target_time: Option<DateTime<Utc>
             let at = target_time.unwrap_or_else(|| typed.estimate());
             lines.push(format!("recovery_target_time = {}", quote(&target_time::postgres_time(at))));
         }
-        RecoveryTarget::Lsn(lsn) => lines.push(format!("recovery_target_lsn = {}", quote(lsn))),
-        RecoveryTarget::Xid(xid) => lines.push(format!("recovery_target_xid = {}", quote(xid))),
+        RecoveryTarget::Lsn(lsn) => lines.push(format!("recovery_target_lsn = {}", quote(&lsn.to_string()))),
+        RecoveryTarget::Xid(xid) => lines.push(format!("recovery_target_xid = {}", quote(&xid.to_string()))),
         RecoveryTarget::Name(name) => lines.push(format!("recovery_target_name = {}", quote(name))),
         RecoveryTarget::Immediate => lines.push("recovery_target = 'immediate'".into()),
     }
     if let Some(action) = &request.target_action {
-        lines.push(format!("recovery_target_action = {}", quote(action)));
+        lines.push(format!("recovery_target_action = {}", quote(action.as_str())));
     }
     if let Some(timeline) = &request.target_timeline {
-        lines.push(format!("recovery_target_timeline = {}", quote(timeline)));
+        lines.push(format!("recovery_target_timeline = {}", quote(&timeline.to_string())));
     }
     if request.archive == ArchiveAfterRestore::Off {
         lines.push("archive_mode = 'off'".into());
@@ -809,15 +952,15 @@ fn choice_context(
     runtime: &Handle,
     request: &RestoreRequest,
     backups: &[BackupSummary],
-) -> Result<ChoiceContext, String> {
+) -> Result<ChoiceContext, RestoreError> {
     let mut context = ChoiceContext::default();
-    if let Some(timeline) = request.target_timeline.as_deref().and_then(|t| t.trim().parse::<u32>().ok()) {
+    if let Some(TargetTimeline::Number(timeline)) = request.target_timeline {
         context.timeline = Some(timeline_history(repo, runtime, timeline)?);
     }
     if matches!(request.target, RecoveryTarget::Xid(_)) {
-        for backup in backups.iter().filter(|b| b.status() == "DONE") {
+        for backup in backups.iter().filter(|b| is_done(b)) {
             let key = format!("{}/{PGOPS_METADATA}", backup_dir(&backup.backup_id));
-            let Some(metadata) = runtime.block_on(repo.get(&key)).map_err(|e| format!("{e}. {}", e.hint()))? else {
+            let Some(metadata) = runtime.block_on(repo.get(&key))? else {
                 continue; // not a pgops backup
             };
             let snapshot = serde_json::from_slice::<serde_json::Value>(&metadata)
@@ -832,32 +975,38 @@ fn choice_context(
 }
 
 /// Timeline `timeline`'s history, from its history file in the repository.
-fn timeline_history(repo: &Repository, runtime: &Handle, timeline: u32) -> Result<TimelineHistory, String> {
+fn timeline_history(repo: &Repository, runtime: &Handle, timeline: u32) -> Result<TimelineHistory, RestoreError> {
     runtime.block_on(stored_timeline_history(repo, timeline))?.ok_or_else(|| {
-        format!(
-            "--target-timeline {timeline}: the repository has no history file {timeline:08X}.history, so recovery cannot follow onto that timeline"
+        RestoreError::refused(
+            format!(
+                "--target-timeline {timeline}: the repository has no history file {timeline:08X}.history, so recovery cannot follow onto that timeline"
+            ),
+            "pgops verify lists the timelines the repository holds; give one of them, latest or current.",
         )
     })
 }
 
 /// Timeline `timeline`'s history, from its history file in the repository (`None`: the
 /// repository has none; timeline 1 needs none).
-pub async fn stored_timeline_history(repo: &Repository, timeline: u32) -> Result<Option<TimelineHistory>, String> {
+pub async fn stored_timeline_history(
+    repo: &Repository,
+    timeline: u32,
+) -> Result<Option<TimelineHistory>, RestoreError> {
     if timeline == 1 {
         return Ok(Some(TimelineHistory { timeline, ancestors: Vec::new() }));
     }
     let name = format!("{timeline:08X}.history");
-    let copies = repo.wal_copies("wals/", &name).await.map_err(|e| e.to_string())?;
+    let copies = repo.wal_copies("wals/", &name).await?;
     let Some(object) = copies.into_iter().next() else { return Ok(None) };
     let relative = object.key.strip_prefix(&repo.key("")).unwrap_or(&object.key).to_string();
+    let location = repo.location(&relative);
     let file = relative.rsplit('/').next().unwrap_or_default();
     let codec = Compression::of_copy(file, &name)
-        .ok_or_else(|| format!("{} is stored with a compression pgops cannot read", repo.location(&relative)))?;
+        .ok_or_else(|| RestoreError::corrupt(&location, "stored with a compression pgops cannot read"))?;
     let text = repo
         .read_object(&object.key, codec)
-        .await
-        .map_err(|e| format!("{e}. {}", e.hint()))?
-        .ok_or_else(|| format!("{} vanished while it was read", repo.location(&relative)))?;
+        .await?
+        .ok_or_else(|| RestoreError::corrupt(&location, "vanished while it was read (deleted meanwhile)"))?;
     Ok(Some(TimelineHistory::parse(timeline, &String::from_utf8_lossy(&text))))
 }
 
@@ -876,19 +1025,22 @@ pub fn restore(
     runtime: &Handle,
     request: &RestoreRequest,
     on_file: &mut dyn FnMut(u64),
-) -> Result<RestoreReport, String> {
+) -> Result<RestoreReport, RestoreError> {
     ensure_empty(&request.pgdata)?;
-    let backups = runtime.block_on(list_backups(repo)).map_err(|e| format!("{e}. {}", e.hint()))?;
+    let backups = runtime.block_on(list_backups(repo))?;
     let context = choice_context(repo, runtime, request, &backups)?;
     let mut target = request.target.clone();
     loop {
-        let choice = choose_backup(&backups, request.backup.as_deref(), &target, &context)?;
+        let choice = choose_backup(&backups, &request.backup, &target, &context)?;
         let backup = choice.backup;
         let stored = StoredBackup::load(repo, runtime, &backup.backup_id)?;
         let mut warnings = Vec::new();
         let mut manifest = if request.verify {
             stored.manifest().map_err(|e| {
-                format!("{e}; pgops restore refuses it. Restore another backup (--backup ID), or pass --no-verify to restore this one unchecked")
+                RestoreError::refused(
+                    format!("{e}; pgops restore refuses it"),
+                    "Restore another backup (--backup ID), or pass --no-verify to restore this one unchecked.",
+                )
             })?
         } else {
             warnings.push(format!(
@@ -899,7 +1051,7 @@ pub fn restore(
         };
 
         create_private_dir(&request.pgdata)?;
-        let root = SafeDir::open_root(&request.pgdata).map_err(|e| format!("{}: {e}", request.pgdata.display()))?;
+        let root = SafeDir::open_root(&request.pgdata).map_err(RestoreError::io(&request.pgdata))?;
         let mut report = RestoreReport {
             backup_id: backup.backup_id.clone(),
             files: 0,
@@ -910,8 +1062,7 @@ pub fn restore(
         };
         let open = |name: &str, size: u64| StoredBackup::open(repo, runtime, &backup.backup_id, name, size);
         for (name, size) in &stored.data {
-            let extracted = extract(open(name, *size)?, Some(&root), ArchiveKind::Data, &mut manifest, on_file)
-                .map_err(|e| format!("{name}: {e}"))?;
+            let extracted = extract(name, open(name, *size)?, Some(&root), ArchiveKind::Data, &mut manifest, on_file)?;
             report.files += extracted.files;
             report.bytes += extracted.bytes;
         }
@@ -926,12 +1077,15 @@ pub fn restore(
                 let ends_after = backup.fields.get("end_time").and_then(barman_instant).is_none_or(|end| end > at);
                 if ends_after {
                     let first_guess = target == request.target;
-                    if request.backup.as_deref().is_some_and(|id| id != "latest") || !first_guess {
-                        return Err(format!(
-                            "backup {} ends at {}, after the recovery target {local} {zone} ({} UTC): recovery from it cannot stop there; choose an older backup",
-                            backup.backup_id,
-                            backup.fields.get("end_time").unwrap_or("?"),
-                            target_time::postgres_time(at)
+                    if matches!(request.backup, BackupChoice::Id(_)) || !first_guess {
+                        return Err(RestoreError::refused(
+                            format!(
+                                "backup {} ends at {}, after the recovery target {local} {zone} ({} UTC): recovery from it cannot stop there",
+                                backup.backup_id,
+                                backup.fields.get("end_time").unwrap_or("?"),
+                                target_time::postgres_time(at)
+                            ),
+                            "Choose an older backup (--backup ID), or --backup latest.",
                         ));
                     }
                     remove_contents(&request.pgdata)?;
@@ -956,17 +1110,21 @@ pub fn restore(
         }
 
         restore_tablespaces(repo, runtime, request, &stored, &mut manifest, &mut report, on_file)?;
-        if let Some(missing) = manifest.as_ref().and_then(|m| m.keys().min()) {
-            return Err(format!("{missing} is in the backup's manifest but in no archive"));
-        }
+        all_archived(&backup.backup_id, &manifest)?;
         if let (Some(bytes), true) = (&stored.manifest_bytes, report.verified) {
-            std::fs::write(request.pgdata.join("backup_manifest"), bytes).map_err(|e| e.to_string())?;
+            let path = request.pgdata.join("backup_manifest");
+            std::fs::write(&path, bytes).map_err(RestoreError::io(path))?;
         }
         let auto_conf = request.pgdata.join("postgresql.auto.conf");
-        let mut conf =
-            std::fs::OpenOptions::new().append(true).create(true).open(&auto_conf).map_err(|e| e.to_string())?;
-        conf.write_all(recovery_settings(request, resolved.map(|r| r.at)).as_bytes()).map_err(|e| e.to_string())?;
-        std::fs::write(request.pgdata.join("recovery.signal"), "").map_err(|e| e.to_string())?;
+        let mut conf = std::fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(&auto_conf)
+            .map_err(RestoreError::io(&auto_conf))?;
+        conf.write_all(recovery_settings(request, resolved.map(|r| r.at)).as_bytes())
+            .map_err(RestoreError::io(&auto_conf))?;
+        let signal = request.pgdata.join("recovery.signal");
+        std::fs::write(&signal, "").map_err(RestoreError::io(signal))?;
         report.notes.push(match request.archive {
             ArchiveAfterRestore::Off => format!(
                 "archiving is off in the restored cluster (archive_mode = 'off', pgops.backup_schedule = '', pgops.repository = '' \
@@ -994,7 +1152,7 @@ fn restore_tablespaces(
     manifest: &mut Option<ManifestFiles>,
     report: &mut RestoreReport,
     on_file: &mut dyn FnMut(u64),
-) -> Result<(), String> {
+) -> Result<(), RestoreError> {
     let map_path = request.pgdata.join("tablespace_map");
     // Where the backup says each tablespace was: only a suggestion. Whoever can write the
     // repository writes this file, so writing there could put files anywhere the restoring
@@ -1008,33 +1166,39 @@ fn restore_tablespaces(
     for (name, size) in &stored.tablespaces {
         let oid = tablespace_oid(name)?;
         let location = locations.get(&oid).ok_or_else(|| match backed_up.get(&oid) {
-            Some(path) => format!(
-                "tablespace {oid} was at {path} (the backup's tablespace_map says so, and the repository is not trusted to choose where files go): pass --tablespace-map {oid}=DIR, with {path} or another directory"
+            Some(path) => RestoreError::refused(
+                format!(
+                    "tablespace {oid} was at {path} (the backup's tablespace_map says so, and the repository is not trusted to choose where files go)"
+                ),
+                format!("Pass --tablespace-map {oid}=DIR, with {path} or another directory."),
             ),
-            None => format!("no location for tablespace {oid}: pass --tablespace-map {oid}=DIR"),
+            None => RestoreError::refused(
+                format!("no location for tablespace {oid}"),
+                format!("Pass --tablespace-map {oid}=DIR."),
+            ),
         })?;
         if !location.is_absolute() {
-            return Err(format!(
-                "tablespace {oid}'s location {} is not absolute: pass --tablespace-map {oid}=/absolute/dir",
-                location.display()
+            return Err(RestoreError::refused(
+                format!("tablespace {oid}'s location {} is not absolute", location.display()),
+                format!("Pass --tablespace-map {oid}=/absolute/dir."),
             ));
         }
         ensure_empty(location)?;
         create_private_dir(location)?;
-        let dir = SafeDir::open_root(location).map_err(|e| format!("{}: {e}", location.display()))?;
+        let dir = SafeDir::open_root(location).map_err(RestoreError::io(location))?;
         let archive = StoredBackup::open(repo, runtime, &stored.backup_id, name, *size)?;
-        let extracted = extract(archive, Some(&dir), ArchiveKind::Tablespace(oid), manifest, on_file)
-            .map_err(|e| format!("{name}: {e}"))?;
+        let extracted = extract(name, archive, Some(&dir), ArchiveKind::Tablespace(oid), manifest, on_file)?;
         report.files += extracted.files;
         report.bytes += extracted.bytes;
-        let link = request.pgdata.join("pg_tblspc").join(oid.to_string());
-        std::fs::create_dir_all(request.pgdata.join("pg_tblspc")).map_err(|e| e.to_string())?;
+        let links = request.pgdata.join("pg_tblspc");
+        std::fs::create_dir_all(&links).map_err(RestoreError::io(&links))?;
+        let link = links.join(oid.to_string());
         let _ = std::fs::remove_file(&link);
-        std::os::unix::fs::symlink(location, &link).map_err(|e| format!("{}: {e}", link.display()))?;
+        std::os::unix::fs::symlink(location, &link).map_err(RestoreError::io(&link))?;
     }
     if !locations.is_empty() && map_path.exists() {
         let map: String = locations.iter().map(|(oid, path)| format!("{oid} {}\n", path.display())).collect();
-        std::fs::write(&map_path, map).map_err(|e| format!("{}: {e}", map_path.display()))?;
+        std::fs::write(&map_path, map).map_err(RestoreError::io(&map_path))?;
     }
     Ok(())
 }
@@ -1086,19 +1250,20 @@ mod tests {
             backup("20261125T020000", "DONE", "2026-11-25 02:00:05.000000+00:00", "0/5000000"),
             backup("20261125T030000", "FAILED", "None", "None"),
         ];
-        let chosen = |requested, target: &RecoveryTarget| {
-            choose_backup(&backups, requested, target, &ChoiceContext::default()).map(|c| c.backup.backup_id.clone())
+        let chosen = |requested: Option<&str>, target: &RecoveryTarget| {
+            let requested = requested.map_or(BackupChoice::Latest, |text| text.parse().unwrap());
+            choose_backup(&backups, &requested, target, &ChoiceContext::default()).map(|c| c.backup.backup_id.clone())
         };
         assert_eq!(chosen(None, &RecoveryTarget::End).unwrap(), "20261125T020000");
         assert_eq!(chosen(None, &time("2026-11-25 01:30:00+00")).unwrap(), "20261125T010000");
         assert_eq!(chosen(None, &time("2026-11-25T03:00:00Z")).unwrap(), "20261125T020000");
-        let lsn = RecoveryTarget::Lsn("0/4000000".into());
+        let lsn = RecoveryTarget::Lsn(Lsn(0x4000000));
         assert_eq!(chosen(Some("latest"), &lsn).unwrap(), "20261125T010000");
-        assert!(chosen(None, &time("2026-11-25 00:59:00+00")).unwrap_err().contains("the oldest ends at"));
+        assert!(chosen(None, &time("2026-11-25 00:59:00+00")).unwrap_err().shown().contains("the oldest ends at"));
         // Without an offset, first by the latest instant the time can be (UTC-12).
         assert_eq!(chosen(None, &time("2026-11-24 14:30:00")).unwrap(), "20261125T020000");
-        assert!(chosen(Some("20261125T030000"), &RecoveryTarget::End).unwrap_err().contains("FAILED"));
-        assert!(chosen(Some("nope"), &RecoveryTarget::End).unwrap_err().contains("no backup nope"));
+        assert!(chosen(Some("20261125T030000"), &RecoveryTarget::End).unwrap_err().shown().contains("FAILED"));
+        assert!(chosen(Some("nope"), &RecoveryTarget::End).unwrap_err().shown().contains("no backup nope"));
     }
 
     fn on_timeline(id: &str, end_lsn: &str, timeline: u32) -> BackupSummary {
@@ -1116,9 +1281,10 @@ mod tests {
             on_timeline("20261125T020000", "0/5000000", 1),
             on_timeline("20261125T030000", "0/7000000", 1),
         ];
-        let xid = |x: &str| RecoveryTarget::Xid(x.into());
+        let xid = |x: &str| RecoveryTarget::Xid(x.parse().unwrap());
         let choose = |target: &RecoveryTarget, context: &ChoiceContext| {
-            choose_backup(&backups, None, target, context).map(|c| (c.backup.backup_id.clone(), c.reason))
+            choose_backup(&backups, &BackupChoice::Latest, target, context)
+                .map(|c| (c.backup.backup_id.clone(), c.reason))
         };
         // Nothing recorded (Barman's, older pgops backups): the oldest, and why.
         let (id, reason) = choose(&xid("750"), &ChoiceContext::default()).unwrap();
@@ -1136,7 +1302,7 @@ mod tests {
         assert_eq!(id, "20261125T020000");
         assert!(reason.contains("end snapshot shows transaction 750 not yet completed"), "{reason}");
         assert_eq!(choose(&xid("815"), &context).unwrap().0, "20261125T030000");
-        let err = choose(&xid("650"), &context).unwrap_err();
+        let err = choose(&xid("650"), &context).unwrap_err().shown();
         assert!(err.contains("transaction 650 had completed before the oldest DONE backup"), "{err}");
 
         // A restore point's position is not recorded: the oldest.
@@ -1157,6 +1323,25 @@ mod tests {
     }
 
     #[test]
+    fn a_backup_is_latest_or_an_id() {
+        assert_eq!("latest".parse(), Ok(BackupChoice::Latest));
+        assert_eq!("20261125T020000".parse(), Ok(BackupChoice::Id("20261125T020000".parse().unwrap())));
+        assert_eq!("../x".parse::<BackupChoice>(), Err(NotABackupId("../x".into())));
+    }
+
+    #[test]
+    fn target_timelines_are_latest_current_or_a_number() {
+        let timeline = |text: &str| text.parse::<TargetTimeline>();
+        assert_eq!(timeline("latest"), Ok(TargetTimeline::Latest));
+        assert_eq!(timeline("current"), Ok(TargetTimeline::Current));
+        assert_eq!(timeline("3"), Ok(TargetTimeline::Number(3)));
+        assert_eq!(TargetTimeline::Number(3).to_string(), "3");
+        for bad in ["0", "+3", "-1", "Latest", "3 ", "", "4294967296"] {
+            assert_eq!(timeline(bad), Err(NotATimeline(bad.into())), "{bad:?}");
+        }
+    }
+
+    #[test]
     fn a_target_timeline_takes_only_backups_that_can_follow_onto_it() {
         let backups = [
             on_timeline("20261125T010000", "0/3000000", 1),
@@ -1171,7 +1356,8 @@ mod tests {
             ..Default::default()
         };
         let choose = |target: &RecoveryTarget, context: &ChoiceContext| {
-            choose_backup(&backups, None, target, context).map(|c| (c.backup.backup_id.clone(), c.reason))
+            choose_backup(&backups, &BackupChoice::Latest, target, context)
+                .map(|c| (c.backup.backup_id.clone(), c.reason))
         };
         assert_eq!(choose(&RecoveryTarget::End, &ChoiceContext::default()).unwrap().0, "20261125T040000");
         let (id, reason) = choose(&RecoveryTarget::End, &context(3)).unwrap();
@@ -1179,24 +1365,25 @@ mod tests {
         assert!(reason.contains("can follow onto timeline 3"), "{reason}");
         // The backup of timeline 1 that ended after 2 branched off cannot follow.
         let name = RecoveryTarget::Name("x".into());
-        assert_eq!(choose(&RecoveryTarget::Lsn("0/6000000".into()), &context(3)).unwrap().0, "20261125T010000");
+        assert_eq!(choose(&RecoveryTarget::Lsn(Lsn(0x6000000)), &context(3)).unwrap().0, "20261125T010000");
         assert_eq!(choose(&name, &context(3)).unwrap().0, "20261125T010000");
         assert_eq!(choose(&RecoveryTarget::End, &context(4)).unwrap().0, "20261125T040000");
         let only_one = TimelineHistory::parse(1, "");
         let err = choose_backup(
             &backups[2..3],
-            None,
+            &BackupChoice::Latest,
             &RecoveryTarget::End,
             &ChoiceContext { timeline: Some(only_one), ..Default::default() },
         )
-        .unwrap_err();
+        .unwrap_err()
+        .shown();
         assert!(err.contains("no DONE backup that can follow onto timeline 1"), "{err}");
     }
 
     fn request(pgdata: &Path, target: RecoveryTarget) -> RestoreRequest {
         RestoreRequest {
             pgdata: pgdata.into(),
-            backup: None,
+            backup: BackupChoice::Latest,
             target,
             target_action: None,
             target_timeline: None,
@@ -1210,7 +1397,7 @@ mod tests {
     #[test]
     fn recovery_settings_quote_values_write_an_instant_and_turn_archiving_off() {
         let mut request = request(Path::new("/x"), RecoveryTarget::Name("before 'drop'".into()));
-        request.target_action = Some("promote".into());
+        request.target_action = Some(TargetAction::Promote);
         assert_eq!(
             recovery_settings(&request, None),
             "# Added by pgops restore\nrestore_command = 'pgops wal-fetch %f %p'\nrecovery_target_name = 'before ''drop'''\n\
@@ -1239,10 +1426,10 @@ mod tests {
 
     #[test]
     fn unsafe_archive_paths_are_refused() {
-        assert!(safe_relative(Path::new("../etc/passwd")).is_err());
-        assert!(safe_relative(Path::new("/etc/passwd")).is_err());
-        assert_eq!(safe_relative(Path::new("./")).unwrap(), PathBuf::new());
-        assert_eq!(safe_relative(Path::new("./base/1/1259")).unwrap(), PathBuf::from("base/1/1259"));
+        assert!(safe_relative("data.tar", Path::new("../etc/passwd")).is_err());
+        assert!(safe_relative("data.tar", Path::new("/etc/passwd")).is_err());
+        assert_eq!(safe_relative("data.tar", Path::new("./")).unwrap(), PathBuf::new());
+        assert_eq!(safe_relative("data.tar", Path::new("./base/1/1259")).unwrap(), PathBuf::from("base/1/1259"));
     }
 
     /// One member of a crafted archive.
@@ -1302,9 +1489,9 @@ mod tests {
         manifest::render(1, 7300, &files, &wal)
     }
 
-    fn extract_into(dir: &Path, tar: &[u8], manifest: Option<ManifestFiles>) -> Result<Extracted, String> {
+    fn extract_into(dir: &Path, tar: &[u8], manifest: Option<ManifestFiles>) -> Result<Extracted, RestoreError> {
         let root = SafeDir::open_root(dir).unwrap();
-        extract(tar, Some(&root), ArchiveKind::Data, &mut manifest.clone(), &mut |_| {})
+        extract("data.tar", tar, Some(&root), ArchiveKind::Data, &mut manifest.clone(), &mut |_| {})
     }
 
     #[test]
@@ -1313,23 +1500,58 @@ mod tests {
         let outside = tempfile::tempdir().unwrap();
         let evil = [Crafted::Symlink("evil", outside.path().to_str().unwrap()), Crafted::File("evil/pwned", b"owned")];
         let manifest = manifest_files(manifest_of(&evil).as_bytes()).unwrap();
-        let err = extract_into(target.path(), &tar_of(&evil), Some(manifest)).unwrap_err();
+        let err = extract_into(target.path(), &tar_of(&evil), Some(manifest)).unwrap_err().shown();
         assert!(err.contains("archive member evil is a symbolic link"), "{err}");
         assert_eq!(std::fs::read_dir(outside.path()).unwrap().count(), 0);
         assert!(std::fs::symlink_metadata(target.path().join("evil")).is_err(), "no link was made");
 
         // Nor through a link that is already there.
         std::os::unix::fs::symlink(outside.path(), target.path().join("base")).unwrap();
-        let err = extract_into(target.path(), &tar_of(&[Crafted::File("base/1/1259", b"x")]), None).unwrap_err();
+        let err =
+            extract_into(target.path(), &tar_of(&[Crafted::File("base/1/1259", b"x")]), None).unwrap_err().shown();
         assert!(err.contains("is not a directory the restore made"), "{err}");
         assert_eq!(std::fs::read_dir(outside.path()).unwrap().count(), 0);
 
-        let err =
-            extract_into(target.path(), &tar_of(&[Crafted::HardLink("passwd", "/etc/passwd")]), None).unwrap_err();
+        let err = extract_into(target.path(), &tar_of(&[Crafted::HardLink("passwd", "/etc/passwd")]), None)
+            .unwrap_err()
+            .shown();
         assert!(err.contains("archive member passwd is a Link entry"), "{err}");
-        let err = extract_into(target.path(), &tar_of(&[Crafted::Symlink("./", "/")]), None).unwrap_err();
+        let err = extract_into(target.path(), &tar_of(&[Crafted::Symlink("./", "/")]), None).unwrap_err().shown();
         assert!(err.contains("is a Symlink entry at the archive's root"), "{err}");
         assert!(!target.path().join("passwd").exists());
+    }
+
+    /// Reads as a store that refuses access, as [`ObjectReader`] reports it.
+    struct Refusing;
+
+    impl Read for Refusing {
+        fn read(&mut self, _: &mut [u8]) -> io::Result<usize> {
+            Err(io::Error::other(StoreError {
+                operation: "GetObject",
+                location: "s3://bucket/main/base/x/data.tar".into(),
+                kind: StoreErrorKind::AccessDenied,
+                cause: "HTTP 403".into(),
+            }))
+        }
+    }
+
+    #[test]
+    fn a_store_failure_while_reading_an_archive_is_a_store_error_and_bad_bytes_are_corruption() {
+        let is_denied =
+            |err: &RestoreError| matches!(err, RestoreError::Store(e) if e.kind == StoreErrorKind::AccessDenied);
+        let err = extract("data.tar", Refusing, None, ArchiveKind::Data, &mut None, &mut |_| {}).unwrap_err();
+        assert!(is_denied(&err), "{err:?}");
+        assert!(err.hint().contains("pgops.s3_secret_access_key"), "the store's hint: {}", err.hint());
+        // In the middle of a member's data.
+        let tar = tar_of(&[Crafted::File("PG_VERSION", b"15\n")]);
+        let err = extract("data.tar", tar[..512].chain(Refusing), None, ArchiveKind::Data, &mut None, &mut |_| {})
+            .unwrap_err();
+        assert!(is_denied(&err), "{err:?}");
+
+        let garbage = vec![b'A'; 1024];
+        let err = extract("data.tar", &garbage[..], None, ArchiveKind::Data, &mut None, &mut |_| {}).unwrap_err();
+        assert!(matches!(&err, RestoreError::Corrupt { location, .. } if location == "data.tar"), "{err:?}");
+        assert!(err.hint().contains("restore another backup"), "{}", err.hint());
     }
 
     #[test]
@@ -1338,7 +1560,7 @@ mod tests {
         let backed_up = [Crafted::Dir("./"), Crafted::Dir("base/"), Crafted::File("PG_VERSION", b"15\n")];
         let manifest = manifest_files(manifest_of(&backed_up).as_bytes()).unwrap();
         let changed = tar_of(&[Crafted::Dir("base/"), Crafted::File("PG_VERSION", b"14\n")]);
-        let err = extract_into(target.path(), &changed, Some(manifest.clone())).unwrap_err();
+        let err = extract_into(target.path(), &changed, Some(manifest.clone())).unwrap_err().shown();
         assert!(err.contains("PG_VERSION does not match the backup's manifest"), "{err}");
         let left: Vec<_> = std::fs::read_dir(target.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
         assert_eq!(left, ["base"], "neither PG_VERSION nor its partial file is left");
@@ -1417,15 +1639,17 @@ mod tests {
         let tampered = String::from_utf8_lossy(&text).replace("\"Size\": 3", "\"Size\": 4");
         runtime.block_on(repo.put(manifest_key, tampered.into())).unwrap();
         let tampered_into = pgdata.path().join("tampered");
-        let err =
-            restore(&repo, runtime.handle(), &request(&tampered_into, RecoveryTarget::End), &mut |_| {}).unwrap_err();
+        let err = restore(&repo, runtime.handle(), &request(&tampered_into, RecoveryTarget::End), &mut |_| {})
+            .unwrap_err()
+            .shown();
         assert!(err.contains("fails its own checksum") && err.contains("--no-verify"), "{err}");
         assert!(!tampered_into.exists(), "refused before writing anything");
 
         runtime.block_on(repo.store.delete(&repo.key(manifest_key))).unwrap();
         let missing_into = pgdata.path().join("missing");
-        let err =
-            restore(&repo, runtime.handle(), &request(&missing_into, RecoveryTarget::End), &mut |_| {}).unwrap_err();
+        let err = restore(&repo, runtime.handle(), &request(&missing_into, RecoveryTarget::End), &mut |_| {})
+            .unwrap_err()
+            .shown();
         assert!(err.contains("taken by pgops but its backup_manifest is missing"), "{err}");
         assert!(!missing_into.exists());
         let mut unchecked = request(&missing_into, RecoveryTarget::End);
@@ -1468,8 +1692,9 @@ mod tests {
             [Crafted::File("PG_VERSION", b"15\n"), Crafted::File("postgresql.conf", b"timezone = 'Asia/Tokyo'\n")];
         let (_store, repo, runtime) = repository_with(&tokyo, true);
         let early = pgdata.path().join("early");
-        let err =
-            restore(&repo, runtime.handle(), &request(&early, time("2026-11-25 10:00:00")), &mut |_| {}).unwrap_err();
+        let err = restore(&repo, runtime.handle(), &request(&early, time("2026-11-25 10:00:00")), &mut |_| {})
+            .unwrap_err()
+            .shown();
         assert!(err.contains("no DONE backup ends before the recovery target"), "{err}");
         assert_eq!(std::fs::read_dir(&early).unwrap().count(), 0);
     }

@@ -85,17 +85,9 @@ pub enum DecodeError {
     /// Damaged: authentication, framing or decompression failed.
     #[error("it is damaged: {0}")]
     Corrupt(String),
-}
-
-impl DecodeError {
-    pub fn hint(&self) -> &'static str {
-        match self {
-            DecodeError::KeyMissing(_) => "Add the key with this id to the key file (older keys go below the current one); `pgops verify` lists the key ids the repository uses.",
-            DecodeError::KeyNeeded(_) => "Give the key file: pgops.encryption_key_file for the extension, --encryption-key-file or PGOPS_ENCRYPTION_KEY_FILE for the CLI.",
-            DecodeError::NotEncrypted => "The object was replaced or written by another tool; inspect it before using this repository.",
-            DecodeError::Corrupt(_) => "The stored object is not what pgops wrote (damaged in the store, or altered); restore from another backup or WAL copy.",
-        }
-    }
+    /// Reading the stored bytes failed (the store, not the object).
+    #[error("{0}")]
+    Source(io::Error),
 }
 
 /// Compresses and (with `keys`) encrypts a whole object. `level` must come from
@@ -128,7 +120,7 @@ pub fn decode_reader<'a, R: Read + 'a>(
     keys: Option<&KeyRing>,
 ) -> Result<Box<dyn Read + 'a>, DecodeError> {
     let mut stored = BufReader::with_capacity(256 * 1024, stored);
-    let start = stored.fill_buf().map_err(|e| DecodeError::Corrupt(e.to_string()))?;
+    let start = stored.fill_buf().map_err(DecodeError::Source)?;
     let Some((format, header_len)) = ObjectFormat::parse_header(start)? else {
         if keys.is_some() {
             return Err(DecodeError::NotEncrypted);

@@ -4,6 +4,7 @@
 //! postgresql.auto.conf. The instant goes into `recovery_target_time` with `+00`, so
 //! Postgres reads the same instant the backup was chosen by.
 
+use super::RestoreError;
 use chrono::{DateTime, Duration, LocalResult, NaiveDateTime, Offset, TimeZone, Utc};
 use chrono_tz::Tz;
 use std::path::Path;
@@ -20,6 +21,9 @@ pub enum TargetTime {
 /// Hours behind UTC of the westernmost time zone (Etc/GMT+12).
 const WESTERNMOST_UTC_OFFSET_HOURS: i64 = 12;
 
+/// What to do when the backed-up server's zone cannot be known.
+const GIVE_AN_OFFSET: &str = "Give --target-time with an offset (e.g. '2026-11-25 07:00:00+00').";
+
 /// PostgreSQL's `timezone` when no configuration file sets it.
 const POSTGRES_DEFAULT_TIMEZONE: &str = "GMT";
 
@@ -35,7 +39,24 @@ impl TargetTime {
             .map(|t| TargetTime::At(t.with_timezone(&Utc)))
             .or_else(|| NaiveDateTime::parse_from_str(&normalized, "%Y-%m-%d %H:%M:%S%.f").ok().map(TargetTime::Local))
     }
+}
 
+/// Text that is not a time [`TargetTime::parse`] reads.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "cannot read \"{0}\" as a time: use 'YYYY-MM-DD HH:MM:SS[.ffffff][+HH[:MM]|Z]'; without an offset the time is read in the backed-up server's timezone"
+)]
+pub struct NotATime(pub String);
+
+impl std::str::FromStr for TargetTime {
+    type Err = NotATime;
+
+    fn from_str(text: &str) -> Result<TargetTime, NotATime> {
+        TargetTime::parse(text).ok_or_else(|| NotATime(text.to_string()))
+    }
+}
+
+impl TargetTime {
     /// The instant if it is known without the server's zone; otherwise the latest instant
     /// the local time can be in any zone (the westernmost is UTC-12), to choose a first
     /// backup by: no backup that can reach the target is passed over, and the one chosen is
@@ -53,21 +74,24 @@ impl TargetTime {
 /// a configuration with `include` directives is refused: the zone may be set there), PostgreSQL's default GMT when none sets it.
 /// `Err` when the directory has no postgresql.conf (the configuration lived elsewhere) or
 /// the zone is not an IANA name.
-pub(super) fn server_timezone(pgdata: &Path) -> Result<(String, Tz), String> {
+pub(super) fn server_timezone(pgdata: &Path) -> Result<(String, Tz), RestoreError> {
     let conf = pgdata.join("postgresql.conf");
     let main = std::fs::read_to_string(&conf).map_err(|e| {
-        format!(
-            "cannot read the backup's timezone setting from {}: {e}; give --target-time with an offset (e.g. '2026-11-25 07:00:00+00')",
-            conf.display()
+        RestoreError::refused(
+            format!("cannot read the backup's timezone setting from {}: {e}", conf.display()),
+            GIVE_AN_OFFSET,
         )
     })?;
     let auto = std::fs::read_to_string(pgdata.join("postgresql.auto.conf")).unwrap_or_default();
     // An included file (CloudNativePG's custom.conf, a conf.d) may set the zone: guessing
     // without it could move the target by hours, so the user gives the offset instead.
     if let Some(include) = [&main, &auto].iter().flat_map(|text| text.lines()).find(|line| is_include(line)) {
-        return Err(format!(
-            "the backup's configuration includes other files (\"{}\"), which may set its timezone; give --target-time with an offset (e.g. '2026-11-25 07:00:00+00')",
-            include.trim()
+        return Err(RestoreError::refused(
+            format!(
+                "the backup's configuration includes other files (\"{}\"), which may set its timezone",
+                include.trim()
+            ),
+            GIVE_AN_OFFSET,
         ));
     }
     let name = [main, auto]
@@ -82,8 +106,9 @@ pub(super) fn server_timezone(pgdata: &Path) -> Result<(String, Tz), String> {
         .or_else(|| chrono_tz::TZ_VARIANTS.iter().copied().find(|tz| tz.name().eq_ignore_ascii_case(&name)));
     match zone {
         Some(zone) => Ok((name, zone)),
-        None => Err(format!(
-            "the backup's timezone '{name}' (postgresql.conf) is not an IANA time zone name pgops knows; give --target-time with an offset (e.g. '2026-11-25 07:00:00+00')"
+        None => Err(RestoreError::refused(
+            format!("the backup's timezone '{name}' (postgresql.conf) is not an IANA time zone name pgops knows"),
+            GIVE_AN_OFFSET,
         )),
     }
 }
@@ -181,7 +206,7 @@ mod tests {
     #[test]
     fn the_last_timezone_line_of_the_configuration_wins() {
         let dir = tempfile::tempdir().unwrap();
-        assert!(server_timezone(dir.path()).unwrap_err().contains("with an offset"));
+        assert!(server_timezone(dir.path()).unwrap_err().shown().contains("with an offset"));
         std::fs::write(dir.path().join("postgresql.conf"), "port = 5432\n").unwrap();
         assert_eq!(server_timezone(dir.path()).unwrap().0, "GMT", "Postgres' default");
         std::fs::write(
@@ -193,14 +218,14 @@ mod tests {
         std::fs::write(dir.path().join("postgresql.auto.conf"), "timezone = 'america/new_york'\n").unwrap();
         assert_eq!(server_timezone(dir.path()).unwrap().1, chrono_tz::America::New_York);
         std::fs::write(dir.path().join("postgresql.auto.conf"), "timezone = '<+03>-03'\n").unwrap();
-        assert!(server_timezone(dir.path()).unwrap_err().contains("'<+03>-03'"));
+        assert!(server_timezone(dir.path()).unwrap_err().shown().contains("'<+03>-03'"));
         assert_eq!(timezone_line("timezone_abbreviations = 'Default'"), None);
         assert_eq!(timezone_line("timezone='it''s'"), Some("it's".into()));
         // A file an include names may set the zone: no guess, the user gives the offset.
         std::fs::write(dir.path().join("postgresql.auto.conf"), "").unwrap();
         for include in ["include 'custom.conf'", "include_dir = 'conf.d'", "  INCLUDE_IF_EXISTS 'x.conf'"] {
             std::fs::write(dir.path().join("postgresql.conf"), format!("timezone = 'UTC'\n{include}\n")).unwrap();
-            let err = server_timezone(dir.path()).unwrap_err();
+            let err = server_timezone(dir.path()).unwrap_err().shown();
             assert!(err.contains("includes other files") && err.contains("with an offset"), "{err}");
         }
         assert!(!is_include("include_something_else = 1") && !is_include("#include 'x'"));

@@ -7,8 +7,9 @@ use super::RetentionError;
 use crate::backup::info::{BackupStatus, InfoFields};
 use crate::backup::owner::{owner_of, BackupOwner};
 use crate::backup::{backup_dir, BackupId};
+use crate::naming::Lsn;
 use crate::naming::WalSegment;
-use crate::restore::{barman_instant, parse_lsn};
+use crate::restore::barman_instant;
 use crate::store::Repository;
 use chrono::{DateTime, Utc};
 use std::collections::BTreeMap;
@@ -52,7 +53,7 @@ pub struct DoneBackup {
     pub end_wal: WalSegment,
     /// `end_xlog`, the LSN it ended at (Barman always writes it; `None` places the backup
     /// on no timeline's history).
-    pub end_lsn: Option<u64>,
+    pub end_lsn: Option<Lsn>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -231,7 +232,7 @@ fn entry_state(fields: &InfoFields, ended: Option<DateTime<Utc>>) -> Result<Entr
             end_lsn: fields
                 .get("end_xlog")
                 .filter(|text| *text != "None")
-                .map(|text| parse_lsn(text).ok_or(format!("end_xlog \"{text}\" is not an LSN")))
+                .map(|text| text.parse::<Lsn>().map_err(|_| format!("end_xlog \"{text}\" is not an LSN")))
                 .transpose()?,
         }),
         Some(BackupStatus::Failed) => EntryState::Failed,

@@ -228,14 +228,11 @@ fn off_lineage(lineage: &TimelineHistory, done: &super::catalog::DoneBackup) -> 
     let Some((_, left_at)) = lineage.ancestors.iter().find(|(ancestor, _)| *ancestor == timeline) else {
         return Some(format!("timeline {timeline} is neither timeline {} nor one it descends from", lineage.timeline));
     };
-    let lsn = |lsn: u64| format!("{:X}/{:X}", lsn >> 32, lsn & 0xFFFF_FFFF);
     match done.end_lsn {
         Some(end) if end < *left_at => None,
         Some(end) => Some(format!(
-            "it ended at {} on timeline {timeline}, which timeline {}'s history left at {}",
-            lsn(end),
-            lineage.timeline,
-            lsn(*left_at)
+            "it ended at {end} on timeline {timeline}, which timeline {}'s history left at {left_at}",
+            lineage.timeline
         )),
         None => Some(format!("its backup.info has no end_xlog to place it before timeline {timeline} was left")),
     }

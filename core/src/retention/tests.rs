@@ -4,6 +4,7 @@
 use super::*;
 use crate::backup::owner::BackupOwner;
 use crate::backup::BackupId;
+use crate::naming::Lsn;
 use crate::store::testing::{FailingDeletes, Outage};
 use crate::store::{LocalStore, ObjectStore, Repository};
 use chrono::{DateTime, Utc};
@@ -533,7 +534,7 @@ async fn only_backups_on_the_servers_timeline_history_count() {
     fixture.history(2, 1, 5);
     fixture.wal(2, 5..=0x12);
     let repo = fixture.repo();
-    let lineage = crate::restore::TimelineHistory { timeline: 2, ancestors: vec![(1, 5 << 24)] };
+    let lineage = crate::restore::TimelineHistory { timeline: 2, ancestors: vec![(1, Lsn(5 << 24))] };
     let plan = plan_for(&repo, "REDUNDANCY 2", Some(7), Some(lineage)).await.unwrap();
     let whys = verdicts(&plan);
     assert_eq!(whys[0].1, Why::Redundancy { count: 2 }, "A is where timeline 2 came from: {whys:?}");
@@ -547,7 +548,7 @@ async fn only_backups_on_the_servers_timeline_history_count() {
     let going: Vec<_> = plan.wal.iter().map(|r| (r.timeline.0, r.first.to_string(), r.last.to_string())).collect();
     assert_eq!(going, [(1, segment(1, 1), segment(1, 1))]);
     // A backup ending exactly where the lineage left its timeline is not before it.
-    let lineage = crate::restore::TimelineHistory { timeline: 2, ancestors: vec![(1, 4 << 24)] };
+    let lineage = crate::restore::TimelineHistory { timeline: 2, ancestors: vec![(1, Lsn(4 << 24))] };
     let plan = plan_for(&repo, "REDUNDANCY 2", Some(7), Some(lineage)).await.unwrap();
     assert!(matches!(verdicts(&plan)[0].1, Why::OffLineage(_)), "{:?}", verdicts(&plan));
     // Without a lineage (the command line) every DONE backup counts.

@@ -75,7 +75,7 @@ impl StoreError {
     /// `error` met reading the object at `location`.
     pub fn undecodable(location: String, error: DecodeError) -> StoreError {
         let reason = match error {
-            DecodeError::Corrupt(_) => UndecodableReason::Corrupt,
+            DecodeError::Corrupt(_) | DecodeError::Source(_) => UndecodableReason::Corrupt,
             DecodeError::KeyMissing(_) | DecodeError::KeyNeeded(_) | DecodeError::NotEncrypted => {
                 UndecodableReason::Key
             }

@@ -1,0 +1,83 @@
+//! `pgops verify`: is the repository restorable? One line per backup and timeline, then
+//! the verdict (the checks are `pgops_core::verify`).
+
+use crate::{exit, failed};
+use pgops_core::store::{Repository, StoreError};
+use pgops_core::verify::{verify, VerifyReport};
+use std::process::ExitCode;
+
+#[derive(clap::Args)]
+pub struct VerifyArgs {
+    /// A JSON report instead of text
+    #[arg(long)]
+    json: bool,
+}
+
+/// The exit status of each outcome: 0 all good; 1 problems found; 2 the store could not be
+/// read.
+fn exit_status(outcome: &Result<VerifyReport, StoreError>) -> u8 {
+    match outcome {
+        Ok(report) if report.ok => 0,
+        Ok(_) => exit::NOT_FOUND,
+        Err(_) => exit::STORE,
+    }
+}
+
+/// Runs `pgops verify` (statuses: [`exit_status`]).
+pub fn run(args: VerifyArgs, repo: &Repository, runtime: &tokio::runtime::Runtime) -> ExitCode {
+    let outcome = verify(repo, runtime.handle());
+    let status = exit_status(&outcome);
+    match outcome {
+        Ok(report) => {
+            print_report(&report, args.json);
+            ExitCode::from(status)
+        }
+        Err(e) => failed("verify", &e, e.hint(), status),
+    }
+}
+
+fn print_report(report: &VerifyReport, json: bool) {
+    if json {
+        println!("{}", serde_json::to_string_pretty(report).expect("the report serializes"));
+        return;
+    }
+    for b in &report.backups {
+        let checked = if b.manifest { "checked against its manifest" } else { "read (no manifest)" };
+        match b.problems.is_empty() {
+            true => println!("backup {}: ok, {} files {checked}", b.id, b.files_checked),
+            false => println!("backup {}: {}", b.id, b.problems.join("; ")),
+        }
+    }
+    for t in &report.timelines {
+        let gaps = if t.gaps.is_empty() {
+            "no gaps".to_string()
+        } else {
+            format!("missing {}", t.gaps.iter().map(ToString::to_string).collect::<Vec<_>>().join(", "))
+        };
+        println!("timeline {}: WAL {} to {} ({} segments), {gaps}", t.timeline, t.first, t.last, t.segments);
+    }
+    for problem in &report.problems {
+        println!("problem: {problem}");
+    }
+    println!("{}", if report.ok { "repository ok" } else { "repository has problems" });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pgops_core::store::StoreErrorKind;
+
+    #[test]
+    fn problems_exit_1_and_an_unreadable_store_2() {
+        let report = |ok| VerifyReport { ok, backups: vec![], timelines: vec![], problems: vec![] };
+        assert_eq!(exit_status(&Ok(report(true))), 0);
+        assert_eq!(exit_status(&Ok(report(false))), exit::NOT_FOUND);
+        let denied = StoreError {
+            operation: "ListObjectsV2",
+            location: "s3://b/main/base/".into(),
+            kind: StoreErrorKind::AccessDenied,
+            cause: "HTTP 403".into(),
+        };
+        assert_eq!(exit_status(&Err(denied)), exit::STORE);
+    }
+}
