@@ -2,6 +2,8 @@
 //! of pgBackRest's storage layer. Keys are `/`-separated and relative to the store root
 //! (bucket or directory); [`Repository`] adds the repository prefix.
 
+#[cfg(test)]
+mod contract;
 mod local;
 mod s3;
 #[cfg(test)]
