@@ -3,7 +3,9 @@
 //! A new driver (GCS, Azure) is added by giving it a [`Fixture`] and a line in
 //! [`contract_tests!`]: the clauses it fails are what it still gets wrong.
 
-use super::{md5_of, LocalStore, ObjectMeta, ObjectStore, Repository, S3Options, S3Store, MIN_PART_SIZE};
+use super::{
+    md5_of, LocalStore, ObjectMeta, ObjectStore, Repository, S3Options, S3Store, MAX_DELETE_BATCH, MIN_PART_SIZE,
+};
 use bytes::Bytes;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -163,6 +165,24 @@ async fn delete_many_removes_the_keys_and_skips_missing_ones(store: Arc<dyn Obje
     assert_eq!(store.delete_many(&keys).await.unwrap(), []);
     assert_eq!(keys_under(store.as_ref(), "c/").await, ["c/keep"]);
     assert_eq!(store.delete_many(&[]).await.unwrap(), [], "an empty batch");
+}
+
+/// A batch of more keys than one S3 request may name ([`MAX_DELETE_BATCH`]) removes them
+/// all.
+async fn delete_many_removes_more_keys_than_one_request_takes(store: Arc<dyn ObjectStore>) {
+    let keys: Vec<String> = (0..=MAX_DELETE_BATCH).map(|i| format!("c/{i:05}")).collect();
+    let mut puts = tokio::task::JoinSet::new();
+    for key in keys.clone() {
+        let store = store.clone();
+        puts.spawn(async move { store.put(&key, Bytes::from_static(b"x")).await });
+    }
+    while let Some(put) = puts.join_next().await {
+        put.unwrap().unwrap();
+    }
+    store.put("c/keep", Bytes::from_static(b"x")).await.unwrap();
+    assert_eq!(store.list("c/").await.unwrap().len(), keys.len() + 1);
+    assert_eq!(store.delete_many(&keys).await.unwrap(), []);
+    assert_eq!(keys_under(store.as_ref(), "c/").await, ["c/keep"]);
 }
 
 /// Parts sent out of order are assembled in number order; the object appears only when
@@ -377,6 +397,7 @@ macro_rules! every_clause {
                 missing_objects_are_none_and_deleting_them_is_ok,
                 delete_removes_only_that_object,
                 delete_many_removes_the_keys_and_skips_missing_ones,
+                delete_many_removes_more_keys_than_one_request_takes,
                 multipart_upload_appears_whole_on_completion,
                 multipart_upload_replaces_an_existing_object,
                 aborted_multipart_upload_leaves_nothing,
