@@ -222,7 +222,7 @@ fn main() -> ExitCode {
     if let Err(invalid) = pgops_core::setting::validate_region(&cli.s3_region) {
         return usage_error(invalid);
     }
-    let s3 = S3Options { endpoint, region: cli.s3_region, credentials: None };
+    let s3 = S3Options { endpoint, region: cli.s3_region, credentials: None, sse: None };
     // Multi-threaded: restore reads objects from a blocking thread while tasks fetch ahead.
     let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
         Ok(runtime) => runtime,

@@ -183,6 +183,7 @@ impl S3Server {
             endpoint: Some(self.endpoint()),
             region: "us-east-1".into(),
             credentials: Some((ACCESS_KEY.into(), SECRET_KEY.into())),
+            sse: None,
         }
     }
 
