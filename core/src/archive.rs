@@ -2,15 +2,16 @@
 //! overwrites different content; reads ahead the next `.ready` files so that a backlog
 //! drains `parallel` uploads at a time while Postgres asks for one file at a time.
 
-use crate::compression::Compression;
 use crate::naming::{self, NotAWalFile};
 use crate::ownership::{self, ClusterIdentity, OwnershipError};
+use crate::pipeline::{self, Compression, KeyRing};
 use crate::repository::RepositoryUrl;
-use crate::store::{check_stored, ObjectMeta, Repository, S3Options, SentObject, StoreError};
+use crate::store::{check_stored, ObjectMeta, Repository, S3Options, SentObject, StoreError, StoreErrorKind};
 use bytes::Bytes;
 use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use tokio::task::JoinHandle;
 
 /// Everything the archiver needs from the settings, already validated.
@@ -23,6 +24,8 @@ pub struct ArchiveSettings {
     pub level: i32,
     /// Uploads in flight at most, the requested one included.
     pub parallel: usize,
+    /// The key ring of an encrypted repository.
+    pub encryption: Option<Arc<KeyRing>>,
 }
 
 /// One WAL file safely in the repository.
@@ -85,10 +88,7 @@ impl ArchiveError {
     pub fn hint(&self) -> String {
         match self {
             ArchiveError::Store(e) => e.hint().to_string(),
-            ArchiveError::Ownership(OwnershipError::Store(e)) => e.hint().to_string(),
-            ArchiveError::Ownership(_) => {
-                "Point pgops.repository at a repository of its own for this cluster (each cluster needs its own prefix).".into()
-            }
+            ArchiveError::Ownership(e) => e.hint(),
             ArchiveError::Conflict { .. } => {
                 "Another cluster or tool wrote this WAL name. Check that pgops.repository is not shared, and inspect the object before removing it.".into()
             }
@@ -130,7 +130,7 @@ pub struct WalArchiver {
 impl WalArchiver {
     /// Must run inside a tokio runtime.
     pub async fn open(settings: ArchiveSettings, cluster: ClusterIdentity) -> WalArchiver {
-        let repo = Repository::open(&settings.repository, &settings.s3).await;
+        let repo = Repository::open(&settings.repository, &settings.s3).await.with_keys(settings.encryption.clone());
         WalArchiver { settings, repo, cluster, owner_confirmed: false, read_ahead: HashMap::new() }
     }
 
@@ -225,13 +225,14 @@ async fn upload(
     let dir = naming::wal_dir(name)?;
     let location = repo.location(&key);
     let read_path = path.to_path_buf();
+    let keys = repo.key_ring();
     // Reading and compressing (CPU) overlap the look-up for existing copies (network).
     // The look-up lists the name's prefix, not a HEAD of the exact key: a copy under
     // another codec's suffix (Barman's, or an earlier compression setting) must be found
     // and compared, or the repository would hold two different segments of one name.
     let prepare = tokio::task::spawn_blocking(move || -> Result<Prepared, ArchiveError> {
         let raw = std::fs::read(&read_path).map_err(|cause| ArchiveError::Read { path: read_path, cause })?;
-        let packed = compression.compress(&raw, level).map_err(ArchiveError::Compress)?;
+        let packed = pipeline::encode(&raw, compression, level, keys.as_deref()).map_err(ArchiveError::Compress)?;
         let sent = SentObject::of(&packed);
         Ok(Prepared { raw, packed, sent })
     });
@@ -264,14 +265,15 @@ async fn same_content(
 ) -> Result<Archived, ArchiveError> {
     let location = repo.store.location(&existing.key);
     let conflict = |detail: String| ArchiveError::Conflict { location: location.clone(), detail };
-    let body =
-        repo.store.get(&existing.key).await?.ok_or_else(|| conflict("it vanished while being compared".into()))?;
     let file = existing.key.rsplit('/').next().unwrap_or_default();
     let codec = Compression::of_copy(file, name).ok_or_else(|| {
         conflict("it is stored with a compression pgops cannot read, so it cannot be compared".into())
     })?;
-    let content =
-        codec.decompress(&body).map_err(|e| conflict(format!("it does not decompress as {}: {e}", codec.name())))?;
+    let content = match repo.read_object(&existing.key, codec).await {
+        Ok(content) => content.ok_or_else(|| conflict("it vanished while being compared".into()))?,
+        Err(e) if matches!(e.kind, StoreErrorKind::Undecodable(_)) => return Err(conflict(e.cause)),
+        Err(e) => return Err(e.into()),
+    };
     if content != raw {
         return Err(conflict(format!("{} bytes stored, {} bytes in the local file", content.len(), raw.len())));
     }
@@ -279,7 +281,7 @@ async fn same_content(
         name: name.to_string(),
         location,
         raw_bytes: raw.len() as u64,
-        stored_bytes: body.len() as u64,
+        stored_bytes: existing.size,
         already_present: true,
     })
 }
@@ -308,6 +310,7 @@ mod tests {
             compression: Compression::Zstd,
             level: 3,
             parallel,
+            encryption: None,
         };
         Fixture { store_root: store.path().to_path_buf(), pg_wal, settings, _dirs: (store, data) }
     }

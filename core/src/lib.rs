@@ -5,10 +5,10 @@
 pub mod archive;
 pub mod backup;
 pub mod check;
-pub mod compression;
 pub mod credentials;
 pub mod naming;
 pub mod ownership;
+pub mod pipeline;
 pub mod repository;
 pub mod restore;
 pub mod retention;

@@ -2,7 +2,7 @@
 //! `wals/<TLI+log, 16 hex>/<segment>[.partial|.XXXXXXXX.backup]<ext>` and
 //! `wals/<TLI>.history<ext>` (see barman/xlog.py `hash_dir`).
 
-use crate::compression::Compression;
+use crate::pipeline::Compression;
 use serde::Serialize;
 use std::fmt;
 

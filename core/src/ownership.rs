@@ -25,6 +25,18 @@ pub struct RepositoryMetadata {
     pub pg_version_num: u32,
     pub wal_segment_size: u32,
     pub created_by: String,
+    /// Set when the repository's objects are encrypted (absent in plain repositories, as in
+    /// those written before encryption existed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encryption: Option<EncryptionScheme>,
+}
+
+/// How an encrypted repository's objects are encrypted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum EncryptionScheme {
+    /// The age format; see [`crate::pipeline`].
+    #[serde(rename = "age")]
+    Age,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,6 +58,12 @@ pub enum OwnershipError {
         repository_system_identifier: String,
         cluster_system_identifier: u64,
     },
+    /// The repository is encrypted and the cluster has no key, or the other way round:
+    /// plain and encrypted objects must never mix in one repository.
+    Encryption {
+        location: String,
+        repository_encrypted: bool,
+    },
     /// `pgops.json` exists but cannot be read as pgops metadata.
     Unreadable {
         location: String,
@@ -61,12 +79,38 @@ impl fmt::Display for OwnershipError {
                 f,
                 "repository belongs to another cluster: {location} records system identifier {repository_system_identifier}, this cluster's is {cluster_system_identifier}"
             ),
+            OwnershipError::Encryption { location, repository_encrypted: true } => write!(
+                f,
+                "repository is encrypted ({location} says so) but no encryption key is configured: nothing was written"
+            ),
+            OwnershipError::Encryption { location, repository_encrypted: false } => write!(
+                f,
+                "repository is not encrypted ({location} says so) but encryption is configured: plain and encrypted objects must not mix, nothing was written"
+            ),
             OwnershipError::Unreadable { location, cause } => write!(f, "repository metadata {location} is unreadable: {cause}"),
         }
     }
 }
 
 impl std::error::Error for OwnershipError {}
+
+impl OwnershipError {
+    /// What to do, for the HINT.
+    pub fn hint(&self) -> String {
+        match self {
+            OwnershipError::Store(e) => e.hint().to_string(),
+            OwnershipError::Foreign { .. } | OwnershipError::Unreadable { .. } => {
+                "Point pgops.repository at a repository of its own for this cluster (each cluster needs its own prefix).".into()
+            }
+            OwnershipError::Encryption { repository_encrypted: true, .. } => {
+                "Set pgops.encryption = on and pgops.encryption_key_file to the repository's key file. WAL stays in pg_wal until archiving succeeds.".into()
+            }
+            OwnershipError::Encryption { repository_encrypted: false, .. } => {
+                "A plain repository cannot become encrypted: point pgops.repository at a new prefix for encrypted backups, or set pgops.encryption = off.".into()
+            }
+        }
+    }
+}
 
 impl From<StoreError> for OwnershipError {
     fn from(e: StoreError) -> Self {
@@ -75,7 +119,7 @@ impl From<StoreError> for OwnershipError {
 }
 
 async fn read(repo: &Repository) -> Result<Option<RepositoryMetadata>, OwnershipError> {
-    let Some(body) = repo.get(METADATA_OBJECT).await? else { return Ok(None) };
+    let Some(body) = repo.get_plain(METADATA_OBJECT).await? else { return Ok(None) };
     serde_json::from_slice(&body)
         .map(Some)
         .map_err(|e| OwnershipError::Unreadable { location: repo.location(METADATA_OBJECT), cause: e.to_string() })
@@ -86,15 +130,20 @@ fn compare(
     found: &RepositoryMetadata,
     cluster: &ClusterIdentity,
 ) -> Result<Ownership, OwnershipError> {
-    if found.system_identifier == cluster.system_identifier.to_string() {
-        Ok(Ownership::Owned)
-    } else {
-        Err(OwnershipError::Foreign {
+    if found.system_identifier != cluster.system_identifier.to_string() {
+        return Err(OwnershipError::Foreign {
             location: repo.location(METADATA_OBJECT),
             repository_system_identifier: found.system_identifier.clone(),
             cluster_system_identifier: cluster.system_identifier,
-        })
+        });
     }
+    if found.encryption.is_some() != repo.keys().is_some() {
+        return Err(OwnershipError::Encryption {
+            location: repo.location(METADATA_OBJECT),
+            repository_encrypted: found.encryption.is_some(),
+        });
+    }
+    Ok(Ownership::Owned)
 }
 
 /// Claims an unclaimed repository for `cluster`, or checks that it already belongs to it.
@@ -107,9 +156,10 @@ pub async fn claim(repo: &Repository, cluster: &ClusterIdentity) -> Result<Owner
         pg_version_num: cluster.pg_version_num,
         wal_segment_size: cluster.wal_segment_size,
         created_by: format!("pgops {}", env!("CARGO_PKG_VERSION")),
+        encryption: repo.keys().map(|_| EncryptionScheme::Age),
     };
     let body = serde_json::to_vec_pretty(&metadata).expect("metadata serializes");
-    repo.put(METADATA_OBJECT, Bytes::from(body)).await?;
+    repo.put_plain(METADATA_OBJECT, Bytes::from(body)).await?;
     // Read back: if another cluster claimed the repository at the same moment, the last
     // writer wins the object and the other one sees a foreign owner here.
     let stored = read(repo).await?.ok_or_else(|| OwnershipError::Unreadable {
@@ -160,6 +210,29 @@ mod tests {
         let err = claim(&repo, &stranger).await.unwrap_err().to_string();
         assert!(err.contains("7300000000000000001") && err.contains(" 42"), "{err}");
         assert!(inspect(&repo, &stranger).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn plain_and_encrypted_never_share_a_repository() {
+        let dir = tempfile::tempdir().unwrap();
+        let key_file = dir.path().join("key");
+        crate::pipeline::KeyRing::create_file(&key_file).unwrap();
+        let keys = Some(Arc::new(crate::pipeline::KeyRing::load(&key_file).unwrap()));
+        let (plain_dir, encrypted_dir) = (dir.path().join("plain"), dir.path().join("encrypted"));
+        std::fs::create_dir_all(&plain_dir).unwrap();
+        std::fs::create_dir_all(&encrypted_dir).unwrap();
+        let plain = repo(&plain_dir);
+        assert_eq!(claim(&plain, &CLUSTER).await.unwrap(), Ownership::Claimed);
+        let err = claim(&plain.clone().with_keys(keys.clone()), &CLUSTER).await.unwrap_err();
+        assert!(matches!(err, OwnershipError::Encryption { repository_encrypted: false, .. }), "{err}");
+
+        let encrypted = repo(&encrypted_dir).with_keys(keys);
+        assert_eq!(claim(&encrypted, &CLUSTER).await.unwrap(), Ownership::Claimed);
+        let text = std::fs::read_to_string(encrypted_dir.join(METADATA_OBJECT)).unwrap();
+        assert!(text.contains("\"encryption\": \"age\""), "the record stays readable without keys: {text}");
+        let err = claim(&repo(&encrypted_dir), &CLUSTER).await.unwrap_err();
+        assert!(matches!(err, OwnershipError::Encryption { repository_encrypted: true, .. }), "{err}");
+        assert!(err.hint().contains("pgops.encryption_key_file"), "{}", err.hint());
     }
 
     #[tokio::test]

@@ -10,7 +10,7 @@ pub use target_time::TargetTime;
 use crate::backup::catalog::{list_backups, BackupSummary};
 use crate::backup::info::InfoFields;
 use crate::backup::{backup_dir, PGOPS_METADATA};
-use crate::compression::Compression;
+use crate::pipeline::Compression;
 use crate::retry::{self, Failed, Patience};
 use crate::store::{ObjectStore, Repository, StoreError, StoreErrorKind};
 use bytes::Bytes;
@@ -703,7 +703,8 @@ impl StoredBackup {
     ) -> Result<Box<dyn Read>, String> {
         let (_, codec) = Compression::split_file_name(name);
         let reader = ObjectReader::new(repo, format!("{}/{name}", backup_dir(backup_id)), size, runtime.clone());
-        codec.reader(reader).map_err(|e| format!("{name}: {e}"))
+        crate::pipeline::decode_reader(reader, codec, repo.keys())
+            .map_err(|e| format!("{}: {e}. {}", repo.location(&format!("{}/{name}", backup_dir(backup_id))), e.hint()))
     }
 }
 
@@ -849,15 +850,14 @@ pub async fn stored_timeline_history(repo: &Repository, timeline: u32) -> Result
     let copies = repo.wal_copies("wals/", &name).await.map_err(|e| e.to_string())?;
     let Some(object) = copies.into_iter().next() else { return Ok(None) };
     let relative = object.key.strip_prefix(&repo.key("")).unwrap_or(&object.key).to_string();
-    let body = repo
-        .get(&relative)
-        .await
-        .map_err(|e| e.to_string())?
-        .ok_or_else(|| format!("{} vanished while it was read", repo.location(&relative)))?;
     let file = relative.rsplit('/').next().unwrap_or_default();
     let codec = Compression::of_copy(file, &name)
         .ok_or_else(|| format!("{} is stored with a compression pgops cannot read", repo.location(&relative)))?;
-    let text = codec.decompress(&body).map_err(|e| format!("{}: {e}", repo.location(&relative)))?;
+    let text = repo
+        .read_object(&object.key, codec)
+        .await
+        .map_err(|e| format!("{e}. {}", e.hint()))?
+        .ok_or_else(|| format!("{} vanished while it was read", repo.location(&relative)))?;
     Ok(Some(TimelineHistory::parse(timeline, &String::from_utf8_lossy(&text))))
 }
 

@@ -4,8 +4,8 @@
 //! first, and for the WAL each backup needs (begin to end segment).
 
 use crate::backup::catalog::list_backups;
-use crate::compression::Compression;
 use crate::naming::{self, WalFileKind};
+use crate::pipeline::Compression;
 use crate::restore::verify_backup;
 use crate::store::Repository;
 use serde::Serialize;

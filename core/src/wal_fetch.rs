@@ -12,11 +12,11 @@
 //! served from there by a rename, without a round trip each. A failed prefetch leaves
 //! nothing in the spool: the next call fetches (and reports) for itself.
 
-use crate::compression::Compression;
 use crate::naming::{self, NotAWalFile};
+use crate::pipeline::Compression;
 pub use crate::retry::Patience;
 use crate::retry::{self, Failed};
-use crate::store::{Repository, StoreError, StoreErrorKind};
+use crate::store::{Repository, StoreError, StoreErrorKind, UndecodableReason};
 use std::fmt;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -34,7 +34,8 @@ pub enum Fetched {
 pub enum FetchError {
     NotAWalFile(NotAWalFile),
     Store(StoreError),
-    /// The stored object is not valid data for its codec.
+    /// The stored object is damaged: not valid data for its codec, or its encryption does
+    /// not authenticate.
     Corrupt {
         location: String,
         cause: std::io::Error,
@@ -45,6 +46,9 @@ pub enum FetchError {
         first: String,
         second: String,
     },
+    /// The object is encrypted to a key this reader does not have (or is plain where
+    /// encryption is required).
+    Key(StoreError),
     Write {
         path: PathBuf,
         cause: std::io::Error,
@@ -63,6 +67,7 @@ impl fmt::Display for FetchError {
             FetchError::NotAWalFile(e) => e.fmt(f),
             FetchError::Store(e) => write!(f, "{e}. {}", e.hint()),
             FetchError::Corrupt { location, cause } => write!(f, "{location} is corrupt: {cause}"),
+            FetchError::Key(e) => write!(f, "{e}. {}", e.hint()),
             FetchError::Conflict { first, second } => write!(
                 f,
                 "{first} and {second} hold different content for the same WAL file; inspect both and remove the one that is not this cluster's"
@@ -95,7 +100,7 @@ impl FetchError {
 /// Fetches WAL file `name` into `dest`. When it is stored under several suffixes, each
 /// copy is read and they must agree.
 pub async fn fetch_wal(repo: &Repository, name: &str, dest: &Path) -> Result<Fetched, FetchError> {
-    let mut content: Option<(String, Vec<u8>)> = None;
+    let mut content: Option<(String, bytes::Bytes)> = None;
     let dir = naming::wal_dir(name).map_err(FetchError::NotAWalFile)?;
     for object in repo.wal_copies(&dir, name).await? {
         let location = repo.store.location(&object.key);
@@ -109,9 +114,15 @@ pub async fn fetch_wal(repo: &Repository, name: &str, dest: &Path) -> Result<Fet
                 ),
             });
         };
-        let Some(body) = repo.store.get(&object.key).await? else { continue };
-        let data =
-            codec.decompress(&body).map_err(|cause| FetchError::Corrupt { location: location.clone(), cause })?;
+        let data = match repo.read_object(&object.key, codec).await {
+            Ok(Some(data)) => data,
+            Ok(None) => continue,
+            Err(e) if e.kind == StoreErrorKind::Undecodable(UndecodableReason::Corrupt) => {
+                return Err(FetchError::Corrupt { location, cause: std::io::Error::other(e.cause) })
+            }
+            Err(e) if !e.is_transient() => return Err(FetchError::Key(e)),
+            Err(e) => return Err(e.into()),
+        };
         match &content {
             None => content = Some((location, data)),
             Some((first, earlier)) if *earlier != data => {

@@ -2,7 +2,7 @@
 
 use super::catalog::{fail_interrupted, list_backups};
 use super::*;
-use crate::compression::Compression;
+use crate::pipeline::Compression;
 use crate::store::LocalStore;
 use chrono::TimeZone;
 use std::collections::BTreeMap;

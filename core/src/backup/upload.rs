@@ -2,12 +2,13 @@
 //! with a fixed number of parts in flight, so that memory stays bounded whatever the size
 //! of the database (part size × (parts in flight + 1), plus the codec's window).
 
-use crate::compression::{CompressWriter, Compression};
+use crate::pipeline::{Compression, EncodeWriter};
 use crate::store::{MultipartUpload, Repository, StoreError, UploadedPart, MAX_PARTS, MIN_PART_SIZE};
 use bytes::Bytes;
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use tokio::runtime::Handle;
 use tokio::task::JoinHandle;
 
@@ -72,8 +73,9 @@ struct PartSink {
     in_flight: VecDeque<JoinHandle<Result<UploadedPart, StoreError>>>,
     uploaded: Vec<UploadedPart>,
     written: u64,
-    /// The store error behind a failed write, kept whole for the caller.
-    failure: Option<StoreError>,
+    /// The store error behind a failed write, kept whole for the caller (who holds the
+    /// sink only through the pipeline's writers).
+    failure: Arc<Mutex<Option<StoreError>>>,
 }
 
 impl PartSink {
@@ -90,13 +92,13 @@ impl PartSink {
             in_flight: VecDeque::new(),
             uploaded: Vec::new(),
             written: 0,
-            failure: None,
+            failure: Arc::default(),
         }
     }
 
     fn fail(&mut self, error: StoreError) -> io::Error {
         let io_error = io::Error::other(error.to_string());
-        self.failure = Some(error);
+        *self.failure.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(error);
         io_error
     }
 
@@ -232,7 +234,8 @@ impl<W: Write> Write for Counting<W> {
 /// A tar archive being written to the store.
 pub struct TarUpload {
     name: String,
-    builder: tar::Builder<Counting<CompressWriter<PartSink>>>,
+    builder: tar::Builder<Counting<EncodeWriter<PartSink>>>,
+    failure: Arc<Mutex<Option<StoreError>>>,
 }
 
 impl TarUpload {
@@ -247,20 +250,23 @@ impl TarUpload {
     ) -> io::Result<TarUpload> {
         let name = archive_name(base, index, settings.compression);
         let sink = PartSink::new(repo, format!("{dir}/{name}"), runtime, settings);
-        let encoder = settings.compression.parallel_writer(sink, settings.level, settings.compression_workers)?;
+        let failure = sink.failure.clone();
+        let encoder =
+            EncodeWriter::new(sink, settings.compression, settings.level, settings.compression_workers, repo.keys())?;
         let mut builder = tar::Builder::new(Counting { inner: encoder, count: 0 });
         builder.mode(tar::HeaderMode::Complete);
         builder.follow_symlinks(false);
-        Ok(TarUpload { name, builder })
+        Ok(TarUpload { name, builder, failure })
     }
 
     pub fn name(&self) -> &str {
         &self.name
     }
 
-    /// Bytes handed to the store so far (compressed).
+    /// Bytes compressed so far: about what the store holds (encryption adds a header and
+    /// 16 bytes per 64 KiB).
     pub fn stored_bytes(&self) -> u64 {
-        self.builder.get_ref().inner.get_ref().written
+        self.builder.get_ref().inner.encoded_bytes()
     }
 
     pub fn builder(&mut self) -> &mut tar::Builder<impl Write> {
@@ -288,7 +294,7 @@ impl TarUpload {
 
     /// The store error behind a failed write, if that is what failed.
     pub fn store_failure(&mut self) -> Option<StoreError> {
-        self.builder.get_mut().inner.get_mut().failure.take()
+        self.failure.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).take()
     }
 }
 

@@ -5,9 +5,9 @@
 use super::catalog::{read_catalog, CatalogEntry, EntryState, KeepTarget, StartedIsLive};
 use super::{Policy, RetentionError};
 use crate::backup::BackupId;
-use crate::compression::Compression;
 use crate::naming::{self, SegmentPosition, StoredWal, Timeline, WalSegment};
 use crate::ownership::{self, OwnershipError};
+use crate::pipeline::Compression;
 use crate::restore::TimelineHistory;
 use crate::store::Repository;
 use chrono::{DateTime, Utc};
@@ -655,13 +655,14 @@ async fn history_ancestors(
     let Some(codec) = Compression::of_copy(file, name) else {
         return Ok(Err("stored with a compression pgops does not read".into()));
     };
-    let Some(body) = repo.store.get(key).await? else {
-        return Ok(Err("deleted while it was read".into()));
+    let text = match repo.read_object(key, codec).await {
+        Ok(Some(text)) => text,
+        Ok(None) => return Ok(Err("deleted while it was read".into())),
+        Err(e) if !e.is_transient() => return Ok(Err(e.cause)),
+        Err(e) => return Err(e.into()),
     };
-    Ok(codec.decompress(&body).map_err(|e| format!("does not decompress: {e}")).map(|text| {
-        let history = TimelineHistory::parse(timeline.0, &String::from_utf8_lossy(&text));
-        history.ancestors.into_iter().map(|(ancestor, _)| Timeline(ancestor)).collect()
-    }))
+    let history = TimelineHistory::parse(timeline.0, &String::from_utf8_lossy(&text));
+    Ok(Ok(history.ancestors.into_iter().map(|(ancestor, _)| Timeline(ancestor)).collect()))
 }
 
 #[cfg(test)]

@@ -79,7 +79,7 @@ impl Fixture {
     /// `timeline`'s history file: branched from `parent` at the start of segment `at`.
     fn history(&self, timeline: u32, parent: u32, at: u32) {
         let text = format!("{parent}\t0/{:X}\tno recovery target specified\n", at << 24);
-        let compressed = crate::compression::Compression::Zstd.compress(text.as_bytes(), 0).unwrap();
+        let compressed = crate::pipeline::Compression::Zstd.compress(text.as_bytes(), 0).unwrap();
         self.write(&format!("wals/{timeline:08X}.history.zst"), &compressed);
     }
 

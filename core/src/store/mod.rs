@@ -13,6 +13,7 @@ pub use local::LocalStore;
 pub use s3::{S3Options, S3Store, ServerSideEncryption};
 
 use crate::naming;
+use crate::pipeline::{self, Compression, DecodeError, KeyRing};
 use crate::repository::RepositoryUrl;
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -82,7 +83,18 @@ pub enum StoreErrorKind {
     Unreachable,
     /// What was stored is not what was sent.
     Integrity,
+    /// The object cannot be decrypted or decompressed: damaged, altered, or encrypted to a
+    /// key the reader lacks ([`crate::pipeline::DecodeError`] in the cause). Waiting does
+    /// not help.
+    Undecodable(UndecodableReason),
     Other,
+}
+
+/// Why an object could not be read back, for the hint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UndecodableReason {
+    Key,
+    Corrupt,
 }
 
 /// A failed store operation, with everything a DBA needs to act on it: the operation, the
@@ -104,6 +116,24 @@ impl fmt::Display for StoreError {
 impl std::error::Error for StoreError {}
 
 impl StoreError {
+    /// `error` met reading the object at `location`.
+    pub fn undecodable(location: String, error: DecodeError) -> StoreError {
+        let reason = match error {
+            DecodeError::Corrupt(_) => UndecodableReason::Corrupt,
+            DecodeError::KeyMissing(_) | DecodeError::KeyNeeded(_) | DecodeError::NotEncrypted => {
+                UndecodableReason::Key
+            }
+        };
+        StoreError { operation: "read", location, kind: StoreErrorKind::Undecodable(reason), cause: error.to_string() }
+    }
+
+    /// Whether trying again may succeed: not for an object that cannot be decoded.
+    pub fn is_transient(&self) -> bool {
+        !matches!(self.kind, StoreErrorKind::Undecodable(_))
+    }
+}
+
+impl StoreError {
     /// A sentence on what to fix, for `pgops.check()` and error hints.
     pub fn hint(&self) -> &'static str {
         match self.kind {
@@ -113,6 +143,8 @@ impl StoreError {
             }
             StoreErrorKind::Unreachable => "Check pgops.s3_endpoint and that the object store is up and reachable.",
             StoreErrorKind::Integrity => "The object store returned different data than was written; check the store's health.",
+            StoreErrorKind::Undecodable(UndecodableReason::Key) => "Check the encryption key file (pgops.encryption_key_file, or --encryption-key-file / PGOPS_ENCRYPTION_KEY_FILE for the CLI): it must hold the key the object names; older keys stay in the file below the current one.",
+            StoreErrorKind::Undecodable(UndecodableReason::Corrupt) => "The stored object is not what pgops wrote (damaged in the store, or altered); use another backup or WAL copy.",
             StoreErrorKind::Other => "See the cause above.",
         }
     }
@@ -228,11 +260,13 @@ pub fn sha256_of(data: &[u8]) -> [u8; 32] {
 }
 
 /// A repository: a store plus the key prefix under which pgops (and Barman) lay out
-/// `wals/` and `base/`.
+/// `wals/` and `base/`, plus the key ring of an encrypted repository. Objects are read and
+/// written through [`crate::pipeline`]; only the ownership record is always plain.
 #[derive(Debug, Clone)]
 pub struct Repository {
     pub store: Arc<dyn ObjectStore>,
     prefix: String,
+    keys: Option<Arc<KeyRing>>,
 }
 
 impl Repository {
@@ -249,7 +283,23 @@ impl Repository {
 
     pub fn new(store: Arc<dyn ObjectStore>, prefix: &str) -> Repository {
         let prefix = if prefix.is_empty() { String::new() } else { format!("{}/", prefix.trim_matches('/')) };
-        Repository { store, prefix }
+        Repository { store, prefix, keys: None }
+    }
+
+    /// The same repository, encrypted with `keys` (plain with `None`).
+    pub fn with_keys(mut self, keys: Option<Arc<KeyRing>>) -> Repository {
+        self.keys = keys;
+        self
+    }
+
+    /// The key ring objects are encrypted to and read with; `None` for a plain repository.
+    pub fn keys(&self) -> Option<&KeyRing> {
+        self.keys.as_deref()
+    }
+
+    /// [`Repository::keys`], to hand to another thread.
+    pub fn key_ring(&self) -> Option<Arc<KeyRing>> {
+        self.keys.clone()
     }
 
     /// The store key of a repository-relative path such as `wals/…`.
@@ -257,11 +307,43 @@ impl Repository {
         format!("{}{relative}", self.prefix)
     }
 
-    pub async fn put(&self, relative: &str, body: Bytes) -> StoreResult<()> {
-        self.store.put(&self.key(relative), body).await
+    /// Stores a small uncompressed object (backup.info, a manifest), encrypted in an
+    /// encrypted repository.
+    pub async fn put(&self, relative: &str, content: Bytes) -> StoreResult<()> {
+        let stored = match self.keys() {
+            None => content,
+            Some(keys) => {
+                Bytes::from(pipeline::encode(&content, Compression::None, 0, Some(keys)).map_err(|e| StoreError {
+                    operation: "encrypt",
+                    location: self.location(relative),
+                    kind: StoreErrorKind::Other,
+                    cause: e.to_string(),
+                })?)
+            }
+        };
+        self.store.put(&self.key(relative), stored).await
     }
 
+    /// The content of a small uncompressed object written by [`Repository::put`].
     pub async fn get(&self, relative: &str) -> StoreResult<Option<Bytes>> {
+        self.read_object(&self.key(relative), Compression::None).await
+    }
+
+    /// The plaintext of the object at store key `key` (as a listing names it), whose name
+    /// says codec `named`.
+    pub async fn read_object(&self, key: &str, named: Compression) -> StoreResult<Option<Bytes>> {
+        let Some(stored) = self.store.get(key).await? else { return Ok(None) };
+        pipeline::decode(stored, named, self.keys())
+            .map(Some)
+            .map_err(|e| StoreError::undecodable(self.store.location(key), e))
+    }
+
+    /// Stores an object that must be readable without keys (the ownership record).
+    pub async fn put_plain(&self, relative: &str, content: Bytes) -> StoreResult<()> {
+        self.store.put(&self.key(relative), content).await
+    }
+
+    pub async fn get_plain(&self, relative: &str) -> StoreResult<Option<Bytes>> {
         self.store.get(&self.key(relative)).await
     }
 
@@ -277,7 +359,7 @@ impl Repository {
     /// under any suffix: Barman and pgops may have stored it with different compression
     /// settings, and a second copy must be found to be compared. Copies under a suffix
     /// pgops cannot read (Barman's `.bz2`, `.xz`) are listed too
-    /// ([`crate::compression::Compression::of_copy`] says `None`): such a file is there,
+    /// ([`crate::pipeline::Compression::of_copy`] says `None`): such a file is there,
     /// and must never be taken for missing.
     pub async fn wal_copies(&self, wal_dir: &str, name: &str) -> StoreResult<Vec<ObjectMeta>> {
         let objects = self.list(&format!("{wal_dir}{name}")).await?;

@@ -1,0 +1,364 @@
+//! The one data pipeline every object goes through, in the manner of pgBackRest's filter
+//! groups and WAL-G's writer wrappers. Nothing outside this module compresses, encrypts,
+//! decompresses or decrypts.
+//!
+//! ```text
+//! write: plain bytes → compress → encrypt (when a key ring is set) → store (PUT or parts;
+//!        the driver adds Content-MD5 and the pgops-sha256 metadata)
+//! read:  fetch (whole, or ranged and prefetched) → authenticate + decrypt → decompress
+//! ```
+//!
+//! A plain object is exactly what Barman Cloud writes: its codec is the suffix of its
+//! name (`.zst`, `.gz`, …), so Barman's tools read it. An encrypted object starts with a
+//! one-line header saying what it is, followed by an age stream:
+//!
+//! ```text
+//! pgops-encrypted v1 key=<key id> codec=<zstd|gzip|lz4|snappy|none>\n<age file>
+//! ```
+//!
+//! The header decides how the object is read, not the suffix: an object whose header and
+//! suffix disagree was renamed or tampered with and is refused. A reader with a key ring
+//! (an encrypted repository) refuses plain objects, so that objects cannot be swapped for
+//! unencrypted ones by whoever administers the store.
+
+pub mod cipher;
+pub mod compression;
+
+pub use cipher::{KeyError, KeyId, KeyRing};
+pub use compression::Compression;
+
+use bytes::Bytes;
+use compression::CompressWriter;
+use std::io::{self, BufRead, BufReader, Read, Write};
+
+const MAGIC: &str = "pgops-encrypted v1 ";
+/// Longer than any header pgops writes; a reader gives up looking for its end there.
+const MAX_HEADER: usize = 128;
+
+/// What an object is, as its header (or, for a plain object, its name) says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ObjectFormat {
+    pub compression: Compression,
+    /// The key it is encrypted to; `None` for a plain object.
+    pub key: Option<KeyId>,
+}
+
+impl ObjectFormat {
+    fn header(compression: Compression, key: KeyId) -> String {
+        format!("{MAGIC}key={key} codec={}\n", compression.name())
+    }
+
+    /// Reads the header at the start of `stored`. `Ok(None)`: a plain object.
+    fn parse_header(stored: &[u8]) -> Result<Option<(ObjectFormat, usize)>, DecodeError> {
+        if !stored.starts_with(MAGIC.as_bytes()) {
+            return Ok(None);
+        }
+        let corrupt = || DecodeError::Corrupt("its pgops-encrypted header is malformed".into());
+        let end = stored.iter().take(MAX_HEADER).position(|b| *b == b'\n').ok_or_else(corrupt)?;
+        let line = std::str::from_utf8(&stored[MAGIC.len()..end]).map_err(|_| corrupt())?;
+        let mut key = None;
+        let mut compression = None;
+        for field in line.split(' ') {
+            match field.split_once('=') {
+                Some(("key", id)) => key = Some(id.parse::<KeyId>().map_err(|_| corrupt())?),
+                Some(("codec", name)) => compression = Some(Compression::from_name(name).map_err(|_| corrupt())?),
+                _ => return Err(corrupt()),
+            }
+        }
+        let (Some(key), Some(compression)) = (key, compression) else { return Err(corrupt()) };
+        Ok(Some((ObjectFormat { compression, key: Some(key) }, end + 1)))
+    }
+}
+
+/// Why a stored object cannot be turned back into what was written.
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    /// Encrypted to a key the reader's key ring does not hold.
+    #[error("it is encrypted with key {0}, which is not in the key ring")]
+    KeyMissing(KeyId),
+    /// Encrypted, and the reader has no key ring at all.
+    #[error("it is encrypted (key {0}) and no encryption key file is configured")]
+    KeyNeeded(KeyId),
+    /// A plain object in a repository read with a key ring: not what pgops wrote there.
+    #[error("it is not encrypted, but the repository is read with an encryption key: pgops never writes plain objects into an encrypted repository")]
+    NotEncrypted,
+    /// Damaged: authentication, framing or decompression failed.
+    #[error("it is damaged: {0}")]
+    Corrupt(String),
+}
+
+impl DecodeError {
+    pub fn hint(&self) -> &'static str {
+        match self {
+            DecodeError::KeyMissing(_) => "Add the key with this id to the key file (older keys go below the current one); `pgops verify` lists the key ids the repository uses.",
+            DecodeError::KeyNeeded(_) => "Give the key file: pgops.encryption_key_file for the extension, --encryption-key-file or PGOPS_ENCRYPTION_KEY_FILE for the CLI.",
+            DecodeError::NotEncrypted => "The object was replaced or written by another tool; inspect it before using this repository.",
+            DecodeError::Corrupt(_) => "The stored object is not what pgops wrote (damaged in the store, or altered); restore from another backup or WAL copy.",
+        }
+    }
+}
+
+/// Compresses and (with `keys`) encrypts a whole object. `level` must come from
+/// [`Compression::effective_level`].
+pub fn encode(plain: &[u8], compression: Compression, level: i32, keys: Option<&KeyRing>) -> io::Result<Vec<u8>> {
+    let mut writer = EncodeWriter::new(Vec::with_capacity(plain.len() / 4 + 256), compression, level, 0, keys)?;
+    writer.write_all(plain)?;
+    writer.finish()
+}
+
+/// The plaintext of a whole stored object named with suffix codec `named` (what its name
+/// says; [`Compression::None`] for objects without codec suffixes).
+pub fn decode(stored: Bytes, named: Compression, keys: Option<&KeyRing>) -> Result<Bytes, DecodeError> {
+    if named == Compression::None && keys.is_none() && ObjectFormat::parse_header(&stored)?.is_none() {
+        return Ok(stored);
+    }
+    let mut plain = Vec::with_capacity(stored.len() * 2);
+    decode_reader(&stored[..], named, keys)?.read_to_end(&mut plain).map_err(|e| match keys {
+        None => DecodeError::Corrupt(format!("it does not decompress as {}: {e}", named.name())),
+        Some(_) => DecodeError::Corrupt(format!("it does not decrypt and decompress: {e}")),
+    })?;
+    Ok(Bytes::from(plain))
+}
+
+/// A reader of the plaintext of a stored object read from `stored`, for objects too large
+/// to hold whole. Damage found later while reading is an `io::Error` of the reader.
+pub fn decode_reader<'a, R: Read + 'a>(
+    stored: R,
+    named: Compression,
+    keys: Option<&KeyRing>,
+) -> Result<Box<dyn Read + 'a>, DecodeError> {
+    let mut stored = BufReader::with_capacity(256 * 1024, stored);
+    let start = stored.fill_buf().map_err(|e| DecodeError::Corrupt(e.to_string()))?;
+    let Some((format, header_len)) = ObjectFormat::parse_header(start)? else {
+        if keys.is_some() {
+            return Err(DecodeError::NotEncrypted);
+        }
+        return named.reader(stored).map_err(|e| DecodeError::Corrupt(e.to_string()));
+    };
+    if format.compression != named {
+        return Err(DecodeError::Corrupt(format!(
+            "its header says {} but its name says {}",
+            format.compression.name(),
+            named.name()
+        )));
+    }
+    stored.consume(header_len);
+    let key = format.key.expect("a header names its key");
+    let keys = keys.ok_or(DecodeError::KeyNeeded(key))?;
+    let plain = keys
+        .decrypt(key, stored)
+        .ok_or(DecodeError::KeyMissing(key))?
+        .map_err(|e| DecodeError::Corrupt(format!("decryption failed: {e}")))?;
+    format.compression.reader(plain).map_err(|e| DecodeError::Corrupt(e.to_string()))
+}
+
+/// The key an object is encrypted to, from the first bytes of the object (at least
+/// [`HEADER_PEEK`] of them, or all if shorter): `Ok(None)` for a plain object.
+pub fn key_of(start: &[u8]) -> Result<Option<KeyId>, DecodeError> {
+    Ok(ObjectFormat::parse_header(start)?.and_then(|(format, _)| format.key))
+}
+
+/// How many bytes [`key_of`] needs.
+pub const HEADER_PEEK: u64 = MAX_HEADER as u64;
+
+/// The encrypting end of the pipeline: an age stream, or the bytes as they are.
+enum Sealing<W: Write> {
+    Plain(W),
+    Encrypted(age::stream::StreamWriter<W>),
+}
+
+impl<W: Write> Sealing<W> {
+    fn finish(self) -> io::Result<W> {
+        match self {
+            Sealing::Plain(w) => Ok(w),
+            Sealing::Encrypted(w) => w.finish(),
+        }
+    }
+}
+
+impl<W: Write> Write for Sealing<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Sealing::Plain(w) => w.write(buf),
+            Sealing::Encrypted(w) => w.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Sealing::Plain(w) => w.flush(),
+            Sealing::Encrypted(w) => w.flush(),
+        }
+    }
+}
+
+/// The writing half of the pipeline as a `Write`: what is written is compressed, then
+/// encrypted, then handed to `W` (a buffer, or the parts of a multipart upload).
+pub struct EncodeWriter<W: Write> {
+    inner: CompressWriter<Counted<Sealing<W>>>,
+}
+
+/// Counts the bytes handed to the sink, header and encryption overhead included.
+struct Counted<W> {
+    inner: W,
+    count: u64,
+}
+
+impl<W: Write> Write for Counted<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.count += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+impl<W: Write> EncodeWriter<W> {
+    /// `workers`: zstd threads (0 compresses on the calling thread). With `keys`, the
+    /// header goes out first and the rest is encrypted to the ring's current key.
+    pub fn new(
+        mut sink: W,
+        compression: Compression,
+        level: i32,
+        workers: u32,
+        keys: Option<&KeyRing>,
+    ) -> io::Result<EncodeWriter<W>> {
+        let sealing = match keys {
+            None => Sealing::Plain(sink),
+            Some(keys) => {
+                let header = ObjectFormat::header(compression, keys.current());
+                sink.write_all(header.as_bytes())?;
+                Sealing::Encrypted(keys.encrypt(sink)?)
+            }
+        };
+        let inner = compression.parallel_writer(Counted { inner: sealing, count: 0 }, level, workers)?;
+        Ok(EncodeWriter { inner })
+    }
+
+    /// Ends compression and encryption and returns the sink.
+    pub fn finish(self) -> io::Result<W> {
+        self.inner.finish()?.inner.finish()
+    }
+
+    /// Bytes handed to the sink so far, after compression (excluding the header and what
+    /// the encryption holds back until its chunk is full).
+    pub fn encoded_bytes(&self) -> u64 {
+        self.inner.get_ref().count
+    }
+}
+
+impl<W: Write> Write for EncodeWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.inner.write(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    fn ring(dir: &Path, name: &str) -> KeyRing {
+        let path = dir.join(name);
+        KeyRing::create_file(&path).unwrap();
+        KeyRing::load(&path).unwrap()
+    }
+
+    fn sample() -> Vec<u8> {
+        let mut data = b"PLAINTEXT-MARKER ".repeat(20_000);
+        data.extend((0..200_000u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8));
+        data
+    }
+
+    #[test]
+    fn every_codec_round_trips_plain_and_encrypted() {
+        let dir = tempfile::tempdir().unwrap();
+        let keys = ring(dir.path(), "k");
+        let data = sample();
+        for codec in Compression::ALL {
+            let level = codec.effective_level(0).unwrap();
+            for keys in [None, Some(&keys)] {
+                let stored = encode(&data, codec, level, keys).unwrap();
+                assert_eq!(decode(Bytes::from(stored), codec, keys).unwrap(), data, "{}", codec.name());
+            }
+        }
+    }
+
+    #[test]
+    fn plain_objects_are_exactly_barman_codecs() {
+        let data = sample();
+        let stored = encode(&data, Compression::Gzip, 6, None).unwrap();
+        assert_eq!(Compression::Gzip.decompress(&stored).unwrap(), data);
+        assert_eq!(encode(&data, Compression::None, 0, None).unwrap(), data);
+    }
+
+    #[test]
+    fn encrypted_objects_hide_the_plaintext_and_name_their_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let keys = ring(dir.path(), "k");
+        let stored = encode(&sample(), Compression::Zstd, 3, Some(&keys)).unwrap();
+        assert!(!stored.windows(16).any(|w| w == b"PLAINTEXT-MARKER"));
+        assert!(Compression::Zstd.decompress(&stored).is_err(), "must not read as zstd");
+        assert_eq!(key_of(&stored[..HEADER_PEEK as usize]).unwrap(), Some(keys.current()));
+        let stored = encode(b"", Compression::None, 0, Some(&keys)).unwrap();
+        assert_eq!(decode(Bytes::from(stored), Compression::None, Some(&keys)).unwrap(), Bytes::new());
+    }
+
+    #[test]
+    fn wrong_missing_or_no_key_is_said() {
+        let dir = tempfile::tempdir().unwrap();
+        let (keys, other) = (ring(dir.path(), "k"), ring(dir.path(), "other"));
+        let stored = Bytes::from(encode(b"wal", Compression::Zstd, 3, Some(&keys)).unwrap());
+        let missing = decode(stored.clone(), Compression::Zstd, Some(&other)).unwrap_err();
+        assert!(matches!(missing, DecodeError::KeyMissing(id) if id == keys.current()), "{missing}");
+        let needed = decode(stored.clone(), Compression::Zstd, None).unwrap_err();
+        assert!(matches!(needed, DecodeError::KeyNeeded(_)), "{needed}");
+        let plain = Bytes::from(encode(b"wal", Compression::Zstd, 3, None).unwrap());
+        assert!(matches!(decode(plain, Compression::Zstd, Some(&keys)), Err(DecodeError::NotEncrypted)));
+        let renamed = decode(stored, Compression::Gzip, Some(&keys)).unwrap_err();
+        assert!(matches!(renamed, DecodeError::Corrupt(_)), "{renamed}");
+    }
+
+    #[test]
+    fn every_flipped_byte_is_detected() {
+        let dir = tempfile::tempdir().unwrap();
+        let keys = ring(dir.path(), "k");
+        let stored = encode(&sample()[..70_000], Compression::None, 0, Some(&keys)).unwrap();
+        for position in (0..stored.len()).step_by(97).chain([stored.len() - 1]) {
+            let mut damaged = stored.clone();
+            damaged[position] ^= 0x01;
+            assert!(decode(Bytes::from(damaged), Compression::None, Some(&keys)).is_err(), "byte {position}");
+        }
+        let truncated = Bytes::copy_from_slice(&stored[..stored.len() - 1]);
+        assert!(decode(truncated, Compression::None, Some(&keys)).is_err(), "truncation");
+    }
+
+    #[test]
+    fn objects_stay_readable_after_rotation() {
+        let dir = tempfile::tempdir().unwrap();
+        let old = ring(dir.path(), "old");
+        let stored_old = Bytes::from(encode(b"before", Compression::Lz4, 0, Some(&old)).unwrap());
+        let new_path = dir.path().join("new");
+        KeyRing::create_file(&new_path).unwrap();
+        let ring_path = dir.path().join("ring");
+        let text =
+            std::fs::read_to_string(&new_path).unwrap() + &std::fs::read_to_string(dir.path().join("old")).unwrap();
+        std::fs::write(&ring_path, text).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&ring_path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let rotated = KeyRing::load(&ring_path).unwrap();
+        let stored_new = Bytes::from(encode(b"after", Compression::Lz4, 0, Some(&rotated)).unwrap());
+        assert_eq!(key_of(&stored_new).unwrap(), Some(rotated.current()));
+        assert_ne!(rotated.current(), old.current());
+        assert_eq!(decode(stored_old, Compression::Lz4, Some(&rotated)).unwrap(), &b"before"[..]);
+        assert_eq!(decode(stored_new.clone(), Compression::Lz4, Some(&rotated)).unwrap(), &b"after"[..]);
+        assert!(matches!(decode(stored_new, Compression::Lz4, Some(&old)), Err(DecodeError::KeyMissing(_))));
+    }
+}
