@@ -9,7 +9,7 @@ use pgops_core::pipeline::{Compression, KeyRing};
 use pgops_core::repository::RepositoryUrl;
 use pgops_core::retention::Policy;
 use pgops_core::schedule::{self, Schedule};
-use pgops_core::store::S3Options;
+use pgops_core::store::{S3Options, ServerSideEncryption};
 use pgops_core::InvalidSetting;
 use pgrx::guc::{GucContext, GucFlags, GucRegistry, GucSetting, PostgresGucEnum};
 use pgrx::pg_sys;
@@ -67,12 +67,25 @@ impl From<BackupCompression> for Compression {
     }
 }
 
+/// `pgops.s3_sse`: the server-side encryption asked of S3 on every write.
+#[derive(PostgresGucEnum, Clone, Copy, PartialEq, Eq, Debug)]
+pub enum S3Sse {
+    #[name = c"off"]
+    Off,
+    #[name = c"AES256"]
+    Aes256,
+    #[name = c"aws:kms"]
+    AwsKms,
+}
+
 pub static REPOSITORY: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 pub static S3_ENDPOINT: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 pub static S3_REGION: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(Some(c"us-east-1"));
 pub static S3_ACCESS_KEY_ID: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 pub static S3_SECRET_ACCESS_KEY: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 pub static S3_CREDENTIALS_FILE: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+static S3_SSE: GucSetting<S3Sse> = GucSetting::<S3Sse>::new(S3Sse::Off);
+static S3_SSE_KMS_KEY_ID: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 pub static WAL_COMPRESSION: GucSetting<WalCompression> = GucSetting::<WalCompression>::new(WalCompression::Zstd);
 pub static COMPRESSION_LEVEL: GucSetting<i32> = GucSetting::<i32>::new(0);
 pub static ARCHIVE_PARALLEL: GucSetting<i32> = GucSetting::<i32>::new(4);
@@ -312,6 +325,22 @@ pub fn register() {
         secret,
     );
     GucRegistry::define_enum_guc(
+        c"pgops.s3_sse",
+        c"Server-side encryption S3 applies to every object pgops writes: off, AES256 (SSE-S3) or aws:kms (SSE-KMS).",
+        c"off leaves it to the bucket's default encryption. The store holds the key: this protects the disks, not against the store.",
+        &S3_SSE,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_string_guc(
+        c"pgops.s3_sse_kms_key_id",
+        c"KMS key (id, alias or ARN) for pgops.s3_sse = 'aws:kms'; empty for the account's default key.",
+        c"",
+        &S3_SSE_KMS_KEY_ID,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_enum_guc(
         c"pgops.wal_compression",
         c"Compression of archived WAL files.",
         c"",
@@ -373,8 +402,24 @@ pub fn repository_settings() -> Result<(RepositoryUrl, S3Options), InvalidSettin
         endpoint: string(&S3_ENDPOINT),
         region: string(&S3_REGION).unwrap_or_else(|| "us-east-1".into()),
         credentials,
+        sse: server_side_encryption()?,
     };
     Ok((repository, s3))
+}
+
+/// `pgops.s3_sse` with its KMS key. Checked here rather than when either is set: both
+/// may change in one reload, in any order.
+fn server_side_encryption() -> Result<Option<ServerSideEncryption>, InvalidSetting> {
+    let key_id = string(&S3_SSE_KMS_KEY_ID);
+    match S3_SSE.get() {
+        S3Sse::AwsKms => Ok(Some(ServerSideEncryption::Kms { key_id })),
+        _ if key_id.is_some() => Err(InvalidSetting::new(
+            "pgops.s3_sse_kms_key_id is set but pgops.s3_sse is not 'aws:kms'",
+            "Set pgops.s3_sse = 'aws:kms' to encrypt with that KMS key, or reset pgops.s3_sse_kms_key_id.",
+        )),
+        S3Sse::Aes256 => Ok(Some(ServerSideEncryption::Aes256)),
+        S3Sse::Off => Ok(None),
+    }
 }
 
 /// The data directory, once Postgres knows it.

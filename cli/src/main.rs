@@ -171,7 +171,7 @@ fn main() -> ExitCode {
         Ok(keys) => keys.map(Arc::new),
         Err(e) => return usage_error(InvalidSetting::new(e.to_string(), e.hint())),
     };
-    let source = Source { url, s3: S3Options { endpoint, region: cli.s3_region, credentials: None }, keys };
+    let source = Source { url, s3: S3Options { endpoint, region: cli.s3_region, credentials: None, sse: None }, keys };
     // Multi-threaded: restore reads objects from a blocking thread while tasks fetch ahead.
     let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
         Ok(runtime) => runtime,

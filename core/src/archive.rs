@@ -6,7 +6,7 @@ use crate::naming::{self, NotAWalFile};
 use crate::ownership::{self, ClusterIdentity, OwnershipError};
 use crate::pipeline::{self, Compression, KeyRing};
 use crate::repository::RepositoryUrl;
-use crate::store::{md5_of, ObjectMeta, Repository, S3Options, StoreError, StoreErrorKind};
+use crate::store::{check_stored, ObjectMeta, Repository, S3Options, SentObject, StoreError, StoreErrorKind};
 use bytes::Bytes;
 use std::collections::{HashMap, HashSet};
 use std::fmt;
@@ -211,7 +211,7 @@ pub fn ready_files(archive_status: &Path) -> std::io::Result<Vec<String>> {
 struct Prepared {
     raw: Vec<u8>,
     packed: Vec<u8>,
-    md5: [u8; 16],
+    sent: SentObject,
 }
 
 async fn upload(
@@ -233,11 +233,11 @@ async fn upload(
     let prepare = tokio::task::spawn_blocking(move || -> Result<Prepared, ArchiveError> {
         let raw = std::fs::read(&read_path).map_err(|cause| ArchiveError::Read { path: read_path, cause })?;
         let packed = pipeline::encode(&raw, compression, level, keys.as_deref()).map_err(ArchiveError::Compress)?;
-        let md5 = md5_of(&packed);
-        Ok(Prepared { raw, packed, md5 })
+        let sent = SentObject::of(&packed);
+        Ok(Prepared { raw, packed, sent })
     });
     let (existing, prepared) = tokio::join!(repo.wal_copies(&dir, name), prepare);
-    let Prepared { raw, packed, md5 } = prepared.map_err(|e| ArchiveError::Task(e.to_string()))??;
+    let Prepared { raw, packed, sent } = prepared.map_err(|e| ArchiveError::Task(e.to_string()))??;
     let mut already_archived = None;
     for copy in existing? {
         already_archived = Some(same_content(repo, name, &copy, &raw).await?);
@@ -251,18 +251,7 @@ async fn upload(
         location: location.clone(),
         detail: "the object is missing right after the upload".into(),
     })?;
-    if stored.size != stored_bytes {
-        return Err(ArchiveError::Verification {
-            location,
-            detail: format!("stored size {} differs from the {stored_bytes} bytes uploaded", stored.size),
-        });
-    }
-    if stored.md5.is_some_and(|stored_md5| stored_md5 != md5) {
-        return Err(ArchiveError::Verification {
-            location,
-            detail: "stored MD5 differs from the uploaded content's".into(),
-        });
-    }
+    check_stored(&sent, &stored).map_err(|detail| ArchiveError::Verification { location: location.clone(), detail })?;
     Ok(Archived { name: name.to_string(), location, raw_bytes: raw.len() as u64, stored_bytes, already_present: false })
 }
 

@@ -183,6 +183,7 @@ impl S3Server {
             endpoint: Some(self.endpoint()),
             region: "us-east-1".into(),
             credentials: Some((ACCESS_KEY.into(), SECRET_KEY.into())),
+            sse: None,
         }
     }
 
@@ -504,13 +505,18 @@ pub enum Fault {
 }
 
 /// An HTTP proxy in front of the S3 server that injects faults, request by request (it
-/// asks the server to close each connection, so that every request comes on a new one).
+/// asks the server to close each connection, so that every request comes on a new one),
+/// and records the head of every request.
 pub struct FaultProxy {
     pub port: u16,
     fault: std::sync::Arc<std::sync::Mutex<Fault>>,
     requests: std::sync::Arc<std::sync::atomic::AtomicU32>,
     failed: std::sync::Arc<std::sync::atomic::AtomicU32>,
+    heads: RequestHeads,
 }
+
+/// The heads (request line and headers) of the requests a [`FaultProxy`] received.
+type RequestHeads = std::sync::Arc<std::sync::Mutex<Vec<String>>>;
 
 impl FaultProxy {
     pub fn start(upstream_port: u16) -> FaultProxy {
@@ -522,13 +528,16 @@ impl FaultProxy {
             fault: Arc::new(Mutex::new(Fault::Nothing)),
             requests: Arc::new(AtomicU32::new(0)),
             failed: Arc::new(AtomicU32::new(0)),
+            heads: RequestHeads::default(),
         };
         let (fault, requests, failed) = (proxy.fault.clone(), proxy.requests.clone(), proxy.failed.clone());
+        let heads = proxy.heads.clone();
         std::thread::spawn(move || {
             for client in listener.incoming().flatten() {
                 let (fault, requests, failed) = (*fault.lock().unwrap(), requests.clone(), failed.clone());
+                let heads = heads.clone();
                 std::thread::spawn(move || {
-                    let _ = relay(client, upstream_port, fault, &requests, &failed);
+                    let _ = relay(client, upstream_port, fault, &requests, &failed, &heads);
                 });
             }
         });
@@ -541,6 +550,11 @@ impl FaultProxy {
 
     pub fn set(&self, fault: Fault) {
         *self.fault.lock().unwrap() = fault;
+    }
+
+    /// The heads of the requests received so far, in order of arrival.
+    pub fn request_heads(&self) -> Vec<String> {
+        self.heads.lock().unwrap().clone()
     }
 
     /// How many requests were failed on purpose so far.
@@ -556,11 +570,13 @@ fn relay(
     fault: Fault,
     requests: &std::sync::atomic::AtomicU32,
     failed: &std::sync::atomic::AtomicU32,
+    heads: &std::sync::Mutex<Vec<String>>,
 ) -> std::io::Result<()> {
     use std::io::Write;
     use std::sync::atomic::Ordering;
     client.set_read_timeout(Some(Duration::from_secs(60)))?;
     let Some(head) = read_head(&mut client)? else { return Ok(()) };
+    heads.lock().unwrap().push(String::from_utf8_lossy(&head).into_owned());
     let number = requests.fetch_add(1, Ordering::SeqCst);
     let injected = match fault {
         Fault::Nothing => None,

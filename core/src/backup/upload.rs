@@ -160,7 +160,6 @@ impl PartSink {
                     while !self.in_flight.is_empty() {
                         self.wait_oldest()?;
                     }
-                    self.uploaded.sort_by_key(|p| p.number);
                     self.runtime.block_on(self.repo.store.complete_multipart(&upload, &self.uploaded))
                 })();
                 if let Err(e) = result {

@@ -3,8 +3,8 @@
 //! object either exists whole and durable or not at all.
 
 use super::{
-    md5_of, DeleteFailure, ListPage, MultipartUpload, ObjectMeta, ObjectStore, StoreError, StoreErrorKind, StoreResult,
-    UploadedPart,
+    md5_of, sha256_of, DeleteFailure, ListPage, MultipartUpload, ObjectMeta, ObjectStore, StoreError, StoreErrorKind,
+    StoreResult, UploadedPart,
 };
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -41,6 +41,27 @@ impl LocalStore {
             _ => StoreErrorKind::Other,
         };
         self.error(operation, key, kind, err.to_string())
+    }
+
+    /// A failed write of `key`, saying so when the cause is that the key is also a folder
+    /// of other keys (`k` and `k/x`): a directory tree, unlike S3, cannot hold both.
+    fn write_error(&self, operation: &'static str, key: &str, err: io::Error) -> StoreError {
+        let mut error = self.io_error(operation, key, err);
+        let conflict = if self.root.join(key).is_dir() {
+            Some(format!("other objects are stored below {key}/"))
+        } else {
+            key.match_indices('/')
+                .map(|(at, _)| &key[..at])
+                .find(|folder| self.root.join(folder).is_file())
+                .map(|object| format!("{object} is an object"))
+        };
+        if let Some(conflict) = conflict {
+            error.cause = format!(
+                "{conflict}, and a local directory cannot hold an object that is also a folder of other objects ({})",
+                error.cause
+            );
+        }
+        error
     }
 
     fn check_root(&self, operation: &'static str, key: &str) -> StoreResult<()> {
@@ -163,7 +184,7 @@ impl SortedWalk {
                 && self.start_after.as_deref().is_none_or(|after| key.as_str() > after)
             {
                 let size = std::fs::metadata(&path)?.len();
-                out.push(ObjectMeta { key, size, md5: None });
+                out.push(ObjectMeta { key, size, md5: None, sha256: None });
                 if out.len() >= self.max_keys {
                     return Ok(true);
                 }
@@ -204,7 +225,7 @@ impl ObjectStore for LocalStore {
     async fn put(&self, key: &str, body: Bytes) -> StoreResult<()> {
         self.check_root("write", key)?;
         let path = self.path("write", key)?;
-        blocking(move || Self::write_durably(&path, &body)).await.map_err(|e| self.io_error("write", key, e))
+        blocking(move || Self::write_durably(&path, &body)).await.map_err(|e| self.write_error("write", key, e))
     }
 
     async fn get(&self, key: &str) -> StoreResult<Option<Bytes>> {
@@ -212,7 +233,15 @@ impl ObjectStore for LocalStore {
         let path = self.path("read", key)?;
         match blocking(move || std::fs::read(path)).await {
             Ok(data) => Ok(Some(Bytes::from(data))),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            // A directory, or a path below a file, is no object (see `write_error`).
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::NotFound | io::ErrorKind::NotADirectory | io::ErrorKind::IsADirectory
+                ) =>
+            {
+                Ok(None)
+            }
             Err(e) => Err(self.io_error("read", key, e)),
         }
     }
@@ -236,6 +265,7 @@ impl ObjectStore for LocalStore {
             key: key.to_string(),
             size: data.len() as u64,
             md5: Some(md5_of(&data)),
+            sha256: Some(sha256_of(&data)),
         }))
     }
 
@@ -307,7 +337,7 @@ impl ObjectStore for LocalStore {
         let dir = path.parent().expect("object paths are below the root").to_path_buf();
         blocking(move || create_dirs_durably(&dir, &mut sync_dir))
             .await
-            .map_err(|e| self.io_error("start upload", key, e))?;
+            .map_err(|e| self.write_error("start upload", key, e))?;
         let upload_id = format!("{}-{}", std::process::id(), TEMP_COUNTER.fetch_add(1, Ordering::Relaxed));
         Ok(MultipartUpload { key: key.to_string(), upload_id })
     }
@@ -324,9 +354,11 @@ impl ObjectStore for LocalStore {
 
     async fn complete_multipart(&self, upload: &MultipartUpload, parts: &[UploadedPart]) -> StoreResult<()> {
         let path = self.path("complete upload", &upload.key)?;
+        let mut numbers: Vec<u32> = parts.iter().map(|part| part.number).collect();
+        numbers.sort_unstable();
         let mut part_paths = Vec::with_capacity(parts.len());
-        for part in parts {
-            part_paths.push(self.part_path(upload, part.number)?);
+        for number in numbers {
+            part_paths.push(self.part_path(upload, number)?);
         }
         let sources = part_paths.clone();
         blocking(move || {
@@ -338,7 +370,7 @@ impl ObjectStore for LocalStore {
             })
         })
         .await
-        .map_err(|e| self.io_error("complete upload", &upload.key, e))?;
+        .map_err(|e| self.write_error("complete upload", &upload.key, e))?;
         self.remove_parts(upload).await
     }
 
@@ -411,6 +443,26 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = LocalStore::new(dir.path());
         assert!(store.put("../escape", Bytes::new()).await.is_err());
+    }
+
+    /// A key that is also a folder of other keys is refused with an error that says so,
+    /// in either order, and the object already there stays.
+    #[tokio::test]
+    async fn a_key_that_is_also_a_folder_is_refused_with_a_clear_cause() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::new(dir.path());
+        store.put("r/object", Bytes::from_static(b"kept")).await.unwrap();
+        let err = store.put("r/object/below", Bytes::from_static(b"x")).await.unwrap_err();
+        assert!(err.cause.starts_with("r/object is an object, and a local directory cannot hold"), "{err}");
+        let err = store.start_multipart("r/object/below").await.unwrap_err();
+        assert!(err.cause.starts_with("r/object is an object"), "{err}");
+        store.put("r/folder/below", Bytes::from_static(b"kept")).await.unwrap();
+        let err = store.put("r/folder", Bytes::from_static(b"x")).await.unwrap_err();
+        assert!(err.cause.starts_with("other objects are stored below r/folder/"), "{err}");
+        assert_eq!(store.get("r/object").await.unwrap().as_deref(), Some(&b"kept"[..]));
+        assert_eq!(store.get("r/folder/below").await.unwrap().as_deref(), Some(&b"kept"[..]));
+        assert_eq!(store.get("r/folder").await.unwrap(), None, "a folder is no object");
+        assert_eq!(store.get("r/object/below").await.unwrap(), None, "nothing is below an object");
     }
 
     /// Pages of two keys at a time list every key once, in S3's order (`ab.x` before

@@ -2,13 +2,15 @@
 //! of pgBackRest's storage layer. Keys are `/`-separated and relative to the store root
 //! (bucket or directory); [`Repository`] adds the repository prefix.
 
+#[cfg(test)]
+mod contract;
 mod local;
 mod s3;
 #[cfg(test)]
 pub mod testing;
 
 pub use local::LocalStore;
-pub use s3::{S3Options, S3Store};
+pub use s3::{S3Options, S3Store, ServerSideEncryption};
 
 use crate::naming;
 use crate::pipeline::{self, Compression, DecodeError, KeyRing};
@@ -16,6 +18,7 @@ use crate::repository::RepositoryUrl;
 use async_trait::async_trait;
 use bytes::Bytes;
 use md5::{Digest, Md5};
+use sha2::Sha256;
 use std::fmt;
 use std::sync::Arc;
 
@@ -25,8 +28,49 @@ pub struct ObjectMeta {
     pub key: String,
     pub size: u64,
     /// MD5 of the content, when the store can tell it cheaply (an S3 ETag of a single-part
-    /// upload; the local driver computes it).
+    /// upload without SSE-KMS or SSE-C; the local driver computes it).
     pub md5: Option<[u8; 16]>,
+    /// SHA-256 of the content as pgops recorded it when it wrote the object (S3 user
+    /// metadata [`SHA256_METADATA`]; the local driver computes it). `None` in listings and
+    /// for objects written by other tools.
+    pub sha256: Option<[u8; 32]>,
+}
+
+/// The S3 user metadata (`x-amz-meta-pgops-sha256`) in which pgops records the hex SHA-256
+/// of every object it PUTs: unlike the ETag, it stays a digest of the content under any
+/// server-side encryption.
+pub const SHA256_METADATA: &str = "pgops-sha256";
+
+/// What was sent to the store for one object, to compare with what it then says it holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SentObject {
+    pub size: u64,
+    pub md5: [u8; 16],
+    pub sha256: [u8; 32],
+}
+
+impl SentObject {
+    pub fn of(body: &[u8]) -> SentObject {
+        SentObject { size: body.len() as u64, md5: md5_of(body), sha256: sha256_of(body) }
+    }
+}
+
+/// Whether `stored` (a HEAD right after the upload) is what was `sent`: the same size, and
+/// the same digest wherever the store gives one. Under SSE-KMS or SSE-C the ETag is no MD5
+/// (the driver then gives none), so the SHA-256 pgops recorded in the object's metadata
+/// is what is compared; the store has checked the body against Content-MD5 on receipt in
+/// any case. `Err` says what differs.
+pub fn check_stored(sent: &SentObject, stored: &ObjectMeta) -> Result<(), String> {
+    if stored.size != sent.size {
+        return Err(format!("stored size {} differs from the {} bytes uploaded", stored.size, sent.size));
+    }
+    if stored.md5.is_some_and(|md5| md5 != sent.md5) {
+        return Err("stored MD5 differs from the uploaded content's".into());
+    }
+    if stored.sha256.is_some_and(|sha256| sha256 != sent.sha256) {
+        return Err("stored SHA-256 (pgops-sha256 metadata) differs from the uploaded content's".into());
+    }
+    Ok(())
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -143,7 +187,11 @@ pub struct DeleteFailure {
 #[async_trait]
 pub trait ObjectStore: Send + Sync + fmt::Debug {
     /// Stores `body` under `key`, durably, replacing any object there. The driver makes the
-    /// store check the content on receipt where it can (Content-MD5 on S3).
+    /// store check the content on receipt where it can (Content-MD5 on S3), and records the
+    /// content's SHA-256 for [`ObjectStore::head`] to give back. A key that is also the
+    /// folder of other keys (`k` and `k/x`; pgops never makes such keys) may be refused
+    /// with an error, by drivers and servers that keep objects as files; the objects
+    /// already there then stay as they were.
     async fn put(&self, key: &str, body: Bytes) -> StoreResult<()>;
     /// The object's content, or `None` when there is no such object.
     async fn get(&self, key: &str) -> StoreResult<Option<Bytes>>;
@@ -183,7 +231,8 @@ pub trait ObjectStore: Send + Sync + fmt::Debug {
     /// every part but the last must be at least [`MIN_PART_SIZE`] bytes.
     async fn start_multipart(&self, key: &str) -> StoreResult<MultipartUpload>;
     async fn put_part(&self, upload: &MultipartUpload, number: u32, body: Bytes) -> StoreResult<UploadedPart>;
-    /// Assembles the parts (in number order) into the object.
+    /// Assembles the parts into the object in number order. `parts` may be listed in any
+    /// order (as concurrent uploads finish); the driver sorts them.
     async fn complete_multipart(&self, upload: &MultipartUpload, parts: &[UploadedPart]) -> StoreResult<()>;
     /// Discards the parts; the object is not created.
     async fn abort_multipart(&self, upload: &MultipartUpload) -> StoreResult<()>;
@@ -203,6 +252,11 @@ pub const MAX_DELETE_BATCH: usize = 1000;
 
 pub fn md5_of(data: &[u8]) -> [u8; 16] {
     Md5::digest(data).into()
+}
+
+pub fn sha256_of(data: &[u8]) -> [u8; 32] {
+    // sha2 and md-5 implement different versions of the `Digest` trait.
+    <Sha256 as sha2::Digest>::digest(data).into()
 }
 
 /// A repository: a store plus the key prefix under which pgops (and Barman) lay out

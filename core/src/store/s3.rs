@@ -6,10 +6,14 @@
 //!   only sent when an operation requires them, because many S3-compatible servers reject
 //!   or mis-store such bodies; integrity comes from Content-MD5 instead, which every S3
 //!   implementation checks on receipt.
+//!
+//! Every PutObject also records the body's SHA-256 in user metadata
+//! ([`super::SHA256_METADATA`]), which HeadObject gives back: under SSE-KMS or SSE-C the
+//! ETag is not the MD5 of the content, and verification compares that digest instead.
 
 use super::{
     DeleteFailure, ListPage, MultipartUpload, ObjectMeta, ObjectStore, StoreError, StoreErrorKind, StoreResult,
-    UploadedPart, MAX_DELETE_BATCH,
+    UploadedPart, MAX_DELETE_BATCH, SHA256_METADATA,
 };
 use async_trait::async_trait;
 use aws_sdk_s3::config::{
@@ -17,6 +21,7 @@ use aws_sdk_s3::config::{
 };
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::types::ServerSideEncryption as SseHeader;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart, Delete, ObjectIdentifier};
 use aws_sdk_s3::Client;
 use base64::Engine;
@@ -32,6 +37,32 @@ pub struct S3Options {
     /// Static credentials; `None` means the AWS default chain (environment, profile, web
     /// identity).
     pub credentials: Option<(String, String)>,
+    /// Server-side encryption asked for on every object written; `None` leaves it to the
+    /// bucket's default.
+    pub sse: Option<ServerSideEncryption>,
+}
+
+/// Server-side encryption: the store encrypts what it writes to its disks with a key it
+/// holds (`x-amz-server-side-encryption` on PutObject and CreateMultipartUpload).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ServerSideEncryption {
+    /// SSE-S3 (`AES256`): keys managed by the store.
+    Aes256,
+    /// SSE-KMS (`aws:kms`): keys in the key management service, the given key or the
+    /// account's default one (`None`).
+    Kms { key_id: Option<String> },
+}
+
+impl ServerSideEncryption {
+    /// The values of `x-amz-server-side-encryption` and
+    /// `x-amz-server-side-encryption-aws-kms-key-id`.
+    fn headers(sse: Option<&ServerSideEncryption>) -> (Option<SseHeader>, Option<String>) {
+        match sse {
+            None => (None, None),
+            Some(ServerSideEncryption::Aes256) => (Some(SseHeader::Aes256), None),
+            Some(ServerSideEncryption::Kms { key_id }) => (Some(SseHeader::AwsKms), key_id.clone()),
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -39,6 +70,7 @@ pub struct S3Store {
     client: Client,
     bucket: String,
     endpoint: String,
+    sse: Option<ServerSideEncryption>,
 }
 
 impl S3Store {
@@ -77,6 +109,7 @@ impl S3Store {
             client: Client::from_conf(config),
             bucket: bucket.to_string(),
             endpoint: options.endpoint.clone().unwrap_or_else(|| format!("AWS S3 ({})", options.region)),
+            sse: options.sse.clone(),
         }
     }
 
@@ -157,7 +190,7 @@ fn error_chain(err: &dyn std::error::Error) -> String {
     parts.join(": ")
 }
 
-/// An ETag that is a plain MD5 (single-part upload without SSE-KMS), decoded.
+/// An ETag that is a plain MD5 (single-part upload without SSE-KMS or SSE-C), decoded.
 fn etag_md5(etag: Option<&str>) -> Option<[u8; 16]> {
     let hex_digest = etag?.trim_matches('"');
     let mut md5 = [0u8; 16];
@@ -169,11 +202,16 @@ fn etag_md5(etag: Option<&str>) -> Option<[u8; 16]> {
 impl ObjectStore for S3Store {
     async fn put(&self, key: &str, body: Bytes) -> StoreResult<()> {
         let md5 = base64::engine::general_purpose::STANDARD.encode(super::md5_of(&body));
+        let sha256 = hex::encode(super::sha256_of(&body));
+        let (sse, kms_key_id) = ServerSideEncryption::headers(self.sse.as_ref());
         self.client
             .put_object()
             .bucket(&self.bucket)
             .key(key)
             .content_md5(md5)
+            .metadata(SHA256_METADATA, sha256)
+            .set_server_side_encryption(sse)
+            .set_ssekms_key_id(kms_key_id)
             .content_length(body.len() as i64)
             .body(ByteStream::from(body))
             .send()
@@ -207,11 +245,23 @@ impl ObjectStore for S3Store {
 
     async fn head(&self, key: &str) -> StoreResult<Option<ObjectMeta>> {
         match self.client.head_object().bucket(&self.bucket).key(key).send().await {
-            Ok(head) => Ok(Some(ObjectMeta {
-                key: key.to_string(),
-                size: head.content_length().unwrap_or(0) as u64,
-                md5: etag_md5(head.e_tag()),
-            })),
+            Ok(head) => {
+                // Only with no encryption or SSE-S3 is the ETag of a single-part upload the
+                // MD5 of the content; SSE-KMS and SSE-C make it something else.
+                let etag_is_md5 = matches!(head.server_side_encryption(), None | Some(SseHeader::Aes256))
+                    && head.sse_customer_algorithm().is_none();
+                let sha256 =
+                    head.metadata().and_then(|metadata| metadata.get(SHA256_METADATA)).and_then(|hex_digest| {
+                        let mut sha256 = [0u8; 32];
+                        hex::decode_to_slice(hex_digest, &mut sha256).ok().map(|()| sha256)
+                    });
+                Ok(Some(ObjectMeta {
+                    key: key.to_string(),
+                    size: head.content_length().unwrap_or(0) as u64,
+                    md5: if etag_is_md5 { etag_md5(head.e_tag()) } else { None },
+                    sha256,
+                }))
+            }
             Err(e) if Self::is_not_found(&e) => Ok(None),
             Err(e) => Err(self.error("HeadObject", key, e)),
         }
@@ -232,10 +282,13 @@ impl ObjectStore for S3Store {
             .contents()
             .iter()
             .filter_map(|o| {
+                // A listing does not say how each object is encrypted, so its ETag cannot be
+                // taken for an MD5.
                 Some(ObjectMeta {
                     key: o.key()?.to_string(),
                     size: o.size().unwrap_or(0) as u64,
-                    md5: etag_md5(o.e_tag()),
+                    md5: None,
+                    sha256: None,
                 })
             })
             .collect();
@@ -331,11 +384,14 @@ impl ObjectStore for S3Store {
     }
 
     async fn start_multipart(&self, key: &str) -> StoreResult<MultipartUpload> {
+        let (sse, kms_key_id) = ServerSideEncryption::headers(self.sse.as_ref());
         let created = self
             .client
             .create_multipart_upload()
             .bucket(&self.bucket)
             .key(key)
+            .set_server_side_encryption(sse)
+            .set_ssekms_key_id(kms_key_id)
             .send()
             .await
             .map_err(|e| self.error("CreateMultipartUpload", key, e))?;
@@ -369,8 +425,11 @@ impl ObjectStore for S3Store {
     }
 
     async fn complete_multipart(&self, upload: &MultipartUpload, parts: &[UploadedPart]) -> StoreResult<()> {
-        let completed = parts
-            .iter()
+        // S3 requires the parts in ascending order.
+        let mut in_order: Vec<&UploadedPart> = parts.iter().collect();
+        in_order.sort_by_key(|part| part.number);
+        let completed = in_order
+            .into_iter()
             .map(|p| CompletedPart::builder().part_number(p.number as i32).e_tag(&p.etag).build())
             .collect();
         self.client
@@ -426,6 +485,7 @@ mod tests {
             endpoint: Some(endpoint),
             region: "us-east-1".into(),
             credentials: Some(("key".into(), "secret".into())),
+            sse: None,
         }
     }
 
@@ -474,12 +534,7 @@ mod tests {
             socket.write_all(response.as_bytes()).await.unwrap();
             String::from_utf8_lossy(&request).to_lowercase()
         });
-        let options = S3Options {
-            endpoint: Some(endpoint),
-            region: "us-east-1".into(),
-            credentials: Some(("key".into(), "secret".into())),
-        };
-        let store = S3Store::new("bucket", &options).await;
+        let store = S3Store::new("bucket", &options(endpoint)).await;
         store.put("prefix/object", Bytes::from_static(b"hello world")).await.unwrap();
         let request = server.await.unwrap();
         assert!(request.starts_with("put /bucket/prefix/object"), "path-style addressing: {request}");
@@ -631,5 +686,112 @@ mod tests {
         let store = S3Store::new("bucket", &options(endpoint)).await;
         let err = store.list_page("p/", None, 2).await.unwrap_err();
         assert!(err.cause.contains("no continuation token"), "{err}");
+    }
+
+    /// PutObject and CreateMultipartUpload as they go over the wire with `sse`: the heads
+    /// of the two requests.
+    async fn write_requests(sse: Option<ServerSideEncryption>) -> (String, String) {
+        let (endpoint, put_requests) = serve("200 OK", String::new()).await;
+        let store = S3Store::new("bucket", &S3Options { sse: sse.clone(), ..options(endpoint) }).await;
+        store.put("prefix/object", Bytes::from_static(b"hello world")).await.unwrap();
+        let created = "<?xml version=\"1.0\" encoding=\"UTF-8\"?><InitiateMultipartUploadResult>\
+            <Bucket>bucket</Bucket><Key>prefix/big</Key><UploadId>upload-1</UploadId></InitiateMultipartUploadResult>";
+        let (endpoint, create_requests) = serve("200 OK", created.into()).await;
+        let store = S3Store::new("bucket", &S3Options { sse, ..options(endpoint) }).await;
+        assert_eq!(store.start_multipart("prefix/big").await.unwrap().upload_id, "upload-1");
+        let put = put_requests.lock().unwrap()[0].0.clone();
+        let create = create_requests.lock().unwrap()[0].0.clone();
+        assert!(put.starts_with("put /bucket/prefix/object"), "{put}");
+        assert!(create.starts_with("post /bucket/prefix/big?uploads"), "{create}");
+        (put, create)
+    }
+
+    /// Every PutObject records the SHA-256 of its body in user metadata, whatever the
+    /// encryption.
+    const HELLO_WORLD_SHA256: &str =
+        "x-amz-meta-pgops-sha256: b94d27b9934d3e08a52e52d7da7dabfac484efe37a5380ee9088f7ace2efcde9\r\n";
+
+    #[tokio::test]
+    async fn sse_s3_is_asked_for_on_put_and_multipart_start() {
+        let (put, create) = write_requests(Some(ServerSideEncryption::Aes256)).await;
+        for request in [&put, &create] {
+            assert!(request.contains("x-amz-server-side-encryption: aes256\r\n"), "{request}");
+            assert!(!request.contains("x-amz-server-side-encryption-aws-kms-key-id"), "{request}");
+        }
+        assert!(put.contains(HELLO_WORLD_SHA256), "{put}");
+        assert!(put.contains("content-md5: xry7u+ae7tctyyk7j1rnww=="), "{put}");
+    }
+
+    #[tokio::test]
+    async fn sse_kms_is_asked_for_with_its_key_on_put_and_multipart_start() {
+        let kms = ServerSideEncryption::Kms { key_id: Some("arn:aws:kms:eu-west-1:1:key/k-1".into()) };
+        let (put, create) = write_requests(Some(kms)).await;
+        for request in [&put, &create] {
+            assert!(request.contains("x-amz-server-side-encryption: aws:kms\r\n"), "{request}");
+            let key = "x-amz-server-side-encryption-aws-kms-key-id: arn:aws:kms:eu-west-1:1:key/k-1\r\n";
+            assert!(request.contains(key), "{request}");
+        }
+        assert!(put.contains(HELLO_WORLD_SHA256), "{put}");
+
+        let (put, create) = write_requests(Some(ServerSideEncryption::Kms { key_id: None })).await;
+        for request in [&put, &create] {
+            assert!(request.contains("x-amz-server-side-encryption: aws:kms\r\n"), "{request}");
+            assert!(!request.contains("kms-key-id"), "the account's default key: {request}");
+        }
+    }
+
+    #[tokio::test]
+    async fn without_sse_no_encryption_header_is_sent() {
+        let (put, create) = write_requests(None).await;
+        for request in [&put, &create] {
+            assert!(!request.contains("x-amz-server-side-encryption"), "{request}");
+        }
+        assert!(put.contains(HELLO_WORLD_SHA256), "{put}");
+    }
+
+    /// A HEAD answer for `hello` (5 bytes) with an ETag that is not its MD5, as under
+    /// SSE-KMS, plus `headers`.
+    fn head_answer(headers: &str) -> &'static str {
+        let sha256 = hex::encode(super::super::sha256_of(b"hello"));
+        Box::leak(
+            format!(
+                "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nETag: \"0f343b0931126a20f133d67c2b018a3b\"\r\n\
+                 x-amz-meta-pgops-sha256: {sha256}\r\n{headers}\r\n"
+            )
+            .into_boxed_str(),
+        )
+    }
+
+    /// Under SSE-KMS or SSE-C the ETag is not an MD5: head gives none, and the SHA-256
+    /// from the metadata, which verification then compares ([`super::super::check_stored`]):
+    /// it passes for what was sent, fails for other content of the same size.
+    #[tokio::test]
+    async fn under_sse_kms_or_sse_c_head_gives_no_md5_and_verification_uses_the_sha256() {
+        for headers in [
+            "x-amz-server-side-encryption: aws:kms\r\nx-amz-server-side-encryption-aws-kms-key-id: k-1\r\n",
+            "x-amz-server-side-encryption-customer-algorithm: AES256\r\n",
+        ] {
+            let (endpoint, _server) = answer_once(head_answer(headers)).await;
+            let store = S3Store::new("bucket", &options(endpoint)).await;
+            let meta = store.head("k").await.unwrap().unwrap();
+            assert_eq!(meta.size, 5);
+            assert_eq!(meta.md5, None, "{headers}");
+            assert_eq!(meta.sha256, Some(super::super::sha256_of(b"hello")), "{headers}");
+            use super::super::{check_stored, SentObject};
+            assert_eq!(check_stored(&SentObject::of(b"hello"), &meta), Ok(()), "{headers}");
+            let err = check_stored(&SentObject::of(b"jello"), &meta).unwrap_err();
+            assert!(err.contains("SHA-256"), "{err}");
+        }
+    }
+
+    /// Without encryption or with SSE-S3 the ETag is the MD5, and a wrong one is caught.
+    #[tokio::test]
+    async fn under_sse_s3_the_etag_is_still_an_md5() {
+        let (endpoint, _server) = answer_once(head_answer("x-amz-server-side-encryption: AES256\r\n")).await;
+        let store = S3Store::new("bucket", &options(endpoint)).await;
+        let meta = store.head("k").await.unwrap().unwrap();
+        assert_eq!(meta.md5, Some(hex::decode("0f343b0931126a20f133d67c2b018a3b").unwrap().try_into().unwrap()));
+        let err = super::super::check_stored(&super::super::SentObject::of(b"hello"), &meta).unwrap_err();
+        assert!(err.contains("MD5"), "{err}");
     }
 }
