@@ -59,6 +59,8 @@ fn print_report(report: &VerifyReport, json: bool) {
     for problem in &report.problems {
         println!("problem: {problem}");
     }
+    let by_key: Vec<String> = report.objects_by_key.iter().map(|(key, count)| format!("{key} {count}")).collect();
+    println!("objects by encryption key: {}", if by_key.is_empty() { "none".to_string() } else { by_key.join(", ") });
     println!("{}", if report.ok { "repository ok" } else { "repository has problems" });
 }
 

@@ -5,9 +5,10 @@
 
 use crate::backup::catalog::list_backups;
 use crate::naming::{self, SegmentPosition, Timeline, WalFileKind, WalSegment};
-use crate::pipeline::Compression;
+use crate::ownership::{self, OwnershipError};
+use crate::pipeline::{self, Compression};
 use crate::restore::{is_done, verify_backup};
-use crate::store::{Repository, StoreError};
+use crate::store::{ObjectMeta, Repository, StoreError, StoreErrorKind};
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
 use tokio::runtime::Handle;
@@ -37,6 +38,88 @@ pub struct VerifyReport {
     pub backups: Vec<BackupCheck>,
     pub timelines: Vec<TimelineCheck>,
     pub problems: Vec<String>,
+    /// Objects under `wals/` and `base/` per encryption key id (`plain`: not encrypted),
+    /// so that a rotation shows which keys are still needed.
+    pub objects_by_key: BTreeMap<String, u64>,
+}
+
+/// WAL objects read at the same time.
+const WAL_READS_IN_FLIGHT: usize = 8;
+
+/// The key an object's header names, or `plain`.
+fn key_label(start: &[u8]) -> String {
+    match pipeline::key_of(start) {
+        Ok(Some(id)) => id.to_string(),
+        Ok(None) => "plain".to_string(),
+        Err(_) => "unreadable header".to_string(),
+    }
+}
+
+/// Reads every WAL object whose codec pgops reads, as a restore would (authenticated,
+/// decrypted, decompressed; a segment must be a whole segment). Returns the problems and
+/// the objects per key.
+async fn read_wal(
+    repo: &Repository,
+    objects: Vec<ObjectMeta>,
+    segment_size: u64,
+) -> Result<(Vec<String>, BTreeMap<String, u64>), StoreError> {
+    let mut problems = Vec::new();
+    let mut by_key = BTreeMap::new();
+    let mut reads = tokio::task::JoinSet::new();
+    let mut pending = objects.into_iter();
+    loop {
+        while reads.len() < WAL_READS_IN_FLIGHT {
+            let Some(object) = pending.next() else { break };
+            let repo = repo.clone();
+            reads.spawn(async move { read_one_wal(&repo, object, segment_size).await });
+        }
+        let Some(done) = reads.join_next().await else { break };
+        let (key, problem) = done.map_err(|e| StoreError {
+            operation: "verify",
+            location: repo.location("wals/"),
+            kind: StoreErrorKind::Other,
+            cause: format!("a read task failed: {e}"),
+        })??;
+        *by_key.entry(key).or_insert(0) += 1;
+        problems.extend(problem);
+    }
+    problems.sort();
+    Ok((problems, by_key))
+}
+
+/// One WAL object: its key label and what is wrong with it, if anything.
+async fn read_one_wal(
+    repo: &Repository,
+    object: ObjectMeta,
+    segment_size: u64,
+) -> Result<(String, Option<String>), StoreError> {
+    let location = repo.store.location(&object.key);
+    let file = object.key.rsplit('/').next().unwrap_or_default();
+    let (name, codec) = Compression::split_file_name(file);
+    let Some(stored) = repo.store.get(&object.key).await? else {
+        // Removed since the listing (retention): nothing to check.
+        return Ok(("plain".to_string(), None));
+    };
+    let key = key_label(&stored);
+    let problem = match pipeline::decode(stored, codec, repo.keys()) {
+        Err(e) => Some(format!("WAL {location}: {e}")),
+        Ok(plain)
+            if matches!(naming::classify(name), Ok(WalFileKind::Segment)) && plain.len() as u64 != segment_size =>
+        {
+            Some(format!("WAL {location}: {} bytes, not a whole {segment_size}-byte segment", plain.len()))
+        }
+        Ok(_) => None,
+    };
+    Ok((key, problem))
+}
+
+/// The key of every object under `base/`, from the first bytes of each.
+async fn backup_object_keys(repo: &Repository, by_key: &mut BTreeMap<String, u64>) -> Result<(), StoreError> {
+    for object in repo.list("base/").await? {
+        let start = repo.store.get_range(&object.key, 0, pipeline::HEADER_PEEK.min(object.size)).await?;
+        *by_key.entry(key_label(&start)).or_insert(0) += 1;
+    }
+    Ok(())
 }
 
 const MAX_GAPS_NAMED: usize = 20;
@@ -74,13 +157,28 @@ fn names(segments: &[WalSegment]) -> String {
 /// or the WAL); every problem with what it holds is in the report.
 pub fn verify(repo: &Repository, runtime: &Handle) -> Result<VerifyReport, StoreError> {
     let backups = runtime.block_on(list_backups(repo))?;
-    let segment_size = backups.iter().find_map(|b| b.fields.number("xlog_segment_size")).unwrap_or(16 << 20);
+    // A whole segment's size: from the repository's owner record, else from a backup.
+    let owner_segment_size = match runtime.block_on(ownership::owner(repo)) {
+        Ok(owner) => owner.map(|owner| u64::from(owner.wal_segment_size)),
+        Err(OwnershipError::Store(e)) => return Err(e),
+        Err(_) => None,
+    };
+    let segment_size = owner_segment_size
+        .or_else(|| backups.iter().find_map(|b| b.fields.number("xlog_segment_size")))
+        .unwrap_or(16 << 20);
 
     // The archived WAL, per timeline.
     let mut segments: BTreeMap<Timeline, BTreeSet<SegmentPosition>> = BTreeMap::new();
     let mut histories = BTreeSet::new();
     let wal_prefix = repo.key("wals/");
-    for object in runtime.block_on(repo.list("wals/"))? {
+    let wal_objects = runtime.block_on(repo.list("wals/"))?;
+    let (wal_problems, mut objects_by_key) = runtime.block_on(read_wal(
+        repo,
+        wal_objects.iter().filter(|o| readable_wal(o)).cloned().collect(),
+        segment_size,
+    ))?;
+    runtime.block_on(backup_object_keys(repo, &mut objects_by_key))?;
+    for object in wal_objects {
         let file_name = object.key.strip_prefix(&wal_prefix).and_then(|k| k.rsplit('/').next()).unwrap_or_default();
         let (name, _) = Compression::split_file_name(file_name);
         match naming::classify(name) {
@@ -95,7 +193,7 @@ pub fn verify(repo: &Repository, runtime: &Handle) -> Result<VerifyReport, Store
             _ => {}
         }
     }
-    let mut problems = Vec::new();
+    let mut problems = wal_problems;
     let mut timelines = Vec::new();
     for (&timeline, present) in &segments {
         let (Some(&first), Some(&last)) = (present.first(), present.last()) else { continue };
@@ -137,7 +235,14 @@ pub fn verify(repo: &Repository, runtime: &Handle) -> Result<VerifyReport, Store
         checks.push(check);
     }
     let ok = problems.is_empty() && checks.iter().all(|c| c.problems.is_empty());
-    Ok(VerifyReport { ok, backups: checks, timelines, problems })
+    Ok(VerifyReport { ok, backups: checks, timelines, problems, objects_by_key })
+}
+
+/// A WAL object pgops reads: a WAL file name under a codec suffix it knows.
+fn readable_wal(object: &ObjectMeta) -> bool {
+    let file = object.key.rsplit('/').next().unwrap_or_default();
+    let (name, _) = Compression::split_file_name(file);
+    naming::classify(name).is_ok() && Compression::of_copy(file, name).is_some()
 }
 
 #[cfg(test)]
@@ -181,5 +286,45 @@ mod tests {
             problems.iter().any(|p| p.contains("end_wal: \"0000000100000000000000zz\" is not a WAL segment")),
             "{problems:?}"
         );
+    }
+
+    #[test]
+    fn every_wal_object_is_read_and_counted_by_key() {
+        use crate::ownership::{claim, ClusterIdentity};
+        use crate::pipeline::KeyRing;
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        let root = tempfile::tempdir().unwrap();
+        let key_file = root.path().join("key");
+        KeyRing::create_file(&key_file).unwrap();
+        let keys = std::sync::Arc::new(KeyRing::load(&key_file).unwrap());
+        let store = std::sync::Arc::new(crate::store::LocalStore::new(root.path()));
+        let repo = Repository::new(store, "main").with_keys(Some(keys.clone()));
+        std::fs::create_dir_all(root.path().join("main")).unwrap();
+        let segment_size = 1u32 << 20;
+        let cluster = ClusterIdentity { system_identifier: 7, pg_version_num: 150000, wal_segment_size: segment_size };
+        runtime.block_on(claim(&repo, &cluster)).unwrap();
+        let names = ["000000010000000000000001", "000000010000000000000002", "000000010000000000000003"];
+        for name in names {
+            let stored =
+                pipeline::encode(&vec![7u8; segment_size as usize], Compression::Zstd, 3, Some(&keys)).unwrap();
+            let key = naming::wal_key(name, Compression::Zstd).unwrap();
+            runtime.block_on(repo.store.put(&repo.key(&key), stored.into())).unwrap();
+        }
+        let report = verify(&repo, runtime.handle()).unwrap();
+        assert!(report.ok, "{report:?}");
+        assert_eq!(report.objects_by_key, BTreeMap::from([(keys.current().to_string(), 3)]));
+
+        let damaged = root.path().join("main").join(naming::wal_key(names[1], Compression::Zstd).unwrap());
+        let mut bytes = std::fs::read(&damaged).unwrap();
+        let middle = bytes.len() / 2;
+        bytes[middle] ^= 0x40;
+        std::fs::write(&damaged, bytes).unwrap();
+        let report = verify(&repo, runtime.handle()).unwrap();
+        assert!(!report.ok);
+        assert!(report.problems.iter().any(|p| p.contains(names[1]) && p.contains("damaged")), "{:?}", report.problems);
+
+        let plain = Repository::new(std::sync::Arc::new(crate::store::LocalStore::new(root.path())), "main");
+        let report = verify(&plain, runtime.handle()).unwrap();
+        assert!(report.problems.iter().any(|p| p.contains("no encryption key file")), "{:?}", report.problems);
     }
 }
