@@ -71,7 +71,13 @@ mod tests {
 
     #[test]
     fn problems_exit_1_and_an_unreadable_store_2() {
-        let report = |ok| VerifyReport { ok, backups: vec![], timelines: vec![], problems: vec![] };
+        let report = |ok| VerifyReport {
+            ok,
+            backups: vec![],
+            timelines: vec![],
+            problems: vec![],
+            objects_by_key: Default::default(),
+        };
         assert_eq!(exit_status(&Ok(report(true))), 0);
         assert_eq!(exit_status(&Ok(report(false))), exit::NOT_FOUND);
         let denied = StoreError {
