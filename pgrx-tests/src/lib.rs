@@ -248,10 +248,34 @@ pub fn archiving_cluster(dir: &Path, name: &str, s3: &S3Server, prefix: &str) ->
 /// An archiving cluster named `primary` with the extension created and `conf` added, ready
 /// for `pgops.backup_now()`.
 pub fn backing_up_cluster(dir: &Path, s3: &S3Server, prefix: &str, conf: &str) -> PgCluster {
+    backing_up_cluster_with(dir, &s3.pgops_settings(prefix), conf)
+}
+
+/// [`backing_up_cluster`], reaching `s3` through `proxy`.
+pub fn proxied_backing_up_cluster(
+    dir: &Path,
+    s3: &S3Server,
+    proxy: &FaultProxy,
+    prefix: &str,
+    conf: &str,
+) -> PgCluster {
+    backing_up_cluster_with(dir, &s3.pgops_settings(prefix).replace(&s3.endpoint(), &proxy.endpoint()), conf)
+}
+
+fn backing_up_cluster_with(dir: &Path, pgops_settings: &str, conf: &str) -> PgCluster {
     let pg = PgCluster::init(dir, "primary");
     pg.configure(ARCHIVING);
-    pg.configure(&s3.pgops_settings(prefix));
+    pg.configure(pgops_settings);
     pg.configure(conf);
+    pg.start();
+    pg.execute("CREATE EXTENSION pgops");
+    pg
+}
+
+/// A cluster named `main` with pgops' repository settings and the extension, not archiving.
+pub fn pgops_cluster(dir: &Path, s3: &S3Server, prefix: &str) -> PgCluster {
+    let pg = PgCluster::init(dir, "main");
+    pg.configure(&s3.pgops_settings(prefix));
     pg.start();
     pg.execute("CREATE EXTENSION pgops");
     pg

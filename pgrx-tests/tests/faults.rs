@@ -176,12 +176,13 @@ fn pgbench_and_backups_through_a_flaky_store_lose_nothing_and_every_done_backup_
     let dir = scratch_dir();
     let s3 = S3Server::start(dir.path());
     let proxy = FaultProxy::start(s3.port);
-    let pg = PgCluster::init(dir.path(), "primary");
-    pg.configure(ARCHIVING);
-    pg.configure(&s3.pgops_settings("main").replace(&s3.endpoint(), &proxy.endpoint()));
-    pg.configure("pgops.backup_fast_checkpoint = on\nmax_wal_size = '64MB'");
-    pg.start();
-    pg.execute("CREATE EXTENSION pgops");
+    let pg = proxied_backing_up_cluster(
+        dir.path(),
+        &s3,
+        &proxy,
+        "main",
+        "pgops.backup_fast_checkpoint = on\nmax_wal_size = '64MB'",
+    );
     let mut init = pg.tool("pgbench");
     init.args(["-i", "-s", "4", "-q", &pg.connstr()]);
     assert!(init.output().unwrap().status.success());

@@ -95,10 +95,7 @@ fn row<'a>(rows: &'a [(String, bool, String)], check: &str) -> &'a (String, bool
 fn check_says_what_to_fix_on_a_misconfigured_repository() {
     let dir = scratch_dir();
     let s3 = S3Server::start(dir.path());
-    let pg = PgCluster::init(dir.path(), "main");
-    pg.configure(&s3.pgops_settings("main"));
-    pg.start();
-    pg.execute("CREATE EXTENSION pgops");
+    let pg = pgops_cluster(dir.path(), &s3, "main");
 
     let healthy = check_rows(&pg, "SELECT 1");
     for check in ["settings", "reachable", "writable", "ownership"] {

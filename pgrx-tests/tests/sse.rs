@@ -26,13 +26,14 @@ fn with_s3_sse_every_put_and_multipart_upload_asks_for_encryption() {
     let dir = scratch_dir();
     let s3 = S3Server::start(dir.path());
     let proxy = FaultProxy::start(s3.port);
-    let pg = PgCluster::init(dir.path(), "primary");
-    pg.configure(ARCHIVING);
-    pg.configure(&s3.pgops_settings("main").replace(&s3.endpoint(), &proxy.endpoint()));
     // Uncompressed, the base backup is larger than a part: it goes up as a multipart upload.
-    pg.configure("pgops.backup_fast_checkpoint = on\npgops.backup_compression = 'none'\npgops.s3_sse = 'AES256'");
-    pg.start();
-    pg.execute("CREATE EXTENSION pgops");
+    let pg = proxied_backing_up_cluster(
+        dir.path(),
+        &s3,
+        &proxy,
+        "main",
+        "pgops.backup_fast_checkpoint = on\npgops.backup_compression = 'none'\npgops.s3_sse = 'AES256'",
+    );
     let segment = pg.write_and_switch();
     pg.wait_archived(&segment);
     let id = pg.query_text("SELECT pgops.backup_now()");
@@ -79,10 +80,7 @@ fn check_row(pg: &PgCluster, settings: &str, check: &str) -> (bool, String) {
 fn sse_settings_that_cannot_work_are_refused_with_a_hint() {
     let dir = scratch_dir();
     let s3 = S3Server::start(dir.path());
-    let pg = PgCluster::init(dir.path(), "main");
-    pg.configure(&s3.pgops_settings("main"));
-    pg.start();
-    pg.execute("CREATE EXTENSION pgops");
+    let pg = pgops_cluster(dir.path(), &s3, "main");
 
     let err = pg.client().batch_execute("SET pgops.s3_sse = 'kms'").unwrap_err();
     let db = err.as_db_error().unwrap();

@@ -213,28 +213,10 @@ impl Write for PartSink {
     }
 }
 
-/// Counts what passes through, so the tar layer can report uncompressed bytes.
-struct Counting<W> {
-    inner: W,
-    count: u64,
-}
-
-impl<W: Write> Write for Counting<W> {
-    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
-        let n = self.inner.write(data)?;
-        self.count += n as u64;
-        Ok(n)
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        self.inner.flush()
-    }
-}
-
 /// A tar archive being written to the store.
 pub struct TarUpload {
     name: String,
-    builder: tar::Builder<Counting<EncodeWriter<PartSink>>>,
+    builder: tar::Builder<EncodeWriter<PartSink>>,
     failure: Arc<Mutex<Option<StoreError>>>,
 }
 
@@ -253,7 +235,7 @@ impl TarUpload {
         let failure = sink.failure.clone();
         let encoder =
             EncodeWriter::new(sink, settings.compression, settings.level, settings.compression_workers, repo.keys())?;
-        let mut builder = tar::Builder::new(Counting { inner: encoder, count: 0 });
+        let mut builder = tar::Builder::new(encoder);
         builder.mode(tar::HeaderMode::Complete);
         builder.follow_symlinks(false);
         Ok(TarUpload { name, builder, failure })
@@ -266,7 +248,7 @@ impl TarUpload {
     /// Bytes compressed so far: about what the store holds (encryption adds a header and
     /// 16 bytes per 64 KiB).
     pub fn stored_bytes(&self) -> u64 {
-        self.builder.get_ref().inner.encoded_bytes()
+        self.builder.get_ref().encoded_bytes()
     }
 
     pub fn builder(&mut self) -> &mut tar::Builder<impl Write> {
@@ -275,18 +257,18 @@ impl TarUpload {
 
     /// Ends the archive and the object; `Err` carries the store's error when it failed.
     pub fn finish(self) -> Result<StoredObject, UploadError> {
-        let mut counting = self.builder.into_inner().map_err(UploadError::Io)?;
-        counting.flush().map_err(UploadError::Io)?;
-        let tar_bytes = counting.count;
-        let sink = counting.inner.finish().map_err(UploadError::Io)?;
+        let mut encoder = self.builder.into_inner().map_err(UploadError::Io)?;
+        encoder.flush().map_err(UploadError::Io)?;
+        let tar_bytes = encoder.plain_bytes();
+        let sink = encoder.finish().map_err(UploadError::Io)?;
         let stored_bytes = sink.finish().map_err(UploadError::Store)?;
         Ok(StoredObject { name: self.name, stored_bytes, tar_bytes })
     }
 
     /// Drops the archive; a multipart upload in progress is aborted.
     pub fn abort(self) {
-        if let Ok(counting) = self.builder.into_inner() {
-            if let Ok(mut sink) = counting.inner.finish() {
+        if let Ok(encoder) = self.builder.into_inner() {
+            if let Ok(mut sink) = encoder.finish() {
                 sink.abort();
             }
         }

@@ -188,6 +188,8 @@ impl<W: Write> Write for Sealing<W> {
 /// encrypted, then handed to `W` (a buffer, or the parts of a multipart upload).
 pub struct EncodeWriter<W: Write> {
     inner: CompressWriter<Counted<Sealing<W>>>,
+    /// Bytes written in, before compression.
+    plain: u64,
 }
 
 /// Counts the bytes handed to the sink, header and encryption overhead included.
@@ -227,7 +229,7 @@ impl<W: Write> EncodeWriter<W> {
             }
         };
         let inner = compression.parallel_writer(Counted { inner: sealing, count: 0 }, level, workers)?;
-        Ok(EncodeWriter { inner })
+        Ok(EncodeWriter { inner, plain: 0 })
     }
 
     /// Ends compression and encryption and returns the sink.
@@ -240,11 +242,18 @@ impl<W: Write> EncodeWriter<W> {
     pub fn encoded_bytes(&self) -> u64 {
         self.inner.get_ref().count
     }
+
+    /// Bytes written in so far (before compression).
+    pub fn plain_bytes(&self) -> u64 {
+        self.plain
+    }
 }
 
 impl<W: Write> Write for EncodeWriter<W> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.inner.write(buf)
+        let n = self.inner.write(buf)?;
+        self.plain += n as u64;
+        Ok(n)
     }
 
     fn flush(&mut self) -> io::Result<()> {
