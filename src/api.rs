@@ -65,9 +65,10 @@ fn run_checks() -> Vec<CheckResult> {
         check: "settings",
         ok: true,
         detail: format!(
-            "repository {}, endpoint {endpoint}, region {}, {credentials}, wal_compression {} level {}, archive_parallel {}, encryption {}",
+            "repository {}, endpoint {endpoint}, region {}, {credentials}, s3_sse {}, wal_compression {} level {}, archive_parallel {}, encryption {}",
             settings.repository,
             settings.s3.region,
+            settings.s3.sse.as_ref().map_or("off".to_string(), ToString::to_string),
             settings.compression.name(),
             settings.level,
             settings.parallel,

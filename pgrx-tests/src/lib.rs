@@ -229,9 +229,10 @@ pub fn block_on<F: std::future::Future>(future: F) -> F::Output {
 
 /// Reads a repository object and decompresses it by its suffix, as a restore would.
 pub fn fetch_decompressed(repo: &Repository, relative: &str) -> Option<Vec<u8>> {
-    let body = block_on(repo.get(relative)).unwrap()?;
     let (_, codec) = Compression::split_file_name(relative);
-    Some(codec.decompress(&body).unwrap_or_else(|e| panic!("{relative} does not decompress: {e}")))
+    let content = block_on(repo.read_object(&repo.key(relative), codec))
+        .unwrap_or_else(|e| panic!("{relative} does not read back: {e}"))?;
+    Some(content.to_vec())
 }
 
 pub const ARCHIVING: &str = "archive_mode = on\narchive_library = 'pgops'\n";

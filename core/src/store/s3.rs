@@ -53,6 +53,16 @@ pub enum ServerSideEncryption {
     Kms { key_id: Option<String> },
 }
 
+impl std::fmt::Display for ServerSideEncryption {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ServerSideEncryption::Aes256 => f.write_str("AES256"),
+            ServerSideEncryption::Kms { key_id: None } => f.write_str("aws:kms"),
+            ServerSideEncryption::Kms { key_id: Some(key_id) } => write!(f, "aws:kms key {key_id}"),
+        }
+    }
+}
+
 impl ServerSideEncryption {
     /// The values of `x-amz-server-side-encryption` and
     /// `x-amz-server-side-encryption-aws-kms-key-id`.
