@@ -149,7 +149,7 @@ impl From<StoreError> for OwnershipError {
 }
 
 async fn read(repo: &Repository) -> Result<Option<RepositoryMetadata>, OwnershipError> {
-    let Some(body) = repo.get_plain(METADATA_OBJECT).await? else { return Ok(None) };
+    let Some(body) = repo.get_as_is(METADATA_OBJECT).await? else { return Ok(None) };
     serde_json::from_slice(&body)
         .map(Some)
         .map_err(|e| OwnershipError::Unreadable { location: repo.location(METADATA_OBJECT), cause: e.to_string() })
@@ -224,7 +224,7 @@ pub async fn claim(repo: &Repository, cluster: &ClusterIdentity) -> Result<Owner
         ),
     };
     let body = serde_json::to_vec_pretty(&metadata).expect("metadata serializes");
-    repo.put_plain(METADATA_OBJECT, Bytes::from(body)).await?;
+    repo.put_as_is(METADATA_OBJECT, Bytes::from(body)).await?;
     // Read back: if another cluster claimed the repository at the same moment, the last
     // writer wins the object and the other one sees a foreign owner here.
     let stored = read(repo).await?.ok_or_else(|| OwnershipError::Unreadable {

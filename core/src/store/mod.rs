@@ -338,12 +338,13 @@ impl Repository {
             .map_err(|e| StoreError::undecodable(self.store.location(key), e))
     }
 
-    /// Stores an object that must be readable without keys (the ownership record).
-    pub async fn put_plain(&self, relative: &str, content: Bytes) -> StoreResult<()> {
+    /// Stores `content` as it is: the ownership record (readable without keys), and bytes
+    /// that already went through the pipeline.
+    pub async fn put_as_is(&self, relative: &str, content: Bytes) -> StoreResult<()> {
         self.store.put(&self.key(relative), content).await
     }
 
-    pub async fn get_plain(&self, relative: &str) -> StoreResult<Option<Bytes>> {
+    pub async fn get_as_is(&self, relative: &str) -> StoreResult<Option<Bytes>> {
         self.store.get(&self.key(relative)).await
     }
 
