@@ -2,7 +2,7 @@
 //! first use, naming the cluster that archives there. A cluster with another system
 //! identifier is refused, so two clusters never interleave WAL in one archive.
 
-use crate::pipeline::KeyRing;
+use crate::pipeline::{self, KeyId, KeyRing};
 use crate::store::{Repository, StoreError};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
@@ -37,8 +37,8 @@ pub struct RepositoryMetadata {
 pub struct EncryptionRecord {
     pub scheme: EncryptionScheme,
     /// The ids of the keys new objects were encrypted to, oldest first: the last one is
-    /// the key of the newest objects.
-    pub key_ids: Vec<String>,
+    /// the key of the newest objects. Every one must stay in the key file.
+    pub key_ids: Vec<KeyId>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -46,12 +46,6 @@ pub enum EncryptionScheme {
     /// The age format; see [`crate::pipeline`].
     #[serde(rename = "age")]
     Age,
-}
-
-impl EncryptionRecord {
-    fn newest_key(&self) -> Option<&str> {
-        self.key_ids.last().map(String::as_str)
-    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -79,12 +73,12 @@ pub enum OwnershipError {
         location: String,
         repository_encrypted: bool,
     },
-    /// The key ring does not hold the key the repository's newest objects are encrypted
-    /// to: a wrong key file, or a rotation that dropped the previous key.
+    /// The key ring lacks keys the repository's objects are encrypted to: a wrong key
+    /// file, or a rotation that dropped an older key (whose objects would be unreadable).
     WrongKey {
         location: String,
-        repository_key: String,
-        ring: Vec<String>,
+        missing: Vec<KeyId>,
+        ring: Vec<KeyId>,
     },
     /// `pgops.json` exists but cannot be read as pgops metadata.
     Unreadable {
@@ -109,10 +103,11 @@ impl fmt::Display for OwnershipError {
                 f,
                 "repository is not encrypted ({location} says so) but encryption is configured: plain and encrypted objects must not mix, nothing was written"
             ),
-            OwnershipError::WrongKey { location, repository_key, ring } => write!(
+            OwnershipError::WrongKey { location, missing, ring } => write!(
                 f,
-                "the encryption key file does not hold key {repository_key}, which the repository's newest objects are encrypted to ({location}); the key file holds {}: nothing was written",
-                ring.join(", ")
+                "the encryption key file lacks key {}, which objects of the repository are encrypted to ({location} lists it); the key file holds {}: nothing was written",
+                ids(missing),
+                ids(ring)
             ),
             OwnershipError::Unreadable { location, cause } => write!(f, "repository metadata {location} is unreadable: {cause}"),
         }
@@ -120,6 +115,10 @@ impl fmt::Display for OwnershipError {
 }
 
 impl std::error::Error for OwnershipError {}
+
+fn ids(ids: &[KeyId]) -> String {
+    ids.iter().map(KeyId::to_string).collect::<Vec<_>>().join(", ")
+}
 
 impl OwnershipError {
     /// What to do, for the HINT.
@@ -133,7 +132,7 @@ impl OwnershipError {
                 "Set pgops.encryption = on and pgops.encryption_key_file to the repository's key file. WAL stays in pg_wal until archiving succeeds.".into()
             }
             OwnershipError::WrongKey { .. } => {
-                "Check pgops.encryption_key_file. To rotate keys, put the new key first in the key file and keep the previous ones below it.".into()
+                "Check pgops.encryption_key_file: it must hold every key the repository lists. To rotate keys, put the new key first in the key file and keep the previous ones below it.".into()
             }
             OwnershipError::Encryption { repository_encrypted: false, .. } => {
                 "A plain repository cannot become encrypted: point pgops.repository at a new prefix for encrypted backups, or set pgops.encryption = off.".into()
@@ -171,13 +170,10 @@ fn compare(
     match (&found.encryption, repo.keys()) {
         (None, None) => {}
         (Some(record), Some(ring)) => {
-            let ring: Vec<String> = ring.key_ids().map(|id| id.to_string()).collect();
-            if let Some(newest) = record.newest_key().filter(|newest| !ring.iter().any(|id| id == newest)) {
-                return Err(OwnershipError::WrongKey {
-                    location: location(),
-                    repository_key: newest.to_string(),
-                    ring,
-                });
+            let ring: Vec<KeyId> = ring.key_ids().collect();
+            let missing: Vec<KeyId> = record.key_ids.iter().filter(|id| !ring.contains(id)).copied().collect();
+            if !missing.is_empty() {
+                return Err(OwnershipError::WrongKey { location: location(), missing, ring });
             }
         }
         (found, _) => {
@@ -191,12 +187,31 @@ fn compare(
 /// current key added when it is new (a rotation).
 fn record_of(found: Option<&EncryptionRecord>, ring: &KeyRing) -> EncryptionRecord {
     let mut record = found.cloned().unwrap_or(EncryptionRecord { scheme: EncryptionScheme::Age, key_ids: Vec::new() });
-    let current = ring.current().to_string();
-    if record.newest_key() != Some(current.as_str()) {
+    let current = ring.current();
+    if record.key_ids.last() != Some(&current) {
         record.key_ids.retain(|id| *id != current);
         record.key_ids.push(current);
     }
     record
+}
+
+/// Before the first claim: refuses a prefix that already holds objects in the other
+/// format (Barman's plain backups under an encrypted cluster, encrypted objects whose
+/// record was lost under a plain one), so the two never mix.
+async fn refuse_other_format(repo: &Repository) -> Result<(), OwnershipError> {
+    for folder in ["wals/", "base/"] {
+        let page = repo.store.list_page(&repo.key(folder), None, 10).await?;
+        let Some(object) = page.objects.iter().find(|object| object.size > 0) else { continue };
+        let start = repo.store.get_range(&object.key, 0, pipeline::HEADER_PEEK.min(object.size)).await?;
+        let encrypted = !matches!(pipeline::key_of(&start), Ok(None));
+        if encrypted != repo.keys().is_some() {
+            return Err(OwnershipError::Encryption {
+                location: repo.store.location(&object.key),
+                repository_encrypted: encrypted,
+            });
+        }
+    }
+    Ok(())
 }
 
 /// Claims an unclaimed repository for `cluster`, or checks that it already belongs to it.
@@ -212,16 +227,19 @@ pub async fn claim(repo: &Repository, cluster: &ClusterIdentity) -> Result<Owner
             // A rotation: the record names the new key before any object uses it.
             (RepositoryMetadata { encryption: Some(record), ..found }, Ownership::Owned)
         }
-        None => (
-            RepositoryMetadata {
-                system_identifier: cluster.system_identifier.to_string(),
-                pg_version_num: cluster.pg_version_num,
-                wal_segment_size: cluster.wal_segment_size,
-                created_by: format!("pgops {}", env!("CARGO_PKG_VERSION")),
-                encryption: repo.keys().map(|ring| record_of(None, ring)),
-            },
-            Ownership::Claimed,
-        ),
+        None => {
+            refuse_other_format(repo).await?;
+            (
+                RepositoryMetadata {
+                    system_identifier: cluster.system_identifier.to_string(),
+                    pg_version_num: cluster.pg_version_num,
+                    wal_segment_size: cluster.wal_segment_size,
+                    created_by: format!("pgops {}", env!("CARGO_PKG_VERSION")),
+                    encryption: repo.keys().map(|ring| record_of(None, ring)),
+                },
+                Ownership::Claimed,
+            )
+        }
     };
     let body = serde_json::to_vec_pretty(&metadata).expect("metadata serializes");
     repo.put_as_is(METADATA_OBJECT, Bytes::from(body)).await?;
@@ -326,10 +344,35 @@ mod tests {
         let rotated = repo(&root).with_keys(ring_of(&["new", "old"]));
         assert_eq!(claim(&rotated, &CLUSTER).await.unwrap(), Ownership::Owned);
         let record = owner(&rotated).await.unwrap().unwrap().encryption.unwrap();
-        let ids: Vec<String> = ring_of(&["old", "new"]).unwrap().key_ids().map(|id| id.to_string()).collect();
+        let ids: Vec<KeyId> = ring_of(&["old", "new"]).unwrap().key_ids().collect();
         assert_eq!(record.key_ids, ids, "oldest first, newest last");
         // After the rotation the old key alone no longer writes.
         assert!(claim(&repo(&root).with_keys(ring_of(&["old"])), &CLUSTER).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn a_first_claim_refuses_a_prefix_holding_the_other_format() {
+        let dir = tempfile::tempdir().unwrap();
+        let key_file = dir.path().join("key");
+        crate::pipeline::KeyRing::create_file(&key_file).unwrap();
+        let keys = Some(Arc::new(crate::pipeline::KeyRing::load(&key_file).unwrap()));
+        let wal = "wals/0000000100000000/000000010000000000000001.zst";
+        // Barman's plain WAL, no pgops.json: an encrypted cluster must not move in.
+        let barman = dir.path().join("barman");
+        std::fs::create_dir_all(&barman).unwrap();
+        repo(&barman).put_as_is(wal, Bytes::from_static(b"plain zstd bytes")).await.unwrap();
+        let err = claim(&repo(&barman).with_keys(keys.clone()), &CLUSTER).await.unwrap_err();
+        assert!(matches!(err, OwnershipError::Encryption { repository_encrypted: false, .. }), "{err}");
+        assert!(!barman.join(METADATA_OBJECT).exists(), "nothing written");
+        assert_eq!(claim(&repo(&barman), &CLUSTER).await.unwrap(), Ownership::Claimed);
+        // Encrypted objects whose record was lost: a plain cluster must not move in.
+        let lost = dir.path().join("lost");
+        std::fs::create_dir_all(&lost).unwrap();
+        let encrypted = repo(&lost).with_keys(keys);
+        encrypted.put("base/20261129T000000/backup.info", Bytes::from_static(b"status=DONE")).await.unwrap();
+        let err = claim(&repo(&lost), &CLUSTER).await.unwrap_err();
+        assert!(matches!(err, OwnershipError::Encryption { repository_encrypted: true, .. }), "{err}");
+        assert_eq!(claim(&encrypted, &CLUSTER).await.unwrap(), Ownership::Claimed);
     }
 
     #[tokio::test]

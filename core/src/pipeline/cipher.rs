@@ -14,8 +14,23 @@ use std::str::FromStr;
 
 /// Names a key without revealing it: the first 8 bytes of the SHA-256 of its public key,
 /// in hex. Recorded in each encrypted object's header.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[serde(try_from = "String", into = "String")]
 pub struct KeyId([u8; 8]);
+
+impl TryFrom<String> for KeyId {
+    type Error = String;
+
+    fn try_from(text: String) -> Result<Self, Self::Error> {
+        text.parse()
+    }
+}
+
+impl From<KeyId> for String {
+    fn from(id: KeyId) -> String {
+        id.to_string()
+    }
+}
 
 impl KeyId {
     fn of(recipient: &age::x25519::Recipient) -> KeyId {
