@@ -222,6 +222,7 @@ async fn upload(
     level: i32,
 ) -> Result<Archived, ArchiveError> {
     let key = naming::wal_key(name, compression)?;
+    let object_name = key.clone();
     let dir = naming::wal_dir(name)?;
     let location = repo.location(&key);
     let read_path = path.to_path_buf();
@@ -232,7 +233,8 @@ async fn upload(
     // and compared, or the repository would hold two different segments of one name.
     let prepare = tokio::task::spawn_blocking(move || -> Result<Prepared, ArchiveError> {
         let raw = std::fs::read(&read_path).map_err(|cause| ArchiveError::Read { path: read_path, cause })?;
-        let packed = pipeline::encode(&raw, compression, level, keys.as_deref()).map_err(ArchiveError::Compress)?;
+        let packed = pipeline::encode(&raw, &object_name, compression, level, keys.as_deref())
+            .map_err(ArchiveError::Compress)?;
         let sent = SentObject::of(&packed);
         Ok(Prepared { raw, packed, sent })
     });

@@ -829,13 +829,11 @@ impl StoredBackup {
         size: u64,
     ) -> Result<Box<dyn Read>, RestoreError> {
         let (_, codec) = Compression::split_file_name(name);
-        let reader = ObjectReader::new(repo, format!("{}/{name}", backup_dir(backup_id)), size, runtime.clone());
-        pipeline::decode_reader(reader, codec, repo.keys()).map_err(|e| match e {
+        let relative = format!("{}/{name}", backup_dir(backup_id));
+        let reader = ObjectReader::new(repo, relative.clone(), size, runtime.clone());
+        pipeline::decode_reader(reader, &relative, codec, repo.keys()).map_err(|e| match e {
             DecodeError::Source(e) => RestoreError::reading(name, "opening the archive", e),
-            e => RestoreError::Store(StoreError::undecodable(
-                repo.location(&format!("{}/{name}", backup_dir(backup_id))),
-                e,
-            )),
+            e => RestoreError::Store(StoreError::undecodable(repo.location(&relative), e)),
         })
     }
 }

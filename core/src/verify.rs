@@ -101,7 +101,8 @@ async fn read_one_wal(
         return Ok(("plain".to_string(), None));
     };
     let key = key_label(&stored);
-    let problem = match pipeline::decode(stored, codec, repo.keys()) {
+    let problem = match pipeline::decode(stored, repo.relative(&object.key).unwrap_or(&object.key), codec, repo.keys())
+    {
         Err(e) => Some(format!("WAL {location}: {e}")),
         Ok(plain)
             if matches!(naming::classify(name), Ok(WalFileKind::Segment)) && plain.len() as u64 != segment_size =>
@@ -305,9 +306,9 @@ mod tests {
         runtime.block_on(claim(&repo, &cluster)).unwrap();
         let names = ["000000010000000000000001", "000000010000000000000002", "000000010000000000000003"];
         for name in names {
-            let stored =
-                pipeline::encode(&vec![7u8; segment_size as usize], Compression::Zstd, 3, Some(&keys)).unwrap();
             let key = naming::wal_key(name, Compression::Zstd).unwrap();
+            let content = vec![7u8; segment_size as usize];
+            let stored = pipeline::encode(&content, &key, Compression::Zstd, 3, Some(&keys)).unwrap();
             runtime.block_on(repo.store.put(&repo.key(&key), stored.into())).unwrap();
         }
         let report = verify(&repo, runtime.handle()).unwrap();

@@ -234,8 +234,14 @@ impl TarUpload {
         let name = archive_name(base, index, settings.compression);
         let sink = PartSink::new(repo, format!("{dir}/{name}"), runtime, settings);
         let failure = sink.failure.clone();
-        let encoder =
-            EncodeWriter::new(sink, settings.compression, settings.level, settings.compression_workers, repo.keys())?;
+        let encoder = EncodeWriter::new(
+            sink,
+            &format!("{dir}/{name}"),
+            settings.compression,
+            settings.level,
+            settings.compression_workers,
+            repo.keys(),
+        )?;
         let mut builder = tar::Builder::new(encoder);
         builder.mode(tar::HeaderMode::Complete);
         builder.follow_symlinks(false);
@@ -421,7 +427,13 @@ mod tests {
             let stored = upload.finish().unwrap_or_else(|e| panic!("{base}: {e}"));
             let object = std::fs::read(dir.path().join(format!("repo/base/x/{}", stored.name))).unwrap();
             assert_eq!(crate::pipeline::key_of(&object).unwrap(), Some(keys.current()), "{base}");
-            let plain = crate::pipeline::decode_reader(&object[..], Compression::None, Some(&keys)).unwrap();
+            let plain = crate::pipeline::decode_reader(
+                &object[..],
+                &format!("base/x/{}", stored.name),
+                Compression::None,
+                Some(&keys),
+            )
+            .unwrap();
             let mut archive = tar::Archive::new(plain);
             let mut entry = archive.entries().unwrap().next().unwrap().unwrap();
             let mut read_back = Vec::new();

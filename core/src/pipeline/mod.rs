@@ -17,7 +17,9 @@
 //! ```
 //!
 //! The header decides how the object is read, not the suffix: an object whose header and
-//! suffix disagree was renamed or tampered with and is refused. A reader with a key ring
+//! suffix disagree was renamed or tampered with and is refused. Inside the encryption the
+//! first line repeats the codec and names the object (its path in the repository), so an
+//! edited header or an object moved to another name is refused too. A reader with a key ring
 //! (an encrypted repository) refuses plain objects, so that objects cannot be swapped for
 //! unencrypted ones by whoever administers the store.
 
@@ -32,6 +34,13 @@ use compression::CompressWriter;
 use std::io::{self, BufRead, BufReader, Read, Write};
 
 const MAGIC: &str = "pgops-encrypted v1 ";
+/// The first line inside the encryption: what the object is and its name, so that the
+/// unauthenticated header cannot be edited, nor an object swapped for another one
+/// encrypted to the same key, without the reader noticing.
+const INNER_MAGIC: &str = "pgops-object v1";
+/// Longer than the age header pgops writes (one X25519 recipient): a longer one is not
+/// pgops', and is refused before the age parser reads it.
+const MAX_AGE_HEADER: usize = 4096;
 /// Longer than any header pgops writes; a reader gives up looking for its end there.
 const MAX_HEADER: usize = 128;
 
@@ -92,20 +101,27 @@ pub enum DecodeError {
 
 /// Compresses and (with `keys`) encrypts a whole object. `level` must come from
 /// [`Compression::effective_level`].
-pub fn encode(plain: &[u8], compression: Compression, level: i32, keys: Option<&KeyRing>) -> io::Result<Vec<u8>> {
-    let mut writer = EncodeWriter::new(Vec::with_capacity(plain.len() / 4 + 256), compression, level, 0, keys)?;
+/// `name` is the object's path in the repository (`wals/…`, `base/…`).
+pub fn encode(
+    plain: &[u8],
+    name: &str,
+    compression: Compression,
+    level: i32,
+    keys: Option<&KeyRing>,
+) -> io::Result<Vec<u8>> {
+    let mut writer = EncodeWriter::new(Vec::with_capacity(plain.len() / 4 + 256), name, compression, level, 0, keys)?;
     writer.write_all(plain)?;
     writer.finish()
 }
 
-/// The plaintext of a whole stored object named with suffix codec `named` (what its name
-/// says; [`Compression::None`] for objects without codec suffixes).
-pub fn decode(stored: Bytes, named: Compression, keys: Option<&KeyRing>) -> Result<Bytes, DecodeError> {
+/// The plaintext of the whole stored object at repository path `name`, whose suffix says
+/// codec `named` ([`Compression::None`] for objects without codec suffixes).
+pub fn decode(stored: Bytes, name: &str, named: Compression, keys: Option<&KeyRing>) -> Result<Bytes, DecodeError> {
     if named == Compression::None && keys.is_none() && ObjectFormat::parse_header(&stored)?.is_none() {
         return Ok(stored);
     }
     let mut plain = Vec::with_capacity(stored.len() * 2);
-    decode_reader(&stored[..], named, keys)?.read_to_end(&mut plain).map_err(|e| match keys {
+    decode_reader(&stored[..], name, named, keys)?.read_to_end(&mut plain).map_err(|e| match keys {
         None => DecodeError::Corrupt(format!("it does not decompress as {}: {e}", named.name())),
         Some(_) => DecodeError::Corrupt(format!("it does not decrypt and decompress: {e}")),
     })?;
@@ -116,6 +132,7 @@ pub fn decode(stored: Bytes, named: Compression, keys: Option<&KeyRing>) -> Resu
 /// to hold whole. Damage found later while reading is an `io::Error` of the reader.
 pub fn decode_reader<'a, R: Read + 'a>(
     stored: R,
+    name: &str,
     named: Compression,
     keys: Option<&KeyRing>,
 ) -> Result<Box<dyn Read + 'a>, DecodeError> {
@@ -137,11 +154,35 @@ pub fn decode_reader<'a, R: Read + 'a>(
     stored.consume(header_len);
     let key = format.key.expect("a header names its key");
     let keys = keys.ok_or(DecodeError::KeyNeeded(key))?;
-    let plain = keys
+    let age_start = stored.fill_buf().map_err(DecodeError::Source)?;
+    if age_start.len() >= MAX_AGE_HEADER && !age_start[..MAX_AGE_HEADER].windows(5).any(|w| w == b"\n--- ") {
+        return Err(DecodeError::Corrupt("its age header is longer than any pgops writes".into()));
+    }
+    let decrypted = keys
         .decrypt(key, stored)
         .ok_or(DecodeError::KeyMissing(key))?
         .map_err(|e| DecodeError::Corrupt(format!("decryption failed: {e}")))?;
+    let mut plain = BufReader::new(decrypted);
+    let mut line = Vec::new();
+    (&mut plain)
+        .take(MAX_HEADER as u64 + name.len() as u64)
+        .read_until(b'\n', &mut line)
+        .map_err(|e| DecodeError::Corrupt(format!("decryption failed: {e}")))?;
+    let expected = inner_line(format.compression, name);
+    if line != expected.as_bytes() {
+        let found = String::from_utf8_lossy(&line);
+        return Err(DecodeError::Corrupt(format!(
+            "it was written as {:?}, not as {:?}: moved or swapped in the store",
+            found.trim_end(),
+            expected.trim_end()
+        )));
+    }
     format.compression.reader(plain).map_err(|e| DecodeError::Corrupt(e.to_string()))
+}
+
+/// The first line inside the encryption of object `name`.
+fn inner_line(compression: Compression, name: &str) -> String {
+    format!("{INNER_MAGIC} codec={} name={name}\n", compression.name())
 }
 
 /// The key an object is encrypted to, from the first bytes of the object (at least
@@ -215,6 +256,7 @@ impl<W: Write> EncodeWriter<W> {
     /// header goes out first and the rest is encrypted to the ring's current key.
     pub fn new(
         mut sink: W,
+        name: &str,
         compression: Compression,
         level: i32,
         workers: u32,
@@ -225,7 +267,9 @@ impl<W: Write> EncodeWriter<W> {
             Some(keys) => {
                 let header = ObjectFormat::header(compression, keys.current());
                 sink.write_all(header.as_bytes())?;
-                Sealing::Encrypted(keys.encrypt(sink)?)
+                let mut sealed = keys.encrypt(sink)?;
+                sealed.write_all(inner_line(compression, name).as_bytes())?;
+                Sealing::Encrypted(sealed)
             }
         };
         let inner = compression.parallel_writer(Counted { inner: sealing, count: 0 }, level, workers)?;
@@ -266,6 +310,8 @@ mod tests {
     use super::*;
     use std::path::Path;
 
+    const NAME: &str = "wals/0000000100000000/000000010000000000000001.zst";
+
     fn ring(dir: &Path, name: &str) -> KeyRing {
         let path = dir.join(name);
         KeyRing::create_file(&path).unwrap();
@@ -286,8 +332,8 @@ mod tests {
         for codec in Compression::ALL {
             let level = codec.effective_level(0).unwrap();
             for keys in [None, Some(&keys)] {
-                let stored = encode(&data, codec, level, keys).unwrap();
-                assert_eq!(decode(Bytes::from(stored), codec, keys).unwrap(), data, "{}", codec.name());
+                let stored = encode(&data, NAME, codec, level, keys).unwrap();
+                assert_eq!(decode(Bytes::from(stored), NAME, codec, keys).unwrap(), data, "{}", codec.name());
             }
         }
     }
@@ -295,57 +341,81 @@ mod tests {
     #[test]
     fn plain_objects_are_exactly_barman_codecs() {
         let data = sample();
-        let stored = encode(&data, Compression::Gzip, 6, None).unwrap();
+        let stored = encode(&data, NAME, Compression::Gzip, 6, None).unwrap();
         assert_eq!(Compression::Gzip.decompress(&stored).unwrap(), data);
-        assert_eq!(encode(&data, Compression::None, 0, None).unwrap(), data);
+        assert_eq!(encode(&data, NAME, Compression::None, 0, None).unwrap(), data);
     }
 
     #[test]
     fn encrypted_objects_hide_the_plaintext_and_name_their_key() {
         let dir = tempfile::tempdir().unwrap();
         let keys = ring(dir.path(), "k");
-        let stored = encode(&sample(), Compression::Zstd, 3, Some(&keys)).unwrap();
+        let stored = encode(&sample(), NAME, Compression::Zstd, 3, Some(&keys)).unwrap();
         assert!(!stored.windows(16).any(|w| w == b"PLAINTEXT-MARKER"));
         assert!(Compression::Zstd.decompress(&stored).is_err(), "must not read as zstd");
         assert_eq!(key_of(&stored[..HEADER_PEEK as usize]).unwrap(), Some(keys.current()));
-        let stored = encode(b"", Compression::None, 0, Some(&keys)).unwrap();
-        assert_eq!(decode(Bytes::from(stored), Compression::None, Some(&keys)).unwrap(), Bytes::new());
+        let stored = encode(b"", NAME, Compression::None, 0, Some(&keys)).unwrap();
+        assert_eq!(decode(Bytes::from(stored), NAME, Compression::None, Some(&keys)).unwrap(), Bytes::new());
     }
 
     #[test]
     fn wrong_missing_or_no_key_is_said() {
         let dir = tempfile::tempdir().unwrap();
         let (keys, other) = (ring(dir.path(), "k"), ring(dir.path(), "other"));
-        let stored = Bytes::from(encode(b"wal", Compression::Zstd, 3, Some(&keys)).unwrap());
-        let missing = decode(stored.clone(), Compression::Zstd, Some(&other)).unwrap_err();
+        let stored = Bytes::from(encode(b"wal", NAME, Compression::Zstd, 3, Some(&keys)).unwrap());
+        let missing = decode(stored.clone(), NAME, Compression::Zstd, Some(&other)).unwrap_err();
         assert!(matches!(missing, DecodeError::KeyMissing(id) if id == keys.current()), "{missing}");
-        let needed = decode(stored.clone(), Compression::Zstd, None).unwrap_err();
+        let needed = decode(stored.clone(), NAME, Compression::Zstd, None).unwrap_err();
         assert!(matches!(needed, DecodeError::KeyNeeded(_)), "{needed}");
-        let plain = Bytes::from(encode(b"wal", Compression::Zstd, 3, None).unwrap());
-        assert!(matches!(decode(plain, Compression::Zstd, Some(&keys)), Err(DecodeError::NotEncrypted)));
-        let renamed = decode(stored, Compression::Gzip, Some(&keys)).unwrap_err();
+        let plain = Bytes::from(encode(b"wal", NAME, Compression::Zstd, 3, None).unwrap());
+        assert!(matches!(decode(plain, NAME, Compression::Zstd, Some(&keys)), Err(DecodeError::NotEncrypted)));
+        let renamed = decode(stored, NAME, Compression::Gzip, Some(&keys)).unwrap_err();
         assert!(matches!(renamed, DecodeError::Corrupt(_)), "{renamed}");
+    }
+
+    #[test]
+    fn an_edited_header_or_a_swapped_object_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let keys = ring(dir.path(), "k");
+        let stored = encode(b"segment one", NAME, Compression::Zstd, 3, Some(&keys)).unwrap();
+        let elsewhere = "wals/0000000100000000/000000010000000000000002.zst";
+        let swapped = decode(Bytes::from(stored.clone()), elsewhere, Compression::Zstd, Some(&keys)).unwrap_err();
+        assert!(swapped.to_string().contains("moved or swapped"), "{swapped}");
+        // The header says codec=none, the name loses its suffix: the inner line disagrees.
+        let text = String::from_utf8_lossy(&stored[..HEADER_PEEK as usize]).into_owned();
+        let header_len = text.find('\n').unwrap() + 1;
+        let edited_header = text[..header_len].replace("codec=zstd", "codec=none");
+        let mut edited = edited_header.into_bytes();
+        edited.extend_from_slice(&stored[header_len..]);
+        let unsuffixed = NAME.trim_end_matches(".zst");
+        let err = decode(Bytes::from(edited), unsuffixed, Compression::None, Some(&keys)).unwrap_err();
+        assert!(matches!(err, DecodeError::Corrupt(_)), "{err}");
+        // An age header far longer than pgops writes is refused before it is parsed.
+        let mut bloated = stored[..header_len].to_vec();
+        bloated.extend(std::iter::repeat_n(b'x', 2 * MAX_AGE_HEADER));
+        let err = decode(Bytes::from(bloated), NAME, Compression::Zstd, Some(&keys)).unwrap_err();
+        assert!(err.to_string().contains("longer than any pgops writes"), "{err}");
     }
 
     #[test]
     fn every_flipped_byte_is_detected() {
         let dir = tempfile::tempdir().unwrap();
         let keys = ring(dir.path(), "k");
-        let stored = encode(&sample()[..70_000], Compression::None, 0, Some(&keys)).unwrap();
+        let stored = encode(&sample()[..70_000], NAME, Compression::None, 0, Some(&keys)).unwrap();
         for position in (0..stored.len()).step_by(97).chain([stored.len() - 1]) {
             let mut damaged = stored.clone();
             damaged[position] ^= 0x01;
-            assert!(decode(Bytes::from(damaged), Compression::None, Some(&keys)).is_err(), "byte {position}");
+            assert!(decode(Bytes::from(damaged), NAME, Compression::None, Some(&keys)).is_err(), "byte {position}");
         }
         let truncated = Bytes::copy_from_slice(&stored[..stored.len() - 1]);
-        assert!(decode(truncated, Compression::None, Some(&keys)).is_err(), "truncation");
+        assert!(decode(truncated, NAME, Compression::None, Some(&keys)).is_err(), "truncation");
     }
 
     #[test]
     fn objects_stay_readable_after_rotation() {
         let dir = tempfile::tempdir().unwrap();
         let old = ring(dir.path(), "old");
-        let stored_old = Bytes::from(encode(b"before", Compression::Lz4, 0, Some(&old)).unwrap());
+        let stored_old = Bytes::from(encode(b"before", NAME, Compression::Lz4, 0, Some(&old)).unwrap());
         let new_path = dir.path().join("new");
         KeyRing::create_file(&new_path).unwrap();
         let ring_path = dir.path().join("ring");
@@ -355,11 +425,11 @@ mod tests {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&ring_path, std::fs::Permissions::from_mode(0o600)).unwrap();
         let rotated = KeyRing::load(&ring_path).unwrap();
-        let stored_new = Bytes::from(encode(b"after", Compression::Lz4, 0, Some(&rotated)).unwrap());
+        let stored_new = Bytes::from(encode(b"after", NAME, Compression::Lz4, 0, Some(&rotated)).unwrap());
         assert_eq!(key_of(&stored_new).unwrap(), Some(rotated.current()));
         assert_ne!(rotated.current(), old.current());
-        assert_eq!(decode(stored_old, Compression::Lz4, Some(&rotated)).unwrap(), &b"before"[..]);
-        assert_eq!(decode(stored_new.clone(), Compression::Lz4, Some(&rotated)).unwrap(), &b"after"[..]);
-        assert!(matches!(decode(stored_new, Compression::Lz4, Some(&old)), Err(DecodeError::KeyMissing(_))));
+        assert_eq!(decode(stored_old, NAME, Compression::Lz4, Some(&rotated)).unwrap(), &b"before"[..]);
+        assert_eq!(decode(stored_new.clone(), NAME, Compression::Lz4, Some(&rotated)).unwrap(), &b"after"[..]);
+        assert!(matches!(decode(stored_new, NAME, Compression::Lz4, Some(&old)), Err(DecodeError::KeyMissing(_))));
     }
 }

@@ -310,17 +310,18 @@ impl Repository {
     /// Stores a small uncompressed object (backup.info, a manifest), encrypted in an
     /// encrypted repository.
     pub async fn put(&self, relative: &str, content: Bytes) -> StoreResult<()> {
-        let stored = match self.keys() {
-            None => content,
-            Some(keys) => {
-                Bytes::from(pipeline::encode(&content, Compression::None, 0, Some(keys)).map_err(|e| StoreError {
-                    operation: "encrypt",
-                    location: self.location(relative),
-                    kind: StoreErrorKind::Other,
-                    cause: e.to_string(),
-                })?)
-            }
-        };
+        let stored =
+            match self.keys() {
+                None => content,
+                Some(keys) => Bytes::from(
+                    pipeline::encode(&content, relative, Compression::None, 0, Some(keys)).map_err(|e| StoreError {
+                        operation: "encrypt",
+                        location: self.location(relative),
+                        kind: StoreErrorKind::Other,
+                        cause: e.to_string(),
+                    })?,
+                ),
+            };
         self.store.put(&self.key(relative), stored).await
     }
 
@@ -333,7 +334,7 @@ impl Repository {
     /// says codec `named`.
     pub async fn read_object(&self, key: &str, named: Compression) -> StoreResult<Option<Bytes>> {
         let Some(stored) = self.store.get(key).await? else { return Ok(None) };
-        pipeline::decode(stored, named, self.keys())
+        pipeline::decode(stored, self.relative(key).unwrap_or(key), named, self.keys())
             .map(Some)
             .map_err(|e| StoreError::undecodable(self.store.location(key), e))
     }
