@@ -246,7 +246,9 @@ async fn upload(
         return Ok(archived);
     }
     let stored_bytes = packed.len() as u64;
-    repo.put(&key, Bytes::from(packed)).await?;
+    // `packed` is already the pipeline's output (compressed, and encrypted in an encrypted
+    // repository): stored as it is, or it would be encrypted twice.
+    repo.put_plain(&key, Bytes::from(packed)).await?;
     let stored = repo.head(&key).await?.ok_or_else(|| ArchiveError::Verification {
         location: location.clone(),
         detail: "the object is missing right after the upload".into(),

@@ -149,8 +149,10 @@ impl PartSink {
     fn finish(mut self) -> Result<u64, StoreError> {
         match self.upload.clone() {
             None => {
+                // The buffer holds the pipeline's output (encrypted in an encrypted
+                // repository), as the parts do: stored as it is.
                 let body = Bytes::from(std::mem::take(&mut self.buffer));
-                self.runtime.block_on(self.repo.put(&self.relative, body))?;
+                self.runtime.block_on(self.repo.put_plain(&self.relative, body))?;
             }
             Some(upload) => {
                 let result = (|| {
