@@ -352,6 +352,26 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn an_encrypted_segment_is_encrypted_once_and_its_repeat_is_recognised() {
+        let mut fx = fixture(1);
+        let keys_dir = tempfile::tempdir().unwrap();
+        let key_file = keys_dir.path().join("key");
+        crate::pipeline::KeyRing::create_file(&key_file).unwrap();
+        let ring = std::sync::Arc::new(crate::pipeline::KeyRing::load(&key_file).unwrap());
+        fx.settings.encryption = Some(ring.clone());
+        let name = segment(1);
+        let path = make_ready(&fx, &name, 7);
+        let mut archiver = WalArchiver::open(fx.settings.clone(), CLUSTER).await;
+        let done = archiver.archive(&name, &path).await.unwrap();
+        let key = naming::wal_key(&name, Compression::Zstd).unwrap();
+        let stored = Bytes::from(std::fs::read(fx.store_root.join(key)).unwrap());
+        assert_eq!(done.stored_bytes, stored.len() as u64);
+        let plain = pipeline::decode(stored, Compression::Zstd, Some(&ring)).unwrap();
+        assert_eq!(plain, std::fs::read(&path).unwrap());
+        assert!(archiver.archive(&name, &path).await.unwrap().already_present);
+    }
+
+    #[tokio::test]
     async fn same_content_again_succeeds_different_content_is_refused_and_kept() {
         let fx = fixture(1);
         let name = segment(2);

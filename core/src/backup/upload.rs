@@ -391,6 +391,33 @@ mod tests {
         assert!(reader.read_to_end(&mut Vec::new()).is_err());
     }
 
+    /// A small archive (one PUT) of an encrypted repository is encrypted once, as its parts
+    /// would be, and reads back through the pipeline.
+    #[test]
+    fn a_small_encrypted_archive_is_encrypted_once() {
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let key_file = dir.path().join("key");
+        crate::pipeline::KeyRing::create_file(&key_file).unwrap();
+        let ring = Arc::new(crate::pipeline::KeyRing::load(&key_file).unwrap());
+        let repo = Repository::new(Arc::new(LocalStore::new(dir.path())), "repo").with_keys(Some(ring.clone()));
+        let settings = UploadSettings::new(Compression::Zstd, 3);
+        let mut upload = TarUpload::start(&repo, "base/x", "data", 0, runtime.handle().clone(), &settings).unwrap();
+        let mut header = tar::Header::new_gnu();
+        header.set_size(5);
+        header.set_mode(0o600);
+        upload.builder().append_data(&mut header, "small", &b"hello"[..]).unwrap();
+        let stored = upload.finish().unwrap();
+        let object = std::fs::read(dir.path().join("repo/base/x/data.tar.zst")).unwrap();
+        assert_eq!(object.len() as u64, stored.stored_bytes);
+        let tar = crate::pipeline::decode(Bytes::from(object), Compression::Zstd, Some(&ring)).unwrap();
+        let mut archive = tar::Archive::new(&tar[..]);
+        let mut entry = archive.entries().unwrap().next().unwrap().unwrap();
+        let mut read_back = Vec::new();
+        entry.read_to_end(&mut read_back).unwrap();
+        assert_eq!(read_back, b"hello");
+    }
+
     /// Several parts, uploaded with parts in flight, assemble into one object that reads
     /// back as the tar that was written.
     #[test]
