@@ -133,7 +133,7 @@ fn encrypted_wal_and_backup_restore_to_a_pitr_target_with_exact_rows() {
     assert!(init.output().unwrap().status.success());
     let mut load = pg.tool("pgbench");
     // Bounded in time, so that it ends by itself (killing runuser would leave pgbench on).
-    load.args(["-c", "2", "-T", "6", &pg.connstr()]).stdout(Stdio::null()).stderr(Stdio::null());
+    load.args(["-c", "2", "-T", "12", &pg.connstr()]).stdout(Stdio::null()).stderr(Stdio::null());
     let mut load = load.spawn().unwrap();
     let backup = pg.query_text("SELECT pgops.backup_now()");
     assert!(load.try_wait().unwrap().is_none(), "the backup ran while pgbench wrote");
