@@ -39,7 +39,9 @@ fn check_configured() -> bool {
                 "check_configured",
             )
             .set_hint(invalid.hint)
-            .report(PgLogLevel::LOG);
+            // A WARNING, as a failed archive attempt is: the HINT says how to get WAL
+            // archived again, and must not sit on a line filtered out as routine.
+            .report(PgLogLevel::WARNING);
             false
         }
     }

@@ -248,7 +248,9 @@ async fn upload(
         return Ok(archived);
     }
     let stored_bytes = packed.len() as u64;
-    repo.put(&key, Bytes::from(packed)).await?;
+    // `packed` is already the pipeline's output (compressed, and encrypted in an encrypted
+    // repository): stored as it is, or it would be encrypted twice.
+    repo.put_as_is(&key, Bytes::from(packed)).await?;
     let stored = repo.head(&key).await?.ok_or_else(|| ArchiveError::Verification {
         location: location.clone(),
         detail: "the object is missing right after the upload".into(),
@@ -349,6 +351,26 @@ mod tests {
         assert!(done.location.ends_with("wals/0000000100000000/000000010000000000000001.zst"), "{}", done.location);
         assert_eq!(stored(&fx, &name), std::fs::read(&path).unwrap());
         assert!(fx.store_root.join(ownership::METADATA_OBJECT).exists());
+    }
+
+    #[tokio::test]
+    async fn an_encrypted_segment_is_encrypted_once_and_its_repeat_is_recognised() {
+        let mut fx = fixture(1);
+        let keys_dir = tempfile::tempdir().unwrap();
+        let key_file = keys_dir.path().join("key");
+        crate::pipeline::KeyRing::create_file(&key_file).unwrap();
+        let ring = std::sync::Arc::new(crate::pipeline::KeyRing::load(&key_file).unwrap());
+        fx.settings.encryption = Some(ring.clone());
+        let name = segment(1);
+        let path = make_ready(&fx, &name, 7);
+        let mut archiver = WalArchiver::open(fx.settings.clone(), CLUSTER).await;
+        let done = archiver.archive(&name, &path).await.unwrap();
+        let key = naming::wal_key(&name, Compression::Zstd).unwrap();
+        let stored = Bytes::from(std::fs::read(fx.store_root.join(&key)).unwrap());
+        assert_eq!(done.stored_bytes, stored.len() as u64);
+        let plain = pipeline::decode(stored, &key, Compression::Zstd, Some(&ring)).unwrap();
+        assert_eq!(plain, std::fs::read(&path).unwrap());
+        assert!(archiver.archive(&name, &path).await.unwrap().already_present);
     }
 
     #[tokio::test]

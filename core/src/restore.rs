@@ -820,6 +820,13 @@ impl StoredBackup {
         }
     }
 
+    /// Where archive `name` of backup `backup_id` is stored, as messages name it: damage
+    /// found while reading an archive is reported against the object, not a bare name
+    /// that every backup shares.
+    fn location(repo: &Repository, backup_id: &str, name: &str) -> String {
+        repo.location(&format!("{}/{name}", backup_dir(backup_id)))
+    }
+
     /// A decompressing reader over one of the archives.
     pub(crate) fn open(
         repo: &Repository,
@@ -833,7 +840,7 @@ impl StoredBackup {
         let reader = ObjectReader::new(repo, relative.clone(), size, runtime.clone());
         pipeline::decode_reader(reader, &relative, codec, repo.keys()).map_err(|e| match e {
             DecodeError::Source(e) => RestoreError::reading(name, "opening the archive", e),
-            e => RestoreError::Store(StoreError::undecodable(repo.location(&relative), e)),
+            e => RestoreError::Store(StoreError::undecodable(StoredBackup::location(repo, backup_id, name), e)),
         })
     }
 }
@@ -854,12 +861,14 @@ pub fn verify_backup(repo: &Repository, runtime: &Handle, backup_id: &str) -> Re
     let mut files = 0;
     for (name, size) in &stored.data {
         let archive = StoredBackup::open(repo, runtime, backup_id, name, *size)?;
-        files += extract(name, archive, None, ArchiveKind::Data, &mut manifest, &mut |_| {})?.files;
+        let location = StoredBackup::location(repo, backup_id, name);
+        files += extract(&location, archive, None, ArchiveKind::Data, &mut manifest, &mut |_| {})?.files;
     }
     for (name, size) in &stored.tablespaces {
         let kind = ArchiveKind::Tablespace(tablespace_oid(name)?);
         let archive = StoredBackup::open(repo, runtime, backup_id, name, *size)?;
-        files += extract(name, archive, None, kind, &mut manifest, &mut |_| {})?.files;
+        let location = StoredBackup::location(repo, backup_id, name);
+        files += extract(&location, archive, None, kind, &mut manifest, &mut |_| {})?.files;
     }
     all_archived(backup_id, &manifest)?;
     Ok((files, verified))
@@ -1060,7 +1069,9 @@ pub fn restore(
         };
         let open = |name: &str, size: u64| StoredBackup::open(repo, runtime, &backup.backup_id, name, size);
         for (name, size) in &stored.data {
-            let extracted = extract(name, open(name, *size)?, Some(&root), ArchiveKind::Data, &mut manifest, on_file)?;
+            let location = StoredBackup::location(repo, &backup.backup_id, name);
+            let archive = open(name, *size)?;
+            let extracted = extract(&location, archive, Some(&root), ArchiveKind::Data, &mut manifest, on_file)?;
             report.files += extracted.files;
             report.bytes += extracted.bytes;
         }
@@ -1185,7 +1196,8 @@ fn restore_tablespaces(
         create_private_dir(location)?;
         let dir = SafeDir::open_root(location).map_err(RestoreError::io(location))?;
         let archive = StoredBackup::open(repo, runtime, &stored.backup_id, name, *size)?;
-        let extracted = extract(name, archive, Some(&dir), ArchiveKind::Tablespace(oid), manifest, on_file)?;
+        let location = StoredBackup::location(repo, &stored.backup_id, name);
+        let extracted = extract(&location, archive, Some(&dir), ArchiveKind::Tablespace(oid), manifest, on_file)?;
         report.files += extracted.files;
         report.bytes += extracted.bytes;
         let links = request.pgdata.join("pg_tblspc");
