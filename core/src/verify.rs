@@ -116,7 +116,7 @@ async fn read_one_wal(
 
 /// The key of every object under `base/`, from the first bytes of each.
 async fn backup_object_keys(repo: &Repository, by_key: &mut BTreeMap<String, u64>) -> Result<(), StoreError> {
-    for object in repo.list("base/").await? {
+    for object in repo.list("base/").await?.into_iter().filter(|object| object.size > 0) {
         let start = repo.store.get_range(&object.key, 0, pipeline::HEADER_PEEK.min(object.size)).await?;
         *by_key.entry(key_label(&start)).or_insert(0) += 1;
     }
@@ -209,6 +209,10 @@ pub fn verify(repo: &Repository, runtime: &Handle) -> Result<VerifyReport, Store
         timelines.push(TimelineCheck { timeline, first, last, segments: present.len() as u64, gaps });
     }
 
+    for backup in backups.iter().filter(|b| b.fields.get("status").is_none()) {
+        let why = backup.fields.get("error").unwrap_or("its backup.info has no status");
+        problems.push(format!("backup {}: {why}", backup.backup_id));
+    }
     let mut checks = Vec::new();
     for backup in backups.iter().filter(|b| is_done(b)) {
         let mut check =
@@ -323,6 +327,16 @@ mod tests {
         let report = verify(&repo, runtime.handle()).unwrap();
         assert!(!report.ok);
         assert!(report.problems.iter().any(|p| p.contains(names[1]) && p.contains("damaged")), "{:?}", report.problems);
+
+        // A plain backup.info slipped into the encrypted repository: named, not fatal.
+        let info = repo.key("base/20261129T000000/backup.info");
+        runtime.block_on(repo.store.put(&info, bytes::Bytes::from_static(b"status=DONE\n"))).unwrap();
+        let report = verify(&repo, runtime.handle()).unwrap();
+        assert!(
+            report.problems.iter().any(|p| p.starts_with("backup 20261129T000000: backup.info cannot be read")),
+            "{:?}",
+            report.problems
+        );
 
         let plain = Repository::new(std::sync::Arc::new(crate::store::LocalStore::new(root.path())), "main");
         let report = verify(&plain, runtime.handle()).unwrap();

@@ -79,14 +79,17 @@ pub async fn list_backups(repo: &Repository) -> StoreResult<Vec<BackupSummary>> 
     }
     let mut backups = Vec::with_capacity(with_info.len());
     for backup_id in with_info {
-        let Some(text) = repo.get(&format!("base/{backup_id}/backup.info")).await? else {
-            continue; // deleted since the listing
+        let fields = match repo.get(&format!("base/{backup_id}/backup.info")).await {
+            Ok(Some(text)) => InfoFields::parse(&String::from_utf8_lossy(&text)),
+            Ok(None) => continue, // deleted since the listing
+            // One backup.info that cannot be decrypted or decompressed must not hide the
+            // others: it is listed without a status, and its error says why.
+            Err(e) if !e.is_transient() => {
+                InfoFields([("error".to_string(), format!("backup.info cannot be read: {}", e.cause))].into())
+            }
+            Err(e) => return Err(e),
         };
-        backups.push(BackupSummary {
-            fields: InfoFields::parse(&String::from_utf8_lossy(&text)),
-            stored_bytes: stored[&backup_id],
-            backup_id,
-        });
+        backups.push(BackupSummary { fields, stored_bytes: stored[&backup_id], backup_id });
     }
     Ok(backups)
 }

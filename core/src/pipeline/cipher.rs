@@ -76,7 +76,7 @@ impl KeyError {
     pub fn hint(&self) -> &'static str {
         match self {
             KeyError::Read { .. } => "Check the path and that the file is readable by the user running pgops (for the extension, the postgres user).",
-            KeyError::Permissions { .. } => "Make the key file readable by its owner only: chmod 600 FILE.",
+            KeyError::Permissions { .. } => "Make the key file readable by its owner only: chmod 600 FILE (0640 is accepted when root owns it).",
             KeyError::Malformed { .. } | KeyError::Empty { .. } => {
                 "Create a key file with `pgops keygen FILE`; a key ring lists the current key first and older keys below it."
             }
@@ -109,14 +109,18 @@ impl PartialEq for KeyRing {
 impl Eq for KeyRing {}
 
 impl KeyRing {
-    /// Reads a key file. A file that other users can read is refused, as ssh and libpq
-    /// refuse private keys that others can read.
+    /// Reads a key file. A file that other users can read is refused, as libpq refuses
+    /// private keys: mode 0600 or less, or 0640 or less when root owns it (a secret mounted
+    /// for a group). The ring remembers the file's absolute path.
     pub fn load(path: &Path) -> Result<KeyRing, KeyError> {
-        use std::os::unix::fs::PermissionsExt;
+        use std::os::unix::fs::MetadataExt;
         let read_error = |cause| KeyError::Read { path: path.to_path_buf(), cause };
+        let path = &std::fs::canonicalize(path).map_err(read_error)?;
         let file = std::fs::File::open(path).map_err(read_error)?;
-        let mode = file.metadata().map_err(read_error)?.permissions().mode() & 0o777;
-        if mode & 0o077 != 0 {
+        let metadata = file.metadata().map_err(read_error)?;
+        let mode = metadata.mode() & 0o777;
+        let others_may_read = if metadata.uid() == 0 { mode & 0o037 != 0 } else { mode & 0o077 != 0 };
+        if others_may_read {
             return Err(KeyError::Permissions { path: path.to_path_buf(), mode });
         }
         let mut text = String::new();
@@ -223,10 +227,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("key");
         KeyRing::create_file(&path).unwrap();
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
         let err = KeyRing::load(&path).unwrap_err();
-        assert!(matches!(err, KeyError::Permissions { mode: 0o640, .. }), "{err}");
+        assert!(matches!(err, KeyError::Permissions { mode: 0o644, .. }), "{err}");
         assert!(err.hint().contains("chmod 600"));
+        // Group-readable is refused unless root owns the file (a secret mounted for a group).
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).unwrap();
+        let root_owned = std::os::unix::fs::MetadataExt::uid(&std::fs::metadata(&path).unwrap()) == 0;
+        assert_eq!(KeyRing::load(&path).is_ok(), root_owned);
     }
 
     #[test]
