@@ -1196,8 +1196,8 @@ fn restore_tablespaces(
         create_private_dir(location)?;
         let dir = SafeDir::open_root(location).map_err(RestoreError::io(location))?;
         let archive = StoredBackup::open(repo, runtime, &stored.backup_id, name, *size)?;
-        let location = StoredBackup::location(repo, &stored.backup_id, name);
-        let extracted = extract(&location, archive, Some(&dir), ArchiveKind::Tablespace(oid), manifest, on_file)?;
+        let object = StoredBackup::location(repo, &stored.backup_id, name);
+        let extracted = extract(&object, archive, Some(&dir), ArchiveKind::Tablespace(oid), manifest, on_file)?;
         report.files += extracted.files;
         report.bytes += extracted.bytes;
         let links = request.pgdata.join("pg_tblspc");
