@@ -9,7 +9,7 @@ mod target_time;
 pub use error::RestoreError;
 pub use target_time::{NotATime, TargetTime};
 
-use crate::backup::catalog::{list_backups, BackupSummary};
+use crate::backup::catalog::{list_backups, BackupSummary, UNREADABLE_INFO};
 use crate::backup::info::{BackupStatus, InfoFields};
 use crate::backup::{backup_dir, BackupId, NotABackupId, PGOPS_METADATA};
 use crate::naming::Lsn;
@@ -267,6 +267,15 @@ pub struct ChoiceContext {
     pub end_snapshots: HashMap<String, Snapshot>,
 }
 
+/// Why `backup`'s backup.info could not be read (the catalog lists it with that error and
+/// no status), if so.
+fn unreadable_info(backup: &BackupSummary) -> Option<&str> {
+    let error = backup.fields.get("error")?;
+    (backup.fields.get("status").is_none() && error.starts_with(UNREADABLE_INFO)).then_some(error)
+}
+
+const UNREADABLE_HINT: &str = "An encrypted repository needs its key file (--encryption-key-file or PGOPS_ENCRYPTION_KEY_FILE, with every key it lists); otherwise the backup.info is damaged: pgops verify names every object affected.";
+
 /// The backup to restore: the named one (which must be DONE), or among the DONE backups
 /// that can follow onto `--target-timeline`: for a time or LSN the newest that ended before
 /// it; for a transaction the newest whose end snapshot shows it not yet completed (the
@@ -285,6 +294,9 @@ pub fn choose_backup<'a>(
                 "pgops list shows the backups there; --backup latest takes the one that can reach the target.",
             )
         })?;
+        if let Some(why) = unreadable_info(backup) {
+            return Err(RestoreError::refused(format!("backup {id}: {why}"), UNREADABLE_HINT));
+        }
         if !is_done(backup) {
             return Err(RestoreError::refused(
                 format!("backup {id} is {}, not DONE: it cannot be restored", backup.status()),
@@ -304,13 +316,24 @@ pub fn choose_backup<'a>(
             t.timeline
         )
     });
+    // Backups whose backup.info cannot be read are passed over, and said.
+    let passed_over: Vec<String> =
+        backups.iter().filter_map(|b| unreadable_info(b).map(|why| format!("backup {}: {why}", b.backup_id))).collect();
     let (Some(oldest), Some(newest)) = (done.first().copied(), done.last().copied()) else {
+        if let Some(first) = passed_over.first() {
+            return Err(RestoreError::refused(
+                format!("the repository has no readable DONE backup{on_timeline}; {first}"),
+                UNREADABLE_HINT,
+            ));
+        }
         return Err(RestoreError::refused(
             format!("the repository has no DONE backup{on_timeline}"),
             "pgops list shows the backups there and their status; take a backup (pgops.backup_now()) first.",
         ));
     };
-    let chosen = |backup, reason: &str| Ok(Choice { backup, reason: format!("{reason}{on_timeline}") });
+    let passed_over =
+        if passed_over.is_empty() { String::new() } else { format!(" (passed over: {})", passed_over.join("; ")) };
+    let chosen = |backup, reason: &str| Ok(Choice { backup, reason: format!("{reason}{on_timeline}{passed_over}") });
     match target {
         RecoveryTarget::Time(_) | RecoveryTarget::Lsn(_) => {
             let ends_before = |b: &BackupSummary| match target {

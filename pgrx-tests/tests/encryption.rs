@@ -276,7 +276,7 @@ fn a_missing_or_wrong_key_refuses_to_archive_and_keeps_the_wal() {
     let segment = assert_refused(
         &pg,
         &repo,
-        &format!("the encryption key file does not hold key {id_a}"),
+        &format!("the encryption key file lacks key {id_a}"),
         "Check pgops.encryption_key_file",
     );
     set_and_reload(&pg, "pgops.encryption_key_file", key_a);

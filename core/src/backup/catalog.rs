@@ -63,7 +63,12 @@ pub struct BackupRow {
     pub error: Option<String>,
 }
 
-/// Every backup with a `backup.info`, oldest first.
+/// How the error of a backup whose `backup.info` cannot be read begins.
+pub const UNREADABLE_INFO: &str = "backup.info cannot be read";
+
+/// Every backup with a `backup.info`, oldest first. One whose `backup.info` cannot be
+/// decrypted or decompressed is listed without a status, its error starting with
+/// [`UNREADABLE_INFO`].
 pub async fn list_backups(repo: &Repository) -> StoreResult<Vec<BackupSummary>> {
     let mut stored: BTreeMap<String, u64> = BTreeMap::new();
     let mut with_info = Vec::new();
@@ -85,7 +90,7 @@ pub async fn list_backups(repo: &Repository) -> StoreResult<Vec<BackupSummary>> 
             // One backup.info that cannot be decrypted or decompressed must not hide the
             // others: it is listed without a status, and its error says why.
             Err(e) if !e.is_transient() => {
-                InfoFields([("error".to_string(), format!("backup.info cannot be read: {}", e.cause))].into())
+                InfoFields([("error".to_string(), format!("{UNREADABLE_INFO}: {}", e.cause))].into())
             }
             Err(e) => return Err(e),
         };
