@@ -97,15 +97,15 @@ impl fmt::Display for OwnershipError {
             ),
             OwnershipError::Encryption { location, repository_encrypted: true } => write!(
                 f,
-                "repository is encrypted ({location} says so) but no encryption key is configured: nothing was written"
+                "repository is encrypted ({location} says so) but no encryption key is configured"
             ),
             OwnershipError::Encryption { location, repository_encrypted: false } => write!(
                 f,
-                "repository is not encrypted ({location} says so) but encryption is configured: plain and encrypted objects must not mix, nothing was written"
+                "repository is not encrypted ({location} says so) but encryption is configured: plain and encrypted objects must not mix"
             ),
             OwnershipError::WrongKey { location, missing, ring } => write!(
                 f,
-                "the encryption key file lacks key {}, which objects of the repository are encrypted to ({location} lists it); the key file holds {}: nothing was written",
+                "the encryption key file lacks key {}, which objects of the repository are encrypted to ({location} lists it); the key file holds {}",
                 ids(missing),
                 ids(ring)
             ),
@@ -166,6 +166,13 @@ fn compare(
             cluster_system_identifier: cluster.system_identifier,
         });
     }
+    compare_encryption(repo, found)?;
+    Ok(Ownership::Owned)
+}
+
+/// Whether the repository's encryption (as `found` records it) and the key ring agree:
+/// both plain, or encrypted with every key the record lists in the ring.
+fn compare_encryption(repo: &Repository, found: &RepositoryMetadata) -> Result<(), OwnershipError> {
     let location = || repo.location(METADATA_OBJECT);
     match (&found.encryption, repo.keys()) {
         (None, None) => {}
@@ -180,7 +187,17 @@ fn compare(
             return Err(OwnershipError::Encryption { location: location(), repository_encrypted: found.is_some() })
         }
     }
-    Ok(Ownership::Owned)
+    Ok(())
+}
+
+/// For readers (restore, verify): the key ring given reads what the repository records,
+/// all of it, so that nothing is passed over for want of a key. A repository without an
+/// ownership record (Barman's) passes.
+pub async fn check_keys(repo: &Repository) -> Result<(), OwnershipError> {
+    match read(repo).await? {
+        Some(found) => compare_encryption(repo, &found),
+        None => Ok(()),
+    }
 }
 
 /// The record of an encrypted repository written with `ring`: `found`'s, with the ring's

@@ -13,6 +13,7 @@ use crate::backup::catalog::{list_backups, BackupSummary, UNREADABLE_INFO};
 use crate::backup::info::{BackupStatus, InfoFields};
 use crate::backup::{backup_dir, BackupId, NotABackupId, PGOPS_METADATA};
 use crate::naming::Lsn;
+use crate::ownership::{self, OwnershipError};
 use crate::pipeline::{self, Compression, DecodeError};
 use crate::retry::{self, Failed, Patience};
 use crate::store::{ObjectStore, Repository, StoreError, StoreErrorKind};
@@ -272,6 +273,23 @@ pub struct ChoiceContext {
 fn unreadable_info(backup: &BackupSummary) -> Option<&str> {
     let error = backup.fields.get("error")?;
     (backup.fields.get("status").is_none() && error.starts_with(UNREADABLE_INFO)).then_some(error)
+}
+
+/// The hint for a key file that does not fit the repository, for the command line.
+fn restore_key_hint(e: &OwnershipError) -> String {
+    match e {
+        OwnershipError::Encryption { repository_encrypted: true, .. } => {
+            "Give the repository's key file: --encryption-key-file FILE or PGOPS_ENCRYPTION_KEY_FILE.".into()
+        }
+        OwnershipError::Encryption { repository_encrypted: false, .. } => {
+            "The repository is not encrypted: leave out --encryption-key-file.".into()
+        }
+        OwnershipError::WrongKey { .. } => {
+            "Give a key file holding every key the repository lists (the current key first, older ones below it)."
+                .into()
+        }
+        e => e.hint(),
+    }
 }
 
 const UNREADABLE_HINT: &str = "An encrypted repository needs its key file (--encryption-key-file or PGOPS_ENCRYPTION_KEY_FILE, with every key it lists); otherwise the backup.info is damaged: pgops verify names every object affected.";
@@ -862,7 +880,7 @@ impl StoredBackup {
         let relative = format!("{}/{name}", backup_dir(backup_id));
         let reader = ObjectReader::new(repo, relative.clone(), size, runtime.clone());
         pipeline::decode_reader(reader, &relative, codec, repo.keys()).map_err(|e| match e {
-            DecodeError::Source(e) => RestoreError::reading(name, "opening the archive", e),
+            DecodeError::Source(e) => RestoreError::reading(&repo.location(&relative), "opening the archive", e),
             e => RestoreError::Store(StoreError::undecodable(StoredBackup::location(repo, backup_id, name), e)),
         })
     }
@@ -1057,6 +1075,10 @@ pub fn restore(
     on_file: &mut dyn FnMut(u64),
 ) -> Result<RestoreReport, RestoreError> {
     ensure_empty(&request.pgdata)?;
+    runtime.block_on(ownership::check_keys(repo)).map_err(|e| match e {
+        OwnershipError::Store(e) => RestoreError::Store(e),
+        e => RestoreError::refused(e.to_string(), restore_key_hint(&e)),
+    })?;
     let backups = runtime.block_on(list_backups(repo))?;
     let context = choice_context(repo, runtime, request, &backups)?;
     let mut target = request.target.clone();

@@ -18,7 +18,11 @@ pub struct BackupSummary {
 
 impl BackupSummary {
     pub fn status(&self) -> &str {
-        self.fields.get("status").unwrap_or("EMPTY")
+        match self.fields.get("status") {
+            Some(status) => status,
+            None if self.fields.get("error").is_some_and(|e| e.starts_with(UNREADABLE_INFO)) => "UNREADABLE",
+            None => "EMPTY",
+        }
     }
 
     /// The backup as `pgops.backups()` and `pgops list` show it.

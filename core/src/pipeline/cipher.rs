@@ -111,11 +111,12 @@ impl Eq for KeyRing {}
 impl KeyRing {
     /// Reads a key file. A file that other users can read is refused, as libpq refuses
     /// private keys: mode 0600 or less, or 0640 or less when root owns it (a secret mounted
-    /// for a group). The ring remembers the file's absolute path.
+    /// for a group). The ring remembers the file's absolute path, symbolic links kept (a
+    /// mounted secret's links are swapped when it is updated).
     pub fn load(path: &Path) -> Result<KeyRing, KeyError> {
         use std::os::unix::fs::MetadataExt;
         let read_error = |cause| KeyError::Read { path: path.to_path_buf(), cause };
-        let path = &std::fs::canonicalize(path).map_err(read_error)?;
+        let path = &std::path::absolute(path).map_err(read_error)?;
         let file = std::fs::File::open(path).map_err(read_error)?;
         let metadata = file.metadata().map_err(read_error)?;
         let mode = metadata.mode() & 0o777;
