@@ -357,9 +357,7 @@ mod tests {
     async fn an_encrypted_segment_is_encrypted_once_and_its_repeat_is_recognised() {
         let mut fx = fixture(1);
         let keys_dir = tempfile::tempdir().unwrap();
-        let key_file = keys_dir.path().join("key");
-        crate::pipeline::KeyRing::create_file(&key_file).unwrap();
-        let ring = std::sync::Arc::new(crate::pipeline::KeyRing::load(&key_file).unwrap());
+        let ring = std::sync::Arc::new(crate::pipeline::cipher::test_ring(keys_dir.path(), "key"));
         fx.settings.encryption = Some(ring.clone());
         let name = segment(1);
         let path = make_ready(&fx, &name, 7);

@@ -316,9 +316,7 @@ mod tests {
     #[tokio::test]
     async fn plain_and_encrypted_never_share_a_repository() {
         let dir = tempfile::tempdir().unwrap();
-        let key_file = dir.path().join("key");
-        crate::pipeline::KeyRing::create_file(&key_file).unwrap();
-        let keys = Some(Arc::new(crate::pipeline::KeyRing::load(&key_file).unwrap()));
+        let keys = Some(Arc::new(crate::pipeline::cipher::test_ring(dir.path(), "key")));
         let (plain_dir, encrypted_dir) = (dir.path().join("plain"), dir.path().join("encrypted"));
         std::fs::create_dir_all(&plain_dir).unwrap();
         std::fs::create_dir_all(&encrypted_dir).unwrap();
@@ -370,9 +368,7 @@ mod tests {
     #[tokio::test]
     async fn a_first_claim_refuses_a_prefix_holding_the_other_format() {
         let dir = tempfile::tempdir().unwrap();
-        let key_file = dir.path().join("key");
-        crate::pipeline::KeyRing::create_file(&key_file).unwrap();
-        let keys = Some(Arc::new(crate::pipeline::KeyRing::load(&key_file).unwrap()));
+        let keys = Some(Arc::new(crate::pipeline::cipher::test_ring(dir.path(), "key")));
         let wal = "wals/0000000100000000/000000010000000000000001.zst";
         // Barman's plain WAL, no pgops.json: an encrypted cluster must not move in.
         let barman = dir.path().join("barman");

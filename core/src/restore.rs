@@ -9,7 +9,7 @@ mod target_time;
 pub use error::RestoreError;
 pub use target_time::{NotATime, TargetTime};
 
-use crate::backup::catalog::{list_backups, BackupSummary, UNREADABLE_INFO};
+use crate::backup::catalog::{list_backups, BackupSummary};
 use crate::backup::info::{BackupStatus, InfoFields};
 use crate::backup::{backup_dir, BackupId, NotABackupId, PGOPS_METADATA};
 use crate::naming::Lsn;
@@ -268,13 +268,6 @@ pub struct ChoiceContext {
     pub end_snapshots: HashMap<String, Snapshot>,
 }
 
-/// Why `backup`'s backup.info could not be read (the catalog lists it with that error and
-/// no status), if so.
-fn unreadable_info(backup: &BackupSummary) -> Option<&str> {
-    let error = backup.fields.get("error")?;
-    (backup.fields.get("status").is_none() && error.starts_with(UNREADABLE_INFO)).then_some(error)
-}
-
 /// The hint for a key file that does not fit the repository, for the command line.
 fn restore_key_hint(e: &OwnershipError) -> String {
     match e {
@@ -312,7 +305,7 @@ pub fn choose_backup<'a>(
                 "pgops list shows the backups there; --backup latest takes the one that can reach the target.",
             )
         })?;
-        if let Some(why) = unreadable_info(backup) {
+        if let Some(why) = backup.unreadable() {
             return Err(RestoreError::refused(format!("backup {id}: {why}"), UNREADABLE_HINT));
         }
         if !is_done(backup) {
@@ -336,7 +329,7 @@ pub fn choose_backup<'a>(
     });
     // Backups whose backup.info cannot be read are passed over, and said.
     let passed_over: Vec<String> =
-        backups.iter().filter_map(|b| unreadable_info(b).map(|why| format!("backup {}: {why}", b.backup_id))).collect();
+        backups.iter().filter_map(|b| b.unreadable().map(|why| format!("backup {}: {why}", b.backup_id))).collect();
     let (Some(oldest), Some(newest)) = (done.first().copied(), done.last().copied()) else {
         if let Some(first) = passed_over.first() {
             return Err(RestoreError::refused(

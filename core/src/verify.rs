@@ -310,12 +310,9 @@ mod tests {
     #[test]
     fn every_wal_object_is_read_and_counted_by_key() {
         use crate::ownership::{claim, ClusterIdentity};
-        use crate::pipeline::KeyRing;
         let runtime = tokio::runtime::Runtime::new().unwrap();
         let root = tempfile::tempdir().unwrap();
-        let key_file = root.path().join("key");
-        KeyRing::create_file(&key_file).unwrap();
-        let keys = std::sync::Arc::new(KeyRing::load(&key_file).unwrap());
+        let keys = std::sync::Arc::new(crate::pipeline::cipher::test_ring(root.path(), "key"));
         let store = std::sync::Arc::new(crate::store::LocalStore::new(root.path()));
         let repo = Repository::new(store, "main").with_keys(Some(keys.clone()));
         std::fs::create_dir_all(root.path().join("main")).unwrap();

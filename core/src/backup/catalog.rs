@@ -20,9 +20,16 @@ impl BackupSummary {
     pub fn status(&self) -> &str {
         match self.fields.get("status") {
             Some(status) => status,
-            None if self.fields.get("error").is_some_and(|e| e.starts_with(UNREADABLE_INFO)) => "UNREADABLE",
+            None if self.unreadable().is_some() => "UNREADABLE",
             None => "EMPTY",
         }
+    }
+
+    /// Why its backup.info could not be read, if so ([`list_backups`] lists such a backup
+    /// with that error and no status).
+    pub fn unreadable(&self) -> Option<&str> {
+        let error = self.fields.get("error")?;
+        (self.fields.get("status").is_none() && error.starts_with(UNREADABLE_INFO)).then_some(error)
     }
 
     /// The backup as `pgops.backups()` and `pgops list` show it.

@@ -412,9 +412,7 @@ mod tests {
     fn encrypted_archives_small_and_large_read_back() {
         let runtime = tokio::runtime::Runtime::new().unwrap();
         let dir = tempfile::tempdir().unwrap();
-        let key_file = dir.path().join("key");
-        crate::pipeline::KeyRing::create_file(&key_file).unwrap();
-        let keys = Arc::new(crate::pipeline::KeyRing::load(&key_file).unwrap());
+        let keys = Arc::new(crate::pipeline::cipher::test_ring(dir.path(), "key"));
         let repo = Repository::new(Arc::new(LocalStore::new(dir.path())), "repo").with_keys(Some(keys.clone()));
         let settings = UploadSettings::new(Compression::None, 0);
         for (base, size) in [("small", 1000), ("large", 2 * MIN_PART_SIZE + 99)] {

@@ -202,6 +202,14 @@ impl KeyRing {
     }
 }
 
+/// A new key file `name` in `dir`, loaded: for tests that need a key ring.
+#[cfg(test)]
+pub(crate) fn test_ring(dir: &Path, name: &str) -> KeyRing {
+    let path = dir.join(name);
+    KeyRing::create_file(&path).unwrap();
+    KeyRing::load(&path).unwrap()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -308,15 +308,10 @@ impl<W: Write> Write for EncodeWriter<W> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::path::Path;
 
     const NAME: &str = "wals/0000000100000000/000000010000000000000001.zst";
 
-    fn ring(dir: &Path, name: &str) -> KeyRing {
-        let path = dir.join(name);
-        KeyRing::create_file(&path).unwrap();
-        KeyRing::load(&path).unwrap()
-    }
+    use cipher::test_ring as ring;
 
     fn sample() -> Vec<u8> {
         let mut data = b"PLAINTEXT-MARKER ".repeat(20_000);
