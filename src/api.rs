@@ -349,6 +349,7 @@ fn plan_request<'a>(
         started_is_live,
         system_identifier: Some(position.system_identifier),
         lineage: Some(position.lineage),
+        incomplete_grace: guc::incomplete_grace(),
     })
 }
 

@@ -277,6 +277,7 @@ impl Worker {
             }
         };
         let liveness = Liveness::now();
+        let incomplete_grace = guc::incomplete_grace();
         let future = async move {
             let started_is_live = |id: &BackupId, owner: Option<&BackupOwner>| liveness.is_live(id, owner);
             let request = PlanRequest {
@@ -286,6 +287,7 @@ impl Worker {
                 started_is_live: &started_is_live,
                 system_identifier: Some(position.system_identifier),
                 lineage: Some(position.lineage),
+                incomplete_grace,
             };
             let plan = plan(&repo, &request).await.map_err(|e| (e.to_string(), e.hint()))?;
             let report = execute(&repo, &plan).await.map_err(|f| (f.to_string(), f.error.hint()))?;

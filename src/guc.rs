@@ -103,6 +103,9 @@ static RETENTION_POLICY: GucSetting<Option<CString>> = GucSetting::<Option<CStri
 static MINIMUM_REDUNDANCY: GucSetting<i32> = GucSetting::<i32>::new(1);
 /// Seconds between the worker's retention runs.
 static RETENTION_INTERVAL: GucSetting<i32> = GucSetting::<i32>::new(30 * 60);
+/// Seconds a backup directory without backup.info is left alone after its last write.
+static RETENTION_INCOMPLETE_GRACE: GucSetting<i32> =
+    GucSetting::<i32>::new(pgops_core::retention::DEFAULT_INCOMPLETE_GRACE.num_seconds() as i32);
 
 pub fn register() {
     // SUSET everywhere but pgops.database: the archiver and the worker read postgresql.conf,
@@ -304,6 +307,16 @@ pub fn register() {
         c"",
         &RETENTION_INTERVAL,
         1,
+        i32::MAX,
+        GucContext::Sighup,
+        GucFlags::UNIT_S,
+    );
+    GucRegistry::define_int_guc(
+        c"pgops.retention_incomplete_grace",
+        c"How long retention leaves a backup directory without backup.info alone after its last object was written.",
+        c"Another tool may still be uploading it (barman-cloud-backup writes backup.info last); also how long a STARTED backup without a heartbeat may go unwritten before it is taken for abandoned.",
+        &RETENTION_INCOMPLETE_GRACE,
+        0,
         i32::MAX,
         GucContext::Sighup,
         GucFlags::UNIT_S,
@@ -523,6 +536,10 @@ pub fn retention_policy() -> Result<Option<Policy>, InvalidSetting> {
 
 pub fn minimum_redundancy() -> u32 {
     MINIMUM_REDUNDANCY.get().max(1) as u32
+}
+
+pub fn incomplete_grace() -> chrono::Duration {
+    chrono::Duration::seconds(i64::from(RETENTION_INCOMPLETE_GRACE.get().max(0)))
 }
 
 pub fn retention_interval() -> std::time::Duration {

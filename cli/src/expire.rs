@@ -39,6 +39,11 @@ pub struct PolicyArgs {
     /// worker does for its own timeline; needed when DONE backups ended on several timelines
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub timeline: Option<u32>,
+    /// Leave a backup directory without backup.info alone for this long after its last
+    /// write: another tool may still be uploading it (as pgops.retention_incomplete_grace;
+    /// seconds, or with s, min, h or d)
+    #[arg(long, value_name = "DURATION", default_value = "7d", value_parser = parse_duration)]
+    pub incomplete_grace: chrono::Duration,
 }
 
 /// A STARTED backup may be running wherever its cluster is: the command line never
@@ -70,6 +75,7 @@ impl PolicyArgs {
             started_is_live: &started_is_live,
             system_identifier: None,
             lineage,
+            incomplete_grace: self.incomplete_grace,
         }))
     }
 
@@ -82,6 +88,26 @@ impl PolicyArgs {
         }
         Ok(Some(decisions.iter().map(|d| (d.backup.id.as_str().to_string(), d.kept())).collect()))
     }
+}
+
+/// A duration as Postgres reads a time setting: a whole number of seconds, or followed by
+/// `s`, `min`, `h` or `d`.
+fn parse_duration(text: &str) -> Result<chrono::Duration, String> {
+    let digits = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let (number, unit) = text.split_at(digits);
+    let seconds_per: i64 = match unit.trim() {
+        "" | "s" => 1,
+        "min" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return Err(format!("\"{text}\" is not a duration: write seconds, or a number with s, min, h or d (7d)")),
+    };
+    number
+        .parse::<i64>()
+        .ok()
+        .and_then(|n| n.checked_mul(seconds_per))
+        .map(chrono::Duration::seconds)
+        .ok_or_else(|| format!("\"{text}\" is not a duration: write seconds, or a number with s, min, h or d (7d)"))
 }
 
 fn parse_policy(text: &str) -> Result<Policy, String> {

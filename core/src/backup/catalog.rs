@@ -128,22 +128,34 @@ pub async fn fail_interrupted(
         if backup.status() != "STARTED" || !same_cluster || Some(backup.backup_id.as_str()) == running {
             continue;
         }
-        if owner_of(repo, &backup.backup_id).await?.as_ref() != Some(owner) {
+        if owner_of(repo, &backup.backup_id).await?.map(|record| record.owner).as_ref() != Some(owner) {
             continue;
         }
-        let key = format!("base/{}/backup.info", backup.backup_id);
-        let Some(text) = repo.get(&key).await? else { continue };
-        let rewritten: String = String::from_utf8_lossy(&text)
-            .lines()
-            .map(|line| match line.split_once('=') {
-                Some(("status", _)) => "status=FAILED".to_string(),
-                Some(("error", _)) => format!("error={}", reason.replace('\n', " ")),
-                _ => line.to_string(),
-            })
-            .map(|line| line + "\n")
-            .collect();
-        repo.put(&key, rewritten.into()).await?;
-        marked.push(backup.backup_id);
+        if mark_failed(repo, &backup.backup_id, reason).await? {
+            marked.push(backup.backup_id);
+        }
     }
     Ok(marked)
+}
+
+/// Rewrites the `backup.info` of `backup_id` with status FAILED and `reason` as its
+/// error, every other line kept as it is; `false` when it is gone.
+pub async fn mark_failed(repo: &Repository, backup_id: &str, reason: &str) -> StoreResult<bool> {
+    let key = format!("base/{backup_id}/backup.info");
+    let Some(text) = repo.get(&key).await? else { return Ok(false) };
+    let error = format!("error={}", reason.replace('\n', " "));
+    let mut lines: Vec<String> = String::from_utf8_lossy(&text)
+        .lines()
+        .filter(|line| !line.starts_with("error="))
+        .map(|line| match line.split_once('=') {
+            Some(("status", _)) => "status=FAILED".to_string(),
+            _ => line.to_string(),
+        })
+        .collect();
+    // Barman writes its keys sorted.
+    let at = lines.iter().position(|line| line.as_str() > error.as_str()).unwrap_or(lines.len());
+    lines.insert(at, error);
+    let rewritten: String = lines.into_iter().map(|line| line + "\n").collect();
+    repo.put(&key, rewritten.into()).await?;
+    Ok(true)
 }

@@ -282,6 +282,8 @@ pub fn run_backup(host: &mut dyn BackupHost, repo: &Repository, job: &BackupJob)
     if let Err(e) = put_within_record_time(repo, &job.runtime, &key, body) {
         return Err(fail(info, e));
     }
+    // Beats until the backup ends (dropped on return), the checkpoint wait included.
+    let heartbeat = owner::Heartbeat::start(repo, &job.runtime, &job.backup_id, &job.owner);
     // Listed as running from the start, the checkpoint wait included.
     info.status = Some(BackupStatus::Started);
     if let Err(e) = record(repo, &job.runtime, &job.backup_id, &info) {
@@ -309,7 +311,7 @@ pub fn run_backup(host: &mut dyn BackupHost, repo: &Repository, job: &BackupJob)
         return Err(fail(info, e));
     }
 
-    match take_backup(host, repo, job, &start, &mut info) {
+    match take_backup(host, repo, job, &start, &heartbeat, &mut info) {
         Ok(()) => Ok(info),
         // Stopping (shutdown): no waiting on the store for the FAILED status; the
         // instance's next worker marks the backup FAILED as interrupted.
@@ -346,6 +348,7 @@ fn take_backup(
     repo: &Repository,
     job: &BackupJob,
     start: &WalPosition,
+    heartbeat: &owner::Heartbeat,
     info: &mut BackupInfo,
 ) -> Result<(), Stopped> {
     host.progress(Phase::EstimateSize, Progress::default());
@@ -374,7 +377,7 @@ fn take_backup(
     while !streaming.is_finished() {
         let done = plan_progress(&control, progress);
         host.progress(Phase::Stream, done);
-        if let Err(reason) = host.wait() {
+        if let Err(reason) = host.wait().and_then(|()| heartbeat.check()) {
             control.cancel.store(true, Ordering::Relaxed);
             stopping = Some(reason);
             break;
@@ -464,6 +467,9 @@ fn take_backup(
         job.runtime.block_on(repo.put(&format!("{dir}/{name}"), body.into())).map_err(|e| (e.to_string(), true))?;
     }
 
+    // Not DONE unless it has been seen alive throughout: retention elsewhere may already
+    // take it for abandoned.
+    heartbeat.check().map_err(|e| (e, true))?;
     info.status = Some(BackupStatus::Done);
     info.end_time = Some(barman_time(stop.end.time));
     info.end_xlog = Some(stop.end.lsn.clone());

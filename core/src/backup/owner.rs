@@ -10,12 +10,19 @@
 //!   (a restored backup makes a new one) and which is made anew when the file was written
 //!   on another host or for another data directory (a pg_basebackup or volume-snapshot copy
 //!   started elsewhere);
-//! - the timeline the instance runs on: a promoted copy runs on a new one.
+//! - the timeline the instance runs on: a promoted copy runs on a new one;
+//! - a heartbeat: the record is written again every [`HEARTBEAT_INTERVAL`] while the backup
+//!   runs, so that a STARTED backup whose owner died with it (a failover mid-backup, a host
+//!   renamed) is known for abandoned once the heartbeat is older than [`HEARTBEAT_STALE`],
+//!   wherever retention runs.
 
 use crate::store::{Repository, StoreResult};
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use std::io;
 use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 /// The instance id's file in the data directory (left out of pgops' base backups).
 pub const INSTANCE_FILE: &str = "pgops_instance";
@@ -27,6 +34,25 @@ pub const OWNER_OBJECT: &str = "pgops-owner.json";
 pub struct BackupOwner {
     pub instance_id: String,
     pub timeline: u32,
+}
+
+/// How often a running backup writes its owner record again.
+pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(60);
+
+/// How old a heartbeat may be before its STARTED backup is taken for abandoned. Thirty
+/// missed heartbeats: a store briefly down does not make a running backup look dead, and
+/// a backup that cannot write its heartbeat for half of this fails itself
+/// ([`Heartbeat::check`]) before anyone else may call it abandoned.
+pub const HEARTBEAT_STALE: Duration = Duration::from_secs(30 * 60);
+
+/// The owner object as stored: the owner and when it last said it was alive.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OwnerRecord {
+    #[serde(flatten)]
+    pub owner: BackupOwner,
+    /// `None` in records of pgops before heartbeats.
+    #[serde(default)]
+    pub heartbeat: Option<DateTime<Utc>>,
 }
 
 /// What `pgops_instance` holds: the id, and where it was made.
@@ -76,14 +102,70 @@ fn owner_key(backup_id: &str) -> String {
     format!("{}/{OWNER_OBJECT}", super::backup_dir(backup_id))
 }
 
-/// The key and content of `backup_id`'s owner record.
+/// The key and content of `backup_id`'s owner record, with a heartbeat of now.
 pub(crate) fn owner_object(backup_id: &str, owner: &BackupOwner) -> (String, bytes::Bytes) {
-    (owner_key(backup_id), serde_json::to_vec(owner).expect("the owner serializes").into())
+    let record = OwnerRecord { owner: owner.clone(), heartbeat: Some(Utc::now()) };
+    (owner_key(backup_id), serde_json::to_vec(&record).expect("the owner serializes").into())
 }
 
 /// Who started `backup_id`; `None` when not recorded (another tool, or an older pgops).
-pub async fn owner_of(repo: &Repository, backup_id: &str) -> StoreResult<Option<BackupOwner>> {
+pub async fn owner_of(repo: &Repository, backup_id: &str) -> StoreResult<Option<OwnerRecord>> {
     Ok(repo.get(&owner_key(backup_id)).await?.and_then(|body| serde_json::from_slice(&body).ok()))
+}
+
+/// The heartbeat of a running backup: a task on the runtime writing the owner record
+/// again every [`HEARTBEAT_INTERVAL`] (each write bounded by that interval), stopped when
+/// this is dropped.
+pub struct Heartbeat {
+    task: tokio::task::JoinHandle<()>,
+    /// When a heartbeat last reached the store.
+    last_written: Arc<Mutex<Instant>>,
+}
+
+impl Heartbeat {
+    /// Starts beating for `backup_id`, whose owner record was just written.
+    pub fn start(
+        repo: &Repository,
+        runtime: &tokio::runtime::Handle,
+        backup_id: &str,
+        owner: &BackupOwner,
+    ) -> Heartbeat {
+        let last_written = Arc::new(Mutex::new(Instant::now()));
+        let (repo, backup_id, owner, written) =
+            (repo.clone(), backup_id.to_string(), owner.clone(), last_written.clone());
+        let task = runtime.spawn(async move {
+            loop {
+                tokio::time::sleep(HEARTBEAT_INTERVAL).await;
+                let (key, body) = owner_object(&backup_id, &owner);
+                if let Ok(Ok(())) = tokio::time::timeout(HEARTBEAT_INTERVAL, repo.put(&key, body)).await {
+                    *written.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = Instant::now();
+                }
+            }
+        });
+        Heartbeat { task, last_written }
+    }
+
+    /// `Err` when no heartbeat has reached the store for half of [`HEARTBEAT_STALE`]:
+    /// the backup must fail now rather than risk being found abandoned (and its objects
+    /// deleted) by another server's retention while it goes on.
+    pub fn check(&self) -> Result<(), String> {
+        let since = self.last_written.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).elapsed();
+        if since < HEARTBEAT_STALE / 2 {
+            return Ok(());
+        }
+        Err(format!(
+            "the backup's owner record (its heartbeat) could not be written for {} s: the store is unreachable or \
+             refuses writes, and a backup not seen alive for {} s is taken for abandoned",
+            since.as_secs(),
+            HEARTBEAT_STALE.as_secs()
+        ))
+    }
+}
+
+impl Drop for Heartbeat {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
 }
 
 #[cfg(test)]

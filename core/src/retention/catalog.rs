@@ -54,6 +54,8 @@ pub struct DoneBackup {
     /// `end_xlog`, the LSN it ended at (Barman always writes it; `None` places the backup
     /// on no timeline's history).
     pub end_lsn: Option<Lsn>,
+    /// `begin_xlog`, the LSN it began at (`None`: counted wherever it might be needed).
+    pub begin_lsn: Option<Lsn>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -61,10 +63,13 @@ pub enum EntryState {
     Done(DoneBackup),
     Failed,
     /// Running, or left behind by a worker that stopped. `live`: a worker that is running
-    /// is taking it (the caller's answer); `begin_wal` once the backup has started.
+    /// may be taking it (the caller's answer); `begin_wal` once the backup has started;
+    /// `heartbeat`, when its owner last said it was alive (pgops' owner record).
     Started {
         live: bool,
         begin_wal: Option<WalSegment>,
+        begin_lsn: Option<Lsn>,
+        heartbeat: Option<DateTime<Utc>>,
     },
     /// A status pgops never writes (Barman's `EMPTY`, `WAITING_FOR_WALS`, `SYNCING`).
     Other(String),
@@ -101,6 +106,9 @@ pub struct CatalogEntry {
     pub bytes: u64,
     /// The size of `backup.info`, when there is one.
     pub info_bytes: Option<u64>,
+    /// When the youngest of those objects was written, as the store says (`None` when it
+    /// does not say): a directory another tool is still filling is young.
+    pub last_written: Option<DateTime<Utc>>,
 }
 
 /// Says whether the STARTED backup `id` (started by `owner`, when recorded) is being
@@ -116,6 +124,7 @@ struct Directory {
     bytes: u64,
     info_bytes: Option<u64>,
     keep: bool,
+    last_written: Option<DateTime<Utc>>,
 }
 
 /// Every directory under `base/`, oldest id first. Any listing or read error, and any
@@ -136,6 +145,7 @@ pub async fn read_catalog(
             let directory = directories.entry(id).or_default();
             directory.objects += 1;
             directory.bytes += object.size;
+            directory.last_written = directory.last_written.max(object.modified);
             match name {
                 "backup.info" => directory.info_bytes = Some(object.size),
                 KEEP_ANNOTATION => directory.keep = true,
@@ -172,9 +182,14 @@ pub async fn read_catalog(
             }
         };
         let state = match state {
-            EntryState::Started { begin_wal, .. } => {
-                let owner = owner_of(repo, id.as_str()).await?;
-                EntryState::Started { live: started_is_live(&id, owner.as_ref()), begin_wal }
+            EntryState::Started { begin_wal, begin_lsn, .. } => {
+                let record = owner_of(repo, id.as_str()).await?;
+                EntryState::Started {
+                    live: started_is_live(&id, record.as_ref().map(|record| &record.owner)),
+                    begin_wal,
+                    begin_lsn,
+                    heartbeat: record.and_then(|record| record.heartbeat),
+                }
             }
             state => state,
         };
@@ -194,6 +209,7 @@ pub async fn read_catalog(
             objects: directory.objects,
             bytes: directory.bytes,
             info_bytes: directory.info_bytes.filter(|_| info.is_some()),
+            last_written: directory.last_written,
         });
     }
     Ok(entries)
@@ -223,20 +239,29 @@ fn entry_state(fields: &InfoFields, ended: Option<DateTime<Utc>>) -> Result<Entr
             .map(|name| WalSegment::parse(name).map_err(|_| format!("{key} \"{name}\" is not a WAL segment name")))
             .transpose()
     };
+    let lsn = |key: &str| -> Result<Option<Lsn>, String> {
+        fields
+            .get(key)
+            .filter(|text| *text != "None")
+            .map(|text| text.parse::<Lsn>().map_err(|_| format!("{key} \"{text}\" is not an LSN")))
+            .transpose()
+    };
     let status = fields.get("status").ok_or("it has no status")?;
     Ok(match BackupStatus::from_barman(status) {
         Some(BackupStatus::Done) => EntryState::Done(DoneBackup {
             ended: ended.ok_or("the backup is DONE but has no end_time")?,
             begin_wal: wal("begin_wal")?.ok_or("the backup is DONE but has no begin_wal")?,
             end_wal: wal("end_wal")?.ok_or("the backup is DONE but has no end_wal")?,
-            end_lsn: fields
-                .get("end_xlog")
-                .filter(|text| *text != "None")
-                .map(|text| text.parse::<Lsn>().map_err(|_| format!("end_xlog \"{text}\" is not an LSN")))
-                .transpose()?,
+            end_lsn: lsn("end_xlog")?,
+            begin_lsn: lsn("begin_xlog")?,
         }),
         Some(BackupStatus::Failed) => EntryState::Failed,
-        Some(BackupStatus::Started) => EntryState::Started { live: true, begin_wal: wal("begin_wal")? },
+        Some(BackupStatus::Started) => EntryState::Started {
+            live: true,
+            begin_wal: wal("begin_wal")?,
+            begin_lsn: lsn("begin_xlog")?,
+            heartbeat: None,
+        },
         None => EntryState::Other(status.to_string()),
     })
 }
@@ -277,7 +302,10 @@ mod tests {
             .contains("begin_wal \"0/2000028\""));
         assert_eq!(state("end_time=2026-11-25 02:00:05+00:00\n").unwrap_err(), "it has no status");
         assert_eq!(state("status=FAILED\n").unwrap(), EntryState::Failed);
-        assert_eq!(state("status=STARTED\n").unwrap(), EntryState::Started { live: true, begin_wal: None });
+        assert_eq!(
+            state("status=STARTED\n").unwrap(),
+            EntryState::Started { live: true, begin_wal: None, begin_lsn: None, heartbeat: None }
+        );
         assert_eq!(state("status=WAITING_FOR_WALS\n").unwrap(), EntryState::Other("WAITING_FOR_WALS".into()));
     }
 }

@@ -6,8 +6,9 @@
 //! goes).
 
 use super::catalog::read_keep;
-use super::plan::{archived_wal, Plan};
+use super::plan::{archived_wal, Plan, Why};
 use super::RetentionError;
+use crate::backup::catalog::mark_failed;
 use crate::backup::{backup_dir, BackupId};
 use crate::store::{ObjectMeta, Repository};
 use serde::Serialize;
@@ -23,6 +24,8 @@ pub struct ExpireReport {
     pub bytes_freed: u64,
     /// Obsolete by the plan, but marked keep since: left alone.
     pub kept_since_plan: Vec<BackupId>,
+    /// STARTED backups no worker can be taking, marked FAILED (kept for now).
+    pub marked_failed: Vec<BackupId>,
 }
 
 impl fmt::Display for ExpireReport {
@@ -40,6 +43,10 @@ impl fmt::Display for ExpireReport {
         if !self.kept_since_plan.is_empty() {
             let ids: Vec<&str> = self.kept_since_plan.iter().map(BackupId::as_str).collect();
             write!(f, "; marked keep since the plan, so left alone: {}", ids.join(", "))?;
+        }
+        if !self.marked_failed.is_empty() {
+            let ids: Vec<&str> = self.marked_failed.iter().map(BackupId::as_str).collect();
+            write!(f, "; abandoned STARTED backups marked FAILED: {}", ids.join(", "))?;
         }
         Ok(())
     }
@@ -63,6 +70,13 @@ pub async fn execute(repo: &Repository, plan: &Plan) -> Result<ExpireReport, Exp
 }
 
 async fn run(repo: &Repository, plan: &Plan, done: &mut ExpireReport) -> Result<(), RetentionError> {
+    for decision in &plan.backups {
+        if let Why::Abandoned { reason, superseded: false } = &decision.why {
+            if mark_failed(repo, decision.backup.id.as_str(), &format!("abandoned: {reason}")).await? {
+                done.marked_failed.push(decision.backup.id.clone());
+            }
+        }
+    }
     for decision in plan.obsolete() {
         let backup = &decision.backup;
         // A keep mark written since the plan was made (pgops.keep_backup(),

@@ -21,8 +21,13 @@
 //!   or ended strictly before the history left theirs); the others are kept, restorable.
 //!   A server that does not own the repository decides nothing.
 //! - A FAILED backup, a STARTED one whose worker is gone, and the objects of a backup
-//!   without `backup.info` (one that never finished) are obsolete once a newer DONE
-//!   backup is kept. A STARTED backup of a running worker is never touched.
+//!   without `backup.info` (one that never finished) are obsolete once a kept DONE backup
+//!   ended after their last object was written (by time, never by id: Barman's ids are
+//!   local time, pgops' UTC). A directory without `backup.info` is left alone for a grace
+//!   period after its last write (another tool may still be uploading it: Barman writes
+//!   `backup.info` last). A STARTED backup of a running worker is never touched; one no
+//!   worker can be taking (begun on a timeline this server's history left before that
+//!   point, or whose owner's heartbeat is stale) is marked FAILED and goes by those rules.
 //! - WAL: on each timeline, segments (and their `.partial` and `.backup` files) positioned
 //!   before the begin segment of the oldest backup kept (restorable to any later point) on
 //!   that timeline or on one it descends from go; on a timeline with no such backup on its
@@ -43,7 +48,7 @@ pub use catalog::{read_catalog, CatalogEntry, DoneBackup, EntryState, KeepTarget
 pub use execute::{execute, ExpireFailure, ExpireReport};
 pub use plan::{
     assess, decide, last_done_ended, one_timeline_or_refuse, plan, recoverable_from, BackupDecision, Plan, PlanRequest,
-    Scope, WalRange, Why,
+    Scope, WalRange, Why, DEFAULT_INCOMPLETE_GRACE,
 };
 pub use policy::{Policy, WindowUnit};
 pub use rows::{ExpireRow, RowKind};

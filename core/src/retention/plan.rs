@@ -4,8 +4,9 @@
 
 use super::catalog::{read_catalog, CatalogEntry, EntryState, KeepTarget, StartedIsLive};
 use super::{Policy, RetentionError};
+use crate::backup::owner::HEARTBEAT_STALE;
 use crate::backup::BackupId;
-use crate::naming::{self, SegmentPosition, StoredWal, Timeline, WalSegment};
+use crate::naming::{self, Lsn, SegmentPosition, StoredWal, Timeline, WalSegment};
 use crate::ownership::{self, OwnershipError};
 use crate::pipeline::Compression;
 use crate::restore::TimelineHistory;
@@ -36,6 +37,13 @@ pub enum Why {
     Running,
     /// FAILED or never finished, but no newer DONE backup is kept yet.
     NoNewerDone,
+    /// Objects without a `backup.info` written within the grace period (or at a time the
+    /// store does not tell): perhaps another tool's backup still uploading (Barman writes
+    /// `backup.info` last).
+    MaybeUploading { grace_seconds: i64 },
+    /// STARTED, and no worker can be taking it (why); `superseded`: a newer DONE backup is
+    /// kept, and it goes. A kept one is marked FAILED by the run.
+    Abandoned { reason: String, superseded: bool },
     /// A status pgops never expires.
     UnknownStatus(String),
     /// DONE, but not on the timeline history of the server that expires (why not): it
@@ -65,6 +73,7 @@ impl Why {
                 | Why::Failed
                 | Why::Interrupted
                 | Why::Incomplete
+                | Why::Abandoned { superseded: true, .. }
         )
     }
 }
@@ -89,6 +98,18 @@ impl fmt::Display for Why {
             }
             Why::Running => write!(f, "being taken by a running worker"),
             Why::NoNewerDone => write!(f, "did not finish, but no newer DONE backup is kept yet"),
+            Why::MaybeUploading { grace_seconds } => write!(
+                f,
+                "objects without a backup.info written less than {grace_seconds} s ago (or at a time the store does \
+                 not say): perhaps a backup still uploading, Barman writes backup.info last"
+            ),
+            Why::Abandoned { reason, superseded: true } => {
+                write!(f, "STARTED, but no worker can be taking it ({reason}), and a newer DONE backup is kept")
+            }
+            Why::Abandoned { reason, superseded: false } => write!(
+                f,
+                "STARTED, but no worker can be taking it ({reason}): marked FAILED, kept until a newer DONE backup is"
+            ),
             Why::UnknownStatus(status) => write!(f, "status {status} is not one pgops expires"),
             Why::OffLineage(detail) => write!(f, "not on this server's timeline history ({detail})"),
             Why::OtherCluster(Some(id)) => write!(f, "another cluster's backup (system identifier {id})"),
@@ -117,9 +138,24 @@ enum WalNeed {
     Nothing,
     /// Everything from its begin segment on, on its timeline and those after it: it is
     /// restorable to any later point.
-    FromBegin(WalSegment),
+    FromBegin(Anchor),
     /// Its begin to end segment: restorable to its end only.
     BeginToEnd(WalSegment, WalSegment),
+}
+
+/// Where a backup kept restorable to any later point begins: its segment, and its LSN
+/// when `backup.info` says (placing it before or after the point a later timeline left
+/// its own).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Anchor {
+    segment: WalSegment,
+    lsn: Option<Lsn>,
+}
+
+impl Anchor {
+    fn of(done: &super::catalog::DoneBackup) -> Anchor {
+        Anchor { segment: done.begin_wal, lsn: done.begin_lsn }
+    }
 }
 
 /// A backup, and whether (and why) it stays.
@@ -228,8 +264,10 @@ fn off_lineage(lineage: &TimelineHistory, done: &super::catalog::DoneBackup) -> 
     let Some((_, left_at)) = lineage.ancestors.iter().find(|(ancestor, _)| *ancestor == timeline) else {
         return Some(format!("timeline {timeline} is neither timeline {} nor one it descends from", lineage.timeline));
     };
+    // As restore and Postgres follow a timeline switch: a backup that ended at the switch
+    // point itself is on the new timeline's history.
     match done.end_lsn {
-        Some(end) if end < *left_at => None,
+        Some(end) if end <= *left_at => None,
         Some(end) => Some(format!(
             "it ended at {end} on timeline {timeline}, which timeline {}'s history left at {left_at}",
             lineage.timeline
@@ -246,6 +284,7 @@ pub fn decide(
     minimum_redundancy: u32,
     now: DateTime<Utc>,
     scope: Scope<'_>,
+    incomplete_grace: chrono::Duration,
 ) -> Vec<BackupDecision> {
     let Some(policy) = policy else {
         return catalog
@@ -273,7 +312,7 @@ pub fn decide(
         .zip(done_verdicts(&done, policy, minimum_redundancy, now))
         .map(|((backup, keep), (why, by_policy))| {
             let need = match (by_policy, keep) {
-                (true, _) | (false, Some(KeepTarget::Full)) => WalNeed::FromBegin(backup.done.begin_wal),
+                (true, _) | (false, Some(KeepTarget::Full)) => WalNeed::FromBegin(Anchor::of(backup.done)),
                 (false, Some(KeepTarget::Standalone)) => {
                     WalNeed::BeginToEnd(backup.done.begin_wal, backup.done.end_wal)
                 }
@@ -282,25 +321,43 @@ pub fn decide(
             (backup.id.clone(), (why, need))
         })
         .collect();
-    let newest_kept_done = verdicts.iter().filter(|(_, (why, _))| why.keeps()).map(|(id, _)| id.clone()).max();
-    let superseded = |id: &BackupId| newest_kept_done.as_ref().is_some_and(|newest| newest > id);
+    // By time, never by id: Barman Cloud's ids are local time, pgops' UTC. A directory is
+    // superseded when a kept DONE backup ended after its last object was written.
+    let newest_kept_done_ended =
+        done.iter().filter(|(backup, _)| verdicts[backup.id].0.keeps()).map(|(backup, _)| backup.done.ended).max();
+    let superseded =
+        |entry: &CatalogEntry| entry.last_written.zip(newest_kept_done_ended).is_some_and(|(last, done)| done > last);
     catalog
         .into_iter()
         .map(|backup| {
+            let young = |entry: &CatalogEntry| entry.last_written.is_none_or(|last| now - last < incomplete_grace);
             let (why, wal_need) = match (&backup.state, excluded.get(&backup.id)) {
                 // Kept, and (when DONE) restorable to any later point, as it may be needed.
-                (EntryState::Done(done), Some(why)) => (why.clone(), WalNeed::FromBegin(done.begin_wal)),
+                (EntryState::Done(done), Some(why)) => (why.clone(), WalNeed::FromBegin(Anchor::of(done))),
                 (_, Some(why)) => (why.clone(), WalNeed::Nothing),
                 (state, None) => match state {
                     EntryState::Done(_) => verdicts[&backup.id].clone(),
-                    EntryState::Started { live: true, begin_wal } => {
-                        (Why::Running, begin_wal.map_or(WalNeed::Nothing, WalNeed::FromBegin))
+                    EntryState::Started { live: true, begin_wal, begin_lsn, heartbeat } => {
+                        match abandoned(&backup, *begin_wal, *begin_lsn, *heartbeat, now, scope, incomplete_grace) {
+                            Some(reason) => {
+                                (Why::Abandoned { reason, superseded: superseded(&backup) }, WalNeed::Nothing)
+                            }
+                            None => (
+                                Why::Running,
+                                begin_wal.map_or(WalNeed::Nothing, |segment| {
+                                    WalNeed::FromBegin(Anchor { segment, lsn: *begin_lsn })
+                                }),
+                            ),
+                        }
                     }
-                    EntryState::Started { live: false, .. } if superseded(&backup.id) => {
+                    EntryState::Started { live: false, .. } if superseded(&backup) => {
                         (Why::Interrupted, WalNeed::Nothing)
                     }
-                    EntryState::Failed if superseded(&backup.id) => (Why::Failed, WalNeed::Nothing),
-                    EntryState::Incomplete if superseded(&backup.id) => (Why::Incomplete, WalNeed::Nothing),
+                    EntryState::Failed if superseded(&backup) => (Why::Failed, WalNeed::Nothing),
+                    EntryState::Incomplete if young(&backup) => {
+                        (Why::MaybeUploading { grace_seconds: incomplete_grace.num_seconds() }, WalNeed::Nothing)
+                    }
+                    EntryState::Incomplete if superseded(&backup) => (Why::Incomplete, WalNeed::Nothing),
                     EntryState::Started { .. } | EntryState::Failed | EntryState::Incomplete => {
                         (Why::NoNewerDone, WalNeed::Nothing)
                     }
@@ -316,6 +373,43 @@ pub fn decide(
             BackupDecision { backup, why, wal_need }
         })
         .collect()
+}
+
+/// Why a STARTED backup that may be another server's cannot be running, if it cannot:
+/// - it began on a timeline this server's history left before (at) that point: a failover
+///   or a point-in-time restore happened while it ran, and it can never finish on this
+///   lineage;
+/// - its owner's heartbeat is older than [`HEARTBEAT_STALE`];
+/// - without a heartbeat (another tool, an older pgops), nothing in its directory was
+///   written within `grace`.
+fn abandoned(
+    entry: &CatalogEntry,
+    begin_wal: Option<WalSegment>,
+    begin_lsn: Option<Lsn>,
+    heartbeat: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
+    scope: Scope<'_>,
+    grace: chrono::Duration,
+) -> Option<String> {
+    if let (Some(lineage), Some(begin_wal), Some(begin_lsn)) = (scope.lineage, begin_wal, begin_lsn) {
+        let timeline = begin_wal.timeline.0;
+        let left = lineage.ancestors.iter().find(|(ancestor, _)| *ancestor == timeline);
+        if let Some((_, left_at)) = left.filter(|(_, left_at)| begin_lsn < *left_at) {
+            return Some(format!(
+                "it began at {begin_lsn} on timeline {timeline}, which this server's timeline {} left at {left_at}",
+                lineage.timeline
+            ));
+        }
+    }
+    let stale = chrono::Duration::from_std(HEARTBEAT_STALE).unwrap_or(chrono::Duration::MAX);
+    match (heartbeat, entry.last_written) {
+        (Some(beat), _) if now - beat > stale => Some(format!("its owner's last heartbeat was at {beat}")),
+        (Some(_), _) => None,
+        (None, Some(last)) if now - last > grace => {
+            Some(format!("it has no heartbeat and nothing in its directory was written since {last}"))
+        }
+        (None, _) => None,
+    }
 }
 
 /// Which WAL objects go: on each timeline those positioned before the timeline's
@@ -362,9 +456,10 @@ pub struct WalRange {
 /// known by then; when it is not, the cutoff is the most careful one.
 #[derive(Debug)]
 pub(crate) struct WalSurvey {
-    /// Begin segments of the backups kept restorable to any later point.
-    anchors: Vec<WalSegment>,
-    ancestors: BTreeMap<Timeline, Vec<Timeline>>,
+    /// Where the backups kept restorable to any later point begin.
+    anchors: Vec<Anchor>,
+    /// Each timeline's ancestors, and where it (or the timeline between) left each.
+    ancestors: BTreeMap<Timeline, Vec<(Timeline, Lsn)>>,
     seen: BTreeSet<Timeline>,
     rule: WalRule,
     ranges: BTreeMap<Timeline, WalRange>,
@@ -377,7 +472,7 @@ impl WalSurvey {
         for decision in decisions {
             match decision.wal_need {
                 WalNeed::Nothing => {}
-                WalNeed::FromBegin(begin) => anchors.push(begin),
+                WalNeed::FromBegin(anchor) => anchors.push(anchor),
                 WalNeed::BeginToEnd(begin, end) => protected.push((begin, end)),
             }
         }
@@ -400,20 +495,23 @@ impl WalSurvey {
         timeline > Timeline(1) && !self.seen.contains(&timeline) && !self.ancestors.contains_key(&timeline)
     }
 
-    /// The timelines `timeline` descends from, from its history file. A history that
-    /// names none tells nothing (every timeline after the first has a parent).
-    pub(crate) fn learn_history(&mut self, timeline: Timeline, ancestors: Vec<Timeline>) {
+    /// The timelines `timeline` descends from and where its history left each, from its
+    /// history file. A history that names none tells nothing (every timeline after the
+    /// first has a parent).
+    pub(crate) fn learn_history(&mut self, timeline: Timeline, ancestors: Vec<(Timeline, Lsn)>) {
         if !ancestors.is_empty() {
             self.ancestors.insert(timeline, ancestors);
         }
     }
 
     /// Before which position segments of `timeline` go: before the oldest begin of a
-    /// backup kept on it or on a timeline it descends from. With none there, or with its
-    /// ancestry unknown, before the oldest begin of any backup kept: no kept backup's
-    /// restore reads WAL positioned before its own begin, on any timeline.
+    /// backup kept on it or on a timeline it descends from, begun before (at) the point its
+    /// history left that timeline (one begun after is on an abandoned branch, whose
+    /// restore never reads this timeline). With none there, or with its ancestry unknown,
+    /// before the oldest begin of any backup kept: no kept backup's restore reads WAL
+    /// positioned before its own begin, on any timeline.
     fn cutoff(&self, timeline: Timeline) -> Option<SegmentPosition> {
-        let oldest = self.anchors.iter().map(|anchor| anchor.position).min()?;
+        let oldest = self.anchors.iter().map(|anchor| anchor.segment.position).min()?;
         let ancestors = match timeline {
             Timeline(1) => &[][..],
             _ => match self.ancestors.get(&timeline) {
@@ -421,12 +519,13 @@ impl WalSurvey {
                 None => return Some(oldest),
             },
         };
-        let on_lineage = self
-            .anchors
-            .iter()
-            .filter(|anchor| anchor.timeline == timeline || ancestors.contains(&anchor.timeline))
-            .map(|anchor| anchor.position)
-            .min();
+        let on_lineage = |anchor: &&Anchor| {
+            anchor.segment.timeline == timeline
+                || ancestors.iter().any(|(ancestor, left_at)| {
+                    *ancestor == anchor.segment.timeline && anchor.lsn.is_none_or(|begin| begin <= *left_at)
+                })
+        };
+        let on_lineage = self.anchors.iter().filter(on_lineage).map(|anchor| anchor.segment.position).min();
         Some(on_lineage.unwrap_or(oldest))
     }
 
@@ -487,7 +586,15 @@ pub struct PlanRequest<'a> {
     /// The current timeline of the server that expires and its history: only DONE backups
     /// on it count (`None`: every DONE backup of the owner counts).
     pub lineage: Option<TimelineHistory>,
+    /// How long a directory without `backup.info` (and a STARTED backup without a
+    /// heartbeat) is left alone after its last object was written: another tool may still
+    /// be uploading it ([`DEFAULT_INCOMPLETE_GRACE`]).
+    pub incomplete_grace: chrono::Duration,
 }
+
+/// The default grace period of directories without `backup.info`: seven days, longer
+/// than any backup upload runs.
+pub const DEFAULT_INCOMPLETE_GRACE: chrono::Duration = chrono::Duration::days(7);
 
 /// What a retention run keeps and deletes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -554,7 +661,7 @@ pub async fn assess(repo: &Repository, request: &PlanRequest<'_>) -> Result<Vec<
     let owner = repository_owner(repo, request.system_identifier).await?;
     let catalog = read_catalog(repo, request.started_is_live).await?;
     let scope = Scope { system_identifier: owner.as_deref(), lineage: request.lineage.as_ref() };
-    Ok(decide(catalog, request.policy, request.minimum_redundancy, request.now, scope))
+    Ok(decide(catalog, request.policy, request.minimum_redundancy, request.now, scope, request.incomplete_grace))
 }
 
 /// Without a lineage to count on (the command line without `--timeline`), every DONE
@@ -646,7 +753,7 @@ async fn history_ancestors(
     repo: &Repository,
     key: &str,
     timeline: Timeline,
-) -> Result<Result<Vec<Timeline>, String>, RetentionError> {
+) -> Result<Result<Vec<(Timeline, Lsn)>, String>, RetentionError> {
     let file = key.rsplit('/').next().unwrap_or(key);
     let name = &file[..file.find(".history").map_or(file.len(), |at| at + ".history".len())];
     let Some(codec) = Compression::of_copy(file, name) else {
@@ -659,7 +766,7 @@ async fn history_ancestors(
         Err(e) => return Err(e.into()),
     };
     let history = TimelineHistory::parse(timeline.0, &String::from_utf8_lossy(&text));
-    Ok(Ok(history.ancestors.into_iter().map(|(ancestor, _)| Timeline(ancestor)).collect()))
+    Ok(Ok(history.ancestors.into_iter().map(|(ancestor, left_at)| (Timeline(ancestor), left_at)).collect()))
 }
 
 #[cfg(test)]
@@ -672,7 +779,7 @@ mod tests {
 
     fn survey(anchors: &[WalSegment]) -> WalSurvey {
         WalSurvey {
-            anchors: anchors.to_vec(),
+            anchors: anchors.iter().map(|&segment| Anchor { segment, lsn: None }).collect(),
             ancestors: BTreeMap::new(),
             seen: BTreeSet::new(),
             rule: WalRule::default(),
@@ -697,8 +804,8 @@ mod tests {
     fn each_timeline_keeps_from_the_oldest_kept_backup_on_its_lineage() {
         let mut survey = survey(&[at(2, 0x20), at(3, 0x09), at(4, 0x15)]);
         assert!(survey.needs_history(Timeline(2)) && !survey.needs_history(Timeline(1)));
-        survey.learn_history(Timeline(2), vec![Timeline(1)]);
-        survey.learn_history(Timeline(3), vec![Timeline(1)]);
+        survey.learn_history(Timeline(2), vec![(Timeline(1), Lsn(0x10 << 24))]);
+        survey.learn_history(Timeline(3), vec![(Timeline(1), Lsn(0x08 << 24))]);
         survey.learn_history(Timeline(4), vec![]);
         observe(&mut survey, 1, 1..=0x10);
         observe(&mut survey, 2, 0x10..=0x24);

@@ -58,13 +58,26 @@ impl Fixture {
         std::fs::write(path, content).unwrap();
     }
 
-    /// A backup directory: backup.info (unless `info` is `None`), data and manifest.
+    /// A backup directory: backup.info (unless `info` is `None`), data and manifest, all
+    /// written five minutes after the time its id names.
     fn backup(&self, id: &str, info: Option<String>) {
         if let Some(info) = info {
             self.write(&format!("base/{id}/backup.info"), info.as_bytes());
         }
         self.write(&format!("base/{id}/data.tar.zst"), b"tar");
         self.write(&format!("base/{id}/backup_manifest"), b"{}");
+        let started = chrono::NaiveDateTime::parse_from_str(id, "%Y%m%dT%H%M%S").unwrap().and_utc();
+        self.touch_backup(id, started + chrono::Duration::minutes(5));
+    }
+
+    /// Sets the modification time of every file of backup `id` to `at`.
+    fn touch_backup(&self, id: &str, at: DateTime<Utc>) {
+        for entry in std::fs::read_dir(self.dir.path().join("srv/base").join(id)).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_file() {
+                std::fs::File::options().write(true).open(&path).unwrap().set_modified(at.into()).unwrap();
+            }
+        }
     }
 
     fn done(&self, id: &str, ended: &str, timeline: u32, begin: u32, end: u32) {
@@ -140,6 +153,7 @@ async fn plan_with(repo: &Repository, policy: &str, minimum_redundancy: u32) -> 
         started_is_live: NOBODY_RUNNING,
         system_identifier: None,
         lineage: None,
+        incomplete_grace: DEFAULT_INCOMPLETE_GRACE,
     };
     plan(repo, &request).await
 }
@@ -249,6 +263,7 @@ async fn a_recovery_window_keeps_the_newest_backup_that_ended_before_it_and_ever
         started_is_live: NOBODY_RUNNING,
         system_identifier: None,
         lineage: None,
+        incomplete_grace: DEFAULT_INCOMPLETE_GRACE,
     };
     let decisions = assess(&repo, &request).await.unwrap();
     assert_eq!(decisions, plan.backups);
@@ -355,6 +370,12 @@ async fn failed_and_unfinished_backups_go_only_once_a_newer_done_backup_is_kept(
 async fn a_started_backup_of_a_live_worker_is_never_touched() {
     let fixture = Fixture::new();
     fixture.backup("20261101T010000", Some("status=STARTED\nbegin_wal=000000010000000000000001\n".into()));
+    // Its worker beats (a minute ago).
+    fixture.write(
+        "base/20261101T010000/pgops-owner.json",
+        br#"{"instance_id":"a1","timeline":1,"heartbeat":"2026-11-25T11:59:00Z"}"#,
+    );
+    fixture.touch_backup("20261101T010000", at("2026-11-01T01:05:00Z"));
     fixture.done("20261101T020000", "2026-11-01 02:10:00+00:00", 1, 2, 3);
     fixture.done("20261105T020000", "2026-11-05 02:10:00+00:00", 1, 8, 9);
     fixture.wal(1, 1..=9);
@@ -367,6 +388,7 @@ async fn a_started_backup_of_a_live_worker_is_never_touched() {
         started_is_live: live,
         system_identifier: None,
         lineage: None,
+        incomplete_grace: DEFAULT_INCOMPLETE_GRACE,
     };
     let plan = plan(&repo, &request).await.unwrap();
     assert_eq!(verdicts(&plan)[0].1, Why::Running);
@@ -374,7 +396,7 @@ async fn a_started_backup_of_a_live_worker_is_never_touched() {
     assert!(plan.wal.is_empty(), "the running backup needs the WAL from its begin on: {:?}", plan.wal);
     execute(&repo, &plan).await.unwrap();
     let after = fixture.objects();
-    assert_eq!(of_backup(&after, "20261101T010000").len(), 3);
+    assert_eq!(of_backup(&after, "20261101T010000").len(), 4);
     assert!((1..=9).all(|n| after.contains(&wal_key(1, n))));
     // Once its worker is gone, it goes.
     let plan = plan_with(&repo, "REDUNDANCY 1", 1).await.unwrap();
@@ -505,6 +527,7 @@ async fn plan_for(
         started_is_live: NOBODY_RUNNING,
         system_identifier,
         lineage,
+        incomplete_grace: DEFAULT_INCOMPLETE_GRACE,
     };
     plan(repo, &request).await
 }
@@ -547,8 +570,12 @@ async fn only_backups_on_the_servers_timeline_history_count() {
     // Timeline 2's WAL all stays (A's restore reads it), and timeline 1's from A's begin.
     let going: Vec<_> = plan.wal.iter().map(|r| (r.timeline.0, r.first.to_string(), r.last.to_string())).collect();
     assert_eq!(going, [(1, segment(1, 1), segment(1, 1))]);
-    // A backup ending exactly where the lineage left its timeline is not before it.
+    // A backup ending exactly where the lineage left its timeline is on it, as restore and
+    // Postgres follow the switch; one ending a byte after is not.
     let lineage = crate::restore::TimelineHistory { timeline: 2, ancestors: vec![(1, Lsn(4 << 24))] };
+    let plan = plan_for(&repo, "REDUNDANCY 2", Some(7), Some(lineage)).await.unwrap();
+    assert_eq!(verdicts(&plan)[0].1, Why::Redundancy { count: 2 }, "{:?}", verdicts(&plan));
+    let lineage = crate::restore::TimelineHistory { timeline: 2, ancestors: vec![(1, Lsn((4 << 24) - 1))] };
     let plan = plan_for(&repo, "REDUNDANCY 2", Some(7), Some(lineage)).await.unwrap();
     assert!(matches!(verdicts(&plan)[0].1, Why::OffLineage(_)), "{:?}", verdicts(&plan));
     // Without a lineage (the command line) every DONE backup counts.
@@ -618,6 +645,7 @@ async fn the_newest_done_backup_is_never_planned_away() {
         started_is_live: NOBODY_RUNNING,
         system_identifier: None,
         lineage: None,
+        incomplete_grace: DEFAULT_INCOMPLETE_GRACE,
     };
     let plan = plan(&repo, &request).await.unwrap();
     let whys = verdicts(&plan);
@@ -677,4 +705,154 @@ async fn without_a_timeline_done_backups_on_several_are_refused() {
         Err(RetentionError::TimelineNeeded { found }) => assert!(found.contains("00000002.history"), "{found}"),
         other => panic!("{other:?}"),
     }
+}
+
+/// A DONE backup on `timeline`, segments `begin`–`end`, begun and ended at the start of
+/// its begin and end segments' successor (`begin_xlog`, `end_xlog`).
+fn done_with_lsns(fixture: &Fixture, id: &str, ended: &str, timeline: u32, (begin, end): (u32, u32)) {
+    let info = format!(
+        "{}begin_xlog=0/{:X}\nend_xlog=0/{:X}\n",
+        backup_info("DONE", ended, timeline, begin, end),
+        (begin << 24) + 0x28,
+        (end + 1) << 24
+    );
+    fixture.backup(id, Some(info));
+}
+
+const EVERYONE_RUNNING: &StartedIsLive<'static> = &|_: &BackupId, _: Option<&BackupOwner>| true;
+
+async fn plan_on(
+    repo: &Repository,
+    policy: &str,
+    lineage: Option<crate::restore::TimelineHistory>,
+    incomplete_grace: chrono::Duration,
+) -> Plan {
+    let request = PlanRequest {
+        policy: Policy::parse(policy).unwrap(),
+        minimum_redundancy: 1,
+        now: at(NOW),
+        started_is_live: EVERYONE_RUNNING,
+        system_identifier: None,
+        lineage,
+        incomplete_grace,
+    };
+    plan(repo, &request).await.unwrap()
+}
+
+fn going(plan: &Plan) -> Vec<(u32, u32, u32)> {
+    plan.wal.iter().map(|r| (r.timeline.0, r.first.position.seg, r.last.position.seg)).collect()
+}
+
+/// barman-cloud-backup writes `data.tar` (and `data_0001.tar`… past its maximum archive
+/// size) long before `backup.info`, and names backups by local time: such a directory is
+/// never deleted while young, and never because a pgops id sorts after it.
+#[tokio::test]
+async fn a_backup_still_uploading_without_backup_info_is_never_deleted() {
+    let fixture = Fixture::new();
+    fixture.done("20261120T020000", "2026-11-20 02:10:00.000000+00:00", 1, 8, 9);
+    fixture.done("20261124T020000", "2026-11-24 02:10:00.000000+00:00", 1, 0xC, 0xD);
+    // Barman, started an hour ago on a host at UTC-10: its id sorts before both.
+    fixture.backup("20261125T010000", None);
+    fixture.touch_backup("20261125T010000", at("2026-11-25T11:00:00Z"));
+    let uploading = "20261115T010000";
+    fixture.backup(uploading, None);
+    fixture.touch_backup(uploading, at("2026-11-25T11:30:00Z"));
+    // What a run that stopped half-way through deleting left two weeks ago.
+    fixture.backup("20261110T020000", None);
+    fixture.wal(1, 1..=0xE);
+    let repo = fixture.repo();
+
+    let plan = plan_on(&repo, "REDUNDANCY 1", None, DEFAULT_INCOMPLETE_GRACE).await;
+    let whys: std::collections::BTreeMap<String, Why> = verdicts(&plan).into_iter().collect();
+    assert_eq!(whys[uploading], Why::MaybeUploading { grace_seconds: 7 * 86_400 });
+    assert!(whys[uploading].to_string().contains("Barman writes backup.info last"), "{}", whys[uploading]);
+    assert_eq!(whys["20261125T010000"], Why::MaybeUploading { grace_seconds: 7 * 86_400 });
+    assert_eq!(whys["20261110T020000"], Why::Incomplete);
+    assert_eq!(obsolete_ids(&plan), ["20261110T020000", "20261120T020000"]);
+    execute(&repo, &plan).await.unwrap();
+    let after = fixture.objects();
+    assert_eq!(of_backup(&after, uploading).len(), 2, "{after:?}");
+    assert!(of_backup(&after, "20261110T020000").is_empty());
+
+    // With no grace at all, still not by id: written after the newest DONE backup ended.
+    let plan = plan_on(&repo, "REDUNDANCY 1", None, chrono::Duration::zero()).await;
+    assert!(plan.obsolete().next().is_none(), "{:?}", verdicts(&plan));
+    // Once a DONE backup ends after its last write (and the grace is over), it goes.
+    fixture.touch_backup(uploading, at("2026-11-23T00:00:00Z"));
+    let plan = plan_on(&repo, "REDUNDANCY 1", None, chrono::Duration::days(1)).await;
+    assert_eq!(obsolete_ids(&plan), ["20261115T010000"]);
+}
+
+/// An in-place point-in-time restore from A (timeline 1) branched timeline 2 at 0x10; B
+/// and C, taken on timeline 1 after that point, are the abandoned branch's and kept.
+/// Timeline 2's WAL is needed only from D, its own oldest kept backup: B and C begin after
+/// the point timeline 2 left timeline 1, so no restore of theirs ever reads timeline 2.
+#[tokio::test]
+async fn an_abandoned_branchs_backups_do_not_pin_the_live_timelines_wal() {
+    let fixture = Fixture::new();
+    done_with_lsns(&fixture, "20261101T020000", "2026-11-01 02:10:00.000000+00:00", 1, (2, 3));
+    done_with_lsns(&fixture, "20261108T020000", "2026-11-08 02:10:00.000000+00:00", 1, (0x20, 0x21));
+    done_with_lsns(&fixture, "20261110T020000", "2026-11-10 02:10:00.000000+00:00", 1, (0x30, 0x31));
+    done_with_lsns(&fixture, "20261120T020000", "2026-11-20 02:10:00.000000+00:00", 2, (0x40, 0x41));
+    done_with_lsns(&fixture, "20261122T020000", "2026-11-22 02:10:00.000000+00:00", 2, (0x50, 0x51));
+    fixture.wal(1, 1..=0x32);
+    fixture.history(2, 1, 0x10);
+    fixture.wal(2, 0x10..=0x52);
+    let repo = fixture.repo();
+    let lineage = crate::restore::TimelineHistory { timeline: 2, ancestors: vec![(1, Lsn(0x10 << 24))] };
+    let plan = plan_on(&repo, "REDUNDANCY 2", Some(lineage), DEFAULT_INCOMPLETE_GRACE).await;
+    let whys = verdicts(&plan);
+    assert!(matches!(whys[1].1, Why::OffLineage(_)) && matches!(whys[2].1, Why::OffLineage(_)), "{whys:?}");
+    assert_eq!(obsolete_ids(&plan), ["20261101T020000"]);
+    // Timeline 1 keeps from B's begin (B and C restore from it); timeline 2 from D's.
+    assert_eq!(going(&plan), [(1, 1, 0x1F), (2, 0x10, 0x3F)]);
+}
+
+/// The primary died during a backup; its standby, promoted to timeline 2 at 0x30, takes
+/// backups of its own. The dead primary's STARTED backup began on timeline 1 before that
+/// point: it can never finish on this lineage, so it pins no WAL and goes by the rules of
+/// a backup that did not finish. So does one whose owner stopped beating.
+#[tokio::test]
+async fn a_started_backup_that_cannot_finish_pins_no_wal_and_is_marked_failed() {
+    let fixture = Fixture::new();
+    let owner = |beat: &str| format!(r#"{{"instance_id":"b2","timeline":1,"heartbeat":"{beat}"}}"#);
+    let dead = "20261120T020000";
+    fixture.backup(
+        dead,
+        Some("status=STARTED\nbegin_wal=000000010000000000000020\nbegin_xlog=0/20000028\ntimeline=1\n".into()),
+    );
+    fixture.write(&format!("base/{dead}/pgops-owner.json"), owner("2026-11-25T11:59:00Z").as_bytes());
+    fixture.touch_backup(dead, at("2026-11-20T02:30:00Z"));
+    done_with_lsns(&fixture, "20261124T020000", "2026-11-24 02:10:00.000000+00:00", 2, (0x40, 0x41));
+    fixture.wal(1, 0x1E..=0x30);
+    fixture.history(2, 1, 0x30);
+    fixture.wal(2, 0x30..=0x42);
+    let repo = fixture.repo();
+    let lineage = || Some(crate::restore::TimelineHistory { timeline: 2, ancestors: vec![(1, Lsn(0x30 << 24))] });
+    let plan = plan_on(&repo, "REDUNDANCY 1", lineage(), DEFAULT_INCOMPLETE_GRACE).await;
+    let Why::Abandoned { reason, superseded: true } = &verdicts(&plan)[0].1 else { panic!("{:?}", verdicts(&plan)) };
+    assert!(reason.contains("began at 0/20000028 on timeline 1") && reason.contains("left at 0/30000000"), "{reason}");
+    assert_eq!(going(&plan), [(1, 0x1E, 0x30), (2, 0x30, 0x3F)]);
+    execute(&repo, &plan).await.unwrap();
+    assert!(of_backup(&fixture.objects(), dead).is_empty());
+
+    // On the server's own timeline, a backup of another instance that beats is running;
+    // one that stopped beating half an hour ago is not, and with no newer DONE backup it
+    // is kept and marked FAILED.
+    let running = "20261125T110000";
+    fixture.backup(running, Some("status=STARTED\nbegin_wal=000000020000000000000041\ntimeline=2\n".into()));
+    fixture.write(&format!("base/{running}/pgops-owner.json"), owner("2026-11-25T11:59:00Z").as_bytes());
+    let plan = plan_on(&repo, "REDUNDANCY 1", lineage(), DEFAULT_INCOMPLETE_GRACE).await;
+    assert_eq!(verdicts(&plan)[1].1, Why::Running);
+    fixture.write(&format!("base/{running}/pgops-owner.json"), owner("2026-11-25T11:25:00Z").as_bytes());
+    let plan = plan_on(&repo, "REDUNDANCY 1", lineage(), DEFAULT_INCOMPLETE_GRACE).await;
+    let Why::Abandoned { reason, superseded: false } = &verdicts(&plan)[1].1 else { panic!("{:?}", verdicts(&plan)) };
+    assert!(reason.contains("last heartbeat was at 2026-11-25 11:25:00"), "{reason}");
+    assert!(plan.obsolete().next().is_none());
+    let report = execute(&repo, &plan).await.unwrap();
+    assert_eq!(report.marked_failed, [running.parse::<BackupId>().unwrap()]);
+    let info = std::fs::read_to_string(fixture.dir.path().join(format!("srv/base/{running}/backup.info"))).unwrap();
+    assert!(info.contains("status=FAILED\n") && info.contains("error=abandoned: its owner's last heartbeat"), "{info}");
+    let plan = plan_on(&repo, "REDUNDANCY 1", lineage(), DEFAULT_INCOMPLETE_GRACE).await;
+    assert_eq!(verdicts(&plan)[1].1, Why::NoNewerDone);
 }

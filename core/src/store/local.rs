@@ -183,8 +183,9 @@ impl SortedWalk {
             } else if key.starts_with(&self.prefix)
                 && self.start_after.as_deref().is_none_or(|after| key.as_str() > after)
             {
-                let size = std::fs::metadata(&path)?.len();
-                out.push(ObjectMeta { key, size, md5: None, sha256: None });
+                let meta = std::fs::metadata(&path)?;
+                let modified = meta.modified().ok().map(chrono::DateTime::<chrono::Utc>::from);
+                out.push(ObjectMeta { key, size: meta.len(), md5: None, sha256: None, modified });
                 if out.len() >= self.max_keys {
                     return Ok(true);
                 }
@@ -266,6 +267,7 @@ impl ObjectStore for LocalStore {
             size: data.len() as u64,
             md5: Some(md5_of(&data)),
             sha256: Some(sha256_of(&data)),
+            modified: None,
         }))
     }
 

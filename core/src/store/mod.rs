@@ -34,6 +34,10 @@ pub struct ObjectMeta {
     /// metadata [`SHA256_METADATA`]; the local driver computes it). `None` in listings and
     /// for objects written by other tools.
     pub sha256: Option<[u8; 32]>,
+    /// When the object was last written, as the store says (S3 `LastModified`, the file's
+    /// modification time): retention's sign of life of a directory another tool is still
+    /// writing.
+    pub modified: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 /// The S3 user metadata (`x-amz-meta-pgops-sha256`) in which pgops records the hex SHA-256

@@ -200,6 +200,11 @@ fn error_chain(err: &dyn std::error::Error) -> String {
     parts.join(": ")
 }
 
+/// An S3 timestamp (`LastModified`) as a UTC time.
+fn utc(at: &aws_sdk_s3::primitives::DateTime) -> Option<chrono::DateTime<chrono::Utc>> {
+    chrono::DateTime::from_timestamp(at.secs(), at.subsec_nanos())
+}
+
 /// An ETag that is a plain MD5 (single-part upload without SSE-KMS or SSE-C), decoded.
 fn etag_md5(etag: Option<&str>) -> Option<[u8; 16]> {
     let hex_digest = etag?.trim_matches('"');
@@ -270,6 +275,7 @@ impl ObjectStore for S3Store {
                     size: head.content_length().unwrap_or(0) as u64,
                     md5: if etag_is_md5 { etag_md5(head.e_tag()) } else { None },
                     sha256,
+                    modified: head.last_modified().and_then(utc),
                 }))
             }
             Err(e) if Self::is_not_found(&e) => Ok(None),
@@ -299,6 +305,7 @@ impl ObjectStore for S3Store {
                     size: o.size().unwrap_or(0) as u64,
                     md5: None,
                     sha256: None,
+                    modified: o.last_modified().and_then(utc),
                 })
             })
             .collect();
