@@ -21,7 +21,7 @@ use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use safe_dir::SafeDir;
 use sha2::{Digest, Sha256};
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::ffi::{OsStr, OsString};
 use std::io::{self, Read, Write};
 use std::path::{Component, Path, PathBuf};
@@ -665,7 +665,7 @@ fn extract(
     let mut done = Extracted { files: 0, bytes: 0 };
     let manifest_prefix = kind.manifest_prefix();
     let mut directories = dir.map(|root| Directories { root, last: None });
-    let mut tar = tar::Archive::new(archive);
+    let mut tar = tar::Archive::new(EndWatch { inner: archive, ended: false });
     let reading = |e| RestoreError::reading(archive_name, "reading the archive", e);
     for entry in tar.entries().map_err(reading)? {
         let mut entry = entry.map_err(reading)?;
@@ -705,7 +705,35 @@ fn extract(
             _ => {}
         }
     }
+    // The tar reader stops at the end-of-archive marker (a zero block) and also, silently,
+    // where the stream ends at a member boundary: an archive cut short there (or inside a
+    // member, which a backup without a manifest could not tell) would restore short.
+    let mut rest = tar.into_inner();
+    if rest.ended {
+        return Err(RestoreError::corrupt(
+            archive_name,
+            "the archive ends without tar's end-of-archive marker: it was cut short, and files after the cut are missing",
+        ));
+    }
+    // Read to the end, so that whatever the stream carries after the marker is decoded
+    // (and, encrypted, authenticated) too.
+    io::copy(&mut rest, &mut io::sink())
+        .map_err(|e| RestoreError::reading(archive_name, "reading the archive's end", e))?;
     Ok(done)
+}
+
+/// A reader that notes when its source ended (a read returned nothing).
+struct EndWatch<R> {
+    inner: R,
+    ended: bool,
+}
+
+impl<R: Read> Read for EndWatch<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.ended |= n == 0 && !buf.is_empty();
+        Ok(n)
+    }
 }
 
 /// Writes an archive member as `.<file_name>.pgops-partial` in `parent`, lets `check`
@@ -809,11 +837,10 @@ impl StoredBackup {
         let objects = runtime.block_on(repo.list(&format!("{dir}/")))?;
         let manifest_bytes = runtime.block_on(repo.get(&format!("{dir}/backup_manifest")))?;
         let info = runtime.block_on(repo.get(&format!("{dir}/backup.info")))?;
-        let labelled_by_pgops = info.is_some_and(|text| {
-            InfoFields::parse(&String::from_utf8_lossy(&text))
-                .get("backup_label")
-                .is_some_and(|label| label.contains(PGOPS_BACKUP_LABEL))
-        });
+        let fields = info.map(|text| InfoFields::parse(&String::from_utf8_lossy(&text)));
+        let labelled_by_pgops = fields
+            .as_ref()
+            .is_some_and(|fields| fields.get("backup_label").is_some_and(|label| label.contains(PGOPS_BACKUP_LABEL)));
         let prefix = repo.key(&format!("{dir}/"));
         let names: Vec<(String, u64)> =
             objects.iter().filter_map(|o| Some((o.key.strip_prefix(&prefix)?.to_string(), o.size))).collect();
@@ -824,6 +851,19 @@ impl StoredBackup {
             archives.into_iter().partition(|(name, _)| name.starts_with("data"));
         if data.is_empty() {
             return Err(RestoreError::corrupt(repo.location(&dir), format!("backup {backup_id} has no data archive")));
+        }
+        check_chunks(&repo.location(&dir), backup_id, data.iter().chain(&tablespaces).map(|(name, _)| name.as_str()))?;
+        let archived: BTreeSet<u32> =
+            tablespaces.iter().map(|(name, _)| tablespace_oid(name)).collect::<Result<_, _>>()?;
+        let listed = info_tablespace_oids(fields.as_ref().and_then(|fields| fields.get("tablespaces")));
+        if let Some(missing) = listed.difference(&archived).next() {
+            return Err(RestoreError::corrupt(
+                repo.location(&dir),
+                format!(
+                    "backup {backup_id}'s backup.info lists tablespace {missing}, but the backup has no archive of it \
+                     ({missing}.tar…): restored without it, the database would come back without that tablespace's data"
+                ),
+            ));
         }
         Ok(StoredBackup {
             backup_id: backup_id.to_string(),
@@ -877,6 +917,65 @@ impl StoredBackup {
             e => RestoreError::Store(StoreError::undecodable(StoredBackup::location(repo, backup_id, name), e)),
         })
     }
+}
+
+/// Whether the archives of a backup are whole: for `data` and each tablespace, the first
+/// archive (`data.tar…`, `<oid>.tar…`) and then, past Barman's maximum archive size,
+/// `data_0001.tar…`, `data_0002.tar…` without a gap, each once (one compression). A chunk
+/// missing from the middle or the start would restore short without a word, for a backup
+/// without a manifest (Barman's).
+fn check_chunks<'a>(location: &str, backup_id: &str, names: impl Iterator<Item = &'a str>) -> Result<(), RestoreError> {
+    let mut chunks: BTreeMap<&str, Vec<u32>> = BTreeMap::new();
+    for name in names {
+        let stem = &name[..name.find(".tar").unwrap_or(name.len())];
+        let (base, number) = match stem.split_once('_') {
+            Some((base, number)) => match number.parse::<u32>() {
+                Ok(number) if number > 0 => (base, number),
+                _ => {
+                    return Err(RestoreError::corrupt(
+                        location,
+                        format!("archive {name} is not named as Barman names chunks"),
+                    ))
+                }
+            },
+            None => (stem, 0),
+        };
+        chunks.entry(base).or_default().push(number);
+    }
+    for (base, mut numbers) in chunks {
+        numbers.sort_unstable();
+        let expected: Vec<u32> = (0..numbers.len() as u32).collect();
+        if numbers != expected {
+            let found: Vec<String> = numbers
+                .iter()
+                .map(|n| if *n == 0 { format!("{base}.tar") } else { format!("{base}_{n:04}.tar") })
+                .collect();
+            return Err(RestoreError::corrupt(
+                location,
+                format!(
+                    "backup {backup_id}'s archives of {base} are not whole: found {} where {base}.tar and then \
+                     {base}_0001.tar, {base}_0002.tar… follow without a gap, each once",
+                    found.join(", ")
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The tablespace oids a backup's `backup.info` lists (Barman's
+/// `tablespaces=[('name', oid, 'location'), …]`).
+fn info_tablespace_oids(tablespaces: Option<&str>) -> BTreeSet<u32> {
+    let Some(text) = tablespaces else { return BTreeSet::new() };
+    // Every `, <digits>, '` is an oid between a name and a location; a name holding that
+    // text adds an oid without an archive, which refuses the restore: the careful way.
+    text.match_indices(", ")
+        .filter_map(|(at, _)| {
+            let rest = &text[at + 2..];
+            let digits = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
+            (digits > 0 && rest[digits..].starts_with(", '")).then(|| rest[..digits].parse().ok()).flatten()
+        })
+        .collect()
 }
 
 /// The tablespace a `<oid>.tar…` / `<oid>_0001.tar…` archive holds.
@@ -1210,6 +1309,20 @@ fn restore_tablespaces(
         .filter_map(|l| l.split_once(' ').and_then(|(oid, path)| Some((oid.parse().ok()?, path.to_string()))))
         .collect();
     let locations = request.tablespace_map.clone();
+    let archived: BTreeSet<u32> =
+        stored.tablespaces.iter().map(|(name, _)| tablespace_oid(name)).collect::<Result<_, _>>()?;
+    if let Some((oid, path)) = backed_up.iter().find(|(oid, _)| !archived.contains(oid)) {
+        return Err(RestoreError::corrupt(
+            &stored.location,
+            format!(
+                "the backup's tablespace_map names tablespace {oid} (at {path}), but backup {} has no archive of it: \
+                 restored without it, the database would come back without that tablespace's data, and Postgres would \
+                 link {path} itself",
+                stored.backup_id
+            ),
+        ));
+    }
+    let mut restored = BTreeMap::new();
     for (name, size) in &stored.tablespaces {
         let oid = tablespace_oid(name)?;
         let location = locations.get(&oid).ok_or_else(|| match backed_up.get(&oid) {
@@ -1230,8 +1343,11 @@ fn restore_tablespaces(
                 format!("Pass --tablespace-map {oid}=/absolute/dir."),
             ));
         }
-        ensure_empty(location)?;
-        create_private_dir(location)?;
+        // The first archive of a tablespace (they come in order: `<oid>.tar` before its chunks).
+        if restored.insert(oid, location.clone()).is_none() {
+            ensure_empty(location)?;
+            create_private_dir(location)?;
+        }
         let dir = SafeDir::open_root(location).map_err(RestoreError::io(location))?;
         let archive = StoredBackup::open(repo, runtime, &stored.backup_id, name, *size)?;
         let object = StoredBackup::location(repo, &stored.backup_id, name);
@@ -1244,9 +1360,17 @@ fn restore_tablespaces(
         let _ = std::fs::remove_file(&link);
         std::os::unix::fs::symlink(location, &link).map_err(RestoreError::io(&link))?;
     }
-    if !locations.is_empty() && map_path.exists() {
-        let map: String = locations.iter().map(|(oid, path)| format!("{oid} {}\n", path.display())).collect();
-        std::fs::write(&map_path, map).map_err(RestoreError::io(&map_path))?;
+    // Postgres makes the links tablespace_map names: it names only the locations given
+    // here, never one the repository said (on a clone next to production, that would be
+    // production's tablespace).
+    if map_path.exists() {
+        match restored.is_empty() {
+            true => std::fs::remove_file(&map_path).map_err(RestoreError::io(&map_path))?,
+            false => {
+                let map: String = restored.iter().map(|(oid, path)| format!("{oid} {}\n", path.display())).collect();
+                std::fs::write(&map_path, map).map_err(RestoreError::io(&map_path))?;
+            }
+        }
     }
     Ok(())
 }
@@ -1715,6 +1839,64 @@ mod tests {
         )
         .unwrap();
         assert!(!report.verified && report.warnings.is_empty());
+    }
+
+    /// Barman's backups have no manifest: what the listing shows must be the whole backup.
+    #[test]
+    fn a_barman_backup_missing_an_archive_or_cut_short_is_refused() {
+        let restore_into = |repo: &Repository, runtime: &tokio::runtime::Runtime, into: &Path| {
+            restore(repo, runtime.handle(), &request(into, RecoveryTarget::End), &mut |_| {}).map_err(|e| e.shown())
+        };
+        let pgdata = tempfile::tempdir().unwrap();
+        let dir = "base/20261125T020000";
+
+        // A data chunk missing from the middle, or the first one.
+        let (_store, repo, runtime) = repository_with(CLUSTER, false);
+        runtime.block_on(repo.put(&format!("{dir}/data_0002.tar"), tar_of(CLUSTER).into())).unwrap();
+        let err = restore_into(&repo, &runtime, &pgdata.path().join("gap")).unwrap_err();
+        assert!(err.contains("archives of data are not whole: found data.tar, data_0002.tar"), "{err}");
+        runtime.block_on(repo.put(&format!("{dir}/data_0001.tar"), tar_of(CLUSTER).into())).unwrap();
+        runtime.block_on(repo.store.delete(&repo.key(&format!("{dir}/data.tar")))).unwrap();
+        let err = restore_into(&repo, &runtime, &pgdata.path().join("first")).unwrap_err();
+        assert!(err.contains("found data_0001.tar, data_0002.tar"), "{err}");
+
+        // A tablespace backup.info lists, without its archive.
+        let (_store, repo, runtime) = repository_with(CLUSTER, false);
+        let info_key = format!("{dir}/backup.info");
+        let info = runtime.block_on(repo.get(&info_key)).unwrap().unwrap();
+        let info = format!("{}tablespaces=[('fast', 16385, '/mnt/fast')]\n", String::from_utf8_lossy(&info));
+        runtime.block_on(repo.put(&info_key, info.into())).unwrap();
+        let err = restore_into(&repo, &runtime, &pgdata.path().join("tablespace")).unwrap_err();
+        assert!(err.contains("lists tablespace 16385, but the backup has no archive of it"), "{err}");
+
+        // A tablespace only tablespace_map names: never linked to where it was.
+        let with_map = [
+            Crafted::File("PG_VERSION", b"15\n"),
+            Crafted::Dir("pg_wal/"),
+            Crafted::File("tablespace_map", b"16385 /srv/production/fast\n"),
+        ];
+        let (_store, repo, runtime) = repository_with(&with_map, false);
+        let into = pgdata.path().join("map");
+        let err = restore_into(&repo, &runtime, &into).unwrap_err();
+        assert!(err.contains("tablespace_map names tablespace 16385 (at /srv/production/fast)"), "{err}");
+
+        // A data archive cut at a member boundary: no end-of-archive marker.
+        let (_store, repo, runtime) = repository_with(CLUSTER, false);
+        let whole = tar_of(CLUSTER);
+        let cut = &whole[..whole.len() - 1024];
+        runtime.block_on(repo.put(&format!("{dir}/data.tar"), Bytes::copy_from_slice(cut))).unwrap();
+        let err = restore_into(&repo, &runtime, &pgdata.path().join("cut")).unwrap_err();
+        assert!(err.contains("without tar's end-of-archive marker"), "{err}");
+        // Whole, it restores.
+        runtime.block_on(repo.put(&format!("{dir}/data.tar"), whole.into())).unwrap();
+        restore_into(&repo, &runtime, &pgdata.path().join("whole")).unwrap();
+    }
+
+    #[test]
+    fn backup_info_tablespaces_are_read_for_their_oids() {
+        assert_eq!(info_tablespace_oids(None), BTreeSet::new());
+        let listed = "[('fast', 16385, '/mnt/o\\'k'), ('slow', 16390, '/mnt/slow')]";
+        assert_eq!(info_tablespace_oids(Some(listed)), BTreeSet::from([16385, 16390]));
     }
 
     #[test]

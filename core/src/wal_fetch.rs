@@ -101,10 +101,10 @@ impl FetchError {
 /// copy is read and they must agree.
 pub async fn fetch_wal(repo: &Repository, name: &str, dest: &Path) -> Result<Fetched, FetchError> {
     let mut content: Option<(String, bytes::Bytes)> = None;
+    let mut vanished = None;
     let dir = naming::wal_dir(name).map_err(FetchError::NotAWalFile)?;
     for object in repo.wal_copies(&dir, name).await? {
         let location = repo.store.location(&object.key);
-        // Listed a moment ago: gone now means removed meanwhile (retention), as if not listed.
         let file = object.key.rsplit('/').next().unwrap_or_default();
         let Some(codec) = Compression::of_copy(file, name) else {
             return Err(FetchError::Corrupt {
@@ -116,7 +116,10 @@ pub async fn fetch_wal(repo: &Repository, name: &str, dest: &Path) -> Result<Fet
         };
         let data = match repo.read_object(&object.key, codec).await {
             Ok(Some(data)) => data,
-            Ok(None) => continue,
+            Ok(None) => {
+                vanished = Some(location);
+                continue;
+            }
             Err(e) if e.kind == StoreErrorKind::Undecodable(UndecodableReason::Corrupt) => {
                 return Err(FetchError::Corrupt { location, cause: std::io::Error::other(e.cause) })
             }
@@ -131,7 +134,20 @@ pub async fn fetch_wal(repo: &Repository, name: &str, dest: &Path) -> Result<Fet
             Some(_) => {}
         }
     }
-    let Some((location, data)) = content else { return Ok(Fetched::NotFound) };
+    let Some((location, data)) = content else {
+        // Listed a moment ago, not found now: an eventually consistent store, or retention
+        // deleting it meanwhile. Either way "not in the archive" is not what the store said
+        // (and Postgres would end recovery on it): an error, retried as a transient one.
+        return match vanished {
+            Some(location) => Err(FetchError::Store(StoreError {
+                operation: "GetObject",
+                location,
+                kind: StoreErrorKind::Other,
+                cause: "the listing shows the object, but reading it found nothing".into(),
+            })),
+            None => Ok(Fetched::NotFound),
+        };
+    };
     write_atomically(dest, &data).map_err(|cause| FetchError::Write { path: dest.to_path_buf(), cause })?;
     Ok(Fetched::Written { location, bytes: data.len() as u64 })
 }
@@ -441,5 +457,45 @@ mod tests {
         assert!(options.spool.join(&names[2]).exists());
         let err = fetch_wal_prefetching(&repo, &names[1], &dest, &options, &mut |_, _| {}).await.unwrap_err();
         assert!(err.to_string().contains("corrupt"), "{err}");
+    }
+
+    /// A copy the listing shows but a GET does not find is a store inconsistency, never
+    /// "not in the archive" (exit 1 would end recovery there): retried, and once it reads
+    /// again, served.
+    #[tokio::test]
+    async fn a_listed_copy_that_reads_as_missing_is_retried_not_reported_missing() {
+        let (store, pg_wal) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let outage = Arc::new(Outage::new(store.path()));
+        outage.failing.store(false, std::sync::atomic::Ordering::SeqCst);
+        let repo = Repository::new(outage.clone(), "srv");
+        let name = "000000010000000000000009";
+        repo.put(
+            &format!("wals/0000000100000000/{name}.zst"),
+            Bytes::from(Compression::Zstd.compress(&[3u8; 8192], 3).unwrap()),
+        )
+        .await
+        .unwrap();
+        *outage.hidden.lock().unwrap() = vec![format!("{name}.zst")];
+        let dest = pg_wal.path().join("RECOVERYXLOG");
+        let err = fetch_wal(&repo, name, &dest).await.unwrap_err();
+        assert!(err.is_transient() && err.to_string().contains("reading it found nothing"), "{err}");
+
+        let patience = Patience {
+            total: Duration::from_secs(5),
+            first_delay: Duration::from_millis(20),
+            max_delay: Duration::from_millis(50),
+        };
+        let options = FetchOptions { spool: pg_wal.path().join("spool"), prefetch: 0, patience };
+        let (heal, healed) = (outage.clone(), std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0)));
+        let counted = healed.clone();
+        let fetched = fetch_wal_prefetching(&repo, name, &dest, &options, &mut move |_, _| {
+            if counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 2 {
+                heal.hidden.lock().unwrap().clear();
+            }
+        })
+        .await
+        .unwrap();
+        assert!(matches!(fetched, Fetched::Written { bytes: 8192, .. }), "{fetched:?}");
+        assert!(healed.load(std::sync::atomic::Ordering::SeqCst) >= 3);
     }
 }
