@@ -42,6 +42,10 @@ pub struct RestoreArgs {
     /// backup's manifest is missing or fails its own checksum
     #[arg(long)]
     no_verify: bool,
+    /// Do not fsync the restored files and directories before saying restored (faster;
+    /// a crash of the machine soon after may lose some)
+    #[arg(long)]
+    no_sync: bool,
 }
 
 /// The recovery target flags, each read into its type by clap, which lets at most one
@@ -162,6 +166,7 @@ pub fn run(args: RestoreArgs, source: &Source, runtime: &tokio::runtime::Runtime
             Archive::Keep => ArchiveAfterRestore::Keep,
         },
         verify: !args.no_verify,
+        sync: !args.no_sync,
     };
     let repo = runtime.block_on(source.open());
     // Drawn on a terminal only (indicatif hides it otherwise).

@@ -2,6 +2,7 @@
 //! the backup's manifest (size and CRC-32C), then set up for recovery from the WAL archive
 //! (recovery.signal, restore_command, recovery target).
 
+mod durable;
 mod error;
 mod safe_dir;
 mod target_time;
@@ -149,6 +150,9 @@ pub struct RestoreRequest {
     /// Check every file against the backup's manifest, and refuse a pgops backup whose
     /// manifest is missing or fails its own checksum (`--no-verify` turns this off).
     pub verify: bool,
+    /// Fsync every restored file and directory before returning (`--no-sync` turns this
+    /// off, for a scratch restore that a crash may lose).
+    pub sync: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -1094,8 +1098,21 @@ fn choice_context(
     backups: &[BackupSummary],
 ) -> Result<ChoiceContext, RestoreError> {
     let mut context = ChoiceContext::default();
-    if let Some(TargetTimeline::Number(timeline)) = request.target_timeline {
-        context.timeline = Some(timeline_history(repo, runtime, timeline)?);
+    match request.target_timeline {
+        Some(TargetTimeline::Number(timeline)) => context.timeline = Some(timeline_history(repo, runtime, timeline)?),
+        Some(TargetTimeline::Current) => {}
+        // Postgres' default: from the backup's timeline, the newest one whose history file
+        // the archive has; a backup of a branch that timeline does not descend from fails
+        // at startup ("not a child of this server's history"), after the whole download.
+        None | Some(TargetTimeline::Latest) => {
+            let oldest = backups.iter().filter(|b| is_done(b)).filter_map(|b| b.fields.number("timeline")).min();
+            if let Some(oldest) = oldest.and_then(|t| u32::try_from(t).ok()) {
+                let newest = runtime.block_on(newest_timeline(repo, oldest))?;
+                if newest.timeline > 1 {
+                    context.timeline = Some(newest);
+                }
+            }
+        }
     }
     if matches!(request.target, RecoveryTarget::Xid(_)) {
         for backup in backups.iter().filter(|b| is_done(b)) {
@@ -1112,6 +1129,21 @@ fn choice_context(
         }
     }
     Ok(context)
+}
+
+/// The newest timeline recovery from a backup on `from` follows with
+/// `recovery_target_timeline = 'latest'`, as Postgres finds it (`findNewestTimeLine`):
+/// the history files of `from + 1`, `from + 2`, … while the repository has them.
+async fn newest_timeline(repo: &Repository, from: u32) -> Result<TimelineHistory, RestoreError> {
+    let own = stored_timeline_history(repo, from).await?;
+    let mut newest = own.unwrap_or(TimelineHistory { timeline: from, ancestors: Vec::new() });
+    while let Some(next) = newest.timeline.checked_add(1) {
+        match stored_timeline_history(repo, next).await? {
+            Some(history) => newest = history,
+            None => break,
+        }
+    }
+    Ok(newest)
 }
 
 /// Timeline `timeline`'s history, from its history file in the repository.
@@ -1271,6 +1303,18 @@ pub fn restore(
             .map_err(RestoreError::io(&auto_conf))?;
         let signal = request.pgdata.join("recovery.signal");
         std::fs::write(&signal, "").map_err(RestoreError::io(signal))?;
+        match request.sync {
+            true => {
+                let tablespaces = request.tablespace_map.values().filter(|dir| dir.exists());
+                for dir in std::iter::once(&request.pgdata).chain(tablespaces) {
+                    durable::sync_tree(dir).map_err(|(path, cause)| RestoreError::Io { path, cause })?;
+                }
+            }
+            false => report.warnings.push(
+                "--no-sync: the restored files were not synced to disk; a crash of this machine may lose or empty some"
+                    .into(),
+            ),
+        }
         report.notes.push(match request.archive {
             ArchiveAfterRestore::Off => format!(
                 "archiving is off in the restored cluster (archive_mode = 'off', pgops.backup_schedule = '', pgops.repository = '' \
@@ -1446,6 +1490,37 @@ mod tests {
         }
     }
 
+    /// An in-place point-in-time restore from A branched timeline 2 off timeline 1 at
+    /// 0/7000000; B, taken on timeline 1 after that point, is the abandoned branch's.
+    /// Without --target-timeline Postgres follows the newest timeline (latest), which B
+    /// cannot reach: A is chosen, as with --target-timeline latest; current takes B.
+    #[test]
+    fn without_a_target_timeline_the_backup_can_follow_onto_the_newest_timeline() {
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        let store = tempfile::tempdir().unwrap();
+        let repo = Repository::new(Arc::new(LocalStore::new(store.path())), "main");
+        let history = Bytes::from_static(b"1\t0/7000000\tbefore 2026-11-25 02:30:00+00\n");
+        runtime.block_on(repo.put("wals/00000002.history", history)).unwrap();
+        let backups = [on_timeline("20261125T010000", "0/5000000", 1), on_timeline("20261125T030000", "0/9000000", 1)];
+        let pgdata = tempfile::tempdir().unwrap();
+        let chosen = |timeline: Option<TargetTimeline>| {
+            let request = RestoreRequest { target_timeline: timeline, ..request(pgdata.path(), RecoveryTarget::End) };
+            let context = choice_context(&repo, runtime.handle(), &request, &backups).unwrap();
+            choose_backup(&backups, &BackupChoice::Latest, &RecoveryTarget::End, &context)
+                .unwrap()
+                .backup
+                .backup_id
+                .clone()
+        };
+        assert_eq!(chosen(None), "20261125T010000");
+        assert_eq!(chosen(Some(TargetTimeline::Latest)), "20261125T010000");
+        assert_eq!(chosen(Some(TargetTimeline::Current)), "20261125T030000");
+        // A third timeline off the second: still A (B is on no part of timeline 3's history).
+        let history = Bytes::from_static(b"1\t0/7000000\tx\n2\t0/B000000\ty\n");
+        runtime.block_on(repo.put("wals/00000003.history", history)).unwrap();
+        assert_eq!(chosen(None), "20261125T010000");
+    }
+
     #[test]
     fn a_transaction_or_restore_point_target_takes_a_backup_that_can_reach_it() {
         let backups = [
@@ -1563,6 +1638,7 @@ mod tests {
             restore_command: "pgops wal-fetch %f %p".into(),
             archive: ArchiveAfterRestore::Off,
             verify: true,
+            sync: true,
         }
     }
 
