@@ -48,11 +48,14 @@ fn print_report(report: &VerifyReport, json: bool) {
             false => println!("backup {}: {}", b.id, b.problems.join("; ")),
         }
     }
+    let names = |segments: &[pgops_core::naming::WalSegment]| {
+        segments.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
+    };
     for t in &report.timelines {
-        let gaps = if t.gaps.is_empty() {
-            "no gaps".to_string()
-        } else {
-            format!("missing {}", t.gaps.iter().map(ToString::to_string).collect::<Vec<_>>().join(", "))
+        let gaps = match (t.missing_needed.is_empty(), t.gaps.is_empty()) {
+            (false, _) => format!("missing {} (needed)", names(&t.missing_needed)),
+            (true, false) => format!("gaps at {}, where no backup needs WAL", names(&t.gaps)),
+            (true, true) => "no gaps".to_string(),
         };
         println!("timeline {}: WAL {} to {} ({} segments), {gaps}", t.timeline, t.first, t.last, t.segments);
     }

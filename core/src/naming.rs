@@ -149,6 +149,24 @@ pub struct SegmentPosition {
     pub seg: u32,
 }
 
+impl SegmentPosition {
+    /// The segment holding `lsn`, for segments of `segment_size` bytes (a power of two).
+    pub fn of(lsn: Lsn, segment_size: u64) -> SegmentPosition {
+        SegmentPosition { log: (lsn.0 >> 32) as u32, seg: ((lsn.0 & 0xFFFF_FFFF) / segment_size.max(1)) as u32 }
+    }
+
+    /// The segment before this one; `None` before the first.
+    pub fn previous(self, segment_size: u64) -> Option<SegmentPosition> {
+        match self.seg {
+            0 => Some(SegmentPosition {
+                log: self.log.checked_sub(1)?,
+                seg: ((1u64 << 32) / segment_size.max(1)).saturating_sub(1) as u32,
+            }),
+            seg => Some(SegmentPosition { log: self.log, seg: seg - 1 }),
+        }
+    }
+}
+
 /// A WAL segment, named `TTTTTTTTLLLLLLLLSSSSSSSS` (timeline, log, segment; hex).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct WalSegment {

@@ -1,13 +1,18 @@
 //! `pgops verify`: is what the repository holds restorable? Every DONE backup's archives
 //! are read and each file checked against the backup's manifest; the WAL archive is
-//! checked for gaps on every timeline, for the history file of every timeline after the
-//! first, and for the WAL each backup needs (begin to end segment).
+//! checked for the history file of every timeline after the first, for the WAL each
+//! backup needs to be consistent (begin to end segment) and, for every backup not kept
+//! `standalone`, for the WAL to restore it to the newest point: from its begin through its
+//! timeline up to the newest segment or the point a later timeline left it (read from the
+//! history files), and on through those later timelines. A gap nobody needs (before every
+//! backup, or between a standalone backup's WAL and the rest) is listed, not a problem.
 
 use crate::backup::catalog::list_backups;
-use crate::naming::{self, SegmentPosition, Timeline, WalFileKind, WalSegment};
+use crate::naming::{self, Lsn, SegmentPosition, Timeline, WalFileKind, WalSegment};
 use crate::ownership::{self, OwnershipError};
 use crate::pipeline::{self, Compression};
-use crate::restore::{is_done, verify_backup};
+use crate::restore::{is_done, stored_timeline_history, verify_backup, TimelineHistory};
+use crate::retention::{read_keep, KeepTarget};
 use crate::store::{ObjectMeta, Repository, StoreError, StoreErrorKind};
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
@@ -28,8 +33,13 @@ pub struct TimelineCheck {
     pub first: WalSegment,
     pub last: WalSegment,
     pub segments: u64,
-    /// Missing segments between `first` and `last` (at most 20 named).
+    /// Missing segments between `first` and `last` (at most 20 named), needed or not.
     pub gaps: Vec<WalSegment>,
+    /// From where kept backups need this timeline's WAL (to its newest segment, or to the
+    /// point a later timeline left it); `None`: no backup needs it.
+    pub needed_from: Option<WalSegment>,
+    /// Segments of that range missing (at most 20 named): each one a problem.
+    pub missing_needed: Vec<WalSegment>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -209,18 +219,85 @@ pub fn verify(repo: &Repository, runtime: &Handle) -> Result<VerifyReport, Store
         Err(OwnershipError::Store(e)) => return Err(e),
         Err(e) => problems.insert(0, format!("{e} ({})", e.hint())),
     }
+    // Where each timeline branched off its parent, from the history files.
+    let mut children: BTreeMap<Timeline, Vec<(Timeline, Lsn)>> = BTreeMap::new();
+    for &timeline in &histories {
+        match runtime.block_on(stored_timeline_history(repo, timeline.0)) {
+            Ok(Some(TimelineHistory { ancestors, .. })) => match ancestors.last() {
+                // A parent always has a smaller number: anything else is not followed.
+                Some(&(parent, left_at)) if parent < timeline.0 => {
+                    children.entry(Timeline(parent)).or_default().push((timeline, left_at))
+                }
+                _ => problems.push(format!("{:08X}.history names no parent timeline before it", timeline.0)),
+            },
+            Ok(None) => {}
+            Err(e) => problems.push(format!("{:08X}.history cannot be read: {e}", timeline.0)),
+        }
+    }
+    let mut needs = WalNeeds { children: &children, segment_size, from: BTreeMap::new() };
+    for backup in backups.iter().filter(|b| is_done(b)) {
+        let id = backup.backup_id.parse::<crate::backup::BackupId>();
+        let standalone = match &id {
+            Ok(id) => {
+                runtime.block_on(read_keep(repo, id)).map_err(|e| StoreError {
+                    operation: "verify",
+                    location: repo.location("base/"),
+                    kind: StoreErrorKind::Other,
+                    cause: e.to_string(),
+                })? == Some(KeepTarget::Standalone)
+            }
+            Err(_) => false,
+        };
+        let begin = backup.fields.get("begin_wal").and_then(|name| WalSegment::parse(name).ok());
+        let end = backup.fields.get("end_xlog").and_then(|text| text.parse::<Lsn>().ok());
+        if let (Some(begin), false) = (begin, standalone) {
+            needs.add(begin.timeline, begin.position, end);
+        }
+    }
+
     let mut timelines = Vec::new();
-    for (&timeline, present) in &segments {
+    for &timeline in segments.keys().chain(needs.from.keys()).collect::<BTreeSet<_>>() {
+        let none = BTreeSet::new();
+        let present = segments.get(&timeline).unwrap_or(&none);
+        let needed_from = needs.from.get(&timeline).map(|&position| WalSegment { timeline, position });
+        let missing_needed = match needed_from {
+            Some(from) => {
+                let to = needs.end_of(timeline, from.position, present.last().copied());
+                let mut missing = missing_segments(from, WalSegment { timeline, position: to }, present, segment_size);
+                if !present.contains(&from.position) {
+                    missing.insert(0, from);
+                }
+                missing.truncate(MAX_GAPS_NAMED);
+                missing
+            }
+            None => Vec::new(),
+        };
+        if !missing_needed.is_empty() {
+            problems.push(format!(
+                "WAL missing on timeline {timeline} that backups need to restore to its newest point: {} (first {})",
+                if missing_needed.len() >= MAX_GAPS_NAMED {
+                    format!("{MAX_GAPS_NAMED} or more")
+                } else {
+                    missing_needed.len().to_string()
+                },
+                missing_needed[0]
+            ));
+        }
         let (Some(&first), Some(&last)) = (present.first(), present.last()) else { continue };
         let (first, last) = (WalSegment { timeline, position: first }, WalSegment { timeline, position: last });
         let gaps = missing_segments(first, last, present, segment_size);
-        if !gaps.is_empty() {
-            problems.push(format!("WAL gap on timeline {timeline}: {} missing (first {})", gaps.len(), gaps[0]));
-        }
         if timeline > Timeline(1) && !histories.contains(&timeline) {
             problems.push(format!("timeline {timeline} has WAL but no {:08X}.history", timeline.0));
         }
-        timelines.push(TimelineCheck { timeline, first, last, segments: present.len() as u64, gaps });
+        timelines.push(TimelineCheck {
+            timeline,
+            first,
+            last,
+            segments: present.len() as u64,
+            gaps,
+            needed_from,
+            missing_needed,
+        });
     }
 
     for backup in backups.iter().filter(|b| b.fields.get("status").is_none()) {
@@ -255,6 +332,48 @@ pub fn verify(repo: &Repository, runtime: &Handle) -> Result<VerifyReport, Store
     }
     let ok = problems.is_empty() && checks.iter().all(|c| c.problems.is_empty());
     Ok(VerifyReport { ok, backups: checks, timelines, problems, objects_by_key })
+}
+
+/// What the DONE backups need of the WAL to restore to the newest point: per timeline, the
+/// position from which its segments must all be there.
+struct WalNeeds<'a> {
+    children: &'a BTreeMap<Timeline, Vec<(Timeline, Lsn)>>,
+    segment_size: u64,
+    from: BTreeMap<Timeline, SegmentPosition>,
+}
+
+impl WalNeeds<'_> {
+    /// `timeline` is needed from `from`, by a restore that has reached `reached` on it
+    /// (`None`: unknown, taken as early as can be): and so is every later timeline that
+    /// left this one at or after that point, from the segment it branched in.
+    fn add(&mut self, timeline: Timeline, from: SegmentPosition, reached: Option<Lsn>) {
+        let earliest = self.from.entry(timeline).or_insert(from);
+        if from < *earliest {
+            *earliest = from;
+        }
+        let followed: Vec<(Timeline, Lsn)> = self
+            .children
+            .get(&timeline)
+            .into_iter()
+            .flatten()
+            .filter(|(child, left_at)| *child > timeline && reached.is_none_or(|reached| reached <= *left_at))
+            .copied()
+            .collect();
+        for (child, left_at) in followed {
+            self.add(child, SegmentPosition::of(left_at, self.segment_size), Some(left_at));
+        }
+    }
+
+    /// The last segment of `timeline` needed from `from`: its newest one (`last`), and at
+    /// least the one before the segment each later timeline branched in (recovery reads
+    /// that one from the later timeline).
+    fn end_of(&self, timeline: Timeline, from: SegmentPosition, last: Option<SegmentPosition>) -> SegmentPosition {
+        let before_branches =
+            self.children.get(&timeline).into_iter().flatten().filter_map(|(_, left_at)| {
+                SegmentPosition::of(*left_at, self.segment_size).previous(self.segment_size)
+            });
+        last.into_iter().chain(before_branches).filter(|end| *end >= from).max().unwrap_or(from)
+    }
 }
 
 /// A WAL object pgops reads: a WAL file name under a codec suffix it knows.
@@ -352,5 +471,104 @@ mod tests {
         let plain = Repository::new(std::sync::Arc::new(crate::store::LocalStore::new(root.path())), "main");
         let report = verify(&plain, runtime.handle()).unwrap();
         assert!(report.problems.iter().any(|p| p.contains("no encryption key file")), "{:?}", report.problems);
+    }
+
+    /// A repository of 1 MiB segments: WAL `segments` of timeline `timeline` archived
+    /// (whole, zstd), and DONE backups (no archives: only their WAL needs matter here).
+    struct Repo {
+        _root: tempfile::TempDir,
+        repo: Repository,
+        runtime: tokio::runtime::Runtime,
+    }
+
+    const MIB: usize = 1 << 20;
+
+    impl Repo {
+        fn new() -> Repo {
+            let root = tempfile::tempdir().unwrap();
+            let repo = Repository::new(std::sync::Arc::new(crate::store::LocalStore::new(root.path())), "main");
+            Repo { _root: root, repo, runtime: tokio::runtime::Runtime::new().unwrap() }
+        }
+
+        fn wal(&self, timeline: u32, segments: impl IntoIterator<Item = u32>) {
+            for seg in segments {
+                let name = format!("{timeline:08X}00000000{seg:08X}");
+                let key = naming::wal_key(&name, Compression::Zstd).unwrap();
+                let stored = Compression::Zstd.compress(&vec![0u8; MIB], 3).unwrap();
+                self.runtime.block_on(self.repo.put_as_is(&key, stored.into())).unwrap();
+            }
+        }
+
+        fn history(&self, timeline: u32, text: &str) {
+            let key = format!("wals/{timeline:08X}.history");
+            self.runtime.block_on(self.repo.put_as_is(&key, text.to_string().into())).unwrap();
+        }
+
+        fn done(&self, id: &str, begin_seg: u32, end_lsn: &str) {
+            let info = format!(
+                "begin_wal=00000001000000000000{begin_seg:04X}\nend_wal=00000001000000000000{begin_seg:04X}\n\
+                 end_xlog={end_lsn}\nstatus=DONE\nxlog_segment_size={MIB}\n"
+            );
+            self.runtime.block_on(self.repo.put(&format!("base/{id}/backup.info"), info.into())).unwrap();
+        }
+
+        fn verify(&self) -> VerifyReport {
+            verify(&self.repo, self.runtime.handle()).unwrap()
+        }
+    }
+
+    fn timeline(report: &VerifyReport, timeline: u32) -> &TimelineCheck {
+        report.timelines.iter().find(|t| t.timeline == Timeline(timeline)).unwrap()
+    }
+
+    /// The primary died with segments 6 and 7 of timeline 1 unarchived; its standby took
+    /// over at 0/800000 (segment 8, timeline 2). Timeline 1's archived WAL has no gap, yet
+    /// a restore of the backup on it stops at 5 and promotes short.
+    #[test]
+    fn wal_missing_before_a_switch_point_is_a_problem() {
+        let repo = Repo::new();
+        repo.wal(1, 1..=5);
+        repo.history(2, "1\t0/800000\tno recovery target specified\n");
+        repo.wal(2, 8..=9);
+        repo.done("20261125T020000", 2, "0/300000");
+        let report = repo.verify();
+        let tl1 = timeline(&report, 1);
+        assert!(tl1.gaps.is_empty());
+        assert_eq!(names(&tl1.missing_needed), "000000010000000000000006, 000000010000000000000007");
+        assert!(
+            report
+                .problems
+                .iter()
+                .any(|p| p.contains("WAL missing on timeline 1") && p.contains("(first 000000010000000000000006)")),
+            "{:?}",
+            report.problems
+        );
+        assert!(timeline(&report, 2).missing_needed.is_empty(), "{report:?}");
+        // Archived after all: no problem left.
+        repo.wal(1, 6..=7);
+        let report = repo.verify();
+        assert!(report.problems.is_empty(), "{:?}", report.problems);
+    }
+
+    /// Retention with a backup kept standalone keeps its WAL (2–3) and deletes what only
+    /// older backups needed (4–7): a healthy repository, whose gap nobody needs.
+    #[test]
+    fn a_gap_no_backup_needs_is_listed_not_a_problem() {
+        let repo = Repo::new();
+        repo.wal(1, (2..=3).chain(8..=10));
+        repo.done("20261101T020000", 2, "0/300000");
+        repo.runtime
+            .block_on(repo.repo.put_as_is("base/20261101T020000/annotations/keep", "standalone".into()))
+            .unwrap();
+        repo.done("20261125T020000", 8, "0/900000");
+        let report = repo.verify();
+        assert!(report.problems.is_empty(), "{:?}", report.problems);
+        let tl1 = timeline(&report, 1);
+        assert_eq!(tl1.gaps.len(), 4);
+        assert_eq!(tl1.needed_from.unwrap().to_string(), "000000010000000000000008");
+        // Without the keep mark, the older backup needs 4–7 to restore to the newest point.
+        repo.runtime.block_on(repo.repo.delete("base/20261101T020000/annotations/keep")).unwrap();
+        let report = repo.verify();
+        assert_eq!(names(&timeline(&report, 1).missing_needed).matches(", ").count(), 3, "{report:?}");
     }
 }

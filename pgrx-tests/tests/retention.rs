@@ -94,13 +94,23 @@ fn a_window_expires_old_backups_leftovers_and_more_than_a_page_of_wal() {
     put(&repo, &format!("base/{failed}/backup.info"), "status=FAILED\nerror=boom\n");
     put(&repo, &format!("base/{failed}/data.tar"), vec![0u8; 64]);
     let window_start = fake_backup(&repo, 35, 1150);
-    let (unfinished, _) = id_days_ago(33);
+    let (unfinished, started) = id_days_ago(33);
     put(&repo, &format!("base/{unfinished}/data.tar"), vec![0u8; 64]);
+    // Written 33 days ago, as its id says (a directory written now may be a backup still
+    // uploading, and is left alone for pgops.retention_incomplete_grace).
+    let data = s3.root.join(BUCKET).join("window/base").join(&unfinished).join("data.tar");
+    std::fs::File::options().write(true).open(data).unwrap().set_modified(started.into()).unwrap();
     let newest = fake_backup(&repo, 5, 1180);
+    // barman-cloud-backup uploading now: data.tar without backup.info (written last), under
+    // an id that sorts before every DONE backup (ids are its host's local time).
+    let uploading = "20000101T000000".to_string();
+    put(&repo, &format!("base/{uploading}/data.tar"), vec![0u8; 64]);
     put(&repo, "wals/00000002.history", "1\t0/10000000\tno recovery target specified\n");
 
     let rows = dry_run_rows(&s3, "window", &["--policy", "30d", "--timeline", "1"]);
     assert_eq!(obsolete_ids(&rows), BTreeSet::from([oldest.clone(), old.clone(), failed.clone(), unfinished.clone()]));
+    let row = rows.iter().find(|r| r["id"] == uploading.as_str()).unwrap();
+    assert!(row["kept"] == true && row["why"].as_str().unwrap().contains("perhaps a backup still uploading"), "{row}");
     let wal: Vec<&Value> = rows.iter().filter(|r| r["kind"] == "wal").collect();
     assert_eq!(wal.len(), 1, "{rows:?}");
     assert_eq!((wal[0]["objects"].as_u64(), wal[0]["first_wal"].as_str()), (Some(1150), Some(segment(0).as_str())));
@@ -128,7 +138,7 @@ fn a_window_expires_old_backups_leftovers_and_more_than_a_page_of_wal() {
     );
     let dirs: BTreeSet<String> =
         keys(&repo, "base/").iter().map(|k| k.split('/').nth(1).unwrap().to_string()).collect();
-    assert_eq!(dirs, BTreeSet::from([window_start, newest]));
+    assert_eq!(dirs, BTreeSet::from([uploading, window_start, newest]));
     // Nothing left to do.
     let rows = dry_run_rows(&s3, "window", &["--policy", "30d", "--timeline", "1"]);
     assert!(obsolete_ids(&rows).is_empty() && !rows.iter().any(|r| r["kind"] == "wal"), "{rows:?}");

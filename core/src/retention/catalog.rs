@@ -14,6 +14,11 @@ use crate::store::Repository;
 use chrono::{DateTime, Utc};
 use std::collections::BTreeMap;
 
+/// What pgops' retention writes into a backup's directory before it deletes it, and
+/// removes last: a directory that has it is what an interrupted run left, obsolete
+/// however young (one without `backup.info` may otherwise be a backup still uploading).
+pub const EXPIRING_MARKER: &str = "pgops-expiring";
+
 /// Barman's keep annotation of a backup, `base/<id>/annotations/keep`
 /// (`barman-cloud-backup-keep`), relative to the backup's directory.
 pub const KEEP_ANNOTATION: &str = "annotations/keep";
@@ -109,6 +114,8 @@ pub struct CatalogEntry {
     /// When the youngest of those objects was written, as the store says (`None` when it
     /// does not say): a directory another tool is still filling is young.
     pub last_written: Option<DateTime<Utc>>,
+    /// It holds [`EXPIRING_MARKER`]: a retention run was deleting it.
+    pub expiring: bool,
 }
 
 /// Says whether the STARTED backup `id` (started by `owner`, when recorded) is being
@@ -124,6 +131,7 @@ struct Directory {
     bytes: u64,
     info_bytes: Option<u64>,
     keep: bool,
+    expiring: bool,
     last_written: Option<DateTime<Utc>>,
 }
 
@@ -149,6 +157,7 @@ pub async fn read_catalog(
             match name {
                 "backup.info" => directory.info_bytes = Some(object.size),
                 KEEP_ANNOTATION => directory.keep = true,
+                EXPIRING_MARKER => directory.expiring = true,
                 _ => {}
             }
         }
@@ -210,6 +219,7 @@ pub async fn read_catalog(
             bytes: directory.bytes,
             info_bytes: directory.info_bytes.filter(|_| info.is_some()),
             last_written: directory.last_written,
+            expiring: directory.expiring,
         });
     }
     Ok(entries)

@@ -5,7 +5,7 @@
 //! directory without `backup.info` is an obsolete leftover; WAL before a cutoff still
 //! goes).
 
-use super::catalog::read_keep;
+use super::catalog::{read_keep, EXPIRING_MARKER};
 use super::plan::{archived_wal, Plan, Why};
 use super::RetentionError;
 use crate::backup::catalog::mark_failed;
@@ -86,17 +86,26 @@ async fn run(repo: &Repository, plan: &Plan, done: &mut ExpireReport) -> Result<
             continue;
         }
         let dir = backup_dir(backup.id.as_str());
+        // Says "being deleted" to the next run should this one stop half-way: without
+        // backup.info the directory would look like a backup still uploading.
+        let marker = format!("{dir}/{EXPIRING_MARKER}");
+        if !backup.expiring {
+            repo.put(&marker, bytes::Bytes::from_static(b"deleted by pgops retention\n")).await?;
+        }
         if let Some(size) = backup.info_bytes {
             repo.delete(&format!("{dir}/backup.info")).await?;
             done.backup_objects_removed += 1;
             done.bytes_freed += size;
         }
+        let marker_key = repo.key(&marker);
         let mut listing = repo.listing(&format!("{dir}/"));
         while let Some(page) = listing.next_page().await? {
+            let page = page.into_iter().filter(|object| object.key != marker_key).collect();
             let (objects, bytes) = delete_objects(repo, page).await?;
             done.backup_objects_removed += objects;
             done.bytes_freed += bytes;
         }
+        repo.delete(&marker).await?;
         done.backups_removed.push(backup.id.clone());
     }
     // The plan's WAL rule did not count a backup kept since: its WAL waits for the next

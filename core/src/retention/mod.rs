@@ -44,6 +44,7 @@ mod rows;
 #[cfg(test)]
 mod tests;
 
+pub(crate) use catalog::read_keep;
 pub use catalog::{read_catalog, CatalogEntry, DoneBackup, EntryState, KeepTarget, StartedIsLive, KEEP_ANNOTATION};
 pub use execute::{execute, ExpireFailure, ExpireReport};
 pub use plan::{

@@ -321,11 +321,16 @@ pub fn decide(
             (backup.id.clone(), (why, need))
         })
         .collect();
-    // By time, never by id: Barman Cloud's ids are local time, pgops' UTC. A directory is
-    // superseded when a kept DONE backup ended after its last object was written.
+    // A FAILED or STARTED backup has a backup.info, written by the tool that took it: by id
+    // against the newest kept DONE one (harmless across tools: it restores nothing).
+    let newest_kept_done = verdicts.iter().filter(|(_, (why, _))| why.keeps()).map(|(id, _)| id.clone()).max();
+    let superseded = |id: &BackupId| newest_kept_done.as_ref().is_some_and(|newest| newest > id);
+    // A directory without one may be another tool's backup uploading (Barman writes
+    // backup.info last, and its ids are local time, pgops' UTC): by time, never by id,
+    // superseded once a kept DONE backup ended after its last object was written.
     let newest_kept_done_ended =
         done.iter().filter(|(backup, _)| verdicts[backup.id].0.keeps()).map(|(backup, _)| backup.done.ended).max();
-    let superseded =
+    let written_before_newest_done =
         |entry: &CatalogEntry| entry.last_written.zip(newest_kept_done_ended).is_some_and(|(last, done)| done > last);
     catalog
         .into_iter()
@@ -340,7 +345,7 @@ pub fn decide(
                     EntryState::Started { live: true, begin_wal, begin_lsn, heartbeat } => {
                         match abandoned(&backup, *begin_wal, *begin_lsn, *heartbeat, now, scope, incomplete_grace) {
                             Some(reason) => {
-                                (Why::Abandoned { reason, superseded: superseded(&backup) }, WalNeed::Nothing)
+                                (Why::Abandoned { reason, superseded: superseded(&backup.id) }, WalNeed::Nothing)
                             }
                             None => (
                                 Why::Running,
@@ -350,14 +355,18 @@ pub fn decide(
                             ),
                         }
                     }
-                    EntryState::Started { live: false, .. } if superseded(&backup) => {
+                    EntryState::Started { live: false, .. } if superseded(&backup.id) => {
                         (Why::Interrupted, WalNeed::Nothing)
                     }
-                    EntryState::Failed if superseded(&backup) => (Why::Failed, WalNeed::Nothing),
+                    EntryState::Failed if superseded(&backup.id) => (Why::Failed, WalNeed::Nothing),
+                    // What an interrupted run of pgops' own retention left: it goes now.
+                    EntryState::Incomplete if backup.expiring => (Why::Incomplete, WalNeed::Nothing),
                     EntryState::Incomplete if young(&backup) => {
                         (Why::MaybeUploading { grace_seconds: incomplete_grace.num_seconds() }, WalNeed::Nothing)
                     }
-                    EntryState::Incomplete if superseded(&backup) => (Why::Incomplete, WalNeed::Nothing),
+                    EntryState::Incomplete if written_before_newest_done(&backup) => {
+                        (Why::Incomplete, WalNeed::Nothing)
+                    }
                     EntryState::Started { .. } | EntryState::Failed | EntryState::Incomplete => {
                         (Why::NoNewerDone, WalNeed::Nothing)
                     }
