@@ -457,6 +457,10 @@ fn keep_backup(id: &str, keep: default!(bool, true)) {
     let dir = backup::backup_dir(backup_id.as_str());
     let annotation = format!("{dir}/{KEEP_ANNOTATION}");
     let done = BackupStatus::Done.as_str();
+    // The mark is encrypted like every object: with a key the repository's record lists.
+    if let Err(e) = wait_for_store(pgops_core::ownership::admit_writer(&repo)) {
+        raise(PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE, e.to_string(), &e.hint())
+    }
     let written = wait_for_store(async {
         if !keep {
             return repo.delete(&annotation).await.map(Ok);

@@ -375,6 +375,7 @@ impl Worker {
             cluster,
             upload: guc::backup_upload_settings(),
             owner,
+            archive_timeout: guc::backup_archive_timeout(),
             runtime: rt.handle().clone(),
             thread_start: pgops_core::signals::block_all,
         };
@@ -530,7 +531,7 @@ impl BackupHost for PgHost<'_> {
         let row: StopRow = query_json(
             "SELECT json_build_object('lsn', s.lsn::text, 'wal', w.file_name, 'offset', w.file_offset,
                     'label', s.labelfile, 'spcmap', s.spcmapfile)::text
-               FROM pg_backup_stop(wait_for_archive => true) AS s, pg_walfile_name_offset(s.lsn) AS w",
+               FROM pg_backup_stop(wait_for_archive => false) AS s, pg_walfile_name_offset(s.lsn) AS w",
         )?;
         // A statement of its own, after pg_backup_stop returned: a transaction running (or
         // not yet started) in this snapshot commits after the backup's end. Without it a

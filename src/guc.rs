@@ -103,6 +103,8 @@ static RETENTION_POLICY: GucSetting<Option<CString>> = GucSetting::<Option<CStri
 static MINIMUM_REDUNDANCY: GucSetting<i32> = GucSetting::<i32>::new(1);
 /// Seconds between the worker's retention runs.
 static RETENTION_INTERVAL: GucSetting<i32> = GucSetting::<i32>::new(30 * 60);
+/// Seconds a backup's last WAL segment may take to be archived after pg_backup_stop.
+static BACKUP_ARCHIVE_TIMEOUT: GucSetting<i32> = GucSetting::<i32>::new(300);
 /// Seconds a backup directory without backup.info is left alone after its last write.
 static RETENTION_INCOMPLETE_GRACE: GucSetting<i32> =
     GucSetting::<i32>::new(pgops_core::retention::DEFAULT_INCOMPLETE_GRACE.num_seconds() as i32);
@@ -306,6 +308,16 @@ pub fn register() {
         c"How often the worker applies pgops.retention_policy, besides after each DONE backup.",
         c"",
         &RETENTION_INTERVAL,
+        1,
+        i32::MAX,
+        GucContext::Sighup,
+        GucFlags::UNIT_S,
+    );
+    GucRegistry::define_int_guc(
+        c"pgops.backup_archive_timeout",
+        c"How long a backup waits after pg_backup_stop for its last WAL segment to be in the repository before it FAILS.",
+        c"As pgBackRest's archive-timeout: a backup whose WAL is not archived cannot be restored.",
+        &BACKUP_ARCHIVE_TIMEOUT,
         1,
         i32::MAX,
         GucContext::Sighup,
@@ -536,6 +548,10 @@ pub fn retention_policy() -> Result<Option<Policy>, InvalidSetting> {
 
 pub fn minimum_redundancy() -> u32 {
     MINIMUM_REDUNDANCY.get().max(1) as u32
+}
+
+pub fn backup_archive_timeout() -> std::time::Duration {
+    std::time::Duration::from_secs(BACKUP_ARCHIVE_TIMEOUT.get().max(1) as u64)
 }
 
 pub fn incomplete_grace() -> chrono::Duration {

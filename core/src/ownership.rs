@@ -231,6 +231,33 @@ async fn refuse_other_format(repo: &Repository) -> Result<(), OwnershipError> {
     Ok(())
 }
 
+/// For writers that claim nothing (a keep mark, a FAILED status, retention's marks): the
+/// repository must take what they write as a claim would check it, plain from a plain
+/// writer and encrypted from one whose ring holds every key the record lists; and the
+/// record lists the writer's current key before any object uses it (a rotation, recorded
+/// as a claim records it). An encrypting writer needs a claimed repository.
+pub async fn admit_writer(repo: &Repository) -> Result<(), OwnershipError> {
+    let found = read(repo).await?;
+    let (Some(ring), Some(found)) = (repo.keys(), &found) else {
+        return match found {
+            Some(found) => compare_encryption(repo, &found),
+            None if repo.keys().is_some() => Err(OwnershipError::Encryption {
+                location: repo.location(METADATA_OBJECT),
+                repository_encrypted: false,
+            }),
+            None => Ok(()),
+        };
+    };
+    compare_encryption(repo, found)?;
+    let record = record_of(found.encryption.as_ref(), ring);
+    if found.encryption.as_ref() != Some(&record) {
+        let updated = RepositoryMetadata { encryption: Some(record), ..found.clone() };
+        let body = serde_json::to_vec_pretty(&updated).expect("metadata serializes");
+        repo.put_as_is(METADATA_OBJECT, Bytes::from(body)).await?;
+    }
+    Ok(())
+}
+
 /// Claims an unclaimed repository for `cluster`, or checks that it already belongs to it.
 pub async fn claim(repo: &Repository, cluster: &ClusterIdentity) -> Result<Ownership, OwnershipError> {
     let (metadata, outcome) = match read(repo).await? {
@@ -363,6 +390,23 @@ mod tests {
         assert_eq!(record.key_ids, ids, "oldest first, newest last");
         // After the rotation the old key alone no longer writes.
         assert!(claim(&repo(&root).with_keys(ring_of(&["old"])), &CLUSTER).await.is_err());
+
+        // Writers that claim nothing (keep marks, FAILED statuses, retention's marks) are
+        // held to the same: a stranger's ring or a plain writer is refused, and a newer key
+        // is recorded before it writes.
+        let err = admit_writer(&repo(&root).with_keys(ring_of(&["stranger"]))).await.unwrap_err();
+        assert!(matches!(err, OwnershipError::WrongKey { .. }), "{err}");
+        assert!(matches!(admit_writer(&repo(&root)).await, Err(OwnershipError::Encryption { .. })));
+        crate::pipeline::KeyRing::create_file(&dir.path().join("newest")).unwrap();
+        let newest = repo(&root).with_keys(ring_of(&["newest", "new", "old"]));
+        admit_writer(&newest).await.unwrap();
+        let record = owner(&newest).await.unwrap().unwrap().encryption.unwrap();
+        assert_eq!(record.key_ids.last(), Some(&newest.keys().unwrap().current()));
+        // An encrypting writer on a repository nobody claimed is refused.
+        let unclaimed = dir.path().join("unclaimed");
+        std::fs::create_dir_all(&unclaimed).unwrap();
+        assert!(admit_writer(&repo(&unclaimed).with_keys(ring_of(&["old"]))).await.is_err());
+        admit_writer(&repo(&unclaimed)).await.unwrap();
     }
 
     #[tokio::test]

@@ -4,6 +4,7 @@
 
 use super::info::InfoFields;
 use super::owner::{owner_of, BackupOwner};
+use crate::ownership::OwnershipError;
 use crate::store::{Repository, StoreResult};
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -121,7 +122,7 @@ pub async fn fail_interrupted(
     owner: &BackupOwner,
     running: Option<&str>,
     reason: &str,
-) -> StoreResult<Vec<String>> {
+) -> Result<Vec<String>, OwnershipError> {
     let mut marked = Vec::new();
     for backup in list_backups(repo).await? {
         let same_cluster = backup.fields.get("systemid") == Some(system_identifier.to_string().as_str());
@@ -140,9 +141,11 @@ pub async fn fail_interrupted(
 
 /// Rewrites the `backup.info` of `backup_id` with status FAILED and `reason` as its
 /// error, every other line kept as it is; `false` when it is gone.
-pub async fn mark_failed(repo: &Repository, backup_id: &str, reason: &str) -> StoreResult<bool> {
+pub async fn mark_failed(repo: &Repository, backup_id: &str, reason: &str) -> Result<bool, OwnershipError> {
     let key = format!("base/{backup_id}/backup.info");
     let Some(text) = repo.get(&key).await? else { return Ok(false) };
+    // Encrypted with a key the repository's record lists, as every writer's objects are.
+    crate::ownership::admit_writer(repo).await?;
     let error = format!("error={}", reason.replace('\n', " "));
     let mut lines: Vec<String> = String::from_utf8_lossy(&text)
         .lines()

@@ -15,6 +15,7 @@ pub mod owner;
 pub mod upload;
 pub mod walk;
 
+use crate::naming::{self, Lsn, SegmentPosition, Timeline, WalSegment};
 use crate::ownership::{self, ClusterIdentity};
 use crate::store::Repository;
 use chrono::{DateTime, Utc};
@@ -144,7 +145,9 @@ pub trait BackupHost {
     /// The tablespaces, asked after `start_backup`: pg_backup_start's checkpoint can take
     /// minutes, and a tablespace created meanwhile is in its `tablespace_map`.
     fn tablespaces(&mut self) -> Result<Vec<Tablespace>, String>;
-    /// `pg_backup_stop`, waiting until the last WAL segment the backup needs is archived.
+    /// `pg_backup_stop` without waiting for WAL archiving: [`run_backup`] waits for the
+    /// backup's last segment in the repository itself, with a deadline, answering
+    /// shutdown meanwhile (Postgres' own wait has neither).
     fn stop_backup(&mut self) -> Result<BackupStop, String>;
     /// Ends a started backup that failed (`pg_backup_stop` without waiting for WAL).
     fn abort_backup(&mut self);
@@ -162,6 +165,9 @@ pub struct BackupJob {
     pub upload: UploadSettings,
     /// This cluster instance, recorded with the backup (see [`owner`]).
     pub owner: owner::BackupOwner,
+    /// How long the backup's last WAL segment may take to reach the repository after
+    /// `pg_backup_stop` before the backup is FAILED (pgBackRest's `archive-timeout`).
+    pub archive_timeout: Duration,
     pub runtime: Handle,
     /// Run first on the streaming thread (the extension blocks signals there).
     pub thread_start: fn(),
@@ -413,6 +419,10 @@ fn take_backup(
             return Err((format!("pg_backup_stop failed: {e}"), true).into());
         }
     };
+    if let Err(stopped) = wait_for_end_segment(host, repo, job, &stop.end, heartbeat) {
+        data.abort();
+        return Err(stopped);
+    }
     let finish = (|| -> Result<(), String> {
         let now = stop.end.time.timestamp();
         for (name, content) in [("backup_label", &stop.backup_label), ("tablespace_map", &stop.tablespace_map)] {
@@ -478,6 +488,57 @@ fn take_backup(
     info.backup_label = Some(stop.backup_label.clone());
     info.size = Some(archives.iter().map(|a| a.tar_bytes).sum());
     record(repo, &job.runtime, &job.backup_id, info).map_err(|e| (e, true).into())
+}
+
+/// How long one look for the end segment may take: the main thread waits for it, and
+/// answers shutdown only between looks.
+const ARCHIVE_LOOK_TIME: Duration = Duration::from_secs(2);
+
+/// Waits until the segment holding the last byte before `end` (what `pg_backup_stop`
+/// itself would wait for) is in the repository, at most [`BackupJob::archive_timeout`];
+/// a shutdown, a cancel or a lost heartbeat ends the wait.
+fn wait_for_end_segment(
+    host: &mut dyn BackupHost,
+    repo: &Repository,
+    job: &BackupJob,
+    end: &WalPosition,
+    heartbeat: &owner::Heartbeat,
+) -> Result<(), Stopped> {
+    let lsn: Lsn = end.lsn.parse().map_err(|e| (format!("pg_backup_stop returned {e}"), true))?;
+    let segment = WalSegment {
+        timeline: Timeline(end.timeline),
+        position: SegmentPosition::of(Lsn(lsn.0.saturating_sub(1)), job.cluster.segment_size),
+    };
+    let name = segment.to_string();
+    let dir = naming::wal_dir(&name).map_err(|e| (e.to_string(), true))?;
+    let started = std::time::Instant::now();
+    loop {
+        let look =
+            job.runtime.block_on(async { tokio::time::timeout(ARCHIVE_LOOK_TIME, repo.wal_copies(&dir, &name)).await });
+        if matches!(&look, Ok(Ok(copies)) if !copies.is_empty()) {
+            return Ok(());
+        }
+        if started.elapsed() >= job.archive_timeout {
+            let cause = match look {
+                Ok(Ok(_)) => "the repository does not have it".to_string(),
+                Ok(Err(e)) => e.to_string(),
+                Err(_) => format!("the store did not answer within {} s", ARCHIVE_LOOK_TIME.as_secs()),
+            };
+            return Err((
+                format!(
+                    "WAL segment {name}, the last this backup needs, was not archived within {} s of pg_backup_stop \
+                     ({cause}): without it the backup cannot be restored. Check archiving (pgops.archive_status(), \
+                     the archiver's WARNINGs, the store); pgops.backup_archive_timeout sets the wait",
+                    job.archive_timeout.as_secs()
+                ),
+                true,
+            )
+                .into());
+        }
+        if let Err(reason) = host.wait().and_then(|()| heartbeat.check()) {
+            return Err(Stopped::Interrupted(reason));
+        }
+    }
 }
 
 fn plan_progress(control: &StreamControl, plan: Progress) -> Progress {

@@ -89,6 +89,14 @@ fn data_directory() -> tempfile::TempDir {
     dir
 }
 
+/// A repository in `dir` that has the WAL segment the scripted backups end in.
+fn archived_repository(runtime: &tokio::runtime::Runtime, dir: &std::path::Path) -> Repository {
+    let repo = Repository::new(Arc::new(LocalStore::new(dir)), "main");
+    let key = "wals/0000000100000000/000000010000000000000002.zst";
+    runtime.block_on(repo.put_as_is(key, bytes::Bytes::from_static(b"segment"))).unwrap();
+    repo
+}
+
 fn this_instance() -> owner::BackupOwner {
     owner::BackupOwner { instance_id: "a1".into(), timeline: 1 }
 }
@@ -110,6 +118,7 @@ fn job(runtime: &tokio::runtime::Runtime, data: &std::path::Path, backup_id: &st
         },
         upload: UploadSettings::new(Compression::Zstd, 3),
         owner: this_instance(),
+        archive_timeout: Duration::from_secs(5),
         runtime: runtime.handle().clone(),
         thread_start: crate::signals::block_all,
     }
@@ -119,7 +128,7 @@ fn job(runtime: &tokio::runtime::Runtime, data: &std::path::Path, backup_id: &st
 fn a_backup_is_barman_layout_with_label_and_control_file_last_and_a_manifest() {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let store_dir = tempfile::tempdir().unwrap();
-    let repo = Repository::new(Arc::new(LocalStore::new(store_dir.path())), "main");
+    let repo = archived_repository(&runtime, store_dir.path());
     let data = data_directory();
     let mut host =
         ScriptedHost { fail_stop: false, tablespaces: vec![], started: false, calls: vec![], phases: vec![] };
@@ -172,7 +181,7 @@ fn a_backup_is_barman_layout_with_label_and_control_file_last_and_a_manifest() {
 fn a_failed_backup_is_stopped_and_recorded_failed_and_crash_leftovers_are_marked() {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let store_dir = tempfile::tempdir().unwrap();
-    let repo = Repository::new(Arc::new(LocalStore::new(store_dir.path())), "main");
+    let repo = archived_repository(&runtime, store_dir.path());
     let data = data_directory();
     let mut host = ScriptedHost { fail_stop: true, tablespaces: vec![], started: false, calls: vec![], phases: vec![] };
     let failure = run_backup(&mut host, &repo, &job(&runtime, data.path(), "20261125T020000")).unwrap_err();
@@ -230,7 +239,7 @@ fn a_failed_backup_is_stopped_and_recorded_failed_and_crash_leftovers_are_marked
 fn an_archive_past_the_maximum_size_continues_in_data_0001() {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let store_dir = tempfile::tempdir().unwrap();
-    let repo = Repository::new(Arc::new(LocalStore::new(store_dir.path())), "main");
+    let repo = archived_repository(&runtime, store_dir.path());
     let data = data_directory();
     let mut job = job(&runtime, data.path(), "20261125T020000");
     job.upload = UploadSettings { max_archive_size: 1, ..UploadSettings::new(Compression::None, 0) };
@@ -261,7 +270,7 @@ fn an_archive_past_the_maximum_size_continues_in_data_0001() {
 fn a_tablespace_created_during_the_start_checkpoint_gets_its_archive() {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let store_dir = tempfile::tempdir().unwrap();
-    let repo = Repository::new(Arc::new(LocalStore::new(store_dir.path())), "main");
+    let repo = archived_repository(&runtime, store_dir.path());
     let data = data_directory();
     // Created while pg_backup_start waited for its checkpoint: the catalog has it after.
     let location = tempfile::tempdir().unwrap();
@@ -279,4 +288,30 @@ fn a_tablespace_created_during_the_start_checkpoint_gets_its_archive() {
         .map(|e| e.unwrap().path().unwrap().display().to_string())
         .collect();
     assert!(names.contains(&"PG_15_202209061/5/16390".to_string()), "{names:?}");
+}
+
+/// `pg_backup_stop` returned, but the backup's last segment never reaches the repository
+/// (archiving stuck, the store refusing it): the backup fails within its archive timeout,
+/// naming the segment, instead of waiting forever as `pg_backup_stop(true)` would.
+#[test]
+fn a_backup_whose_end_segment_is_never_archived_fails_within_the_archive_timeout() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let store_dir = tempfile::tempdir().unwrap();
+    let repo = Repository::new(Arc::new(LocalStore::new(store_dir.path())), "main");
+    let data = data_directory();
+    let mut job = job(&runtime, data.path(), "20261125T020000");
+    job.archive_timeout = Duration::from_millis(300);
+    let mut host =
+        ScriptedHost { fail_stop: false, tablespaces: vec![], started: false, calls: vec![], phases: vec![] };
+    let started = std::time::Instant::now();
+    let failure = run_backup(&mut host, &repo, &job).unwrap_err();
+    assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+    assert!(
+        failure.error.contains("WAL segment 000000010000000000000002, the last this backup needs, was not archived"),
+        "{}",
+        failure.error
+    );
+    let backups = runtime.block_on(list_backups(&repo)).unwrap();
+    assert_eq!(backups[0].status(), "FAILED");
+    assert!(backups[0].fields.get("error").unwrap().contains("pgops.backup_archive_timeout"));
 }

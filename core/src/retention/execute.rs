@@ -70,6 +70,11 @@ pub async fn execute(repo: &Repository, plan: &Plan) -> Result<ExpireReport, Exp
 }
 
 async fn run(repo: &Repository, plan: &Plan, done: &mut ExpireReport) -> Result<(), RetentionError> {
+    let writes = plan.obsolete().next().is_some()
+        || plan.backups.iter().any(|d| matches!(d.why, Why::Abandoned { superseded: false, .. }));
+    if writes {
+        crate::ownership::admit_writer(repo).await?;
+    }
     for decision in &plan.backups {
         if let Why::Abandoned { reason, superseded: false } = &decision.why {
             if mark_failed(repo, decision.backup.id.as_str(), &format!("abandoned: {reason}")).await? {

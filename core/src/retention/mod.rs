@@ -54,7 +54,17 @@ pub use plan::{
 pub use policy::{Policy, WindowUnit};
 pub use rows::{ExpireRow, RowKind};
 
+use crate::ownership::OwnershipError;
 use crate::store::StoreError;
+
+impl From<OwnershipError> for RetentionError {
+    fn from(e: OwnershipError) -> Self {
+        match e {
+            OwnershipError::Store(e) => RetentionError::Store(e),
+            e => RetentionError::NotAdmitted { problem: format!("{e} ({})", e.hint()) },
+        }
+    }
+}
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum RetentionError {
@@ -73,6 +83,10 @@ pub enum RetentionError {
     /// The repository holds more than one timeline and the caller named none to count on.
     #[error("{found}: without the timeline of the cluster the backups are for, retention cannot tell live backups from an abandoned branch's")]
     TimelineNeeded { found: String },
+    /// The repository's ownership record does not admit what this run would write (its
+    /// marks are encrypted with a key the record must list); the message says why.
+    #[error("{problem}")]
+    NotAdmitted { problem: String },
     /// The store refused to delete objects (a batch delete's errors per key).
     #[error("the store refused to delete {location}: {cause}{}", match others { 0 => String::new(), n => format!(" (and {n} other objects)") })]
     Refused { location: String, cause: String, others: usize },
@@ -98,6 +112,10 @@ impl RetentionError {
             RetentionError::TimelineNeeded { .. } => {
                 "Pass --timeline N: the timeline of the cluster these backups are for (its newest after a failover); \
                  only DONE backups on that timeline's history count, the others are kept."
+            }
+            RetentionError::NotAdmitted { .. } => {
+                "Give the run the repository's key file (every key its pgops.json lists, the current one first); \
+                 nothing was deleted."
             }
             RetentionError::Refused { .. } => {
                 "Check that the credentials may delete objects and that no object lock or retention holds them; kept \
