@@ -101,6 +101,9 @@ fn wait(timeout: Duration) {
     }
 }
 
+/// The longest the worker's main loop waits for the store while tidying it.
+const TIDY_TIME: Duration = Duration::from_secs(5);
+
 struct Worker {
     /// FAILED statuses that could not be written yet (the store was down), retried.
     unrecorded: Vec<(String, BackupInfo)>,
@@ -176,10 +179,16 @@ impl Worker {
         let (Ok((_, repo)), Ok(rt)) = (self.repository(), runtime::runtime()) else { return };
         if !self.swept {
             let system_identifier = archive_module::cluster_identity().system_identifier;
-            // Interruptible: a store that does not answer must not delay a shutdown.
+            // Interruptible, and bounded: a store that does not answer must not delay a
+            // shutdown, nor the worker's other duties (the roles file, reloads, backup
+            // requests); the sweep is tried again in 10 seconds.
             let swept = self.owner().and_then(|owner| {
-                let sweep = runtime::block_on(fail_interrupted(&repo, system_identifier, &owner, None, INTERRUPTED));
-                sweep.map_err(|_| "interrupted".to_string())?.map_err(|e| e.to_string())
+                let deadline = Instant::now() + TIDY_TIME;
+                let sweep = fail_interrupted(&repo, system_identifier, &owner, None, INTERRUPTED);
+                let sweep = runtime::block_on_until(sweep, || Instant::now() >= deadline);
+                sweep
+                    .map_err(|_| format!("the store did not answer within {} s", TIDY_TIME.as_secs()))?
+                    .map_err(|e| e.to_string())
             });
             match swept {
                 Ok(marked) => {

@@ -174,7 +174,8 @@ fn status_of(error: &RetentionError) -> u8 {
         RetentionError::Unreadable { .. }
         | RetentionError::NotOwner { .. }
         | RetentionError::NoHistory { .. }
-        | RetentionError::TimelineNeeded { .. } => exit::OTHER,
+        | RetentionError::TimelineNeeded { .. }
+        | RetentionError::NotAdmitted { .. } => exit::OTHER,
     }
 }
 

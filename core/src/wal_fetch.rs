@@ -126,6 +126,15 @@ pub async fn fetch_wal(repo: &Repository, name: &str, dest: &Path) -> Result<Fet
             Err(e) if !e.is_transient() => return Err(FetchError::Key(e)),
             Err(e) => return Err(e.into()),
         };
+        // A segment is a whole segment: a power of two from 1 MiB to 1 GiB (initdb's
+        // --wal-segsize); anything else is not what Postgres archived.
+        let whole_segment = (1u64 << 20..=1 << 30).contains(&(data.len() as u64)) && data.len().is_power_of_two();
+        if matches!(naming::classify(name), Ok(naming::WalFileKind::Segment)) && !whole_segment {
+            return Err(FetchError::Corrupt {
+                location,
+                cause: std::io::Error::other(format!("it holds {} bytes, not a whole WAL segment", data.len())),
+            });
+        }
         match &content {
             None => content = Some((location, data)),
             Some((first, earlier)) if *earlier != data => {
@@ -281,7 +290,7 @@ mod tests {
     async fn fetches_any_codec_and_reports_missing() {
         let (store, out) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
         let repo = repo(store.path());
-        let segment = vec![7u8; 70_000];
+        let segment = vec![7u8; 1 << 20];
         let gz = Compression::Gzip.compress(&segment, 6).unwrap();
         repo.put("wals/0000000100000000/000000010000000000000003.gz", Bytes::from(gz)).await.unwrap();
         // A backup history file shares the segment's prefix and must not be taken for it.
@@ -291,7 +300,7 @@ mod tests {
 
         let dest = out.path().join("RECOVERYXLOG");
         let fetched = fetch_wal(&repo, "000000010000000000000003", &dest).await.unwrap();
-        assert!(matches!(fetched, Fetched::Written { bytes: 70_000, .. }), "{fetched:?}");
+        assert!(matches!(fetched, Fetched::Written { bytes: 1_048_576, .. }), "{fetched:?}");
         assert_eq!(std::fs::read(&dest).unwrap(), segment);
         assert_eq!(fetch_wal(&repo, "000000010000000000000004", &dest).await.unwrap(), Fetched::NotFound);
         assert_eq!(std::fs::read_dir(out.path()).unwrap().count(), 1, "no temporary file left");
@@ -319,7 +328,7 @@ mod tests {
     async fn prefetches_the_next_segments_and_serves_them_from_the_spool() {
         let (store, pg_wal) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
         let repo = repo(store.path());
-        let segment_size = 1 << 16;
+        let segment_size = 1 << 20;
         let names: Vec<String> = (1..=6).map(|n| format!("0000000100000000{n:08X}")).collect();
         for (i, name) in names.iter().enumerate() {
             let content = vec![i as u8; segment_size];
@@ -376,12 +385,12 @@ mod tests {
         let (store, out) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
         let repo = repo(store.path());
         let name = "000000010000000000000005";
-        let (ours, theirs) = (vec![1u8; 4096], vec![2u8; 4096]);
+        let (ours, theirs) = (vec![1u8; 1 << 20], vec![2u8; 1 << 20]);
         let key = |ext: &str| format!("wals/0000000100000000/{name}{ext}");
         repo.put(&key(".gz"), Bytes::from(Compression::Gzip.compress(&ours, 6).unwrap())).await.unwrap();
         repo.put(&key(".zst"), Bytes::from(Compression::Zstd.compress(&ours, 3).unwrap())).await.unwrap();
         let dest = out.path().join("RECOVERYXLOG");
-        assert!(matches!(fetch_wal(&repo, name, &dest).await.unwrap(), Fetched::Written { bytes: 4096, .. }));
+        assert!(matches!(fetch_wal(&repo, name, &dest).await.unwrap(), Fetched::Written { bytes: 1_048_576, .. }));
 
         repo.put(&key(".zst"), Bytes::from(Compression::Zstd.compress(&theirs, 3).unwrap())).await.unwrap();
         std::fs::remove_file(&dest).unwrap();
@@ -398,7 +407,7 @@ mod tests {
         let repo = Repository::new(outage.clone(), "srv");
         let name = "000000010000000000000009";
         let key = format!("wals/0000000100000000/{name}.zst");
-        repo.put(&key, Bytes::from(Compression::Zstd.compress(&[3u8; 8192], 3).unwrap())).await.unwrap();
+        repo.put(&key, Bytes::from(Compression::Zstd.compress(&vec![3u8; 1 << 20], 3).unwrap())).await.unwrap();
         let dest = pg_wal.path().join("RECOVERYXLOG");
         let patience = Patience {
             total: Duration::from_secs(2),
@@ -425,7 +434,7 @@ mod tests {
             flip.failing.store(false, std::sync::atomic::Ordering::SeqCst);
         });
         let fetched = fetch_wal_prefetching(&repo, name, &dest, &options, &mut |_, _| {}).await.unwrap();
-        assert!(matches!(fetched, Fetched::Written { bytes: 8192, .. }), "{fetched:?}");
+        assert!(matches!(fetched, Fetched::Written { bytes: 1_048_576, .. }), "{fetched:?}");
 
         // A segment truly missing is NotFound at once, without retries.
         let calls = outage.calls.load(std::sync::atomic::Ordering::SeqCst);
@@ -442,7 +451,7 @@ mod tests {
         let names: Vec<String> = (1..=3).map(|n| format!("0000000100000000{n:08X}")).collect();
         for name in &names {
             let key = format!("wals/0000000100000000/{name}.zst");
-            repo.put(&key, Bytes::from(Compression::Zstd.compress(&[5u8; 4096], 3).unwrap())).await.unwrap();
+            repo.put(&key, Bytes::from(Compression::Zstd.compress(&vec![5u8; 1 << 20], 3).unwrap())).await.unwrap();
         }
         // The second is stored corrupt: its prefetch fails and must leave no spool file.
         repo.put(&format!("wals/0000000100000000/{}.zst", names[1]), Bytes::from_static(b"junk")).await.unwrap();
@@ -471,7 +480,7 @@ mod tests {
         let name = "000000010000000000000009";
         repo.put(
             &format!("wals/0000000100000000/{name}.zst"),
-            Bytes::from(Compression::Zstd.compress(&[3u8; 8192], 3).unwrap()),
+            Bytes::from(Compression::Zstd.compress(&vec![3u8; 1 << 20], 3).unwrap()),
         )
         .await
         .unwrap();
@@ -495,7 +504,42 @@ mod tests {
         })
         .await
         .unwrap();
-        assert!(matches!(fetched, Fetched::Written { bytes: 8192, .. }), "{fetched:?}");
+        assert!(matches!(fetched, Fetched::Written { bytes: 1_048_576, .. }), "{fetched:?}");
         assert!(healed.load(std::sync::atomic::Ordering::SeqCst) >= 3);
+    }
+
+    /// A crafted object, in a plain repository anyone may write: a segment that is not a
+    /// whole segment, and a zstd bomb, are refused, never written or held whole.
+    #[tokio::test]
+    async fn a_segment_of_the_wrong_size_or_a_decompression_bomb_is_corrupt() {
+        let (store, out) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let repo = repo(store.path());
+        let dest = out.path().join("RECOVERYXLOG");
+        let short = "000000010000000000000004";
+        repo.put(
+            &naming::wal_key(short, Compression::Zstd).unwrap(),
+            Bytes::from(Compression::Zstd.compress(&[1u8; 70_000], 3).unwrap()),
+        )
+        .await
+        .unwrap();
+        let err = fetch_wal(&repo, short, &dest).await.unwrap_err();
+        assert!(
+            matches!(err, FetchError::Corrupt { .. }) && err.to_string().contains("not a whole WAL segment"),
+            "{err}"
+        );
+        // 1 GiB and a byte of zeros: a few hundred KiB stored.
+        let bomb = "000000010000000000000005";
+        let mut encoder = zstd::stream::Encoder::new(Vec::new(), 19).unwrap();
+        let zeros = vec![0u8; 1 << 20];
+        for _ in 0..1024 {
+            std::io::Write::write_all(&mut encoder, &zeros).unwrap();
+        }
+        std::io::Write::write_all(&mut encoder, &[0]).unwrap();
+        let stored = encoder.finish().unwrap();
+        assert!(stored.len() < 1 << 20);
+        repo.put(&naming::wal_key(bomb, Compression::Zstd).unwrap(), Bytes::from(stored)).await.unwrap();
+        let err = fetch_wal(&repo, bomb, &dest).await.unwrap_err();
+        assert!(err.to_string().contains("decodes to more than 1024 MiB"), "{err}");
+        assert!(!dest.exists());
     }
 }

@@ -267,3 +267,39 @@ fn a_tablespace_created_while_the_backup_waits_for_its_checkpoint_is_archived() 
         .collect();
     assert!(names.iter().any(|n| n == inside), "{inside} missing from {oid}.tar.zst: {names:?}");
 }
+
+/// A fast shutdown, on default settings (a spread checkpoint), is bounded whenever the
+/// store freezes: before the backup starts (claiming the repository, writing its status),
+/// and while pg_backup_start waits for its checkpoint. (Mid-stream: faults.rs.)
+#[test]
+fn a_fast_shutdown_is_bounded_on_default_settings_whenever_the_store_freezes() {
+    for moment in ["before the backup starts", "during its spread checkpoint"] {
+        let dir = scratch_dir();
+        let s3 = S3Server::start(dir.path());
+        let pg = backing_up_cluster(dir.path(), &s3, "main", SPREAD);
+        let first = pg.write_and_switch();
+        pg.wait_archived(&first);
+        dirty_some_buffers(&pg);
+        if moment == "before the backup starts" {
+            s3.freeze();
+            pg.query_text("SELECT pgops.backup_now(wait => false)");
+        } else {
+            pg.query_text("SELECT pgops.backup_now(wait => false)");
+            wait_for_spread_checkpoint(&pg);
+            s3.freeze();
+        }
+        // Three segments wait for the frozen store.
+        for _ in 0..3 {
+            pg.write_and_switch();
+        }
+        std::thread::sleep(Duration::from_secs(2));
+        let started = Instant::now();
+        let mut stop = pg.tool("pg_ctl");
+        stop.args(["stop", "-w", "-t", "120", "-m", "fast", "-D"]).arg(&pg.data);
+        let out = stop.output().unwrap();
+        let took = started.elapsed();
+        s3.thaw();
+        assert!(out.status.success(), "{moment}: pg_ctl stop: {}\n{}", String::from_utf8_lossy(&out.stderr), pg.log());
+        assert!(took < Duration::from_secs(30), "{moment}: fast shutdown took {took:?}\n{}", pg.log());
+    }
+}

@@ -280,8 +280,13 @@ pub fn run_backup(host: &mut dyn BackupHost, repo: &Repository, job: &BackupJob)
         pg_version_num: job.cluster.server_version_num,
         wal_segment_size: job.cluster.segment_size as u32,
     };
-    if let Err(e) = job.runtime.block_on(ownership::claim(repo, &identity)) {
-        return Err(BackupFailure { error: format!("{e}. {}", e.hint()), unrecorded: None });
+    let (store, runtime) = (repo.clone(), job.runtime.clone());
+    match off_main_thread(host, job.thread_start, move || runtime.block_on(ownership::claim(&store, &identity))) {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => return Err(BackupFailure { error: format!("{e}. {}", e.hint()), unrecorded: None }),
+        Err(Stopped::Interrupted(error) | Stopped::Failed { error, .. }) => {
+            return Err(BackupFailure { error, unrecorded: None })
+        }
     }
     // The owner first: a STARTED backup always says who may mark it FAILED.
     let (key, body) = owner::owner_object(&job.backup_id, &job.owner);
@@ -423,32 +428,37 @@ fn take_backup(
         data.abort();
         return Err(stopped);
     }
-    let finish = (|| -> Result<(), String> {
-        let now = stop.end.time.timestamp();
-        for (name, content) in [("backup_label", &stop.backup_label), ("tablespace_map", &stop.tablespace_map)] {
-            if name == "tablespace_map" && content.is_empty() {
-                continue;
-            }
+    let now = stop.end.time.timestamp();
+    let labels: Vec<(&'static str, String)> =
+        [("backup_label", stop.backup_label.clone()), ("tablespace_map", stop.tablespace_map.clone())]
+            .into_iter()
+            .filter(|(name, content)| *name == "backup_label" || !content.is_empty())
+            .collect();
+    for (name, content) in &labels {
+        files.push(ManifestFile {
+            path: (*name).into(),
+            size: content.len() as u64,
+            modified: now,
+            crc32c: crc32c::crc32c(content.as_bytes()),
+        });
+    }
+    // The last parts and the completion go to the store: off the main thread, which keeps
+    // answering shutdown and cancel while a frozen store holds them.
+    let finished = off_main_thread(host, job.thread_start, move || -> Result<StoredObject, String> {
+        for (name, content) in &labels {
             let mut header = tar::Header::new_gnu();
             header.set_size(content.len() as u64);
             header.set_mode(0o600);
             header.set_mtime(now as u64);
             header.set_entry_type(tar::EntryType::Regular);
-            data.builder().append_data(&mut header, name, content.as_bytes()).map_err(|e| e.to_string())?;
-            files.push(ManifestFile {
-                path: name.into(),
-                size: content.len() as u64,
-                modified: now,
-                crc32c: crc32c::crc32c(content.as_bytes()),
-            });
+            if let Err(e) = data.builder().append_data(&mut header, name, content.as_bytes()) {
+                data.abort();
+                return Err(format!("could not add {name}: {e}"));
+            }
         }
-        Ok(())
-    })();
-    if let Err(e) = finish {
-        data.abort();
-        return Err((format!("could not add backup_label: {e}"), true).into());
-    }
-    archives.push(data.finish().map_err(|e| (e.to_string(), true))?);
+        data.finish().map_err(|e| e.to_string())
+    })?;
+    archives.push(finished.map_err(|e| (e, true))?);
 
     let wal = WalRange { timeline: start.timeline, start_lsn: start.lsn.clone(), end_lsn: stop.end.lsn.clone() };
     let manifest = manifest::render(
@@ -473,9 +483,14 @@ fn take_backup(
     };
     let metadata = serde_json::to_vec_pretty(&metadata).map_err(|e| (e.to_string(), true))?;
     let dir = backup_dir(&job.backup_id);
-    for (name, body) in [("backup_manifest", manifest.into_bytes()), (PGOPS_METADATA, metadata)] {
-        job.runtime.block_on(repo.put(&format!("{dir}/{name}"), body.into())).map_err(|e| (e.to_string(), true))?;
-    }
+    let (store, runtime) = (repo.clone(), job.runtime.clone());
+    let stored = off_main_thread(host, job.thread_start, move || {
+        for (name, body) in [("backup_manifest", manifest.into_bytes()), (PGOPS_METADATA, metadata)] {
+            runtime.block_on(store.put(&format!("{dir}/{name}"), body.into())).map_err(|e| e.to_string())?;
+        }
+        Ok::<(), String>(())
+    })?;
+    stored.map_err(|e| (e, true))?;
 
     // Not DONE unless it has been seen alive throughout: retention elsewhere may already
     // take it for abandoned.
@@ -488,6 +503,29 @@ fn take_backup(
     info.backup_label = Some(stop.backup_label.clone());
     info.size = Some(archives.iter().map(|a| a.tar_bytes).sum());
     record(repo, &job.runtime, &job.backup_id, info).map_err(|e| (e, true).into())
+}
+
+/// Runs `work` (store requests) on a thread of its own while the main thread answers the
+/// host: a shutdown or cancel ends the wait, and a store that does not answer holds only
+/// that thread (the process is exiting, or the store times the request out).
+fn off_main_thread<T: Send + 'static>(
+    host: &mut dyn BackupHost,
+    thread_start: fn(),
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, Stopped> {
+    let worker = std::thread::Builder::new()
+        .name("pgops-backup-store".into())
+        .spawn(move || {
+            thread_start();
+            work()
+        })
+        .map_err(|e| (format!("could not start a backup thread: {e}"), true))?;
+    while !worker.is_finished() {
+        if let Err(reason) = host.wait() {
+            return Err(Stopped::Interrupted(format!("{reason} (a store request in progress was abandoned)")));
+        }
+    }
+    worker.join().map_err(|_| ("a backup thread panicked".to_string(), true).into())
 }
 
 /// How long one look for the end segment may take: the main thread waits for it, and

@@ -120,13 +120,25 @@ pub fn decode(stored: Bytes, name: &str, named: Compression, keys: Option<&KeyRi
     if named == Compression::None && keys.is_none() && ObjectFormat::parse_header(&stored)?.is_none() {
         return Ok(stored);
     }
-    let mut plain = Vec::with_capacity(stored.len() * 2);
-    decode_reader(&stored[..], name, named, keys)?.read_to_end(&mut plain).map_err(|e| match keys {
-        None => DecodeError::Corrupt(format!("it does not decompress as {}: {e}", named.name())),
-        Some(_) => DecodeError::Corrupt(format!("it does not decrypt and decompress: {e}")),
-    })?;
+    let mut plain = Vec::with_capacity(stored.len().saturating_mul(2).min(WHOLE_OBJECT_LIMIT as usize));
+    decode_reader(&stored[..], name, named, keys)?.take(WHOLE_OBJECT_LIMIT + 1).read_to_end(&mut plain).map_err(
+        |e| match keys {
+            None => DecodeError::Corrupt(format!("it does not decompress as {}: {e}", named.name())),
+            Some(_) => DecodeError::Corrupt(format!("it does not decrypt and decompress: {e}")),
+        },
+    )?;
+    if plain.len() as u64 > WHOLE_OBJECT_LIMIT {
+        return Err(DecodeError::Corrupt(format!(
+            "it decodes to more than {} MiB, more than any WAL segment or metadata object pgops reads whole",
+            WHOLE_OBJECT_LIMIT >> 20
+        )));
+    }
     Ok(Bytes::from(plain))
 }
+
+/// The most a whole object may decode to: PostgreSQL's largest WAL segment (1 GiB). A
+/// crafted object (a zstd bomb) is refused at that size instead of exhausting memory.
+pub const WHOLE_OBJECT_LIMIT: u64 = 1 << 30;
 
 /// A reader of the plaintext of a stored object read from `stored`, for objects too large
 /// to hold whole. Damage found later while reading is an `io::Error` of the reader.
