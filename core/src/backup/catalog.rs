@@ -144,6 +144,10 @@ pub async fn fail_interrupted(
 pub async fn mark_failed(repo: &Repository, backup_id: &str, reason: &str) -> Result<bool, OwnershipError> {
     let key = format!("base/{backup_id}/backup.info");
     let Some(text) = repo.get(&key).await? else { return Ok(false) };
+    // Only a backup still STARTED: one that ended since the caller looked stays as it is.
+    if InfoFields::parse(&String::from_utf8_lossy(&text)).get("status") != Some("STARTED") {
+        return Ok(false);
+    }
     // Encrypted with a key the repository's record lists, as every writer's objects are.
     crate::ownership::admit_writer(repo).await?;
     let error = format!("error={}", reason.replace('\n', " "));

@@ -386,9 +386,14 @@ fn take_backup(
     };
     let mut stopping = None;
     while !streaming.is_finished() {
+        if let Err(e) = heartbeat.check() {
+            // Not a shutdown: the worker goes on, so the backup is ended here.
+            control.cancel.store(true, Ordering::Relaxed);
+            return Err((e, false).into());
+        }
         let done = plan_progress(&control, progress);
         host.progress(Phase::Stream, done);
-        if let Err(reason) = host.wait().and_then(|()| heartbeat.check()) {
+        if let Err(reason) = host.wait() {
             control.cancel.store(true, Ordering::Relaxed);
             stopping = Some(reason);
             break;

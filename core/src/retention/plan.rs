@@ -400,6 +400,11 @@ fn abandoned(
     scope: Scope<'_>,
     grace: chrono::Duration,
 ) -> Option<String> {
+    let stale = chrono::Duration::from_std(HEARTBEAT_STALE).unwrap_or(chrono::Duration::MAX);
+    // A fresh heartbeat is a running backup, wherever it is (a clone's, another branch's).
+    if heartbeat.is_some_and(|beat| now - beat <= stale) {
+        return None;
+    }
     if let (Some(lineage), Some(begin_wal), Some(begin_lsn)) = (scope.lineage, begin_wal, begin_lsn) {
         let timeline = begin_wal.timeline.0;
         let left = lineage.ancestors.iter().find(|(ancestor, _)| *ancestor == timeline);
@@ -410,7 +415,6 @@ fn abandoned(
             ));
         }
     }
-    let stale = chrono::Duration::from_std(HEARTBEAT_STALE).unwrap_or(chrono::Duration::MAX);
     match (heartbeat, entry.last_written) {
         (Some(beat), _) if now - beat > stale => Some(format!("its owner's last heartbeat was at {beat}")),
         (Some(_), _) => None,

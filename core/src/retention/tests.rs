@@ -827,7 +827,7 @@ async fn a_started_backup_that_cannot_finish_pins_no_wal_and_is_marked_failed() 
         dead,
         Some("status=STARTED\nbegin_wal=000000010000000000000020\nbegin_xlog=0/20000028\ntimeline=1\n".into()),
     );
-    fixture.write(&format!("base/{dead}/pgops-owner.json"), owner("2026-11-25T11:59:00Z").as_bytes());
+    fixture.write(&format!("base/{dead}/pgops-owner.json"), owner("2026-11-20T02:30:00Z").as_bytes());
     fixture.touch_backup(dead, at("2026-11-20T02:30:00Z"));
     done_with_lsns(&fixture, "20261124T020000", "2026-11-24 02:10:00.000000+00:00", 2, (0x40, 0x41));
     fixture.wal(1, 0x1E..=0x30);
