@@ -13,6 +13,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
+mod cnpg;
 mod expire;
 mod keygen;
 mod list;
@@ -103,6 +104,10 @@ enum Command {
     ///
     /// Exit status: 0 listed; 2 the store could not be read.
     List(list::ListArgs),
+    /// Run as a CloudNativePG plugin (CNPG-I): `pgops cnpg instance` is the instance pod's
+    /// sidecar. Its repository comes from the Cluster's spec.plugins[name=pgops.io]
+    /// parameters, not from --repository.
+    Cnpg(cnpg::CnpgArgs),
 }
 
 /// The repository the global options name, and the keys to read it with.
@@ -147,9 +152,11 @@ fn main() -> ExitCode {
             return if e.use_stderr() { usage_status() } else { ExitCode::SUCCESS };
         }
     };
-    if let Command::Keygen(args) = &cli.command {
-        return keygen::run(args);
-    }
+    let command = match cli.command {
+        Command::Keygen(args) => return keygen::run(&args),
+        Command::Cnpg(args) => return cnpg::run(args),
+        command => command,
+    };
     let Some(repository) = cli.repository.as_deref().filter(|r| !r.is_empty()) else {
         return usage_error(InvalidSetting::new(
             "no repository given",
@@ -180,8 +187,8 @@ fn main() -> ExitCode {
             return ExitCode::from(if wal_fetch::invoked() { exit::STOP_RECOVERY } else { exit::OTHER });
         }
     };
-    match cli.command {
-        Command::Keygen(_) => unreachable!("keygen runs before the repository is read"),
+    match command {
+        Command::Keygen(_) | Command::Cnpg(_) => unreachable!("they run before the repository is read"),
         Command::WalFetch(args) => wal_fetch::run(args, &source, &runtime),
         Command::Restore(args) => restore::run(args, &source, &runtime),
         Command::Expire(args) => expire::run(args, &runtime.block_on(source.open()), &runtime),

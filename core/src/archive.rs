@@ -138,6 +138,10 @@ impl WalArchiver {
         &self.settings
     }
 
+    pub fn repository(&self) -> &Repository {
+        &self.repo
+    }
+
     /// Uploads started ahead that have not finished yet.
     pub fn in_flight(&self) -> usize {
         self.read_ahead.values().filter(|upload| !upload.is_finished()).count()

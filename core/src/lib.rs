@@ -5,6 +5,7 @@
 pub mod archive;
 pub mod backup;
 pub mod check;
+pub mod control_file;
 pub mod credentials;
 pub mod naming;
 pub mod ownership;

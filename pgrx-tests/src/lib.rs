@@ -15,6 +15,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+pub mod cnpg;
+
 pub const ACCESS_KEY: &str = "pgops-test-key";
 pub const SECRET_KEY: &str = "pgops-test-secret";
 pub const BUCKET: &str = "backups";
@@ -77,12 +79,16 @@ pub fn barman_bin(tool: &str) -> PathBuf {
     path
 }
 
+/// The workspace's target directory.
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"))
+}
+
 /// The `pgops` command-line tool of this workspace (`cargo build -p pgops-cli`).
 pub fn pgops_cli() -> PathBuf {
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
-    let path = target.join("debug/pgops");
+    let path = target_dir().join("debug/pgops");
     assert!(path.exists(), "{} is missing: run cargo build -p pgops-cli (scripts/test does)", path.display());
     path
 }
@@ -372,6 +378,15 @@ impl PgCluster {
         let mut pg_ctl = self.tool("pg_ctl");
         pg_ctl.envs(env.iter().copied());
         pg_ctl.args(["start", "-w", "-t", "60", "-D"]).arg(&self.data).arg("-l").arg(self.log_path());
+        let out = pg_ctl.output().unwrap();
+        assert!(out.status.success(), "pg_ctl start failed:\n{}\n{}", String::from_utf8_lossy(&out.stderr), self.log());
+    }
+
+    /// Starts the server without waiting for it to accept connections (a recovery that
+    /// cannot go on yet).
+    pub fn start_in_background(&self) {
+        let mut pg_ctl = self.tool("pg_ctl");
+        pg_ctl.args(["start", "-W", "-D"]).arg(&self.data).arg("-l").arg(self.log_path());
         let out = pg_ctl.output().unwrap();
         assert!(out.status.success(), "pg_ctl start failed:\n{}\n{}", String::from_utf8_lossy(&out.stderr), self.log());
     }

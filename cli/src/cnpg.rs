@@ -1,0 +1,70 @@
+//! `pgops cnpg instance`: pgops as a CloudNativePG plugin, the sidecar of an instance pod
+//! (see the pgops-cnpg crate). Its repository and settings come from the Cluster each
+//! request carries, not from the global options.
+
+use pgops_cnpg::instance::{serve, InstanceOptions};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(clap::Args)]
+pub struct CnpgArgs {
+    #[command(subcommand)]
+    role: CnpgRole,
+}
+
+#[derive(clap::Subcommand)]
+enum CnpgRole {
+    /// Serve the instance side (Identity, WAL) on <plugin-path>/pgops.io until SIGTERM.
+    ///
+    /// Exit status: 0 stopped by a signal; 3 bad usage; 4 could not serve.
+    Instance(InstanceArgs),
+}
+
+#[derive(clap::Args)]
+struct InstanceArgs {
+    /// The directory CNPG's instance manager looks for plugin sockets in
+    #[arg(long, default_value = "/plugins")]
+    plugin_path: PathBuf,
+    /// The data directory, on the volume shared with the postgres container
+    #[arg(long, env = "PGDATA")]
+    pgdata: PathBuf,
+    /// This pod's name, to tell the primary from replicas
+    #[arg(long, env = "POD_NAME")]
+    pod_name: Option<String>,
+}
+
+/// Completes on SIGTERM (Kubernetes stopping the pod) or SIGINT.
+async fn stop_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
+        }
+        // Without signal handlers the process still dies of the signal itself.
+        _ => std::future::pending().await,
+    }
+}
+
+pub fn run(args: CnpgArgs) -> ExitCode {
+    let CnpgRole::Instance(args) = args.role;
+    if !args.pgdata.is_absolute() {
+        eprintln!("pgops cnpg instance: PGDATA \"{}\" is not an absolute path\nhint: Set PGDATA to the data directory of the postgres container.", args.pgdata.display());
+        return ExitCode::from(crate::exit::USAGE);
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("pgops cnpg instance: could not start the I/O runtime: {e}");
+            return ExitCode::from(crate::exit::OTHER);
+        }
+    };
+    let options =
+        InstanceOptions { plugin_path: args.plugin_path, data_directory: args.pgdata, pod_name: args.pod_name };
+    match runtime.block_on(serve(options, stop_signal())) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("pgops cnpg instance: {e}");
+            ExitCode::from(crate::exit::OTHER)
+        }
+    }
+}

@@ -1,0 +1,77 @@
+//! `pgops cnpg instance`: the sidecar of each CNPG instance pod, serving Identity, WAL and
+//! the gRPC health service on `<plugin path>/pgops.io`, where CNPG's instance manager
+//! finds it (cloudnative-pg `internal/cnpi/plugin/repository/setup.go`: every socket in
+//! `/plugins` is a plugin named after its file).
+
+use crate::identity::PluginIdentity;
+use crate::proto::identity::identity_server::IdentityServer;
+use crate::proto::identity::plugin_capability::service::Type as ServiceType;
+use crate::proto::wal::wal_server::WalServer;
+use crate::wal::WalService;
+use crate::PLUGIN_NAME;
+use std::future::Future;
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use tokio::net::UnixListener;
+use tokio_stream::wrappers::UnixListenerStream;
+
+pub struct InstanceOptions {
+    /// The directory shared with the postgres container (`/plugins`).
+    pub plugin_path: PathBuf,
+    /// The data directory (`PGDATA`) on the volume shared with the postgres container.
+    pub data_directory: PathBuf,
+    /// This pod's name (`POD_NAME`).
+    pub pod_name: Option<String>,
+}
+
+#[derive(Debug)]
+pub struct ServeError(pub String);
+
+impl std::fmt::Display for ServeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Binds `<plugin path>/pgops.io`, replacing a socket a previous run left behind (a file
+/// of another kind there is refused, never removed).
+pub fn bind(plugin_path: &Path) -> Result<(UnixListener, PathBuf), ServeError> {
+    let socket = plugin_path.join(PLUGIN_NAME);
+    let failed = |what: &str, e: std::io::Error| ServeError(format!("could not {what} {}: {e}", socket.display()));
+    std::fs::create_dir_all(plugin_path).map_err(|e| failed("create the directory of", e))?;
+    match std::fs::symlink_metadata(&socket) {
+        Ok(meta) if meta.file_type().is_socket() => std::fs::remove_file(&socket).map_err(|e| failed("replace", e))?,
+        Ok(_) => {
+            return Err(ServeError(format!(
+                "{} exists and is not a socket: remove it, or give another --plugin-path",
+                socket.display()
+            )))
+        }
+        Err(_) => {}
+    }
+    let listener = UnixListener::bind(&socket).map_err(|e| failed("listen on", e))?;
+    // The instance manager in the postgres container may run as another user of the
+    // pod's group.
+    std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o660))
+        .map_err(|e| failed("set the mode of", e))?;
+    Ok((listener, socket))
+}
+
+/// Serves until `shutdown` completes.
+pub async fn serve(options: InstanceOptions, shutdown: impl Future<Output = ()>) -> Result<(), ServeError> {
+    let (listener, socket) = bind(&options.plugin_path)?;
+    let identity = PluginIdentity { services: vec![ServiceType::WalService] };
+    let wal = WalService::new(options.data_directory, options.pod_name);
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health.set_serving::<IdentityServer<PluginIdentity>>().await;
+    health.set_serving::<WalServer<WalService>>().await;
+    eprintln!("pgops cnpg: serving {PLUGIN_NAME} on {}", socket.display());
+    let served = tonic::transport::Server::builder()
+        .add_service(health_service)
+        .add_service(IdentityServer::new(identity))
+        .add_service(WalServer::new(wal))
+        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown)
+        .await;
+    let _ = std::fs::remove_file(&socket);
+    served.map_err(|e| ServeError(format!("serving {} failed: {e}", socket.display())))
+}

@@ -1,0 +1,116 @@
+//! Core errors as gRPC statuses, decided here once for the plugin. The code follows what
+//! the failure means to the caller (`Unavailable`: the store, try again; `NotFound`: not in
+//! the repository; `FailedPrecondition`: refused until someone changes something;
+//! `DataLoss`: an object is damaged), and the message says what failed, where, and what to
+//! do, in the plugin's own words (its parameters, not the extension's settings).
+
+use pgops_core::archive::ArchiveError;
+use pgops_core::control_file::ControlFileError;
+use pgops_core::ownership::OwnershipError;
+use pgops_core::store::{StoreError, StoreErrorKind, UndecodableReason};
+use pgops_core::wal_fetch::FetchError;
+use tonic::{Code, Status};
+
+/// What to do about a store failure of `kind`, worded for a CNPG user.
+fn store_hint(kind: &StoreErrorKind) -> &'static str {
+    match kind {
+        StoreErrorKind::NoSuchBucket => "Create the bucket, or correct the parameter repository.",
+        StoreErrorKind::AccessDenied => {
+            "Check the Secret behind credentialsFile (or the pod's cloud identity) and its permissions on the bucket."
+        }
+        StoreErrorKind::Unreachable | StoreErrorKind::Other => {
+            "Check that the store is up and that the parameter endpoint reaches it from the pod; the call is retried."
+        }
+        StoreErrorKind::Integrity => {
+            "The store did not keep what was sent; check the store's health. The call is retried."
+        }
+        StoreErrorKind::Undecodable(UndecodableReason::Key) => {
+            "The object is encrypted to a key missing from encryptionKeyFile: mount the key file that holds it."
+        }
+        StoreErrorKind::Undecodable(UndecodableReason::Corrupt) => {
+            "The object is damaged: inspect it; restore it from a copy if there is one."
+        }
+    }
+}
+
+fn store_code(error: &StoreError) -> Code {
+    match error.kind {
+        StoreErrorKind::Undecodable(UndecodableReason::Corrupt) => Code::DataLoss,
+        StoreErrorKind::Undecodable(UndecodableReason::Key) | StoreErrorKind::AccessDenied => Code::FailedPrecondition,
+        StoreErrorKind::NoSuchBucket => Code::FailedPrecondition,
+        _ => Code::Unavailable,
+    }
+}
+
+pub fn store(error: &StoreError) -> Status {
+    Status::new(store_code(error), format!("{error}. {}", store_hint(&error.kind)))
+}
+
+pub fn ownership(error: &OwnershipError) -> Status {
+    match error {
+        OwnershipError::Store(e) => store(e),
+        OwnershipError::Foreign { .. } => Status::failed_precondition(format!(
+            "{error}. Point the parameter repository at a folder of this cluster's own; WAL stays in pg_wal until it succeeds."
+        )),
+        _ => Status::failed_precondition(format!("{error}. {}", error.hint())),
+    }
+}
+
+pub fn archive(file: &str, error: &ArchiveError) -> Status {
+    let named = |code: Code, hint: &str| Status::new(code, format!("could not archive {file}: {error}. {hint}"));
+    match error {
+        ArchiveError::Store(e) => Status::new(store_code(e), format!("could not archive {file}: {e}. {}", store_hint(&e.kind))),
+        ArchiveError::Ownership(e) => {
+            let status = ownership(e);
+            Status::new(status.code(), format!("could not archive {file}: {}", status.message()))
+        }
+        ArchiveError::NotAWalFile(_) => named(Code::InvalidArgument, "source_file_name must name a WAL file in pg_wal."),
+        ArchiveError::Read { .. } => named(Code::NotFound, "The file must exist in pg_wal on the volume the sidecar shares."),
+        ArchiveError::Conflict { .. } => named(
+            Code::FailedPrecondition,
+            "Another cluster or tool wrote this WAL name: check that the repository is not shared, and inspect the object before removing it.",
+        ),
+        ArchiveError::Verification { .. } => named(Code::DataLoss, "The upload is retried; check the store's health."),
+        ArchiveError::Compress(_) | ArchiveError::Task(_) => named(Code::Internal, "The call is retried."),
+    }
+}
+
+pub fn fetch(name: &str, error: &FetchError) -> Status {
+    let code = match error {
+        FetchError::NotAWalFile(_) => Code::InvalidArgument,
+        FetchError::Store(e) | FetchError::Key(e) => store_code(e),
+        FetchError::GaveUp { .. } => Code::Unavailable,
+        FetchError::Corrupt { .. } => Code::DataLoss,
+        FetchError::Conflict { .. } => Code::FailedPrecondition,
+        FetchError::Write { .. } => Code::Internal,
+    };
+    Status::new(code, format!("could not restore {name}: {error}"))
+}
+
+pub fn control_file(error: &ControlFileError) -> Status {
+    Status::failed_precondition(format!(
+        "{error}. Set PGDATA in the sidecar to the data directory of the postgres container, on the volume they share."
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store_error(kind: StoreErrorKind) -> StoreError {
+        StoreError { operation: "GetObject", location: "s3://b/db/wals/x".into(), kind, cause: "503".into() }
+    }
+
+    #[test]
+    fn codes_follow_what_the_failure_means() {
+        assert_eq!(store(&store_error(StoreErrorKind::Unreachable)).code(), Code::Unavailable);
+        assert_eq!(store(&store_error(StoreErrorKind::AccessDenied)).code(), Code::FailedPrecondition);
+        let corrupt = store(&store_error(StoreErrorKind::Undecodable(UndecodableReason::Corrupt)));
+        assert_eq!(corrupt.code(), Code::DataLoss);
+        assert!(
+            corrupt.message().contains("s3://b/db/wals/x") && corrupt.message().contains("damaged"),
+            "{}",
+            corrupt.message()
+        );
+    }
+}

@@ -1,0 +1,138 @@
+//! Stands in for CNPG's instance manager in the end-to-end tests: `cnpg-manager
+//! wal-archive %p` as `archive_command` and `cnpg-manager wal-restore %f %p` as
+//! `restore_command`, calling the plugin over its unix socket the way CNPG does
+//! (cloudnative-pg `internal/cnpi/plugin/connection/connection.go`, `client/wal.go`,
+//! `internal/cmd/manager/walarchive`, `walrestore`): a fresh connection per call;
+//! GetPluginMetadata, GetPluginCapabilities, the WAL service's GetCapabilities, Probe; then
+//! Archive or Restore with the Cluster as JSON and absolute paths. Exit status as CNPG's:
+//! 0 done, 1 for any error (the plugin's status is printed).
+//!
+//! Environment: `PGOPS_CNPG_CLUSTER` (a file holding the Cluster as JSON), `PGDATA`,
+//! `PLUGIN_SOCKET_DIR` (CNPG's name for it; default `/plugins`), and `PGOPS_CNPG_REWIND`
+//! set for `wal-restore --rewind`'s mode.
+
+use hyper_util::rt::TokioIo;
+use pgops_cnpg::proto::identity::identity_client::IdentityClient;
+use pgops_cnpg::proto::identity::plugin_capability::service::Type as ServiceType;
+use pgops_cnpg::proto::identity::plugin_capability::Type as CapabilityType;
+use pgops_cnpg::proto::identity::{GetPluginCapabilitiesRequest, GetPluginMetadataRequest, ProbeRequest};
+use pgops_cnpg::proto::wal::wal_capability::rpc::Type as RpcType;
+use pgops_cnpg::proto::wal::wal_capability::Type as WalCapabilityType;
+use pgops_cnpg::proto::wal::wal_client::WalClient;
+use pgops_cnpg::proto::wal::wal_restore_request::Mode;
+use pgops_cnpg::proto::wal::{WalArchiveRequest, WalCapabilitiesRequest, WalRestoreRequest};
+use pgops_cnpg::PLUGIN_NAME;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use tonic::transport::{Channel, Endpoint};
+
+/// CNPG's `BuildWALPath`: a relative path is taken from PGDATA.
+fn build_wal_path(pgdata: &Path, path: &str) -> String {
+    if Path::new(path).is_absolute() {
+        path.to_string()
+    } else {
+        pgdata.join(path).display().to_string()
+    }
+}
+
+async fn connect(socket: PathBuf) -> Result<Channel, String> {
+    Endpoint::try_from("http://[::]:50051")
+        .map_err(|e| e.to_string())?
+        .connect_with_connector(tower::service_fn(move |_| {
+            let socket = socket.clone();
+            async move { tokio::net::UnixStream::connect(socket).await.map(TokioIo::new) }
+        }))
+        .await
+        .map_err(|e| format!("could not connect: {e}"))
+}
+
+/// The calls CNPG makes on every new connection, with its checks.
+async fn load_plugin(channel: &Channel) -> Result<Vec<RpcType>, String> {
+    let mut identity = IdentityClient::new(channel.clone());
+    let metadata = identity.get_plugin_metadata(GetPluginMetadataRequest {}).await.map_err(|e| e.to_string())?;
+    if metadata.get_ref().name != PLUGIN_NAME {
+        return Err(format!("the socket's plugin calls itself {:?}", metadata.get_ref().name));
+    }
+    let capabilities =
+        identity.get_plugin_capabilities(GetPluginCapabilitiesRequest {}).await.map_err(|e| e.to_string())?;
+    let services: Vec<i32> = capabilities
+        .into_inner()
+        .capabilities
+        .into_iter()
+        .filter_map(|c| match c.r#type {
+            Some(CapabilityType::Service(service)) => Some(service.r#type),
+            None => None,
+        })
+        .collect();
+    if !services.contains(&(ServiceType::WalService as i32)) {
+        return Err("the plugin does not advertise the WAL service".into());
+    }
+    let wal =
+        WalClient::new(channel.clone()).get_capabilities(WalCapabilitiesRequest {}).await.map_err(|e| e.to_string())?;
+    let rpcs = wal
+        .into_inner()
+        .capabilities
+        .into_iter()
+        .filter_map(|c| match c.r#type {
+            Some(WalCapabilityType::Rpc(rpc)) => RpcType::try_from(rpc.r#type).ok(),
+            None => None,
+        })
+        .collect();
+    identity.probe(ProbeRequest {}).await.map_err(|e| e.to_string())?;
+    Ok(rpcs)
+}
+
+/// CNPG's rule (`shouldCheckEmptyWalArchive`): the Cluster does not skip the check by
+/// annotation and PGDATA still holds the first-archive marker.
+fn check_empty_wal_archive(cluster: &serde_json::Value, pgdata: &Path) -> bool {
+    let skipped = cluster["metadata"]["annotations"]["cnpg.io/skipEmptyWalArchiveCheck"] == "enabled";
+    !skipped && pgdata.join(".check-empty-wal-archive").exists()
+}
+
+async fn run(args: &[String]) -> Result<(), String> {
+    let pgdata = PathBuf::from(std::env::var("PGDATA").map_err(|_| "PGDATA is not set")?);
+    let cluster_file = std::env::var("PGOPS_CNPG_CLUSTER").map_err(|_| "PGOPS_CNPG_CLUSTER is not set")?;
+    let definition = std::fs::read(&cluster_file).map_err(|e| format!("{cluster_file}: {e}"))?;
+    let cluster: serde_json::Value = serde_json::from_slice(&definition).map_err(|e| e.to_string())?;
+    let socket_dir = std::env::var("PLUGIN_SOCKET_DIR").unwrap_or_else(|_| "/plugins".into());
+    let channel = connect(Path::new(&socket_dir).join(PLUGIN_NAME)).await?;
+    let rpcs = load_plugin(&channel).await?;
+    let mut wal = WalClient::new(channel);
+    match args {
+        [command, path] if command == "wal-archive" && rpcs.contains(&RpcType::ArchiveWal) => {
+            let request = WalArchiveRequest {
+                cluster_definition: definition,
+                source_file_name: build_wal_path(&pgdata, path),
+                parameters: Default::default(),
+                check_empty_wal_archive: Some(check_empty_wal_archive(&cluster, &pgdata)),
+            };
+            wal.archive(request).await.map(drop).map_err(|s| format!("{:?}: {}", s.code(), s.message()))
+        }
+        [command, name, destination] if command == "wal-restore" && rpcs.contains(&RpcType::RestoreWal) => {
+            let mode = if std::env::var_os("PGOPS_CNPG_REWIND").is_some() { Mode::Rewind } else { Mode::Recovery };
+            let request = WalRestoreRequest {
+                cluster_definition: definition,
+                source_wal_name: name.clone(),
+                destination_file_name: build_wal_path(&pgdata, destination),
+                parameters: Default::default(),
+                mode: mode as i32,
+            };
+            wal.restore(request).await.map(drop).map_err(|s| format!("{:?}: {}", s.code(), s.message()))
+        }
+        _ => Err(format!(
+            "usage: cnpg-manager wal-archive PATH | wal-restore NAME PATH (got {args:?}, plugin offers {rpcs:?})"
+        )),
+    }
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a runtime");
+    match runtime.block_on(run(&args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("cnpg-manager {}: {e}", args.join(" "));
+            ExitCode::from(1)
+        }
+    }
+}

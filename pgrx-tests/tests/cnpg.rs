@@ -1,0 +1,194 @@
+//! pgops as a CloudNativePG plugin, CNPG played by the test: real Postgres archiving
+//! through `cnpg-manager wal-archive %p` to the plugin's sidecar over its unix socket, and
+//! a recovery whose `restore_command` is `cnpg-manager wal-restore %f %p`; rows counted on
+//! the recovered server. Then the bad day: the store flaky and down during recovery, and
+//! hostile requests.
+
+use pgops_e2e::cnpg::{cluster, Sidecar};
+use pgops_e2e::*;
+use serde_json::json;
+use std::time::Duration;
+
+const ROWS_PER_BATCH: i64 = 20000;
+
+/// A primary archiving through its sidecar to `s3://backups/<prefix>`, with a table.
+fn archiving_primary(dir: &std::path::Path, endpoint: &str, prefix: &str) -> (PgCluster, Sidecar) {
+    let pg = PgCluster::init(dir, "db-1");
+    let parameters = pgops_e2e::cnpg::parameters(dir, endpoint, prefix);
+    let definition = cluster("db", parameters, json!({}), json!({"currentPrimary": "db-1", "targetPrimary": "db-1"}));
+    let sidecar = Sidecar::start(dir, "db-1", &pg, &definition, "db-1");
+    pg.configure(&sidecar.archive_settings());
+    pg.start();
+    (pg, sidecar)
+}
+
+/// A base backup of `primary` without WAL (`-X none`): every segment recovery needs must
+/// come through the plugin.
+fn base_backup_without_wal(primary: &PgCluster, clone: &PgCluster) {
+    let out = primary
+        .tool("pg_basebackup")
+        .args(["-X", "none", "-c", "fast", "-d", &primary.connstr(), "-D"])
+        .arg(&clone.data)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "pg_basebackup: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// The Cluster CNPG creates to recover from `source`'s repository: no primary yet.
+fn recovering_cluster(dir: &std::path::Path, endpoint: &str, prefix: &str) -> serde_json::Value {
+    let source = pgops_e2e::cnpg::parameters(dir, endpoint, prefix);
+    cluster(
+        "db-restored",
+        json!({"repository": format!("s3://{BUCKET}/restored")}),
+        json!({
+            "bootstrap": {"recovery": {"source": "db"}},
+            "externalClusters": [{"name": "db", "plugin": {"name": "pgops.io", "parameters": source}}],
+        }),
+        json!({}),
+    )
+}
+
+fn count_rows(pg: &PgCluster) -> i64 {
+    pg.query_text("SELECT count(*) FROM e2e_data").parse().unwrap()
+}
+
+#[test]
+fn wal_archived_through_the_plugin_recovers_every_row_through_the_plugin() {
+    let dir = scratch_dir();
+    let s3 = S3Server::start(dir.path());
+    let (primary, sidecar) = archiving_primary(dir.path(), &s3.endpoint(), "db");
+    primary.write_and_switch();
+    let clone = PgCluster::at(dir.path(), "db-restored-1");
+    base_backup_without_wal(&primary, &clone);
+    for _ in 0..3 {
+        primary.write_and_switch();
+    }
+    let last = primary.write_and_switch();
+    primary.wait_archived(&last);
+    let rows = count_rows(&primary);
+    assert_eq!(rows, 5 * ROWS_PER_BATCH);
+
+    // What the plugin stored is what Postgres wrote, at Barman's path, and the repository
+    // is claimed for this cluster.
+    let repo = s3.repository("db");
+    let stored = fetch_decompressed(&repo, &format!("wals/{}/{last}.zst", &last[..16])).expect("the last segment");
+    assert_eq!(stored, std::fs::read(primary.pg_wal().join(&last)).unwrap());
+    let owner = fetch_decompressed(&repo, "pgops.json").unwrap();
+    assert!(String::from_utf8_lossy(&owner).contains(&primary.system_identifier()));
+    assert_eq!(primary.archiver_counts().1, 0, "no failed archive attempt: {}", sidecar.log());
+
+    let restored = recovering_cluster(dir.path(), &s3.endpoint(), "db");
+    let recovery_sidecar = Sidecar::start(dir.path(), "db-restored-1", &clone, &restored, "db-restored-1");
+    give_to_postgres(&clone.data);
+    clone.take_over_config();
+    clone.configure(&format!("archive_mode = off\n{}", recovery_sidecar.restore_settings()));
+    clone.touch("recovery.signal");
+    clone.recover();
+    assert_eq!(count_rows(&clone), rows, "sidecar log:\n{}", recovery_sidecar.log());
+    assert!(clone.log().contains(&format!("restored log file \"{last}\" from archive")), "{}", clone.log());
+}
+
+#[test]
+fn recovery_waits_out_a_flaky_then_down_store_and_never_promotes_short() {
+    let dir = scratch_dir();
+    let mut s3 = S3Server::start(dir.path());
+    let (primary, _sidecar) = archiving_primary(dir.path(), &s3.endpoint(), "db");
+    primary.write_and_switch();
+    let clone = PgCluster::at(dir.path(), "db-restored-1");
+    base_backup_without_wal(&primary, &clone);
+    for _ in 0..4 {
+        primary.write_and_switch();
+    }
+    let last = primary.write_and_switch();
+    primary.wait_archived(&last);
+    let rows = count_rows(&primary);
+    primary.stop();
+
+    // Recovery reads through the fault proxy (503s, 500s and resets in bursts longer than
+    // the SDK's own retries) and starts while the store is down.
+    let proxy = FaultProxy::start(s3.port);
+    proxy.set(Fault::Flaky { period: 8, burst: 4 });
+    let restored = recovering_cluster(dir.path(), &proxy.endpoint(), "db");
+    let recovery_sidecar = Sidecar::start(dir.path(), "db-restored-1", &clone, &restored, "db-restored-1");
+    give_to_postgres(&clone.data);
+    clone.take_over_config();
+    clone.configure(&format!("archive_mode = off\n{}", recovery_sidecar.restore_settings()));
+    clone.touch("recovery.signal");
+    s3.stop();
+    clone.start_in_background();
+    std::thread::sleep(Duration::from_secs(10));
+    assert!(!clone.log().contains("selected new timeline"), "promoted while the store was down:\n{}", clone.log());
+    assert!(recovery_sidecar.log().contains("trying again"), "{}", recovery_sidecar.log());
+    s3.resume();
+    wait_for("recovery to end", Duration::from_secs(240), || {
+        clone.log().contains("database system is ready to accept connections")
+    });
+    assert_eq!(count_rows(&clone), rows, "sidecar log:\n{}", recovery_sidecar.log());
+    assert!(proxy.failed() > 3);
+}
+
+#[test]
+fn hostile_requests_and_foreign_repositories_are_refused_with_the_parameter_or_object_named() {
+    let dir = scratch_dir();
+    let s3 = S3Server::start(dir.path());
+    let (primary, sidecar) = archiving_primary(dir.path(), &s3.endpoint(), "db");
+    let segment = primary.write_and_switch();
+    primary.wait_archived(&segment);
+
+    // A path outside pg_wal, a relative escape for a restore, a name that is not WAL.
+    let (status, err) = sidecar.call(&["wal-archive", "/etc/passwd"]);
+    assert_eq!(status, 1);
+    assert!(err.contains("InvalidArgument") && err.contains("source_file_name \"/etc/passwd\""), "{err}");
+    let outside = dir.path().join(&segment);
+    std::fs::copy(primary.pg_wal().join(&segment), &outside).unwrap();
+    let (status, err) = sidecar.call(&["wal-archive", outside.to_str().unwrap()]);
+    assert_eq!(status, 1);
+    assert!(err.contains("is outside pg_wal"), "{err}");
+    let (status, err) = sidecar.call(&["wal-restore", &segment, "../../escaped"]);
+    assert_eq!(status, 1);
+    assert!(err.contains("destination_file_name") && err.contains("is outside pg_wal"), "{err}");
+    assert!(!dir.path().join("escaped").exists());
+
+    // Bad parameters: the status names the parameter and says what to write; nothing is
+    // archived meanwhile and the segment stays .ready.
+    let bad = cluster("db", json!({"repository": "s3://backups/db", "walCompression": "brotli"}), json!({}), json!({}));
+    sidecar.set_cluster(&bad);
+    let next = primary.write_and_switch();
+    wait_for("a failed archive attempt", Duration::from_secs(60), || primary.archiver_counts().1 > 0);
+    let (status, err) = sidecar.call(&["wal-archive", &format!("pg_wal/{next}")]);
+    assert_eq!(status, 1);
+    assert!(err.contains("parameter walCompression") && err.contains("Available values"), "{err}");
+    assert!(primary.wal_with_status("ready").contains(&next));
+
+    // A repository claimed by another cluster is refused, and says so.
+    let other = PgCluster::init(dir.path(), "other");
+    let other_parameters = pgops_e2e::cnpg::parameters(dir.path(), &s3.endpoint(), "db");
+    let other_sidecar = Sidecar::start(
+        dir.path(),
+        "other",
+        &other,
+        &cluster("other", other_parameters, json!({}), json!({"currentPrimary": "other"})),
+        "other",
+    );
+    other.start();
+    let foreign = other.write_and_switch();
+    let (status, err) = other_sidecar.call(&["wal-archive", &format!("pg_wal/{foreign}")]);
+    assert_eq!(status, 1);
+    assert!(err.contains("FailedPrecondition") && err.contains("belongs to another cluster"), "{err}");
+    assert!(fetch_decompressed(&s3.repository("db"), &format!("wals/{}/{foreign}.zst", &foreign[..16])).is_none());
+
+    // A new cluster's first archive (CNPG's .check-empty-wal-archive marker) into a
+    // repository that already holds WAL is refused.
+    sidecar.set_cluster(&cluster(
+        "db",
+        pgops_e2e::cnpg::parameters(dir.path(), &s3.endpoint(), "db"),
+        json!({}),
+        json!({"currentPrimary": "db-1"}),
+    ));
+    primary.touch(".check-empty-wal-archive");
+    let (status, err) = sidecar.call(&["wal-archive", &format!("pg_wal/{next}")]);
+    assert_eq!(status, 1);
+    assert!(err.contains("already holds WAL") && err.contains("skipEmptyWalArchiveCheck"), "{err}");
+    std::fs::remove_file(primary.data.join(".check-empty-wal-archive")).unwrap();
+    primary.wait_archived(&next);
+}
