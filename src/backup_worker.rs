@@ -13,7 +13,7 @@ use pgops_core::backup::catalog::fail_interrupted;
 use pgops_core::backup::info::{BackupInfo, Tablespace};
 use pgops_core::backup::owner::{self, BackupOwner};
 use pgops_core::backup::{
-    self, BackupHost, BackupId, BackupJob, BackupStop, ClusterInfo, Phase, Progress, WalPosition,
+    self, queries, BackupHost, BackupId, BackupJob, BackupStop, ClusterInfo, Phase, Progress, WalPosition,
 };
 use pgops_core::repository::RepositoryUrl;
 use pgops_core::retention::{execute, plan, ExpireReport, PlanRequest, Policy};
@@ -388,7 +388,8 @@ impl Worker {
             runtime: rt.handle().clone(),
             thread_start: pgops_core::signals::block_all,
         };
-        let mut host = PgHost { fast_checkpoint, archive_mode, roles: &mut self.roles };
+        let segment_size = cluster.segment_size;
+        let mut host = PgHost { fast_checkpoint, archive_mode, segment_size, roles: &mut self.roles };
         unsafe {
             pg_sys::pgstat_progress_start_command(
                 pg_sys::ProgressCommandType::PROGRESS_COMMAND_BASEBACKUP,
@@ -412,87 +413,32 @@ fn retention_warning(message: String, hint: &str) {
         .report(PgLogLevel::WARNING);
 }
 
-/// One row of JSON from a query, in a transaction of its own.
-fn query_json<T: for<'de> Deserialize<'de>>(query: &str) -> Result<T, String> {
-    let text = in_transaction(|| Spi::get_one::<String>(query))
+/// One row of JSON text from a query, in a transaction of its own.
+fn query_text(query: &str) -> Result<String, String> {
+    in_transaction(|| Spi::get_one::<String>(query))
         .map_err(|f| f.to_string())?
         .map_err(|e| e.to_string())?
-        .ok_or_else(|| format!("no result from: {query}"))?;
+        .ok_or_else(|| format!("no result from: {query}"))
+}
+
+/// One row of JSON from a query, in a transaction of its own.
+fn query_json<T: for<'de> Deserialize<'de>>(query: &str) -> Result<T, String> {
+    let text = query_text(query)?;
     serde_json::from_str(&text).map_err(|e| format!("unexpected result {text}: {e}"))
 }
 
-#[derive(Deserialize)]
-struct ClusterRow {
-    system_identifier: String,
-    server_version_num: u32,
-    data_directory: String,
-    config_file: String,
-    hba_file: String,
-    ident_file: String,
-    segment_size: u64,
-    data_checksums: bool,
-    cluster_size: u64,
-    archive_mode: String,
-}
-
-#[derive(Deserialize)]
-struct TablespaceRow {
-    name: String,
-    oid: u32,
-    location: String,
-}
-
 fn cluster_info() -> Result<(ClusterInfo, String), String> {
-    let row: ClusterRow = query_json(
-        "SELECT json_build_object(
-            'system_identifier', (SELECT system_identifier::text FROM pg_control_system()),
-            'server_version_num', current_setting('server_version_num')::int,
-            'data_directory', current_setting('data_directory'),
-            'config_file', current_setting('config_file'),
-            'hba_file', current_setting('hba_file'),
-            'ident_file', current_setting('ident_file'),
-            'segment_size', (SELECT bytes_per_wal_segment FROM pg_control_init()),
-            'data_checksums', current_setting('data_checksums') = 'on',
-            'cluster_size', (SELECT sum(pg_database_size(oid))::bigint FROM pg_database),
-            'archive_mode', current_setting('archive_mode')
-        )::text",
-    )?;
-    let cluster = ClusterInfo {
-        system_identifier: row.system_identifier.parse().map_err(|e| format!("system identifier: {e}"))?,
-        server_version_num: row.server_version_num,
-        data_directory: row.data_directory.into(),
-        config_file: row.config_file,
-        hba_file: row.hba_file,
-        ident_file: row.ident_file,
-        segment_size: row.segment_size,
-        data_checksums: row.data_checksums,
-        cluster_size: row.cluster_size,
-    };
-    Ok((cluster, row.archive_mode))
+    let (cluster, state) = queries::cluster(&query_text(queries::CLUSTER)?)?;
+    Ok((cluster, state.archive_mode))
 }
 
 /// pg_backup_start/stop and progress, in the worker's own session.
 struct PgHost<'a> {
     fast_checkpoint: bool,
     archive_mode: String,
+    segment_size: u64,
     /// Served between backup steps too: a backup can take hours.
     roles: &'a mut Reconciler,
-}
-
-#[derive(Deserialize)]
-struct PositionRow {
-    lsn: String,
-    wal: String,
-    offset: u64,
-}
-
-#[derive(Deserialize)]
-struct StopRow {
-    lsn: String,
-    wal: String,
-    offset: u64,
-    label: String,
-    spcmap: Option<String>,
 }
 
 fn timeline_of(wal: &str) -> u32 {
@@ -510,63 +456,26 @@ impl BackupHost for PgHost<'_> {
         }
         // backup_now() callers are told while a spread checkpoint keeps them waiting.
         backup_control::set_waiting_for_spread_checkpoint(!self.fast_checkpoint);
-        let row: Result<PositionRow, String> = query_json(&format!(
-            "SELECT json_build_object('lsn', lsn::text, 'wal', w.file_name, 'offset', w.file_offset)::text
-               FROM pg_backup_start({}, {}) AS lsn, pg_walfile_name_offset(lsn) AS w",
-            pgrx::spi::quote_literal(label),
-            self.fast_checkpoint
-        ));
+        let started = query_text(&queries::start(label, self.fast_checkpoint));
         backup_control::set_waiting_for_spread_checkpoint(false);
-        let row = row?;
-        Ok(WalPosition {
-            timeline: timeline_of(&row.wal),
-            lsn: row.lsn,
-            wal: row.wal,
-            offset: row.offset,
-            time: Utc::now(),
-        })
+        queries::started(&started?, self.segment_size)
     }
 
     fn tablespaces(&mut self) -> Result<Vec<Tablespace>, String> {
-        let rows: Vec<TablespaceRow> = query_json(
-            "SELECT coalesce(json_agg(json_build_object(
-                    'name', spcname, 'oid', oid::bigint, 'location', pg_tablespace_location(oid)) ORDER BY oid), '[]')::text
-               FROM pg_tablespace WHERE spcname NOT IN ('pg_default', 'pg_global')",
-        )?;
-        Ok(rows.into_iter().map(|t| Tablespace { name: t.name, oid: t.oid, location: t.location }).collect())
+        queries::tablespaces(&query_text(queries::TABLESPACES)?)
     }
 
     fn stop_backup(&mut self) -> Result<BackupStop, String> {
-        let row: StopRow = query_json(
-            "SELECT json_build_object('lsn', s.lsn::text, 'wal', w.file_name, 'offset', w.file_offset,
-                    'label', s.labelfile, 'spcmap', s.spcmapfile)::text
-               FROM pg_backup_stop(wait_for_archive => false) AS s, pg_walfile_name_offset(s.lsn) AS w",
-        )?;
-        // A statement of its own, after pg_backup_stop returned: a transaction running (or
-        // not yet started) in this snapshot commits after the backup's end. Without it a
-        // restore just knows less (--target-xid then takes the oldest backup).
-        let end_snapshot = in_transaction(|| Spi::get_one::<String>("SELECT pg_current_snapshot()::text"))
-            .ok()
-            .and_then(Result::ok)
-            .flatten();
-        Ok(BackupStop {
-            end: WalPosition {
-                timeline: timeline_of(&row.wal),
-                lsn: row.lsn,
-                wal: row.wal,
-                offset: row.offset,
-                time: Utc::now(),
-            },
-            backup_label: row.label,
-            tablespace_map: row.spcmap.unwrap_or_default(),
-            end_snapshot,
-        })
+        let stopped = query_text(&queries::stop())?;
+        // Without the snapshot a restore just knows less (--target-xid then takes the
+        // oldest backup).
+        queries::stopped(&stopped, self.segment_size, query_text(queries::END_SNAPSHOT).ok())
     }
 
     fn abort_backup(&mut self) {
         // When the worker is stopping, SQL cannot run; pg_backup_start's exit hook ends it.
         if !shutting_down() {
-            if let Err(e) = in_transaction(|| Spi::run("SELECT pg_backup_stop(wait_for_archive => false)")) {
+            if let Err(e) = in_transaction(|| Spi::run(queries::ABORT)) {
                 warning!("pgops: could not end the failed backup: {e}");
             }
         }

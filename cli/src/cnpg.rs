@@ -14,7 +14,7 @@ pub struct CnpgArgs {
 
 #[derive(clap::Subcommand)]
 enum CnpgRole {
-    /// Serve the instance side (Identity, WAL) on <plugin-path>/pgops.io until SIGTERM.
+    /// Serve the instance side (Identity, WAL, Backup) on <plugin-path>/pgops.io until SIGTERM.
     ///
     /// Exit status: 0 stopped by a signal; 3 bad usage; 4 could not serve.
     Instance(InstanceArgs),

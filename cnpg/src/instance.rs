@@ -1,9 +1,11 @@
-//! `pgops cnpg instance`: the sidecar of each CNPG instance pod, serving Identity, WAL and
-//! the gRPC health service on `<plugin path>/pgops.io`, where CNPG's instance manager
+//! `pgops cnpg instance`: the sidecar of each CNPG instance pod, serving Identity, WAL, Backup
+//! and the gRPC health service on `<plugin path>/pgops.io`, where CNPG's instance manager
 //! finds it (cloudnative-pg `internal/cnpi/plugin/repository/setup.go`: every socket in
 //! `/plugins` is a plugin named after its file).
 
+use crate::backup::BackupService;
 use crate::identity::PluginIdentity;
+use crate::proto::backup::backup_server::BackupServer;
 use crate::proto::identity::identity_server::IdentityServer;
 use crate::proto::identity::plugin_capability::service::Type as ServiceType;
 use crate::proto::wal::wal_server::WalServer;
@@ -60,16 +62,19 @@ pub fn bind(plugin_path: &Path) -> Result<(UnixListener, PathBuf), ServeError> {
 /// Serves until `shutdown` completes.
 pub async fn serve(options: InstanceOptions, shutdown: impl Future<Output = ()>) -> Result<(), ServeError> {
     let (listener, socket) = bind(&options.plugin_path)?;
-    let identity = PluginIdentity { services: vec![ServiceType::WalService] };
+    let identity = PluginIdentity { services: vec![ServiceType::WalService, ServiceType::BackupService] };
+    let backup = BackupService::new(options.data_directory.clone());
     let wal = WalService::new(options.data_directory, options.pod_name);
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<IdentityServer<PluginIdentity>>().await;
     health.set_serving::<WalServer<WalService>>().await;
+    health.set_serving::<BackupServer<BackupService>>().await;
     eprintln!("pgops cnpg: serving {PLUGIN_NAME} on {}", socket.display());
     let served = tonic::transport::Server::builder()
         .add_service(health_service)
         .add_service(IdentityServer::new(identity))
         .add_service(WalServer::new(wal))
+        .add_service(BackupServer::new(backup))
         .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown)
         .await;
     let _ = std::fs::remove_file(&socket);

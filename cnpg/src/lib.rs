@@ -10,6 +10,7 @@
 //! name, the metadata name and the Cluster's `spec.plugins[].name` must be the same
 //! string, [`PLUGIN_NAME`].
 
+pub mod backup;
 pub mod cluster;
 pub mod config;
 pub mod identity;

@@ -111,10 +111,11 @@ impl Sidecar {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
-    /// `cnpg-manager <args>` as Postgres would run it for this data directory.
+    /// `cnpg-manager <args>` as Postgres would run it for this data directory (the
+    /// scratch paths hold no character the shell or postgresql.conf would read).
     fn manager_command(&self, args: &str) -> String {
         format!(
-            "PGDATA='{}' PGOPS_CNPG_CLUSTER='{}' PLUGIN_SOCKET_DIR='{}' '{}' {args}",
+            "PGDATA={} PGOPS_CNPG_CLUSTER={} PLUGIN_SOCKET_DIR={} {} {args}",
             self.pgdata.display(),
             self.cluster_file.display(),
             self.plugin_path.display(),

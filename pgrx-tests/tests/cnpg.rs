@@ -175,7 +175,9 @@ fn hostile_requests_and_foreign_repositories_are_refused_with_the_parameter_or_o
     let (status, err) = other_sidecar.call(&["wal-archive", &format!("pg_wal/{foreign}")]);
     assert_eq!(status, 1);
     assert!(err.contains("FailedPrecondition") && err.contains("belongs to another cluster"), "{err}");
-    assert!(fetch_decompressed(&s3.repository("db"), &format!("wals/{}/{foreign}.zst", &foreign[..16])).is_none());
+    // The same name may hold the primary's segment; never the other cluster's.
+    let stored = fetch_decompressed(&s3.repository("db"), &format!("wals/{}/{foreign}.zst", &foreign[..16]));
+    assert_ne!(stored, Some(std::fs::read(other.pg_wal().join(&foreign)).unwrap()));
 
     // A new cluster's first archive (CNPG's .check-empty-wal-archive marker) into a
     // repository that already holds WAL is refused.
@@ -190,5 +192,8 @@ fn hostile_requests_and_foreign_repositories_are_refused_with_the_parameter_or_o
     assert_eq!(status, 1);
     assert!(err.contains("already holds WAL") && err.contains("skipEmptyWalArchiveCheck"), "{err}");
     std::fs::remove_file(primary.data.join(".check-empty-wal-archive")).unwrap();
-    primary.wait_archived(&next);
+    let (status, err) = sidecar.call(&["wal-archive", &format!("pg_wal/{next}")]);
+    assert_eq!(status, 0, "{err}");
+    let stored = fetch_decompressed(&s3.repository("db"), &format!("wals/{}/{next}.zst", &next[..16]));
+    assert_eq!(stored, Some(std::fs::read(primary.pg_wal().join(&next)).unwrap()));
 }

@@ -12,6 +12,7 @@ pub mod catalog;
 pub mod info;
 pub mod manifest;
 pub mod owner;
+pub mod queries;
 pub mod upload;
 pub mod walk;
 

@@ -1,0 +1,229 @@
+//! The Backup service: a CNPG `Backup` with `method: plugin` becomes one pgops base backup,
+//! taken by the core's backup code exactly as the extension's worker takes it
+//! (`pg_backup_start`/`pg_backup_stop` in one session, the data directory read from the
+//! volume shared with the postgres container, Barman's layout, a PostgreSQL manifest),
+//! on a primary or a hot standby. The session is libpq's, to the local server: `PGHOST`
+//! (default CNPG's socket directory `/controller/run`), `PGPORT`, `PGUSER` (default
+//! `postgres`).
+
+use crate::cluster::Cluster;
+use crate::config::PluginConfig;
+use crate::proto::backup::backup_capability::rpc::Type as RpcType;
+use crate::proto::backup::backup_capability::{Rpc, Type as CapabilityType};
+use crate::proto::backup::backup_server::Backup;
+use crate::proto::backup::*;
+use chrono::{DateTime, Utc};
+use pgops_core::backup::info::{BackupInfo, Tablespace};
+use pgops_core::backup::owner::{self, BackupOwner};
+use pgops_core::backup::upload::UploadSettings;
+use pgops_core::backup::{self, queries, BackupHost, BackupJob, BackupStop, Phase, Progress, WalPosition};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tonic::{Request, Response, Status};
+
+/// How long the backup's last WAL segment may take to reach the repository. Longer than
+/// CNPG's default `archive_timeout` (5 min): on a standby the primary archives that
+/// segment, only once it is full or switched.
+const ARCHIVE_TIMEOUT: Duration = Duration::from_secs(600);
+
+pub struct BackupService {
+    data_directory: PathBuf,
+    /// One backup at a time per instance.
+    running: tokio::sync::Mutex<()>,
+}
+
+impl BackupService {
+    pub fn new(data_directory: PathBuf) -> BackupService {
+        BackupService { data_directory, running: tokio::sync::Mutex::new(()) }
+    }
+}
+
+/// libpq's environment, with CNPG's defaults.
+fn connect() -> Result<postgres::Client, String> {
+    let var = |name: &str, default: &str| std::env::var(name).ok().filter(|v| !v.is_empty()).unwrap_or(default.into());
+    let host = var("PGHOST", "/controller/run");
+    let port: u16 = var("PGPORT", "5432").parse().map_err(|_| "PGPORT is not a port number".to_string())?;
+    let mut config = postgres::Config::new();
+    if host.starts_with('/') {
+        config.host_path(&host);
+    } else {
+        config.host(&host);
+    }
+    config
+        .port(port)
+        .user(&var("PGUSER", "postgres"))
+        .dbname(&var("PGDATABASE", "postgres"))
+        .application_name("pgops backup")
+        .connect_timeout(Duration::from_secs(30));
+    config.connect(postgres::NoTls).map_err(|e| format!("could not connect to PostgreSQL at {host} port {port}: {e}"))
+}
+
+/// The backup's session, as [`BackupHost`] wants it.
+struct SessionHost {
+    client: postgres::Client,
+    segment_size: u64,
+    fast_checkpoint: bool,
+    /// Set when the caller went away: the backup stops at its next step.
+    cancelled: Arc<AtomicBool>,
+}
+
+/// The first column of the first row `query` returns, as text.
+fn query_text(client: &mut postgres::Client, query: &str) -> Result<String, String> {
+    let rows = client.simple_query(query).map_err(|e| e.to_string())?;
+    rows.iter()
+        .find_map(|m| match m {
+            postgres::SimpleQueryMessage::Row(row) => row.get(0).map(str::to_string),
+            _ => None,
+        })
+        .ok_or_else(|| format!("no result from: {query}"))
+}
+
+impl SessionHost {
+    fn query_text(&mut self, query: &str) -> Result<String, String> {
+        query_text(&mut self.client, query)
+    }
+}
+
+impl BackupHost for SessionHost {
+    fn start_backup(&mut self, label: &str) -> Result<WalPosition, String> {
+        let text = self.query_text(&queries::start(label, self.fast_checkpoint))?;
+        queries::started(&text, self.segment_size)
+    }
+
+    fn tablespaces(&mut self) -> Result<Vec<Tablespace>, String> {
+        queries::tablespaces(&self.query_text(queries::TABLESPACES)?)
+    }
+
+    fn stop_backup(&mut self) -> Result<BackupStop, String> {
+        let text = self.query_text(&queries::stop())?;
+        let end_snapshot = self.query_text(queries::END_SNAPSHOT).ok();
+        queries::stopped(&text, self.segment_size, end_snapshot)
+    }
+
+    fn abort_backup(&mut self) {
+        if let Err(e) = self.client.simple_query(queries::ABORT) {
+            eprintln!("pgops cnpg: could not end the failed backup: {e}");
+        }
+    }
+
+    fn progress(&mut self, _: Phase, _: Progress) {}
+
+    fn wait(&mut self) -> Result<(), String> {
+        std::thread::sleep(Duration::from_millis(200));
+        if self.cancelled.load(Ordering::SeqCst) {
+            return Err("the Backup call was cancelled (CNPG went away)".into());
+        }
+        Ok(())
+    }
+}
+
+/// Sets the flag when dropped: the gRPC call's future is dropped when the caller goes.
+struct CancelOnDrop(Arc<AtomicBool>);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+}
+
+/// Takes the backup on this (blocking) thread.
+fn take(
+    config: &PluginConfig,
+    data_directory: PathBuf,
+    runtime: tokio::runtime::Handle,
+    cancelled: Arc<AtomicBool>,
+) -> Result<(BackupInfo, String), Status> {
+    let failed = |e: String| Status::unavailable(format!("backup failed: {e}"));
+    let mut client = connect()
+        .map_err(|e| Status::unavailable(format!("{e}. Check PGHOST/PGPORT/PGUSER in the sidecar's environment.")))?;
+    let (cluster, _) = queries::cluster(&query_text(&mut client, queries::CLUSTER).map_err(failed)?).map_err(failed)?;
+    let same_directory = cluster.data_directory.canonicalize().ok() == data_directory.canonicalize().ok();
+    if !same_directory {
+        return Err(Status::failed_precondition(format!(
+            "the server's data directory is {} but PGDATA here is {}: mount the postgres container's data volume at the same path",
+            cluster.data_directory.display(),
+            data_directory.display()
+        )));
+    }
+    let instance_id = owner::instance_id(&data_directory, &owner::host_name())
+        .map_err(|e| failed(format!("could not keep this instance's id in {}: {e}", data_directory.display())))?;
+    let mut host = SessionHost { client, segment_size: cluster.segment_size, fast_checkpoint: true, cancelled };
+    let timeline: u32 = host
+        .query_text("SELECT timeline_id::text FROM pg_control_checkpoint()")
+        .map_err(failed)?
+        .parse()
+        .map_err(|_| failed("the checkpoint's timeline is not a number".into()))?;
+    let repo = runtime.block_on(config.open())?;
+    let level = config.backup_compression.effective_level(0).expect("0 is every codec's default level");
+    let job = BackupJob {
+        backup_id: backup::backup_id(Utc::now()),
+        server_name: config.repository.server_name(),
+        cluster,
+        upload: UploadSettings::new(config.backup_compression, level),
+        owner: BackupOwner { instance_id: instance_id.clone(), timeline },
+        archive_timeout: ARCHIVE_TIMEOUT,
+        runtime,
+        thread_start: || {},
+    };
+    let info = backup::run_backup(&mut host, &repo, &job).map_err(|failure| failed(failure.error))?;
+    Ok((info, job.backup_id))
+}
+
+/// Barman's `begin_time`/`end_time` as Unix seconds.
+fn unix_seconds(barman_time: &str) -> i64 {
+    DateTime::parse_from_str(barman_time, "%Y-%m-%d %H:%M:%S%.f%:z").map_or(0, |t| t.timestamp())
+}
+
+/// The `tablespace_map` of the backup (`<oid> <location>` lines).
+fn tablespace_map(tablespaces: &[Tablespace]) -> String {
+    tablespaces.iter().map(|t| format!("{} {}\n", t.oid, t.location)).collect()
+}
+
+#[tonic::async_trait]
+impl Backup for BackupService {
+    async fn get_capabilities(
+        &self,
+        _: Request<BackupCapabilitiesRequest>,
+    ) -> Result<Response<BackupCapabilitiesResult>, Status> {
+        let capability = BackupCapability { r#type: Some(CapabilityType::Rpc(Rpc { r#type: RpcType::Backup as i32 })) };
+        Ok(Response::new(BackupCapabilitiesResult { capabilities: vec![capability] }))
+    }
+
+    async fn backup(&self, request: Request<BackupRequest>) -> Result<Response<BackupResult>, Status> {
+        let request = request.into_inner();
+        let cluster = Cluster::decode(&request.cluster_definition)?;
+        let config = PluginConfig::from_parameters(cluster.own_parameters()?, &self.data_directory)?;
+        let backup_name = serde_json::from_slice::<serde_json::Value>(&request.backup_definition)
+            .ok()
+            .and_then(|b| b["metadata"]["name"].as_str().map(str::to_string))
+            .unwrap_or_default();
+        let Ok(_one_at_a_time) = self.running.try_lock() else {
+            return Err(Status::aborted("a backup of this instance is already running: try again once it has ended"));
+        };
+        let cancelled = Arc::new(AtomicBool::new(false));
+        let _cancel_on_drop = CancelOnDrop(cancelled.clone());
+        let (data_directory, runtime) = (self.data_directory.clone(), tokio::runtime::Handle::current());
+        // libpq's client and the core's backup block: a thread of their own.
+        let (info, backup_id) = tokio::task::spawn_blocking(move || take(&config, data_directory, runtime, cancelled))
+            .await
+            .map_err(|e| Status::internal(format!("the backup thread failed: {e}")))??;
+        eprintln!("pgops cnpg: backup {backup_id} ({backup_name}) DONE");
+        Ok(Response::new(BackupResult {
+            backup_id,
+            backup_name,
+            started_at: unix_seconds(&info.begin_time),
+            stopped_at: info.end_time.as_deref().map_or(0, unix_seconds),
+            begin_wal: info.begin_wal.clone(),
+            end_wal: info.end_wal.clone().unwrap_or_default(),
+            begin_lsn: info.begin_xlog.clone(),
+            end_lsn: info.end_xlog.clone().unwrap_or_default(),
+            backup_label_file: info.backup_label.clone().unwrap_or_default().into_bytes(),
+            tablespace_map_file: tablespace_map(&info.tablespaces).into_bytes(),
+            instance_id: std::env::var("POD_NAME").unwrap_or_default(),
+            online: true,
+            metadata: [("timeline".to_string(), info.timeline.to_string())].into(),
+        }))
+    }
+}
