@@ -1303,6 +1303,14 @@ pub fn restore(
             .map_err(RestoreError::io(&auto_conf))?;
         let signal = request.pgdata.join("recovery.signal");
         std::fs::write(&signal, "").map_err(RestoreError::io(signal))?;
+        // Backups of a standby by other tools (or older pgops) hold its standby.signal: kept,
+        // the restored cluster would stream from the original's primary instead of
+        // recovering from the repository.
+        let standby_signal = request.pgdata.join("standby.signal");
+        if standby_signal.exists() {
+            std::fs::remove_file(&standby_signal).map_err(RestoreError::io(&standby_signal))?;
+            report.notes.push("standby.signal (the backup was taken on a standby) was removed: the restored cluster recovers from the repository; create standby.signal yourself to run it as a standby".into());
+        }
         match request.sync {
             true => {
                 let tablespaces = request.tablespace_map.values().filter(|dir| dir.exists());
@@ -1966,6 +1974,27 @@ mod tests {
         // Whole, it restores.
         runtime.block_on(repo.put(&format!("{dir}/data.tar"), whole.into())).unwrap();
         restore_into(&repo, &runtime, &pgdata.path().join("whole")).unwrap();
+    }
+
+    /// A backup of a standby restores as a cluster recovering from the repository, never as
+    /// a standby streaming from the original's primary.
+    #[test]
+    fn a_standby_signal_in_the_backup_is_removed() {
+        let from_standby = [
+            Crafted::File("PG_VERSION", b"15\n"),
+            Crafted::Dir("pg_wal/"),
+            Crafted::File("standby.signal", b""),
+            Crafted::File("postgresql.auto.conf", b"primary_conninfo = 'host=production'\n"),
+        ];
+        let (_store, repo, runtime) = repository_with(&from_standby, false);
+        let pgdata = tempfile::tempdir().unwrap();
+        let into = pgdata.path().join("restored");
+        let report = restore(&repo, runtime.handle(), &request(&into, RecoveryTarget::End), &mut |_| {}).unwrap();
+        assert!(!into.join("standby.signal").exists() && into.join("recovery.signal").exists());
+        assert!(report
+            .notes
+            .iter()
+            .any(|n| n.contains("standby.signal (the backup was taken on a standby) was removed")));
     }
 
     #[test]

@@ -62,6 +62,9 @@ pub struct Sidecar {
     /// The Cluster definition `cnpg-manager` sends, in a file Postgres' commands read.
     pub cluster_file: PathBuf,
     pgdata: PathBuf,
+    /// Where the sidecar's libpq session goes (CNPG's is `/controller/run`, port 5432).
+    pghost: PathBuf,
+    pgport: u16,
 }
 
 impl Sidecar {
@@ -76,6 +79,8 @@ impl Sidecar {
             log: dir.join(format!("{name}-sidecar.log")),
             cluster_file,
             pgdata: pg.data.clone(),
+            pghost: pg.socket_dir().to_path_buf(),
+            pgport: pg.port,
         };
         sidecar.set_cluster(cluster);
         sidecar.resume(pod_name);
@@ -91,6 +96,8 @@ impl Sidecar {
             .arg(&self.plugin_path)
             .env("PGDATA", &self.pgdata)
             .env("POD_NAME", pod_name)
+            .env("PGHOST", &self.pghost)
+            .env("PGPORT", self.pgport.to_string())
             .env("AWS_EC2_METADATA_DISABLED", "true")
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
@@ -133,8 +140,8 @@ impl Sidecar {
         format!("restore_command = '{}'\n", self.manager_command("wal-restore %f %p"))
     }
 
-    /// Runs `cnpg-manager <args>` now, as `postgres`; returns (exit status, stderr).
-    pub fn call(&self, args: &[&str]) -> (i32, String) {
+    /// Runs `cnpg-manager <args>` now, as `postgres`; returns (exit status, stdout, stderr).
+    pub fn call(&self, args: &[&str]) -> (i32, String, String) {
         let mut manager = as_postgres(&cnpg_manager());
         manager
             .args(args)
@@ -142,7 +149,8 @@ impl Sidecar {
             .env("PGOPS_CNPG_CLUSTER", &self.cluster_file)
             .env("PLUGIN_SOCKET_DIR", &self.plugin_path);
         let out = manager.output().unwrap();
-        (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stderr).into_owned())
+        let text = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();
+        (out.status.code().unwrap_or(-1), text(&out.stdout), text(&out.stderr))
     }
 
     /// Stops the sidecar (SIGTERM, as Kubernetes does) and waits for it.

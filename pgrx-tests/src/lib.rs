@@ -338,6 +338,11 @@ impl PgCluster {
         PgCluster { data: dir.join(name), port: free_port(), socket_dir, bindir: bindir.to_owned() }
     }
 
+    /// The directory of the server's Unix socket.
+    pub fn socket_dir(&self) -> &Path {
+        &self.socket_dir
+    }
+
     pub fn bin(&self, tool: &str) -> PathBuf {
         self.bindir.join(tool)
     }
@@ -399,7 +404,11 @@ impl PgCluster {
             ("AWS_SECRET_ACCESS_KEY", SECRET_KEY),
             ("AWS_EC2_METADATA_DISABLED", "true"),
         ]);
-        wait_for("recovery to end", Duration::from_secs(120), || self.query_text("SELECT pg_is_in_recovery()") == "f");
+        let start = Instant::now();
+        while self.query_text("SELECT pg_is_in_recovery()") != "f" {
+            assert!(start.elapsed() < Duration::from_secs(120), "recovery did not end within 120 s:\n{}", self.log());
+            std::thread::sleep(Duration::from_millis(200));
+        }
     }
 
     pub fn stop(&self) {

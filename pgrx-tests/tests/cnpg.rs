@@ -136,15 +136,15 @@ fn hostile_requests_and_foreign_repositories_are_refused_with_the_parameter_or_o
     primary.wait_archived(&segment);
 
     // A path outside pg_wal, a relative escape for a restore, a name that is not WAL.
-    let (status, err) = sidecar.call(&["wal-archive", "/etc/passwd"]);
+    let (status, _, err) = sidecar.call(&["wal-archive", "/etc/passwd"]);
     assert_eq!(status, 1);
     assert!(err.contains("InvalidArgument") && err.contains("source_file_name \"/etc/passwd\""), "{err}");
     let outside = dir.path().join(&segment);
     std::fs::copy(primary.pg_wal().join(&segment), &outside).unwrap();
-    let (status, err) = sidecar.call(&["wal-archive", outside.to_str().unwrap()]);
+    let (status, _, err) = sidecar.call(&["wal-archive", outside.to_str().unwrap()]);
     assert_eq!(status, 1);
     assert!(err.contains("is outside pg_wal"), "{err}");
-    let (status, err) = sidecar.call(&["wal-restore", &segment, "../../escaped"]);
+    let (status, _, err) = sidecar.call(&["wal-restore", &segment, "../../escaped"]);
     assert_eq!(status, 1);
     assert!(err.contains("destination_file_name") && err.contains("is outside pg_wal"), "{err}");
     assert!(!dir.path().join("escaped").exists());
@@ -155,7 +155,7 @@ fn hostile_requests_and_foreign_repositories_are_refused_with_the_parameter_or_o
     sidecar.set_cluster(&bad);
     let next = primary.write_and_switch();
     wait_for("a failed archive attempt", Duration::from_secs(60), || primary.archiver_counts().1 > 0);
-    let (status, err) = sidecar.call(&["wal-archive", &format!("pg_wal/{next}")]);
+    let (status, _, err) = sidecar.call(&["wal-archive", &format!("pg_wal/{next}")]);
     assert_eq!(status, 1);
     assert!(err.contains("parameter walCompression") && err.contains("Available values"), "{err}");
     assert!(primary.wal_with_status("ready").contains(&next));
@@ -172,7 +172,7 @@ fn hostile_requests_and_foreign_repositories_are_refused_with_the_parameter_or_o
     );
     other.start();
     let foreign = other.write_and_switch();
-    let (status, err) = other_sidecar.call(&["wal-archive", &format!("pg_wal/{foreign}")]);
+    let (status, _, err) = other_sidecar.call(&["wal-archive", &format!("pg_wal/{foreign}")]);
     assert_eq!(status, 1);
     assert!(err.contains("FailedPrecondition") && err.contains("belongs to another cluster"), "{err}");
     // The same name may hold the primary's segment; never the other cluster's.
@@ -188,12 +188,87 @@ fn hostile_requests_and_foreign_repositories_are_refused_with_the_parameter_or_o
         json!({"currentPrimary": "db-1"}),
     ));
     primary.touch(".check-empty-wal-archive");
-    let (status, err) = sidecar.call(&["wal-archive", &format!("pg_wal/{next}")]);
+    let (status, _, err) = sidecar.call(&["wal-archive", &format!("pg_wal/{next}")]);
     assert_eq!(status, 1);
     assert!(err.contains("already holds WAL") && err.contains("skipEmptyWalArchiveCheck"), "{err}");
     std::fs::remove_file(primary.data.join(".check-empty-wal-archive")).unwrap();
-    let (status, err) = sidecar.call(&["wal-archive", &format!("pg_wal/{next}")]);
+    let (status, _, err) = sidecar.call(&["wal-archive", &format!("pg_wal/{next}")]);
     assert_eq!(status, 0, "{err}");
     let stored = fetch_decompressed(&s3.repository("db"), &format!("wals/{}/{next}.zst", &next[..16]));
     assert_eq!(stored, Some(std::fs::read(primary.pg_wal().join(&next)).unwrap()));
+}
+
+#[test]
+fn backups_through_the_plugin_on_the_primary_and_on_a_streaming_standby_restore_every_row() {
+    let dir = scratch_dir();
+    let s3 = S3Server::start(dir.path());
+    let (primary, sidecar) = archiving_primary(dir.path(), &s3.endpoint(), "db");
+    primary.write_and_switch();
+    let (status, out, err) = sidecar.call(&["backup", "backup-on-primary"]);
+    assert_eq!(status, 0, "{err}\n{}", sidecar.log());
+    let on_primary: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(on_primary["backupName"], "backup-on-primary");
+    assert!(on_primary["backupLabelFile"].as_str().unwrap().contains("START WAL LOCATION"), "{out}");
+    assert_eq!((on_primary["instanceID"].as_str(), on_primary["online"].as_bool()), (Some("db-1"), Some(true)));
+    assert!(
+        on_primary["startedAt"].as_i64().unwrap() > 0 && on_primary["endWal"].as_str().unwrap().len() == 24,
+        "{out}"
+    );
+
+    // A streaming standby, CNPG's default backup target, backs up through its own sidecar;
+    // its last segment reaches the repository through the primary's archiving.
+    primary.write_and_switch();
+    let standby = PgCluster::at(dir.path(), "db-2");
+    let out = primary
+        .tool("pg_basebackup")
+        .args(["-R", "-X", "stream", "-d", &primary.connstr(), "-D"])
+        .arg(&standby.data)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "pg_basebackup: {}", String::from_utf8_lossy(&out.stderr));
+    standby.take_over_config();
+    let definition = cluster(
+        "db",
+        pgops_e2e::cnpg::parameters(dir.path(), &s3.endpoint(), "db"),
+        json!({}),
+        json!({"currentPrimary": "db-1", "targetPrimary": "db-1"}),
+    );
+    let standby_sidecar = Sidecar::start(dir.path(), "db-2", &standby, &definition, "db-2");
+    standby.start();
+    let rows = count_rows(&primary);
+    wait_for("the standby to replay", Duration::from_secs(60), || count_rows(&standby) == rows);
+    let backing_up = {
+        let (plugin_path, cluster_file) = (standby_sidecar.plugin_path.clone(), standby_sidecar.cluster_file.clone());
+        let pgdata = standby.data.clone();
+        std::thread::spawn(move || {
+            let mut manager = std::process::Command::new("runuser");
+            manager
+                .args(["-u", "postgres", "--"])
+                .arg(pgops_e2e::cnpg::cnpg_manager())
+                .args(["backup", "backup-on-standby"]);
+            manager.env("PGDATA", pgdata).env("PGOPS_CNPG_CLUSTER", cluster_file).env("PLUGIN_SOCKET_DIR", plugin_path);
+            manager.output().unwrap()
+        })
+    };
+    primary.execute("CREATE TABLE ticks(at timestamptz)");
+    while !backing_up.is_finished() {
+        primary.execute("INSERT INTO ticks VALUES (now()); SELECT pg_switch_wal()");
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    let out = backing_up.join().unwrap();
+    assert!(out.status.success(), "{}\n{}", String::from_utf8_lossy(&out.stderr), standby_sidecar.log());
+    let on_standby: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(on_standby["instanceID"], "db-2");
+    let ids = [on_primary["backupId"].as_str().unwrap(), on_standby["backupId"].as_str().unwrap()];
+    let last = primary.write_and_switch();
+    primary.wait_archived(&last);
+    let rows = count_rows(&primary);
+
+    // Each backup restores (pgops restore, WAL from the repository) to every row.
+    for (n, id) in ids.iter().enumerate() {
+        let clone = PgCluster::at(dir.path(), &format!("restored-{n}"));
+        restore_clone(&s3, "db", &clone, &["--backup", id]);
+        clone.recover();
+        assert_eq!(count_rows(&clone), rows, "backup {id}: {}", clone.log());
+    }
 }

@@ -20,6 +20,10 @@ const EXCLUDED_FILES: &[&str] = &[
     "backup_manifest",
     "postmaster.pid",
     "postmaster.opts",
+    // A backup taken on a standby must not restore as a standby of the original's primary
+    // (pgBackRest leaves them out too); a restore writes the signal it needs.
+    "standby.signal",
+    "recovery.signal",
     crate::backup::owner::INSTANCE_FILE, // this instance's id: a restored copy is another instance
 ];
 
@@ -199,6 +203,8 @@ mod tests {
             "postmaster.pid",
             "postmaster.opts",
             "backup_label",
+            "standby.signal",
+            "recovery.signal",
             "postgresql.auto.conf",
         ] {
             touch(root, name, b"x");

@@ -1,6 +1,7 @@
 //! Stands in for CNPG's instance manager in the end-to-end tests: `cnpg-manager
 //! wal-archive %p` as `archive_command` and `cnpg-manager wal-restore %f %p` as
-//! `restore_command`, calling the plugin over its unix socket the way CNPG does
+//! `restore_command`, and `cnpg-manager backup NAME` as CNPG's Backup with `method: plugin`
+//! (it prints the BackupResult as JSON), calling the plugin over its unix socket the way CNPG does
 //! (cloudnative-pg `internal/cnpi/plugin/connection/connection.go`, `client/wal.go`,
 //! `internal/cmd/manager/walarchive`, `walrestore`): a fresh connection per call;
 //! GetPluginMetadata, GetPluginCapabilities, the WAL service's GetCapabilities, Probe; then
@@ -12,6 +13,10 @@
 //! set for `wal-restore --rewind`'s mode.
 
 use hyper_util::rt::TokioIo;
+use pgops_cnpg::proto::backup::backup_capability::rpc::Type as BackupRpcType;
+use pgops_cnpg::proto::backup::backup_capability::Type as BackupCapabilityType;
+use pgops_cnpg::proto::backup::backup_client::BackupClient;
+use pgops_cnpg::proto::backup::{BackupCapabilitiesRequest, BackupRequest, BackupResult};
 use pgops_cnpg::proto::identity::identity_client::IdentityClient;
 use pgops_cnpg::proto::identity::plugin_capability::service::Type as ServiceType;
 use pgops_cnpg::proto::identity::plugin_capability::Type as CapabilityType;
@@ -46,8 +51,15 @@ async fn connect(socket: PathBuf) -> Result<Channel, String> {
         .map_err(|e| format!("could not connect: {e}"))
 }
 
-/// The calls CNPG makes on every new connection, with its checks.
-async fn load_plugin(channel: &Channel) -> Result<Vec<RpcType>, String> {
+/// What the plugin offers, as CNPG learns it.
+struct Offered {
+    wal: Vec<RpcType>,
+    backup: bool,
+}
+
+/// The calls CNPG makes on every new connection, with its checks: the services'
+/// GetCapabilities in CNPG's order (WAL before Backup), Probe last.
+async fn load_plugin(channel: &Channel) -> Result<Offered, String> {
     let mut identity = IdentityClient::new(channel.clone());
     let metadata = identity.get_plugin_metadata(GetPluginMetadataRequest {}).await.map_err(|e| e.to_string())?;
     if metadata.get_ref().name != PLUGIN_NAME {
@@ -64,22 +76,33 @@ async fn load_plugin(channel: &Channel) -> Result<Vec<RpcType>, String> {
             None => None,
         })
         .collect();
-    if !services.contains(&(ServiceType::WalService as i32)) {
-        return Err("the plugin does not advertise the WAL service".into());
+    let mut offered = Offered { wal: vec![], backup: false };
+    if services.contains(&(ServiceType::WalService as i32)) {
+        let wal = WalClient::new(channel.clone())
+            .get_capabilities(WalCapabilitiesRequest {})
+            .await
+            .map_err(|e| e.to_string())?;
+        offered.wal = wal
+            .into_inner()
+            .capabilities
+            .into_iter()
+            .filter_map(|c| match c.r#type {
+                Some(WalCapabilityType::Rpc(rpc)) => RpcType::try_from(rpc.r#type).ok(),
+                None => None,
+            })
+            .collect();
     }
-    let wal =
-        WalClient::new(channel.clone()).get_capabilities(WalCapabilitiesRequest {}).await.map_err(|e| e.to_string())?;
-    let rpcs = wal
-        .into_inner()
-        .capabilities
-        .into_iter()
-        .filter_map(|c| match c.r#type {
-            Some(WalCapabilityType::Rpc(rpc)) => RpcType::try_from(rpc.r#type).ok(),
-            None => None,
-        })
-        .collect();
+    if services.contains(&(ServiceType::BackupService as i32)) {
+        let backup = BackupClient::new(channel.clone())
+            .get_capabilities(BackupCapabilitiesRequest {})
+            .await
+            .map_err(|e| e.to_string())?;
+        offered.backup = backup.into_inner().capabilities.iter().any(
+            |c| matches!(c.r#type, Some(BackupCapabilityType::Rpc(rpc)) if rpc.r#type == BackupRpcType::Backup as i32),
+        );
+    }
     identity.probe(ProbeRequest {}).await.map_err(|e| e.to_string())?;
-    Ok(rpcs)
+    Ok(offered)
 }
 
 /// CNPG's rule (`shouldCheckEmptyWalArchive`): the Cluster does not skip the check by
@@ -96,19 +119,34 @@ async fn run(args: &[String]) -> Result<(), String> {
     let cluster: serde_json::Value = serde_json::from_slice(&definition).map_err(|e| e.to_string())?;
     let socket_dir = std::env::var("PLUGIN_SOCKET_DIR").unwrap_or_else(|_| "/plugins".into());
     let channel = connect(Path::new(&socket_dir).join(PLUGIN_NAME)).await?;
-    let rpcs = load_plugin(&channel).await?;
-    let mut wal = WalClient::new(channel);
+    let offered = load_plugin(&channel).await?;
+    let status = |s: tonic::Status| format!("{:?}: {}", s.code(), s.message());
+    let mut wal = WalClient::new(channel.clone());
     match args {
-        [command, path] if command == "wal-archive" && rpcs.contains(&RpcType::ArchiveWal) => {
+        [command, name] if command == "backup" && offered.backup => {
+            let request = BackupRequest {
+                cluster_definition: definition,
+                backup_definition: serde_json::to_vec(&serde_json::json!({
+                    "apiVersion": "postgresql.cnpg.io/v1", "kind": "Backup",
+                    "metadata": {"name": name}, "spec": {"method": "plugin", "pluginConfiguration": {"name": PLUGIN_NAME}}
+                }))
+                .expect("JSON"),
+                parameters: Default::default(),
+            };
+            let result = BackupClient::new(channel).backup(request).await.map_err(status)?.into_inner();
+            println!("{}", backup_result_json(&result));
+            Ok(())
+        }
+        [command, path] if command == "wal-archive" && offered.wal.contains(&RpcType::ArchiveWal) => {
             let request = WalArchiveRequest {
                 cluster_definition: definition,
                 source_file_name: build_wal_path(&pgdata, path),
                 parameters: Default::default(),
                 check_empty_wal_archive: Some(check_empty_wal_archive(&cluster, &pgdata)),
             };
-            wal.archive(request).await.map(drop).map_err(|s| format!("{:?}: {}", s.code(), s.message()))
+            wal.archive(request).await.map(drop).map_err(status)
         }
-        [command, name, destination] if command == "wal-restore" && rpcs.contains(&RpcType::RestoreWal) => {
+        [command, name, destination] if command == "wal-restore" && offered.wal.contains(&RpcType::RestoreWal) => {
             let mode = if std::env::var_os("PGOPS_CNPG_REWIND").is_some() { Mode::Rewind } else { Mode::Recovery };
             let request = WalRestoreRequest {
                 cluster_definition: definition,
@@ -117,12 +155,31 @@ async fn run(args: &[String]) -> Result<(), String> {
                 parameters: Default::default(),
                 mode: mode as i32,
             };
-            wal.restore(request).await.map(drop).map_err(|s| format!("{:?}: {}", s.code(), s.message()))
+            wal.restore(request).await.map(drop).map_err(status)
         }
         _ => Err(format!(
-            "usage: cnpg-manager wal-archive PATH | wal-restore NAME PATH (got {args:?}, plugin offers {rpcs:?})"
+            "usage: cnpg-manager wal-archive PATH | wal-restore NAME PATH | backup NAME (got {args:?}; the plugin offers WAL {:?}, backup {})",
+            offered.wal, offered.backup
         )),
     }
+}
+
+/// The BackupResult as CNPG copies it into the Backup's status, for the test to read.
+fn backup_result_json(result: &BackupResult) -> serde_json::Value {
+    serde_json::json!({
+        "backupId": result.backup_id,
+        "backupName": result.backup_name,
+        "startedAt": result.started_at,
+        "stoppedAt": result.stopped_at,
+        "beginWal": result.begin_wal,
+        "endWal": result.end_wal,
+        "beginLSN": result.begin_lsn,
+        "endLSN": result.end_lsn,
+        "backupLabelFile": String::from_utf8_lossy(&result.backup_label_file),
+        "tablespaceMapFile": String::from_utf8_lossy(&result.tablespace_map_file),
+        "instanceID": result.instance_id,
+        "online": result.online,
+    })
 }
 
 fn main() -> ExitCode {
