@@ -1,8 +1,8 @@
-//! `pgops cnpg instance`: pgops as a CloudNativePG plugin, the sidecar of an instance pod
-//! (see the pgops-cnpg crate). Its repository and settings come from the Cluster each
+//! `pgops cnpg instance|restore`: pgops as a CloudNativePG plugin, the sidecar of an
+//! instance pod or of the recovery Job (see the pgops-cnpg crate). Its repository and settings come from the Cluster each
 //! request carries, not from the global options.
 
-use pgops_cnpg::instance::{serve, InstanceOptions};
+use pgops_cnpg::instance::{serve, InstanceOptions, Role};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -17,11 +17,16 @@ enum CnpgRole {
     /// Serve the instance side (Identity, WAL, Backup) on <plugin-path>/pgops.io until SIGTERM.
     ///
     /// Exit status: 0 stopped by a signal; 3 bad usage; 4 could not serve.
-    Instance(InstanceArgs),
+    Instance(SidecarArgs),
+    /// Serve the recovery Job's side (Identity, RestoreJobHooks, WAL restore) on
+    /// <plugin-path>/pgops.io until SIGTERM.
+    ///
+    /// Exit status: 0 stopped by a signal; 3 bad usage; 4 could not serve.
+    Restore(SidecarArgs),
 }
 
 #[derive(clap::Args)]
-struct InstanceArgs {
+struct SidecarArgs {
     /// The directory CNPG's instance manager looks for plugin sockets in
     #[arg(long, default_value = "/plugins")]
     plugin_path: PathBuf,
@@ -46,24 +51,30 @@ async fn stop_signal() {
 }
 
 pub fn run(args: CnpgArgs) -> ExitCode {
-    let CnpgRole::Instance(args) = args.role;
+    let (role, args, command) = match args.role {
+        CnpgRole::Instance(args) => (Role::Instance, args, "pgops cnpg instance"),
+        CnpgRole::Restore(args) => (Role::Restore, args, "pgops cnpg restore"),
+    };
     if !args.pgdata.is_absolute() {
-        eprintln!("pgops cnpg instance: PGDATA \"{}\" is not an absolute path\nhint: Set PGDATA to the data directory of the postgres container.", args.pgdata.display());
+        eprintln!(
+            "{command}: PGDATA \"{}\" is not an absolute path\nhint: Set PGDATA to the data directory of the postgres container.",
+            args.pgdata.display()
+        );
         return ExitCode::from(crate::exit::USAGE);
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(e) => {
-            eprintln!("pgops cnpg instance: could not start the I/O runtime: {e}");
+            eprintln!("{command}: could not start the I/O runtime: {e}");
             return ExitCode::from(crate::exit::OTHER);
         }
     };
     let options =
-        InstanceOptions { plugin_path: args.plugin_path, data_directory: args.pgdata, pod_name: args.pod_name };
+        InstanceOptions { role, plugin_path: args.plugin_path, data_directory: args.pgdata, pod_name: args.pod_name };
     match runtime.block_on(serve(options, stop_signal())) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("pgops cnpg instance: {e}");
+            eprintln!("{command}: {e}");
             ExitCode::from(crate::exit::OTHER)
         }
     }

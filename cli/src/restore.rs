@@ -160,7 +160,7 @@ pub fn run(args: RestoreArgs, source: &Source, runtime: &tokio::runtime::Runtime
         target_action: args.target_action.map(TargetAction::from),
         target_timeline: args.target_timeline,
         tablespace_map: args.tablespace_map.into_iter().map(|TablespaceMapping { oid, dir }| (oid, dir)).collect(),
-        restore_command: wal_fetch_command(source),
+        restore_command: Some(wal_fetch_command(source)),
         archive: match args.archive {
             Archive::Off => ArchiveAfterRestore::Off,
             Archive::Keep => ArchiveAfterRestore::Keep,

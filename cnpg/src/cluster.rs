@@ -50,6 +50,25 @@ pub struct Bootstrap {
 #[serde(default, rename_all = "camelCase")]
 pub struct Recovery {
     pub source: String,
+    pub recovery_target: Option<RecoveryTarget>,
+}
+
+/// `spec.bootstrap.recovery.recoveryTarget`, CNPG's field names.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct RecoveryTarget {
+    #[serde(rename = "backupID")]
+    pub backup_id: String,
+    #[serde(rename = "targetTLI")]
+    pub target_tli: String,
+    #[serde(rename = "targetXID")]
+    pub target_xid: String,
+    pub target_name: String,
+    #[serde(rename = "targetLSN")]
+    pub target_lsn: String,
+    pub target_time: String,
+    pub target_immediate: Option<bool>,
+    pub exclusive: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -129,6 +148,11 @@ impl Cluster {
             (_, Some(replica)) => self.source_parameters(&replica.source, "spec.replica.source"),
             _ => self.own_parameters(),
         }
+    }
+
+    /// `spec.bootstrap.recovery`, when the Cluster is bootstrapped by a recovery.
+    pub fn recovery(&self) -> Option<&Recovery> {
+        self.spec.bootstrap.as_ref().and_then(|b| b.recovery.as_ref())
     }
 
     /// Whether the pod `pod_name` is (or is becoming) the primary. `None` (the pod's name

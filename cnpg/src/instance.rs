@@ -1,5 +1,6 @@
-//! `pgops cnpg instance`: the sidecar of each CNPG instance pod, serving Identity, WAL, Backup
-//! and the gRPC health service on `<plugin path>/pgops.io`, where CNPG's instance manager
+//! `pgops cnpg instance`, the sidecar of each CNPG instance pod, serving Identity, WAL,
+//! Backup and the gRPC health service, and `pgops cnpg restore`, the sidecar of the
+//! recovery Job, serving RestoreJobHooks instead of Backup, on `<plugin path>/pgops.io`, where CNPG's instance manager
 //! finds it (cloudnative-pg `internal/cnpi/plugin/repository/setup.go`: every socket in
 //! `/plugins` is a plugin named after its file).
 
@@ -8,7 +9,9 @@ use crate::identity::PluginIdentity;
 use crate::proto::backup::backup_server::BackupServer;
 use crate::proto::identity::identity_server::IdentityServer;
 use crate::proto::identity::plugin_capability::service::Type as ServiceType;
+use crate::proto::wal::restore_job_hooks_server::RestoreJobHooksServer;
 use crate::proto::wal::wal_server::WalServer;
+use crate::restore_job::RestoreJobService;
 use crate::wal::WalService;
 use crate::PLUGIN_NAME;
 use std::future::Future;
@@ -17,7 +20,17 @@ use std::path::{Path, PathBuf};
 use tokio::net::UnixListener;
 use tokio_stream::wrappers::UnixListenerStream;
 
+/// Which sidecar this process is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Of an instance pod: WAL archive and restore, backups.
+    Instance,
+    /// Of the recovery Job: the restore itself (RestoreJobHooks), then WAL restore.
+    Restore,
+}
+
 pub struct InstanceOptions {
+    pub role: Role,
     /// The directory shared with the postgres container (`/plugins`).
     pub plugin_path: PathBuf,
     /// The data directory (`PGDATA`) on the volume shared with the postgres container.
@@ -62,21 +75,29 @@ pub fn bind(plugin_path: &Path) -> Result<(UnixListener, PathBuf), ServeError> {
 /// Serves until `shutdown` completes.
 pub async fn serve(options: InstanceOptions, shutdown: impl Future<Output = ()>) -> Result<(), ServeError> {
     let (listener, socket) = bind(&options.plugin_path)?;
-    let identity = PluginIdentity { services: vec![ServiceType::WalService, ServiceType::BackupService] };
-    let backup = BackupService::new(options.data_directory.clone());
-    let wal = WalService::new(options.data_directory, options.pod_name);
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<IdentityServer<PluginIdentity>>().await;
     health.set_serving::<WalServer<WalService>>().await;
-    health.set_serving::<BackupServer<BackupService>>().await;
-    eprintln!("pgops cnpg: serving {PLUGIN_NAME} on {}", socket.display());
-    let served = tonic::transport::Server::builder()
-        .add_service(health_service)
-        .add_service(IdentityServer::new(identity))
-        .add_service(WalServer::new(wal))
-        .add_service(BackupServer::new(backup))
-        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown)
-        .await;
+    let wal = WalServer::new(WalService::new(options.data_directory.clone(), options.pod_name));
+    let router = tonic::transport::Server::builder().add_service(health_service).add_service(wal);
+    let router = match options.role {
+        Role::Instance => {
+            health.set_serving::<BackupServer<BackupService>>().await;
+            let identity = PluginIdentity { services: vec![ServiceType::WalService, ServiceType::BackupService] };
+            router
+                .add_service(IdentityServer::new(identity))
+                .add_service(BackupServer::new(BackupService::new(options.data_directory)))
+        }
+        Role::Restore => {
+            health.set_serving::<RestoreJobHooksServer<RestoreJobService>>().await;
+            let identity = PluginIdentity { services: vec![ServiceType::WalService, ServiceType::RestoreJob] };
+            router
+                .add_service(IdentityServer::new(identity))
+                .add_service(RestoreJobHooksServer::new(RestoreJobService::new(options.data_directory)))
+        }
+    };
+    eprintln!("pgops cnpg: serving {PLUGIN_NAME} ({:?}) on {}", options.role, socket.display());
+    let served = router.serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown).await;
     let _ = std::fs::remove_file(&socket);
     served.map_err(|e| ServeError(format!("serving {} failed: {e}", socket.display())))
 }

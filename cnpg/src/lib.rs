@@ -15,6 +15,7 @@ pub mod cluster;
 pub mod config;
 pub mod identity;
 pub mod instance;
+pub mod restore_job;
 pub mod status;
 pub mod wal;
 

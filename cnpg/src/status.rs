@@ -7,6 +7,7 @@
 use pgops_core::archive::ArchiveError;
 use pgops_core::control_file::ControlFileError;
 use pgops_core::ownership::OwnershipError;
+use pgops_core::restore::RestoreError;
 use pgops_core::store::{StoreError, StoreErrorKind, UndecodableReason};
 use pgops_core::wal_fetch::FetchError;
 use tonic::{Code, Status};
@@ -85,6 +86,24 @@ pub fn fetch(name: &str, error: &FetchError) -> Status {
         FetchError::Write { .. } => Code::Internal,
     };
     Status::new(code, format!("could not restore {name}: {error}"))
+}
+
+pub fn restore(error: &RestoreError) -> Status {
+    let code = match error {
+        RestoreError::Store(e) => store_code(e),
+        RestoreError::Refused { .. } => Code::FailedPrecondition,
+        RestoreError::Corrupt { .. } => Code::DataLoss,
+        RestoreError::Io { .. } => Code::Internal,
+    };
+    let hint = match error {
+        RestoreError::Store(e) => store_hint(&e.kind),
+        // The core's hints speak of pgops restore's options; here the Cluster says it.
+        RestoreError::Refused { .. } | RestoreError::Corrupt { .. } => {
+            "Correct spec.bootstrap.recovery (recoveryTarget.backupID, the target) or the source's parameters; `pgops list` shows the backups."
+        }
+        RestoreError::Io { .. } => "Check that PGDATA is on the recovery Job's data volume, writable, with free space.",
+    };
+    Status::new(code, format!("restore failed: {error}. {hint}"))
 }
 
 pub fn control_file(error: &ControlFileError) -> Status {

@@ -74,7 +74,7 @@ impl WalService {
 /// Refuses to archive into a repository that already holds WAL, when CNPG asks for that
 /// check (a new cluster's first archive: `.check-empty-wal-archive`), as
 /// `barman-cloud-check-wal-archive` does for plugin-barman-cloud.
-async fn require_empty_wal_archive(repo: &Repository) -> Result<(), Status> {
+pub async fn require_empty_wal_archive(repo: &Repository) -> Result<(), Status> {
     let first_page = repo.listing("wals/").next_page().await.map_err(|e| status::store(&e))?;
     match first_page.unwrap_or_default().first() {
         None => Ok(()),

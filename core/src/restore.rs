@@ -144,8 +144,10 @@ pub struct RestoreRequest {
     pub target_timeline: Option<TargetTimeline>,
     /// Tablespace OID → directory, instead of the location it had.
     pub tablespace_map: BTreeMap<u32, PathBuf>,
-    /// restore_command to write (`pgops … wal-fetch %f %p` with the repository settings).
-    pub restore_command: String,
+    /// restore_command to write (`pgops … wal-fetch %f %p` with the repository settings)
+    /// with the recovery target and `recovery.signal`; `None` when the caller sets recovery
+    /// up itself (CloudNativePG writes them from the Cluster once the data is restored).
+    pub restore_command: Option<String>,
     pub archive: ArchiveAfterRestore,
     /// Check every file against the backup's manifest, and refuse a pgops backup whose
     /// manifest is missing or fails its own checksum (`--no-verify` turns this off).
@@ -1057,10 +1059,10 @@ fn remove_contents(dir: &Path) -> Result<(), RestoreError> {
 
 /// postgresql.auto.conf lines: recovery (`restore_command`, `recovery_target_*`, with a
 /// target time as the instant `target_time`) and, unless kept, archiving turned off.
-fn recovery_settings(request: &RestoreRequest, target_time: Option<DateTime<Utc>>) -> String {
+fn recovery_settings(request: &RestoreRequest, restore_command: &str, target_time: Option<DateTime<Utc>>) -> String {
     // Postgres reads backslash escapes in quoted configuration values: double them too.
     let quote = |v: &str| format!("'{}'", v.replace('\\', "\\\\").replace('\'', "''"));
-    let mut lines = vec![format!("restore_command = {}", quote(&request.restore_command))];
+    let mut lines = vec![format!("restore_command = {}", quote(restore_command))];
     match &request.target {
         RecoveryTarget::End => {}
         RecoveryTarget::Time(typed) => {
@@ -1293,16 +1295,18 @@ pub fn restore(
             let path = request.pgdata.join("backup_manifest");
             std::fs::write(&path, bytes).map_err(RestoreError::io(path))?;
         }
-        let auto_conf = request.pgdata.join("postgresql.auto.conf");
-        let mut conf = std::fs::OpenOptions::new()
-            .append(true)
-            .create(true)
-            .open(&auto_conf)
-            .map_err(RestoreError::io(&auto_conf))?;
-        conf.write_all(recovery_settings(request, resolved.map(|r| r.at)).as_bytes())
-            .map_err(RestoreError::io(&auto_conf))?;
-        let signal = request.pgdata.join("recovery.signal");
-        std::fs::write(&signal, "").map_err(RestoreError::io(signal))?;
+        if let Some(restore_command) = &request.restore_command {
+            let auto_conf = request.pgdata.join("postgresql.auto.conf");
+            let mut conf = std::fs::OpenOptions::new()
+                .append(true)
+                .create(true)
+                .open(&auto_conf)
+                .map_err(RestoreError::io(&auto_conf))?;
+            conf.write_all(recovery_settings(request, restore_command, resolved.map(|r| r.at)).as_bytes())
+                .map_err(RestoreError::io(&auto_conf))?;
+            let signal = request.pgdata.join("recovery.signal");
+            std::fs::write(&signal, "").map_err(RestoreError::io(signal))?;
+        }
         // Backups of a standby by other tools (or older pgops) hold its standby.signal: kept,
         // the restored cluster would stream from the original's primary instead of
         // recovering from the repository.
@@ -1643,7 +1647,7 @@ mod tests {
             target_action: None,
             target_timeline: None,
             tablespace_map: BTreeMap::new(),
-            restore_command: "pgops wal-fetch %f %p".into(),
+            restore_command: Some("pgops wal-fetch %f %p".into()),
             archive: ArchiveAfterRestore::Off,
             verify: true,
             sync: true,
@@ -1655,23 +1659,22 @@ mod tests {
         let mut request = request(Path::new("/x"), RecoveryTarget::Name("before 'drop'".into()));
         request.target_action = Some(TargetAction::Promote);
         assert_eq!(
-            recovery_settings(&request, None),
+            recovery_settings(&request, "pgops wal-fetch %f %p", None),
             "# Added by pgops restore\nrestore_command = 'pgops wal-fetch %f %p'\nrecovery_target_name = 'before ''drop'''\n\
              recovery_target_action = 'promote'\narchive_mode = 'off'\npgops.backup_schedule = ''\npgops.repository = ''\n"
         );
         request.archive = ArchiveAfterRestore::Keep;
         request.target = time("2026-11-25 07:00:00-05:00");
         assert_eq!(
-            recovery_settings(&request, None),
+            recovery_settings(&request, "pgops wal-fetch %f %p", None),
             "# Added by pgops restore\nrestore_command = 'pgops wal-fetch %f %p'\n\
              recovery_target_time = '2026-11-25 12:00:00.000000+00'\nrecovery_target_action = 'promote'\n"
         );
         // A shell-quoted path with a quote in it: Postgres unescapes backslashes in the value.
-        request.restore_command = r"'/opt/it'\''s/pgops' wal-fetch %f %p".into();
         request.target = RecoveryTarget::End;
         request.target_action = None;
         assert_eq!(
-            recovery_settings(&request, None),
+            recovery_settings(&request, r"'/opt/it'\''s/pgops' wal-fetch %f %p", None),
             concat!(
                 "# Added by pgops restore\n",
                 r"restore_command = '''/opt/it''\\''''s/pgops'' wal-fetch %f %p'",

@@ -56,6 +56,7 @@ pub fn parameters(dir: &Path, endpoint: &str, prefix: &str) -> serde_json::Value
 /// A running `pgops cnpg instance` sidecar for the data directory of `pg`, with its
 /// socket in its own plugin directory; stopped (SIGTERM) at drop.
 pub struct Sidecar {
+    role: &'static str,
     child: Option<Child>,
     pub plugin_path: PathBuf,
     pub log: PathBuf,
@@ -68,12 +69,26 @@ pub struct Sidecar {
 }
 
 impl Sidecar {
+    /// The sidecar of an instance pod (`pgops cnpg instance`).
     pub fn start(dir: &Path, name: &str, pg: &PgCluster, cluster: &serde_json::Value, pod_name: &str) -> Sidecar {
+        Sidecar::start_as("instance", dir, name, pg, cluster, pod_name)
+    }
+
+    /// `role` is `instance`, or `restore` for the recovery Job's sidecar.
+    pub fn start_as(
+        role: &'static str,
+        dir: &Path,
+        name: &str,
+        pg: &PgCluster,
+        cluster: &serde_json::Value,
+        pod_name: &str,
+    ) -> Sidecar {
         let plugin_path = dir.join(format!("{name}-plugins"));
         std::fs::create_dir_all(&plugin_path).unwrap();
         crate::give_to_postgres(&plugin_path);
         let cluster_file = dir.join(format!("{name}-cluster.json"));
         let mut sidecar = Sidecar {
+            role,
             child: None,
             plugin_path,
             log: dir.join(format!("{name}-sidecar.log")),
@@ -92,7 +107,7 @@ impl Sidecar {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).unwrap();
         let mut command = as_postgres(&pgops_cli());
         command
-            .args(["cnpg", "instance", "--plugin-path"])
+            .args(["cnpg", self.role, "--plugin-path"])
             .arg(&self.plugin_path)
             .env("PGDATA", &self.pgdata)
             .env("POD_NAME", pod_name)
@@ -138,6 +153,12 @@ impl Sidecar {
     /// The restore_command line CNPG writes, through this sidecar.
     pub fn restore_settings(&self) -> String {
         format!("restore_command = '{}'\n", self.manager_command("wal-restore %f %p"))
+    }
+
+    /// `config` (a RestoreJobHooks answer) with CNPG's `/controller/manager` replaced by
+    /// this test's stand-in, reaching this sidecar.
+    pub fn localized(&self, config: &str) -> String {
+        config.replace("/controller/manager", &self.manager_command(""))
     }
 
     /// Runs `cnpg-manager <args>` now, as `postgres`; returns (exit status, stdout, stderr).

@@ -37,9 +37,11 @@ fn base_backup_without_wal(primary: &PgCluster, clone: &PgCluster) {
 /// The Cluster CNPG creates to recover from `source`'s repository: no primary yet.
 fn recovering_cluster(dir: &std::path::Path, endpoint: &str, prefix: &str) -> serde_json::Value {
     let source = pgops_e2e::cnpg::parameters(dir, endpoint, prefix);
+    let mut own = source.clone();
+    own["repository"] = json!(format!("s3://{BUCKET}/restored"));
     cluster(
         "db-restored",
-        json!({"repository": format!("s3://{BUCKET}/restored")}),
+        own,
         json!({
             "bootstrap": {"recovery": {"source": "db"}},
             "externalClusters": [{"name": "db", "plugin": {"name": "pgops.io", "parameters": source}}],
@@ -271,4 +273,53 @@ fn backups_through_the_plugin_on_the_primary_and_on_a_streaming_standby_restore_
         clone.recover();
         assert_eq!(count_rows(&clone), rows, "backup {id}: {}", clone.log());
     }
+}
+
+/// CNPG's recovery Job: `manager instance restore` asks the plugin's RestoreJobHooks to
+/// restore the data, then writes the recovery target, recovery.signal and the answered
+/// restore_config itself and starts Postgres, whose restore_command reaches the same
+/// sidecar. Played here step by step, to a point in time.
+#[test]
+fn a_recovery_job_restores_through_the_plugin_to_a_point_in_time() {
+    let dir = scratch_dir();
+    let s3 = S3Server::start(dir.path());
+    let (primary, sidecar) = archiving_primary(dir.path(), &s3.endpoint(), "db");
+    primary.write_and_switch();
+    let (status, _, err) = sidecar.call(&["backup", "before-the-mistake"]);
+    assert_eq!(status, 0, "{err}");
+    primary.write_and_switch();
+    let rows = count_rows(&primary);
+    let target = primary.query_text("SELECT pg_current_wal_insert_lsn()");
+    primary.write_and_switch();
+    let last = primary.write_and_switch();
+    primary.wait_archived(&last);
+    assert_eq!(count_rows(&primary), rows + 2 * ROWS_PER_BATCH);
+
+    let job = PgCluster::at(dir.path(), "db-restored-1");
+    let mut restored = recovering_cluster(dir.path(), &s3.endpoint(), "db");
+    restored["spec"]["bootstrap"]["recovery"]["recoveryTarget"] = json!({"targetLSN": target});
+    let job_sidecar = Sidecar::start_as("restore", dir.path(), "job", &job, &restored, "db-restored-1-full-recovery");
+    let (status, restore_config, err) = job_sidecar.call(&["restore"]);
+    assert_eq!(status, 0, "{err}\n{}", job_sidecar.log());
+    assert_eq!(restore_config, pgops_cnpg::restore_job::RESTORE_CONFIG);
+    assert!(!job.data.join("recovery.signal").exists(), "recovery is CNPG's to set up");
+    assert!(job.data.join("backup_manifest").exists() && job.data.join("PG_VERSION").exists());
+
+    // What CNPG writes (writeRecoveryConfiguration), then the server.
+    job.take_over_config();
+    job.configure(&format!(
+        "archive_command = 'false'\n{}recovery_target_lsn = '{target}'\nrecovery_target_inclusive = 'true'\n",
+        job_sidecar.localized(&restore_config)
+    ));
+    job.touch("recovery.signal");
+    job.start();
+    wait_for("promotion at the target", Duration::from_secs(120), || {
+        job.query_text("SELECT pg_is_in_recovery()") == "f"
+    });
+    assert_eq!(count_rows(&job), rows, "sidecar log:\n{}", job_sidecar.log());
+
+    // A restore into a data directory that is not empty is refused, nothing touched.
+    let (status, _, err) = job_sidecar.call(&["restore"]);
+    assert_eq!(status, 1);
+    assert!(err.contains("FailedPrecondition") && err.contains("is not empty"), "{err}");
 }

@@ -1,7 +1,8 @@
 //! Stands in for CNPG's instance manager in the end-to-end tests: `cnpg-manager
 //! wal-archive %p` as `archive_command` and `cnpg-manager wal-restore %f %p` as
 //! `restore_command`, and `cnpg-manager backup NAME` as CNPG's Backup with `method: plugin`
-//! (it prints the BackupResult as JSON), calling the plugin over its unix socket the way CNPG does
+//! (it prints the BackupResult as JSON) and `cnpg-manager restore` as the recovery Job's
+//! `manager instance restore` (it prints the restore_config), calling the plugin over its unix socket the way CNPG does
 //! (cloudnative-pg `internal/cnpi/plugin/connection/connection.go`, `client/wal.go`,
 //! `internal/cmd/manager/walarchive`, `walrestore`): a fresh connection per call;
 //! GetPluginMetadata, GetPluginCapabilities, the WAL service's GetCapabilities, Probe; then
@@ -21,11 +22,15 @@ use pgops_cnpg::proto::identity::identity_client::IdentityClient;
 use pgops_cnpg::proto::identity::plugin_capability::service::Type as ServiceType;
 use pgops_cnpg::proto::identity::plugin_capability::Type as CapabilityType;
 use pgops_cnpg::proto::identity::{GetPluginCapabilitiesRequest, GetPluginMetadataRequest, ProbeRequest};
+use pgops_cnpg::proto::wal::restore_job_hooks_capability::Kind;
+use pgops_cnpg::proto::wal::restore_job_hooks_client::RestoreJobHooksClient;
 use pgops_cnpg::proto::wal::wal_capability::rpc::Type as RpcType;
 use pgops_cnpg::proto::wal::wal_capability::Type as WalCapabilityType;
 use pgops_cnpg::proto::wal::wal_client::WalClient;
 use pgops_cnpg::proto::wal::wal_restore_request::Mode;
-use pgops_cnpg::proto::wal::{WalArchiveRequest, WalCapabilitiesRequest, WalRestoreRequest};
+use pgops_cnpg::proto::wal::{
+    RestoreJobHooksCapabilitiesRequest, RestoreRequest, WalArchiveRequest, WalCapabilitiesRequest, WalRestoreRequest,
+};
 use pgops_cnpg::PLUGIN_NAME;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -55,6 +60,7 @@ async fn connect(socket: PathBuf) -> Result<Channel, String> {
 struct Offered {
     wal: Vec<RpcType>,
     backup: bool,
+    restore_job: bool,
 }
 
 /// The calls CNPG makes on every new connection, with its checks: the services'
@@ -76,7 +82,7 @@ async fn load_plugin(channel: &Channel) -> Result<Offered, String> {
             None => None,
         })
         .collect();
-    let mut offered = Offered { wal: vec![], backup: false };
+    let mut offered = Offered { wal: vec![], backup: false, restore_job: false };
     if services.contains(&(ServiceType::WalService as i32)) {
         let wal = WalClient::new(channel.clone())
             .get_capabilities(WalCapabilitiesRequest {})
@@ -101,6 +107,13 @@ async fn load_plugin(channel: &Channel) -> Result<Offered, String> {
             |c| matches!(c.r#type, Some(BackupCapabilityType::Rpc(rpc)) if rpc.r#type == BackupRpcType::Backup as i32),
         );
     }
+    if services.contains(&(ServiceType::RestoreJob as i32)) {
+        let hooks = RestoreJobHooksClient::new(channel.clone())
+            .get_capabilities(RestoreJobHooksCapabilitiesRequest {})
+            .await
+            .map_err(|e| e.to_string())?;
+        offered.restore_job = hooks.into_inner().capabilities.iter().any(|c| c.kind == Kind::Restore as i32);
+    }
     identity.probe(ProbeRequest {}).await.map_err(|e| e.to_string())?;
     Ok(offered)
 }
@@ -120,9 +133,24 @@ async fn run(args: &[String]) -> Result<(), String> {
     let socket_dir = std::env::var("PLUGIN_SOCKET_DIR").unwrap_or_else(|_| "/plugins".into());
     let channel = connect(Path::new(&socket_dir).join(PLUGIN_NAME)).await?;
     let offered = load_plugin(&channel).await?;
+    // CNPG's restore_command carries its log destination before %f %p.
+    let args: Vec<String> = match args {
+        [command, flag, _, rest @ ..] if command == "wal-restore" && flag == "--log-destination" => {
+            std::iter::once(command.clone()).chain(rest.iter().cloned()).collect()
+        }
+        _ => args.to_vec(),
+    };
     let status = |s: tonic::Status| format!("{:?}: {}", s.code(), s.message());
     let mut wal = WalClient::new(channel.clone());
-    match args {
+    match args.as_slice() {
+        [command] if command == "restore" && offered.restore_job => {
+            // IsEmptyWalArchiveCheckEnabled: on unless the Cluster's annotation skips it.
+            let skipped = cluster["metadata"]["annotations"]["cnpg.io/skipEmptyWalArchiveCheck"] == "enabled";
+            let request = RestoreRequest { cluster_definition: definition, check_empty_wal_archive: Some(!skipped) };
+            let answer = RestoreJobHooksClient::new(channel).restore(request).await.map_err(status)?.into_inner();
+            print!("{}", answer.restore_config);
+            Ok(())
+        }
         [command, name] if command == "backup" && offered.backup => {
             let request = BackupRequest {
                 cluster_definition: definition,
@@ -158,8 +186,8 @@ async fn run(args: &[String]) -> Result<(), String> {
             wal.restore(request).await.map(drop).map_err(status)
         }
         _ => Err(format!(
-            "usage: cnpg-manager wal-archive PATH | wal-restore NAME PATH | backup NAME (got {args:?}; the plugin offers WAL {:?}, backup {})",
-            offered.wal, offered.backup
+            "usage: cnpg-manager wal-archive PATH | wal-restore NAME PATH | backup NAME | restore (got {args:?}; the plugin offers WAL {:?}, backup {}, restore {})",
+            offered.wal, offered.backup, offered.restore_job
         )),
     }
 }
