@@ -27,8 +27,7 @@ impl Liveness {
     }
 
     pub fn is_live(&self, id: &BackupId, owner: Option<&BackupOwner>) -> bool {
-        let ours = |owner: &BackupOwner| self.instance_id.as_deref() == Some(owner.instance_id.as_str());
-        self.running.as_deref() == Some(id.as_str()) || !owner.is_some_and(ours)
+        owner::started_is_live(self.running.as_deref(), self.instance_id.as_deref(), id, owner)
     }
 }
 
@@ -64,24 +63,11 @@ impl ServerPosition {
             }
         };
         let system_identifier = archive_module::cluster_identity().system_identifier;
-        if timeline <= 1 {
-            return Ok(ServerPosition {
-                system_identifier,
-                lineage: TimelineHistory { timeline, ancestors: Vec::new() },
-            });
-        }
-        const HINT: &str = "Retention counts only the backups on this server's timeline history and deletes nothing \
-                            without it: restore the history file into pg_wal (pgops wal-fetch can fetch it from the \
-                            repository), or expire with pgops expire --timeline N (N: this server's timeline).";
-        let data_directory = guc::data_directory().ok_or(("the data directory is not known".to_string(), HINT))?;
-        let path = data_directory.join("pg_wal").join(format!("{timeline:08X}.history"));
-        let text = std::fs::read_to_string(&path).map_err(|e| {
-            (format!("could not read the history of this server's timeline {timeline}, {}: {e}", path.display()), HINT)
-        })?;
-        let lineage = TimelineHistory::parse(timeline, &text);
-        if lineage.ancestors.is_empty() {
-            return Err((format!("{} names no parent timeline", path.display()), HINT));
-        }
+        let data_directory = guc::data_directory().ok_or((
+            "the data directory is not known".to_string(),
+            "Retention runs once the server has started; it is retried.",
+        ))?;
+        let lineage = TimelineHistory::of_server(&data_directory, timeline)?;
         Ok(ServerPosition { system_identifier, lineage })
     }
 }

@@ -16,8 +16,12 @@ use chrono::{DateTime, Utc};
 use pgops_core::backup::info::{BackupInfo, Tablespace};
 use pgops_core::backup::owner::{self, BackupOwner};
 use pgops_core::backup::upload::UploadSettings;
+use pgops_core::backup::BackupId;
 use pgops_core::backup::{self, queries, BackupHost, BackupJob, BackupStop, Phase, Progress, WalPosition};
-use std::path::PathBuf;
+use pgops_core::restore::TimelineHistory;
+use pgops_core::retention::{self, ExpireReport, PlanRequest, Policy, DEFAULT_INCOMPLETE_GRACE};
+use pgops_core::store::Repository;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -138,7 +142,9 @@ fn take(
     let failed = |e: String| Status::unavailable(format!("backup failed: {e}"));
     let mut client = connect()
         .map_err(|e| Status::unavailable(format!("{e}. Check PGHOST/PGPORT/PGUSER in the sidecar's environment.")))?;
-    let (cluster, _) = queries::cluster(&query_text(&mut client, queries::CLUSTER).map_err(failed)?).map_err(failed)?;
+    let (cluster, state) =
+        queries::cluster(&query_text(&mut client, queries::CLUSTER).map_err(failed)?).map_err(failed)?;
+    let system_identifier = cluster.system_identifier;
     let same_directory = cluster.data_directory.canonicalize().ok() == data_directory.canonicalize().ok();
     if !same_directory {
         return Err(Status::failed_precondition(format!(
@@ -168,7 +174,56 @@ fn take(
         thread_start: || {},
     };
     let info = backup::run_backup(&mut host, &repo, &job).map_err(|failure| failed(failure.error))?;
+    // Retention after a DONE backup, as the extension's worker does; on the primary only,
+    // whose timeline is the cluster's. Its failure does not undo the backup.
+    if let (Some(policy), false) = (config.retention_policy, state.in_recovery) {
+        let expired = expire(
+            &repo,
+            &job.runtime,
+            policy,
+            config.minimum_redundancy,
+            system_identifier,
+            &data_directory,
+            &instance_id,
+            timeline,
+        );
+        match expired {
+            Ok(report) => eprintln!("pgops cnpg: retention {policy:?}: {report}"),
+            Err(e) => eprintln!("pgops cnpg: WARNING: retention after backup {} did not run: {e}", job.backup_id),
+        }
+    }
     Ok((info, job.backup_id))
+}
+
+/// Applies `policy` to the repository as this primary (timeline `timeline`) sees it.
+#[allow(clippy::too_many_arguments)]
+fn expire(
+    repo: &Repository,
+    runtime: &tokio::runtime::Handle,
+    policy: Policy,
+    minimum_redundancy: u32,
+    system_identifier: u64,
+    data_directory: &Path,
+    instance_id: &str,
+    timeline: u32,
+) -> Result<ExpireReport, String> {
+    let lineage =
+        TimelineHistory::of_server(data_directory, timeline).map_err(|(message, hint)| format!("{message}. {hint}"))?;
+    let started_is_live =
+        |id: &BackupId, owner: Option<&BackupOwner>| owner::started_is_live(None, Some(instance_id), id, owner);
+    let request = PlanRequest {
+        policy: Some(policy),
+        minimum_redundancy,
+        now: Utc::now(),
+        started_is_live: &started_is_live,
+        system_identifier: Some(system_identifier),
+        lineage: Some(lineage),
+        incomplete_grace: DEFAULT_INCOMPLETE_GRACE,
+    };
+    runtime.block_on(async {
+        let plan = retention::plan(repo, &request).await.map_err(|e| format!("{e}. {}", e.hint()))?;
+        retention::execute(repo, &plan).await.map_err(|f| format!("{f}. {}", f.error.hint()))
+    })
 }
 
 /// Barman's `begin_time`/`end_time` as Unix seconds.

@@ -253,6 +253,26 @@ impl TimelineHistory {
         TimelineHistory { timeline, ancestors }
     }
 
+    /// The history of `timeline` as the server with data directory `data_directory` keeps
+    /// it (`pg_wal/<timeline>.history`; timeline 1 has none). Errors are (message, hint).
+    pub fn of_server(data_directory: &Path, timeline: u32) -> Result<TimelineHistory, (String, &'static str)> {
+        const HINT: &str = "Retention counts only the backups on this server's timeline history and deletes nothing \
+                            without it: restore the history file into pg_wal (pgops wal-fetch can fetch it from the \
+                            repository), or expire with pgops expire --timeline N (N: this server's timeline).";
+        if timeline <= 1 {
+            return Ok(TimelineHistory { timeline, ancestors: Vec::new() });
+        }
+        let path = data_directory.join("pg_wal").join(format!("{timeline:08X}.history"));
+        let text = std::fs::read_to_string(&path).map_err(|e| {
+            (format!("could not read the history of this server's timeline {timeline}, {}: {e}", path.display()), HINT)
+        })?;
+        let lineage = TimelineHistory::parse(timeline, &text);
+        if lineage.ancestors.is_empty() {
+            return Err((format!("{} names no parent timeline", path.display()), HINT));
+        }
+        Ok(lineage)
+    }
+
     /// Whether recovery from a backup on `timeline` that ended at `end` can follow onto
     /// this timeline: it is this one, or one it descends from, left after the backup ended.
     fn reachable_from(&self, timeline: Option<u64>, end: Option<Lsn>) -> bool {

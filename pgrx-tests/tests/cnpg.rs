@@ -13,8 +13,21 @@ const ROWS_PER_BATCH: i64 = 20000;
 
 /// A primary archiving through its sidecar to `s3://backups/<prefix>`, with a table.
 fn archiving_primary(dir: &std::path::Path, endpoint: &str, prefix: &str) -> (PgCluster, Sidecar) {
+    archiving_primary_with(dir, endpoint, prefix, json!({}))
+}
+
+/// [`archiving_primary`] with `extra` plugin parameters.
+fn archiving_primary_with(
+    dir: &std::path::Path,
+    endpoint: &str,
+    prefix: &str,
+    extra: serde_json::Value,
+) -> (PgCluster, Sidecar) {
     let pg = PgCluster::init(dir, "db-1");
-    let parameters = pgops_e2e::cnpg::parameters(dir, endpoint, prefix);
+    let mut parameters = pgops_e2e::cnpg::parameters(dir, endpoint, prefix);
+    for (key, value) in extra.as_object().cloned().unwrap_or_default() {
+        parameters[key] = value;
+    }
     let definition = cluster("db", parameters, json!({}), json!({"currentPrimary": "db-1", "targetPrimary": "db-1"}));
     let sidecar = Sidecar::start(dir, "db-1", &pg, &definition, "db-1");
     pg.configure(&sidecar.archive_settings());
@@ -283,10 +296,20 @@ fn backups_through_the_plugin_on_the_primary_and_on_a_streaming_standby_restore_
 fn a_recovery_job_restores_through_the_plugin_to_a_point_in_time() {
     let dir = scratch_dir();
     let s3 = S3Server::start(dir.path());
-    let (primary, sidecar) = archiving_primary(dir.path(), &s3.endpoint(), "db");
+    let redundancy = json!({"retentionPolicy": "REDUNDANCY 1"});
+    let (primary, sidecar) = archiving_primary_with(dir.path(), &s3.endpoint(), "db", redundancy);
     primary.write_and_switch();
-    let (status, _, err) = sidecar.call(&["backup", "before-the-mistake"]);
+    let (status, first, err) = sidecar.call(&["backup", "older"]);
     assert_eq!(status, 0, "{err}");
+    primary.write_and_switch();
+    let (status, second, err) = sidecar.call(&["backup", "before-the-mistake"]);
+    assert_eq!(status, 0, "{err}");
+    // REDUNDANCY 1 after a DONE backup on the primary: the older backup goes.
+    let backup_id =
+        |out: &str| serde_json::from_str::<serde_json::Value>(out).unwrap()["backupId"].as_str().unwrap().to_string();
+    let repo = s3.repository("db");
+    let kept = |id: &str| !block_on(repo.list(&format!("base/{id}/"))).unwrap().is_empty();
+    assert!(!kept(&backup_id(&first)) && kept(&backup_id(&second)), "sidecar log:\n{}", sidecar.log());
     primary.write_and_switch();
     let rows = count_rows(&primary);
     let target = primary.query_text("SELECT pg_current_wal_insert_lsn()");
@@ -294,6 +317,7 @@ fn a_recovery_job_restores_through_the_plugin_to_a_point_in_time() {
     let last = primary.write_and_switch();
     primary.wait_archived(&last);
     assert_eq!(count_rows(&primary), rows + 2 * ROWS_PER_BATCH);
+    assert_eq!(rows, 3 * ROWS_PER_BATCH);
 
     let job = PgCluster::at(dir.path(), "db-restored-1");
     let mut restored = recovering_cluster(dir.path(), &s3.endpoint(), "db");

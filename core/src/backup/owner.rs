@@ -16,6 +16,7 @@
 //!   renamed) is known for abandoned once the heartbeat is older than [`HEARTBEAT_STALE`],
 //!   wherever retention runs.
 
+use super::BackupId;
 use crate::store::{Repository, StoreResult};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -34,6 +35,20 @@ pub const OWNER_OBJECT: &str = "pgops-owner.json";
 pub struct BackupOwner {
     pub instance_id: String,
     pub timeline: u32,
+}
+
+/// Whether a STARTED backup `id` (owned by `owner`, if the record says) may be running, as
+/// an instance with id `instance_id`, now taking backup `running`, sees it: the one it
+/// takes, and any of another instance (or of an unknown one), which may be running there.
+/// The heartbeat and lineage rules of retention decide about those.
+pub fn started_is_live(
+    running: Option<&str>,
+    instance_id: Option<&str>,
+    id: &BackupId,
+    owner: Option<&BackupOwner>,
+) -> bool {
+    let ours = |owner: &BackupOwner| instance_id == Some(owner.instance_id.as_str());
+    running == Some(id.as_str()) || !owner.is_some_and(ours)
 }
 
 /// How often a running backup writes its owner record again.
