@@ -378,6 +378,7 @@ impl Worker {
         let owner = self.owner()?;
         let rt = runtime::runtime()?;
         let (cluster, archive_mode) = cluster_info()?;
+        let segment_size = cluster.segment_size;
         let job = BackupJob {
             backup_id: id.to_string(),
             server_name: url.server_name(),
@@ -388,7 +389,6 @@ impl Worker {
             runtime: rt.handle().clone(),
             thread_start: pgops_core::signals::block_all,
         };
-        let segment_size = cluster.segment_size;
         let mut host = PgHost { fast_checkpoint, archive_mode, segment_size, roles: &mut self.roles };
         unsafe {
             pg_sys::pgstat_progress_start_command(

@@ -77,10 +77,7 @@ async fn load_plugin(channel: &Channel) -> Result<Offered, String> {
         .into_inner()
         .capabilities
         .into_iter()
-        .filter_map(|c| match c.r#type {
-            Some(CapabilityType::Service(service)) => Some(service.r#type),
-            None => None,
-        })
+        .filter_map(|c| c.r#type.map(|CapabilityType::Service(service)| service.r#type))
         .collect();
     let mut offered = Offered { wal: vec![], backup: false, restore_job: false };
     if services.contains(&(ServiceType::WalService as i32)) {
@@ -92,10 +89,7 @@ async fn load_plugin(channel: &Channel) -> Result<Offered, String> {
             .into_inner()
             .capabilities
             .into_iter()
-            .filter_map(|c| match c.r#type {
-                Some(WalCapabilityType::Rpc(rpc)) => RpcType::try_from(rpc.r#type).ok(),
-                None => None,
-            })
+            .filter_map(|c| c.r#type.and_then(|WalCapabilityType::Rpc(rpc)| RpcType::try_from(rpc.r#type).ok()))
             .collect();
     }
     if services.contains(&(ServiceType::BackupService as i32)) {
