@@ -63,6 +63,36 @@ fn recovering_cluster(dir: &std::path::Path, endpoint: &str, prefix: &str) -> se
     )
 }
 
+/// A primary archiving through its sidecar, a base backup of it without WAL taken after
+/// one batch of rows, then `batches` more, the last segment archived.
+fn primary_and_walless_clone(
+    dir: &std::path::Path,
+    s3: &S3Server,
+    batches: usize,
+) -> (PgCluster, Sidecar, PgCluster, String) {
+    let (primary, sidecar) = archiving_primary(dir, &s3.endpoint(), "db");
+    primary.write_and_switch();
+    let clone = PgCluster::at(dir, "db-restored-1");
+    base_backup_without_wal(&primary, &clone);
+    for _ in 1..batches {
+        primary.write_and_switch();
+    }
+    let last = primary.write_and_switch();
+    primary.wait_archived(&last);
+    (primary, sidecar, clone, last)
+}
+
+/// The clone set up as CNPG sets up a recovery through the plugin, its sidecar started.
+fn recovering_through(dir: &std::path::Path, clone: &PgCluster, endpoint: &str) -> Sidecar {
+    let restored = recovering_cluster(dir, endpoint, "db");
+    let sidecar = Sidecar::start(dir, "db-restored-1", clone, &restored, "db-restored-1");
+    give_to_postgres(&clone.data);
+    clone.take_over_config();
+    clone.configure(&format!("archive_mode = off\n{}", sidecar.restore_settings()));
+    clone.touch("recovery.signal");
+    sidecar
+}
+
 fn count_rows(pg: &PgCluster) -> i64 {
     pg.query_text("SELECT count(*) FROM e2e_data").parse().unwrap()
 }
@@ -71,15 +101,7 @@ fn count_rows(pg: &PgCluster) -> i64 {
 fn wal_archived_through_the_plugin_recovers_every_row_through_the_plugin() {
     let dir = scratch_dir();
     let s3 = S3Server::start(dir.path());
-    let (primary, sidecar) = archiving_primary(dir.path(), &s3.endpoint(), "db");
-    primary.write_and_switch();
-    let clone = PgCluster::at(dir.path(), "db-restored-1");
-    base_backup_without_wal(&primary, &clone);
-    for _ in 0..3 {
-        primary.write_and_switch();
-    }
-    let last = primary.write_and_switch();
-    primary.wait_archived(&last);
+    let (primary, sidecar, clone, last) = primary_and_walless_clone(dir.path(), &s3, 4);
     let rows = count_rows(&primary);
     assert_eq!(rows, 5 * ROWS_PER_BATCH);
 
@@ -92,43 +114,40 @@ fn wal_archived_through_the_plugin_recovers_every_row_through_the_plugin() {
     assert!(String::from_utf8_lossy(&owner).contains(&primary.system_identifier()));
     assert_eq!(primary.archiver_counts().1, 0, "no failed archive attempt: {}", sidecar.log());
 
-    let restored = recovering_cluster(dir.path(), &s3.endpoint(), "db");
-    let recovery_sidecar = Sidecar::start(dir.path(), "db-restored-1", &clone, &restored, "db-restored-1");
-    give_to_postgres(&clone.data);
-    clone.take_over_config();
-    clone.configure(&format!("archive_mode = off\n{}", recovery_sidecar.restore_settings()));
-    clone.touch("recovery.signal");
+    let recovery_sidecar = recovering_through(dir.path(), &clone, &s3.endpoint());
     clone.recover();
     assert_eq!(count_rows(&clone), rows, "sidecar log:\n{}", recovery_sidecar.log());
     assert!(clone.log().contains(&format!("restored log file \"{last}\" from archive")), "{}", clone.log());
 }
 
 #[test]
-fn recovery_waits_out_a_flaky_then_down_store_and_never_promotes_short() {
+fn archiving_and_recovery_through_a_flaky_then_down_store_lose_nothing_and_never_promote_short() {
     let dir = scratch_dir();
     let mut s3 = S3Server::start(dir.path());
-    let (primary, _sidecar) = archiving_primary(dir.path(), &s3.endpoint(), "db");
+    // Everything goes through the fault proxy: 503s, 500s and resets in bursts longer than
+    // the SDK's own retries.
+    let proxy = FaultProxy::start(s3.port);
+    proxy.set(Fault::Flaky { period: 8, burst: 4 });
+    let (primary, _sidecar) = archiving_primary(dir.path(), &proxy.endpoint(), "db");
     primary.write_and_switch();
     let clone = PgCluster::at(dir.path(), "db-restored-1");
     base_backup_without_wal(&primary, &clone);
-    for _ in 0..4 {
-        primary.write_and_switch();
-    }
+    primary.write_and_switch();
+    // The store goes down while WAL is archived: every attempt fails, the segment waits.
+    s3.stop();
+    let during = primary.write_and_switch();
+    wait_for("a failed archive attempt", Duration::from_secs(60), || primary.archiver_counts().1 > 0);
+    assert!(primary.wal_with_status("ready").contains(&during));
+    s3.resume();
+    primary.write_and_switch();
     let last = primary.write_and_switch();
     primary.wait_archived(&last);
     let rows = count_rows(&primary);
+    assert_eq!(rows, 5 * ROWS_PER_BATCH);
     primary.stop();
 
-    // Recovery reads through the fault proxy (503s, 500s and resets in bursts longer than
-    // the SDK's own retries) and starts while the store is down.
-    let proxy = FaultProxy::start(s3.port);
-    proxy.set(Fault::Flaky { period: 8, burst: 4 });
-    let restored = recovering_cluster(dir.path(), &proxy.endpoint(), "db");
-    let recovery_sidecar = Sidecar::start(dir.path(), "db-restored-1", &clone, &restored, "db-restored-1");
-    give_to_postgres(&clone.data);
-    clone.take_over_config();
-    clone.configure(&format!("archive_mode = off\n{}", recovery_sidecar.restore_settings()));
-    clone.touch("recovery.signal");
+    // Recovery starts while the store is down, then goes on through the flaky proxy.
+    let recovery_sidecar = recovering_through(dir.path(), &clone, &proxy.endpoint());
     s3.stop();
     clone.start_in_background();
     std::thread::sleep(Duration::from_secs(10));
