@@ -71,7 +71,10 @@ pub fn run(args: CnpgArgs) -> ExitCode {
     };
     let options =
         InstanceOptions { role, plugin_path: args.plugin_path, data_directory: args.pgdata, pod_name: args.pod_name };
-    match runtime.block_on(serve(options, stop_signal())) {
+    let served = runtime.block_on(serve(options, stop_signal()));
+    // A backup thread cut off at shutdown stops at its next step; do not wait longer.
+    runtime.shutdown_timeout(pgops_cnpg::instance::SHUTDOWN_GRACE);
+    match served {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("{command}: {e}");

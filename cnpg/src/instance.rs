@@ -29,6 +29,10 @@ pub enum Role {
     Restore,
 }
 
+/// How long calls in flight may go on once the sidecar is asked to stop. Kubernetes stops
+/// a native sidecar after the postgres container has exited, so nothing waits on them.
+pub const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
+
 pub struct InstanceOptions {
     pub role: Role,
     /// The directory shared with the postgres container (`/plugins`).
@@ -97,7 +101,27 @@ pub async fn serve(options: InstanceOptions, shutdown: impl Future<Output = ()>)
         }
     };
     eprintln!("pgops cnpg: serving {PLUGIN_NAME} ({:?}) on {}", options.role, socket.display());
-    let served = router.serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown).await;
+    // Stopping, calls in flight get SHUTDOWN_GRACE to end; a Restore holding out for the
+    // store, or a backup, is then cut off (its caller sees the connection close, and the
+    // backup stops at its next step).
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = router.serve_with_incoming_shutdown(UnixListenerStream::new(listener), async {
+        let _ = stopped.await;
+    });
+    tokio::pin!(server);
+    let served = tokio::select! {
+        served = &mut server => served,
+        () = shutdown => {
+            let _ = stop.send(());
+            match tokio::time::timeout(SHUTDOWN_GRACE, &mut server).await {
+                Ok(served) => served,
+                Err(_) => {
+                    eprintln!("pgops cnpg: calls still running after {} s of shutdown were cut off", SHUTDOWN_GRACE.as_secs());
+                    Ok(())
+                }
+            }
+        }
+    };
     let _ = std::fs::remove_file(&socket);
     served.map_err(|e| ServeError(format!("serving {} failed: {e}", socket.display())))
 }

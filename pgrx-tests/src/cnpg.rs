@@ -163,15 +163,22 @@ impl Sidecar {
 
     /// Runs `cnpg-manager <args>` now, as `postgres`; returns (exit status, stdout, stderr).
     pub fn call(&self, args: &[&str]) -> (i32, String, String) {
+        self.call_in_background(args).join().unwrap()
+    }
+
+    /// [`Sidecar::call`] on a thread of its own: the caller may stop this sidecar meanwhile.
+    pub fn call_in_background(&self, args: &[&str]) -> std::thread::JoinHandle<(i32, String, String)> {
         let mut manager = as_postgres(&cnpg_manager());
         manager
             .args(args)
             .env("PGDATA", &self.pgdata)
             .env("PGOPS_CNPG_CLUSTER", &self.cluster_file)
             .env("PLUGIN_SOCKET_DIR", &self.plugin_path);
-        let out = manager.output().unwrap();
-        let text = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();
-        (out.status.code().unwrap_or(-1), text(&out.stdout), text(&out.stderr))
+        std::thread::spawn(move || {
+            let out = manager.output().unwrap();
+            let text = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();
+            (out.status.code().unwrap_or(-1), text(&out.stdout), text(&out.stderr))
+        })
     }
 
     /// Stops the sidecar (SIGTERM, as Kubernetes does) and waits for it.

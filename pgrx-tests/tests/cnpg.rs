@@ -164,8 +164,8 @@ fn archiving_and_recovery_through_a_flaky_then_down_store_lose_nothing_and_never
 #[test]
 fn hostile_requests_and_foreign_repositories_are_refused_with_the_parameter_or_object_named() {
     let dir = scratch_dir();
-    let s3 = S3Server::start(dir.path());
-    let (primary, sidecar) = archiving_primary(dir.path(), &s3.endpoint(), "db");
+    let mut s3 = S3Server::start(dir.path());
+    let (primary, mut sidecar) = archiving_primary(dir.path(), &s3.endpoint(), "db");
     let segment = primary.write_and_switch();
     primary.wait_archived(&segment);
 
@@ -230,6 +230,22 @@ fn hostile_requests_and_foreign_repositories_are_refused_with_the_parameter_or_o
     assert_eq!(status, 0, "{err}");
     let stored = fetch_decompressed(&s3.repository("db"), &format!("wals/{}/{next}.zst", &next[..16]));
     assert_eq!(stored, Some(std::fs::read(primary.pg_wal().join(&next)).unwrap()));
+
+    // A Restore on the primary holds out while the store is down; asked to stop, the
+    // sidecar cuts it off within its shutdown grace instead of waiting for the store.
+    s3.stop();
+    let held = sidecar.call_in_background(&["wal-restore", &next, "pg_wal/RECOVERYXLOG"]);
+    wait_for("a held restore", Duration::from_secs(30), || sidecar.log().contains("trying again"));
+    let stopping = std::time::Instant::now();
+    sidecar.stop();
+    assert!(
+        stopping.elapsed() < pgops_cnpg::instance::SHUTDOWN_GRACE + Duration::from_secs(5),
+        "{:?}",
+        stopping.elapsed()
+    );
+    let (status, _, _) = held.join().unwrap();
+    assert_eq!(status, 1);
+    assert!(!primary.pg_wal().join("RECOVERYXLOG").exists());
 }
 
 #[test]
@@ -271,27 +287,15 @@ fn backups_through_the_plugin_on_the_primary_and_on_a_streaming_standby_restore_
     standby.start();
     let rows = count_rows(&primary);
     wait_for("the standby to replay", Duration::from_secs(60), || count_rows(&standby) == rows);
-    let backing_up = {
-        let (plugin_path, cluster_file) = (standby_sidecar.plugin_path.clone(), standby_sidecar.cluster_file.clone());
-        let pgdata = standby.data.clone();
-        std::thread::spawn(move || {
-            let mut manager = std::process::Command::new("runuser");
-            manager
-                .args(["-u", "postgres", "--"])
-                .arg(pgops_e2e::cnpg::cnpg_manager())
-                .args(["backup", "backup-on-standby"]);
-            manager.env("PGDATA", pgdata).env("PGOPS_CNPG_CLUSTER", cluster_file).env("PLUGIN_SOCKET_DIR", plugin_path);
-            manager.output().unwrap()
-        })
-    };
+    let backing_up = standby_sidecar.call_in_background(&["backup", "backup-on-standby"]);
     primary.execute("CREATE TABLE ticks(at timestamptz)");
     while !backing_up.is_finished() {
         primary.execute("INSERT INTO ticks VALUES (now()); SELECT pg_switch_wal()");
         std::thread::sleep(Duration::from_secs(1));
     }
-    let out = backing_up.join().unwrap();
-    assert!(out.status.success(), "{}\n{}", String::from_utf8_lossy(&out.stderr), standby_sidecar.log());
-    let on_standby: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let (status, out, err) = backing_up.join().unwrap();
+    assert_eq!(status, 0, "{err}\n{}", standby_sidecar.log());
+    let on_standby: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(on_standby["instanceID"], "db-2");
     let ids = [on_primary["backupId"].as_str().unwrap(), on_standby["backupId"].as_str().unwrap()];
     let last = primary.write_and_switch();
