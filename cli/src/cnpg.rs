@@ -62,6 +62,12 @@ pub fn run(args: CnpgArgs) -> ExitCode {
         );
         return ExitCode::from(crate::exit::USAGE);
     }
+    if role == Role::Instance && args.pod_name.as_deref().is_none_or(str::is_empty) {
+        eprintln!(
+            "{command}: POD_NAME is not set\nhint: Give the sidecar the pod's name (env POD_NAME from metadata.name, or --pod-name): without it a replica's restore could not tell it is one."
+        );
+        return ExitCode::from(crate::exit::USAGE);
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(e) => {

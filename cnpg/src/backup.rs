@@ -34,14 +34,46 @@ const ARCHIVE_TIMEOUT: Duration = Duration::from_secs(600);
 
 pub struct BackupService {
     data_directory: PathBuf,
-    /// One backup at a time per instance.
-    running: tokio::sync::Mutex<()>,
+    pod_name: Option<String>,
+    /// One backup at a time per instance: set while a backup thread runs (which may
+    /// outlive its call, until it notices the cancel).
+    running: Arc<AtomicBool>,
 }
 
 impl BackupService {
-    pub fn new(data_directory: PathBuf) -> BackupService {
-        BackupService { data_directory, running: tokio::sync::Mutex::new(()) }
+    pub fn new(data_directory: PathBuf, pod_name: Option<String>) -> BackupService {
+        BackupService { data_directory, pod_name, running: Arc::new(AtomicBool::new(false)) }
     }
+}
+
+/// Clears the running flag when the backup thread ends.
+struct Running(Arc<AtomicBool>);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::SeqCst);
+    }
+}
+
+/// What the Backup object asks for (`spec`), as CNPG's fields say it.
+struct Requested {
+    name: String,
+    immediate_checkpoint: bool,
+}
+
+fn requested(backup_definition: &[u8]) -> Result<Requested, Status> {
+    let backup: serde_json::Value = serde_json::from_slice(backup_definition)
+        .map_err(|e| Status::invalid_argument(format!("backup_definition is not a Backup in JSON: {e}")))?;
+    if backup["spec"]["online"] == false {
+        return Err(Status::invalid_argument(
+            "spec.online is false: pgops takes online backups only; remove it or set it to true",
+        ));
+    }
+    Ok(Requested {
+        name: backup["metadata"]["name"].as_str().unwrap_or_default().to_string(),
+        // CNPG's default: a spread checkpoint.
+        immediate_checkpoint: backup["spec"]["onlineConfiguration"]["immediateCheckpoint"] == true,
+    })
 }
 
 /// libpq's environment, with CNPG's defaults.
@@ -136,6 +168,7 @@ impl Drop for CancelOnDrop {
 fn take(
     config: &PluginConfig,
     data_directory: PathBuf,
+    fast_checkpoint: bool,
     runtime: tokio::runtime::Handle,
     cancelled: Arc<AtomicBool>,
 ) -> Result<(BackupInfo, String), Status> {
@@ -155,7 +188,7 @@ fn take(
     }
     let instance_id = owner::instance_id(&data_directory, &owner::host_name())
         .map_err(|e| failed(format!("could not keep this instance's id in {}: {e}", data_directory.display())))?;
-    let mut host = SessionHost { client, segment_size: cluster.segment_size, fast_checkpoint: true, cancelled };
+    let mut host = SessionHost { client, segment_size: cluster.segment_size, fast_checkpoint, cancelled };
     let timeline: u32 = host
         .query_text("SELECT timeline_id::text FROM pg_control_checkpoint()")
         .map_err(failed)?
@@ -173,9 +206,26 @@ fn take(
         runtime,
         thread_start: || {},
     };
-    let info = backup::run_backup(&mut host, &repo, &job).map_err(|failure| failed(failure.error))?;
+    let info = backup::run_backup(&mut host, &repo, &job).map_err(|failure| {
+        // The FAILED status did not reach the store: once more, or the backup stays listed
+        // STARTED until retention finds its heartbeat stale.
+        if let Some(info) = failure.unrecorded {
+            if let Err(e) = backup::record(&repo, &job.runtime, &job.backup_id, &info) {
+                eprintln!(
+                    "pgops cnpg: WARNING: backup {} FAILED, but its status could not be written: {e}",
+                    job.backup_id
+                );
+            }
+        }
+        failed(failure.error)
+    })?;
     // Retention after a DONE backup, as the extension's worker does; on the primary only,
     // whose timeline is the cluster's. Its failure does not undo the backup.
+    if let (Some(_), true) = (config.retention_policy, state.in_recovery) {
+        eprintln!(
+            "pgops cnpg: retention is not applied after a backup on a standby: take one on the primary (target: primary) or run pgops expire"
+        );
+    }
     if let (Some(policy), false) = (config.retention_policy, state.in_recovery) {
         let expired = expire(
             &repo,
@@ -250,20 +300,22 @@ impl Backup for BackupService {
         let request = request.into_inner();
         let cluster = Cluster::decode(&request.cluster_definition)?;
         let config = PluginConfig::from_parameters(cluster.own_parameters()?, &self.data_directory)?;
-        let backup_name = serde_json::from_slice::<serde_json::Value>(&request.backup_definition)
-            .ok()
-            .and_then(|b| b["metadata"]["name"].as_str().map(str::to_string))
-            .unwrap_or_default();
-        let Ok(_one_at_a_time) = self.running.try_lock() else {
+        let Requested { name: backup_name, immediate_checkpoint } = requested(&request.backup_definition)?;
+        if self.running.swap(true, Ordering::SeqCst) {
             return Err(Status::aborted("a backup of this instance is already running: try again once it has ended"));
-        };
+        }
+        let running = Running(self.running.clone());
         let cancelled = Arc::new(AtomicBool::new(false));
         let _cancel_on_drop = CancelOnDrop(cancelled.clone());
         let (data_directory, runtime) = (self.data_directory.clone(), tokio::runtime::Handle::current());
-        // libpq's client and the core's backup block: a thread of their own.
-        let (info, backup_id) = tokio::task::spawn_blocking(move || take(&config, data_directory, runtime, cancelled))
-            .await
-            .map_err(|e| Status::internal(format!("the backup thread failed: {e}")))??;
+        // libpq's client and the core's backup block: a thread of their own, which holds
+        // the running flag until it ends.
+        let (info, backup_id) = tokio::task::spawn_blocking(move || {
+            let _running = running;
+            take(&config, data_directory, immediate_checkpoint, runtime, cancelled)
+        })
+        .await
+        .map_err(|e| Status::internal(format!("the backup thread failed: {e}")))??;
         eprintln!("pgops cnpg: backup {backup_id} ({backup_name}) DONE");
         Ok(Response::new(BackupResult {
             backup_id,
@@ -276,7 +328,7 @@ impl Backup for BackupService {
             end_lsn: info.end_xlog.clone().unwrap_or_default(),
             backup_label_file: info.backup_label.clone().unwrap_or_default().into_bytes(),
             tablespace_map_file: tablespace_map(&info.tablespaces).into_bytes(),
-            instance_id: std::env::var("POD_NAME").unwrap_or_default(),
+            instance_id: self.pod_name.clone().unwrap_or_default(),
             online: true,
             metadata: [("timeline".to_string(), info.timeline.to_string())].into(),
         }))

@@ -20,6 +20,7 @@ pub struct Cluster {
 pub struct Metadata {
     pub name: String,
     pub namespace: String,
+    pub annotations: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -76,6 +77,10 @@ pub struct RecoveryTarget {
 pub struct Replica {
     pub enabled: Option<bool>,
     pub source: String,
+    /// Distributed topology: the cluster that is primary, and this one's name in it.
+    pub primary: String,
+    #[serde(rename = "self")]
+    pub this: String,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -140,7 +145,7 @@ impl Cluster {
     /// reads its replica source; any other reads its own repository.
     pub fn restore_parameters(&self) -> Result<&BTreeMap<String, String>, Status> {
         let recovery = self.spec.bootstrap.as_ref().and_then(|b| b.recovery.as_ref()).filter(|r| !r.source.is_empty());
-        let replica = self.spec.replica.as_ref().filter(|r| r.enabled != Some(false) && !r.source.is_empty());
+        let replica = self.spec.replica.as_ref().filter(|r| self.is_replica_cluster() && !r.source.is_empty());
         match (recovery, replica) {
             (Some(recovery), _) if self.status.current_primary.is_empty() => {
                 self.source_parameters(&recovery.source, "spec.bootstrap.recovery.source")
@@ -155,12 +160,31 @@ impl Cluster {
         self.spec.bootstrap.as_ref().and_then(|b| b.recovery.as_ref())
     }
 
-    /// Whether the pod `pod_name` is (or is becoming) the primary. `None` (the pod's name
-    /// is not known) counts as primary: the cautious answer for recovery.
-    pub fn is_primary(&self, pod_name: Option<&str>) -> bool {
-        let Some(pod) = pod_name else { return true };
-        let status = &self.status;
-        status.current_primary.is_empty() || status.current_primary == pod || status.target_primary == pod
+    /// Whether an error answered to this pod's `restore_command` would end a recovery
+    /// short: a cluster still being bootstrapped by a recovery (no current primary yet),
+    /// or this pod the current primary of a cluster that is not a replica cluster.
+    /// Replicas, a standby being promoted and a replica cluster's designated primary fall
+    /// back to streaming (or their source) on an error. `None` (the pod's name is not
+    /// known) counts as ending short: the cautious answer.
+    pub fn ends_recovery_on_error(&self, pod_name: Option<&str>) -> bool {
+        let current = &self.status.current_primary;
+        current.is_empty() || (!self.is_replica_cluster() && pod_name.is_none_or(|pod| pod == current))
+    }
+
+    /// CNPG's `IsReplica` (api/v1/cluster_funcs.go): `enabled` when given, else in a
+    /// whether this cluster is not the one `primary` names (distributed topology).
+    pub fn is_replica_cluster(&self) -> bool {
+        let Some(replica) = &self.spec.replica else { return false };
+        if let Some(enabled) = replica.enabled {
+            return enabled;
+        }
+        let this = if replica.this.is_empty() { &self.metadata.name } else { &replica.this };
+        *this != replica.primary
+    }
+
+    /// CNPG's annotation that turns the empty-archive check off.
+    pub fn skips_empty_wal_archive_check(&self) -> bool {
+        self.metadata.annotations.get("cnpg.io/skipEmptyWalArchiveCheck").map(String::as_str) == Some("enabled")
     }
 }
 
@@ -186,7 +210,8 @@ mod tests {
         assert_eq!(c.restore_parameters().unwrap()["repository"], "s3://b/old");
         let running = Cluster { status: ClusterStatus { current_primary: "db-1".into(), ..Default::default() }, ..c };
         assert_eq!(running.restore_parameters().unwrap()["repository"], "s3://b/db");
-        assert!(running.is_primary(Some("db-1")) && !running.is_primary(Some("db-2")) && running.is_primary(None));
+        assert!(running.ends_recovery_on_error(Some("db-1")) && !running.ends_recovery_on_error(Some("db-2")));
+        assert!(running.ends_recovery_on_error(None));
     }
 
     #[test]

@@ -52,14 +52,23 @@ impl std::fmt::Display for ServeError {
     }
 }
 
-/// Binds `<plugin path>/pgops.io`, replacing a socket a previous run left behind (a file
-/// of another kind there is refused, never removed).
+/// Binds `<plugin path>/pgops.io`, replacing a socket a previous run left behind (a live
+/// socket, or a file of another kind there, is refused, never removed).
 pub fn bind(plugin_path: &Path) -> Result<(UnixListener, PathBuf), ServeError> {
     let socket = plugin_path.join(PLUGIN_NAME);
     let failed = |what: &str, e: std::io::Error| ServeError(format!("could not {what} {}: {e}", socket.display()));
     std::fs::create_dir_all(plugin_path).map_err(|e| failed("create the directory of", e))?;
     match std::fs::symlink_metadata(&socket) {
-        Ok(meta) if meta.file_type().is_socket() => std::fs::remove_file(&socket).map_err(|e| failed("replace", e))?,
+        Ok(meta) if meta.file_type().is_socket() => {
+            // A socket someone answers on belongs to a running sidecar: never taken over.
+            if std::os::unix::net::UnixStream::connect(&socket).is_ok() {
+                return Err(ServeError(format!(
+                    "{} is served by another process (a sidecar already running?): stop it, or give another --plugin-path",
+                    socket.display()
+                )));
+            }
+            std::fs::remove_file(&socket).map_err(|e| failed("replace", e))?
+        }
         Ok(_) => {
             return Err(ServeError(format!(
                 "{} exists and is not a socket: remove it, or give another --plugin-path",
@@ -82,7 +91,7 @@ pub async fn serve(options: InstanceOptions, shutdown: impl Future<Output = ()>)
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<IdentityServer<PluginIdentity>>().await;
     health.set_serving::<WalServer<WalService>>().await;
-    let wal = WalServer::new(WalService::new(options.data_directory.clone(), options.pod_name));
+    let wal = WalServer::new(WalService::new(options.data_directory.clone(), options.pod_name.clone()));
     let router = tonic::transport::Server::builder().add_service(health_service).add_service(wal);
     let router = match options.role {
         Role::Instance => {
@@ -90,7 +99,7 @@ pub async fn serve(options: InstanceOptions, shutdown: impl Future<Output = ()>)
             let identity = PluginIdentity { services: vec![ServiceType::WalService, ServiceType::BackupService] };
             router
                 .add_service(IdentityServer::new(identity))
-                .add_service(BackupServer::new(BackupService::new(options.data_directory)))
+                .add_service(BackupServer::new(BackupService::new(options.data_directory, options.pod_name)))
         }
         Role::Restore => {
             health.set_serving::<RestoreJobHooksServer<RestoreJobService>>().await;

@@ -100,6 +100,8 @@ impl RestoreJobHooks for RestoreJobService {
             target_timeline,
             tablespace_map: Default::default(),
             restore_command: None,
+            // Unused without a restore_command: CNPG sets archiving up (archive_command =
+            // 'false' during the recovery, then the Cluster's).
             archive: ArchiveAfterRestore::Keep,
             verify: true,
             sync: true,

@@ -57,14 +57,16 @@ pub fn ownership(error: &OwnershipError) -> Status {
     }
 }
 
+/// `status` with `what` in front of its message.
+fn prefixed(what: &str, status: Status) -> Status {
+    Status::new(status.code(), format!("{what}: {}", status.message()))
+}
+
 pub fn archive(file: &str, error: &ArchiveError) -> Status {
     let named = |code: Code, hint: &str| Status::new(code, format!("could not archive {file}: {error}. {hint}"));
     match error {
-        ArchiveError::Store(e) => Status::new(store_code(e), format!("could not archive {file}: {e}. {}", store_hint(&e.kind))),
-        ArchiveError::Ownership(e) => {
-            let status = ownership(e);
-            Status::new(status.code(), format!("could not archive {file}: {}", status.message()))
-        }
+        ArchiveError::Store(e) => prefixed(&format!("could not archive {file}"), store(e)),
+        ArchiveError::Ownership(e) => prefixed(&format!("could not archive {file}"), ownership(e)),
         ArchiveError::NotAWalFile(_) => named(Code::InvalidArgument, "source_file_name must name a WAL file in pg_wal."),
         ArchiveError::Read { .. } => named(Code::NotFound, "The file must exist in pg_wal on the volume the sidecar shares."),
         ArchiveError::Conflict { .. } => named(
@@ -77,15 +79,17 @@ pub fn archive(file: &str, error: &ArchiveError) -> Status {
 }
 
 pub fn fetch(name: &str, error: &FetchError) -> Status {
-    let code = match error {
-        FetchError::NotAWalFile(_) => Code::InvalidArgument,
-        FetchError::Store(e) | FetchError::Key(e) => store_code(e),
-        FetchError::GaveUp { .. } => Code::Unavailable,
-        FetchError::Corrupt { .. } => Code::DataLoss,
-        FetchError::Conflict { .. } => Code::FailedPrecondition,
-        FetchError::Write { .. } => Code::Internal,
+    let (code, hint) = match error {
+        FetchError::NotAWalFile(_) => (Code::InvalidArgument, "source_wal_name must be a WAL file name."),
+        FetchError::Store(e) | FetchError::Key(e) => (store_code(e), store_hint(&e.kind)),
+        FetchError::GaveUp { .. } => (Code::Unavailable, store_hint(&StoreErrorKind::Unreachable)),
+        FetchError::Corrupt { .. } => {
+            (Code::DataLoss, store_hint(&StoreErrorKind::Undecodable(UndecodableReason::Corrupt)))
+        }
+        FetchError::Conflict { .. } => (Code::FailedPrecondition, "Remove the copy that is not this cluster's."),
+        FetchError::Write { .. } => (Code::Internal, "Check that pg_wal is writable and has free space."),
     };
-    Status::new(code, format!("could not restore {name}: {error}"))
+    Status::new(code, format!("could not restore {name}: {error}. {hint}"))
 }
 
 pub fn restore(error: &RestoreError) -> Status {

@@ -5,15 +5,16 @@
 //! Restore's error semantics. CNPG's `manager wal-restore` exits 1 for any plugin error
 //! and Postgres reads exit 1 as "not in the archive" (cloudnative-pg
 //! `internal/cmd/manager/walrestore/cmd.go`): on a server that is to become the primary
-//! (a bootstrap recovery, or the primary's own crash recovery) an error ends recovery there
-//! and the server promotes short. CNPG sets no deadline on the call over the socket. So on
-//! a primary the call answers "not found" only when the store listed the WAL folder and the
-//! file is under no suffix, and otherwise it does not give up: transient store errors are
-//! retried with backoff and anything else (a corrupt or conflicting object, a missing key)
-//! is retried every [`HELD_RETRY`] with an ERROR line saying what to fix, until it succeeds
-//! or the caller goes away (Postgres stopped). On a replica an error is harmless (Postgres
-//! tries streaming next) and is returned after [`REPLICA_PATIENCE`]. A corrupt object is
-//! never written to the destination.
+//! by ending its recovery (a bootstrap recovery: the Cluster has no current primary yet)
+//! an error ends recovery there and the server promotes short. CNPG sets no deadline on the
+//! call over the socket. So there the call answers "not found" only when the store listed
+//! the WAL folder and the file is under no suffix, and otherwise it does not give up
+//! (whatever failed: the store, a corrupt or conflicting object, a missing key, even a bad
+//! request): it is retried every [`HELD_RETRY`] with an ERROR line saying what to fix,
+//! until it succeeds or the caller goes away (Postgres stopped). Everywhere else (replicas,
+//! a standby being promoted, a replica cluster's designated primary) an error is harmless:
+//! Postgres tries streaming or its source next; it is returned after
+//! [`REPLICA_PATIENCE`]. A corrupt object is never written to the destination.
 
 use crate::cluster::Cluster;
 use crate::config::PluginConfig;
@@ -39,9 +40,13 @@ const PRIMARY_ROUND: Duration = Duration::from_secs(300);
 /// The pause between rounds on a primary when the failure is not transient.
 pub const HELD_RETRY: Duration = Duration::from_secs(15);
 
+/// CNPG's first-archive marker in PGDATA (cloudnative-pg
+/// `pkg/management/postgres/constants`, CheckEmptyWalArchiveFile).
+pub const CHECK_EMPTY_MARKER: &str = ".check-empty-wal-archive";
+
 pub struct WalService {
     data_directory: PathBuf,
-    /// This pod's name (`POD_NAME`), to tell a primary from a replica.
+    /// This pod's name (`POD_NAME`).
     pod_name: Option<String>,
     /// Lives as long as the sidecar, so that read-ahead uploads started by one call serve
     /// the next ones; rebuilt when the parameters change.
@@ -86,6 +91,58 @@ pub async fn require_empty_wal_archive(repo: &Repository) -> Result<(), Status> 
     }
 }
 
+/// Why a Restore attempt did not write the file.
+enum Restored {
+    NotFound(Status),
+    Failed(Status),
+}
+
+impl From<Status> for Restored {
+    fn from(status: Status) -> Restored {
+        Restored::Failed(status)
+    }
+}
+
+impl WalService {
+    /// One Restore attempt; transient store errors are retried inside it, for
+    /// [`PRIMARY_ROUND`] when `holds`, else [`REPLICA_PATIENCE`].
+    async fn restore_once(&self, request: &WalRestoreRequest, holds: bool) -> Result<(), Restored> {
+        let cluster = Cluster::decode(&request.cluster_definition)?;
+        let config = PluginConfig::from_parameters(cluster.restore_parameters()?, &self.data_directory)?;
+        let name = request.source_wal_name.as_str();
+        naming::classify(name).map_err(|e| Status::invalid_argument(format!("source_wal_name \"{name}\": {e}")))?;
+        let (file, destination) = self.file_in_pg_wal("destination_file_name", &request.destination_file_name)?;
+        let rewind = request.mode() == Mode::Rewind;
+        // Recovery writes only its own temporary names (RECOVERYXLOG, RECOVERYHISTORY);
+        // pg_rewind writes the WAL file under its own name.
+        if !rewind && !file.starts_with("RECOVERY") {
+            return Err(Status::invalid_argument(format!(
+                "destination_file_name \"{}\": recovery restores into pg_wal/RECOVERYXLOG or RECOVERYHISTORY, not over {file}",
+                request.destination_file_name
+            ))
+            .into());
+        }
+        let repo = config.open().await?;
+        let options = FetchOptions {
+            spool: destination.with_file_name("pgops-prefetch"),
+            // pg_rewind asks for exactly the files it needs: nothing ahead.
+            prefetch: if rewind { 0 } else { config.wal_max_parallel },
+            patience: Patience::new(if holds { PRIMARY_ROUND } else { REPLICA_PATIENCE }),
+        };
+        let mut on_retry = |error: &FetchError, wait: Duration| {
+            log(&format!("WARNING: restoring {name}: {error}; trying again in {} ms", wait.as_millis()))
+        };
+        match fetch_wal_prefetching(&repo, name, &destination, &options, &mut on_retry).await {
+            Ok(Fetched::Written { .. }) => Ok(()),
+            Ok(Fetched::NotFound) => Err(Restored::NotFound(Status::not_found(format!(
+                "{name} is not in the repository {}",
+                repo.location("wals/")
+            )))),
+            Err(error) => Err(status::fetch(name, &error).into()),
+        }
+    }
+}
+
 fn log(line: &str) {
     eprintln!("pgops cnpg: {line}");
 }
@@ -118,10 +175,26 @@ impl Wal for WalService {
             *archiver = Some(WalArchiver::open(settings, identity).await);
         }
         let archiver = archiver.as_mut().expect("set above");
-        if request.check_empty_wal_archive == Some(true) {
+        let marker = self.data_directory.join(CHECK_EMPTY_MARKER);
+        // CNPG leaves the flag unset when its operator does not decide: then its own rule
+        // (the annotation, and the marker still there), as plugin-barman-cloud falls back.
+        let check_empty = request
+            .check_empty_wal_archive
+            .unwrap_or_else(|| !cluster.skips_empty_wal_archive_check() && marker.exists());
+        if check_empty {
             require_empty_wal_archive(archiver.repository()).await?;
         }
         let archived = archiver.archive(&name, &path).await.map_err(|e| status::archive(&name, &e))?;
+        if check_empty {
+            // The first WAL file is in: the check is done. The marker goes, as
+            // barman-cloud's archiver removes it, or every later call (a backlog follows a
+            // bootstrap) would find this cluster's own WAL and be refused.
+            match std::fs::remove_file(&marker) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => log(&format!("WARNING: could not remove {}: {e}", marker.display())),
+            }
+        }
         if archived.already_present {
             log(&format!("{name} was already archived with identical content at {}", archived.location));
         }
@@ -130,45 +203,26 @@ impl Wal for WalService {
 
     async fn restore(&self, request: Request<WalRestoreRequest>) -> Result<Response<WalRestoreResult>, Status> {
         let request = request.into_inner();
-        let cluster = Cluster::decode(&request.cluster_definition)?;
-        let config = PluginConfig::from_parameters(cluster.restore_parameters()?, &self.data_directory)?;
         let name = request.source_wal_name.as_str();
-        naming::classify(name).map_err(|e| Status::invalid_argument(format!("source_wal_name \"{name}\": {e}")))?;
-        let (_, destination) = self.file_in_pg_wal("destination_file_name", &request.destination_file_name)?;
-        let rewind = request.mode() == Mode::Rewind;
-        let primary = cluster.is_primary(self.pod_name.as_deref());
-        let repo = config.open().await?;
-        let options = FetchOptions {
-            spool: destination.with_file_name("pgops-prefetch"),
-            // pg_rewind asks for exactly the files it needs: nothing ahead.
-            prefetch: if rewind { 0 } else { config.wal_max_parallel },
-            patience: Patience::new(if primary { PRIMARY_ROUND } else { REPLICA_PATIENCE }),
-        };
-        let mut on_retry = |error: &FetchError, wait: Duration| {
-            log(&format!("WARNING: restoring {name}: {error}; trying again in {} ms", wait.as_millis()))
-        };
+        // A server that is to become the primary reads any error as the end of the archive:
+        // it is held, whatever failed, as long as the request says nothing else.
+        let holds = Cluster::decode(&request.cluster_definition)
+            .map_or(true, |cluster| cluster.ends_recovery_on_error(self.pod_name.as_deref()));
         loop {
-            match fetch_wal_prefetching(&repo, name, &destination, &options, &mut on_retry).await {
-                Ok(Fetched::Written { .. }) => return Ok(Response::new(WalRestoreResult {})),
-                Ok(Fetched::NotFound) => {
-                    return Err(Status::not_found(format!(
-                        "{name} is not in the repository {}",
-                        repo.location("wals/")
-                    )))
-                }
-                Err(error) if !primary => return Err(status::fetch(name, &error)),
-                Err(error) => {
-                    // Any error would end this server's recovery here: hold the call.
-                    log(&format!(
-                        "ERROR: restoring {name}: {error}. Recovery waits for it (an error would end recovery short and promote); trying again in {} s",
-                        HELD_RETRY.as_secs()
-                    ));
-                    tokio::time::sleep(HELD_RETRY).await;
-                }
-            }
+            let failure = match self.restore_once(&request, holds).await {
+                Ok(()) => return Ok(Response::new(WalRestoreResult {})),
+                Err(Restored::NotFound(status)) => return Err(status),
+                Err(Restored::Failed(status)) if !holds => return Err(status),
+                Err(Restored::Failed(status)) => status,
+            };
+            log(&format!(
+                "ERROR: restoring {name}: {}. Recovery waits for it (an error would end recovery short and promote); trying again in {} s",
+                failure.message(),
+                HELD_RETRY.as_secs()
+            ));
+            tokio::time::sleep(HELD_RETRY).await;
         }
     }
-
     async fn status(&self, _: Request<WalStatusRequest>) -> Result<Response<WalStatusResult>, Status> {
         Err(Status::unimplemented("pgops does not advertise WAL Status"))
     }

@@ -1333,7 +1333,7 @@ pub fn restore(
         let standby_signal = request.pgdata.join("standby.signal");
         if standby_signal.exists() {
             std::fs::remove_file(&standby_signal).map_err(RestoreError::io(&standby_signal))?;
-            report.notes.push("standby.signal (the backup was taken on a standby) was removed: the restored cluster recovers from the repository; create standby.signal yourself to run it as a standby".into());
+            report.notes.push("standby.signal (the backup was taken on a standby) was removed: the restored cluster recovers from the repository, not as a standby of the original's primary".into());
         }
         match request.sync {
             true => {

@@ -31,6 +31,8 @@ fn archiving_primary_with(
     let definition = cluster("db", parameters, json!({}), json!({"currentPrimary": "db-1", "targetPrimary": "db-1"}));
     let sidecar = Sidecar::start(dir, "db-1", &pg, &definition, "db-1");
     pg.configure(&sidecar.archive_settings());
+    // CNPG marks a new cluster's first archive (concludeRestore, initdb).
+    pg.touch(".check-empty-wal-archive");
     pg.start();
     (pg, sidecar)
 }
@@ -113,6 +115,7 @@ fn wal_archived_through_the_plugin_recovers_every_row_through_the_plugin() {
     let owner = fetch_decompressed(&repo, "pgops.json").unwrap();
     assert!(String::from_utf8_lossy(&owner).contains(&primary.system_identifier()));
     assert_eq!(primary.archiver_counts().1, 0, "no failed archive attempt: {}", sidecar.log());
+    assert!(!primary.data.join(".check-empty-wal-archive").exists(), "the first archive removes CNPG's marker");
 
     let recovery_sidecar = recovering_through(dir.path(), &clone, &s3.endpoint());
     clone.recover();
@@ -178,10 +181,22 @@ fn hostile_requests_and_foreign_repositories_are_refused_with_the_parameter_or_o
     let (status, _, err) = sidecar.call(&["wal-archive", outside.to_str().unwrap()]);
     assert_eq!(status, 1);
     assert!(err.contains("is outside pg_wal"), "{err}");
+    // Restores as a replica sees them (an error is answered; on the primary it is held).
+    let as_replica = cluster(
+        "db",
+        pgops_e2e::cnpg::parameters(dir.path(), &s3.endpoint(), "db"),
+        json!({}),
+        json!({"currentPrimary": "db-2"}),
+    );
+    sidecar.set_cluster(&as_replica);
     let (status, _, err) = sidecar.call(&["wal-restore", &segment, "../../escaped"]);
     assert_eq!(status, 1);
     assert!(err.contains("destination_file_name") && err.contains("is outside pg_wal"), "{err}");
     assert!(!dir.path().join("escaped").exists());
+    // Recovery restores into its own temporary names only.
+    let (status, _, err) = sidecar.call(&["wal-restore", &segment, &format!("pg_wal/{segment}")]);
+    assert_eq!(status, 1);
+    assert!(err.contains("not over"), "{err}");
 
     // Bad parameters: the status names the parameter and says what to write; nothing is
     // archived meanwhile and the segment stays .ready.
@@ -225,7 +240,15 @@ fn hostile_requests_and_foreign_repositories_are_refused_with_the_parameter_or_o
     let (status, _, err) = sidecar.call(&["wal-archive", &format!("pg_wal/{next}")]);
     assert_eq!(status, 1);
     assert!(err.contains("already holds WAL") && err.contains("skipEmptyWalArchiveCheck"), "{err}");
-    std::fs::remove_file(primary.data.join(".check-empty-wal-archive")).unwrap();
+    // The operator's way out: the annotation the message names.
+    let mut skipping = cluster(
+        "db",
+        pgops_e2e::cnpg::parameters(dir.path(), &s3.endpoint(), "db"),
+        json!({}),
+        json!({"currentPrimary": "db-1"}),
+    );
+    skipping["metadata"]["annotations"] = json!({"cnpg.io/skipEmptyWalArchiveCheck": "enabled"});
+    sidecar.set_cluster(&skipping);
     let (status, _, err) = sidecar.call(&["wal-archive", &format!("pg_wal/{next}")]);
     assert_eq!(status, 0, "{err}");
     let stored = fetch_decompressed(&s3.repository("db"), &format!("wals/{}/{next}.zst", &next[..16]));

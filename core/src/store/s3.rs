@@ -28,8 +28,9 @@ use base64::Engine;
 use bytes::Bytes;
 use std::time::Duration;
 
-/// Connection settings shared by every repository on S3.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+/// Connection settings shared by every repository on S3. Its `Debug` shows the access key
+/// id, never the secret.
+#[derive(Clone, PartialEq, Eq, Default)]
 pub struct S3Options {
     /// A custom endpoint (`http://host:port`); `None` means AWS S3.
     pub endpoint: Option<String>,
@@ -40,6 +41,17 @@ pub struct S3Options {
     /// Server-side encryption asked for on every object written; `None` leaves it to the
     /// bucket's default.
     pub sse: Option<ServerSideEncryption>,
+}
+
+impl std::fmt::Debug for S3Options {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("S3Options")
+            .field("endpoint", &self.endpoint)
+            .field("region", &self.region)
+            .field("access_key_id", &self.credentials.as_ref().map(|(id, _)| id))
+            .field("sse", &self.sse)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Server-side encryption: the store encrypts what it writes to its disks with a key it
@@ -522,6 +534,13 @@ mod tests {
         let err = store.complete_multipart(&upload, &[part]).await.unwrap_err();
         assert!(err.cause.starts_with("HTTP 200: "), "{err}");
         assert!(err.cause.len() > "HTTP 200: ".len() + 10, "{err}");
+    }
+
+    #[test]
+    fn debug_never_shows_the_secret() {
+        let options = S3Options { credentials: Some(("AKID".into(), "s3cr3t".into())), ..Default::default() };
+        let shown = format!("{options:?}");
+        assert!(shown.contains("AKID") && !shown.contains("s3cr3t"), "{shown}");
     }
 
     #[test]

@@ -112,11 +112,15 @@ async fn load_plugin(channel: &Channel) -> Result<Offered, String> {
     Ok(offered)
 }
 
-/// CNPG's rule (`shouldCheckEmptyWalArchive`): the Cluster does not skip the check by
-/// annotation and PGDATA still holds the first-archive marker.
+/// CNPG's IsEmptyWalArchiveCheckEnabled: the Cluster does not skip it by annotation.
+fn empty_wal_archive_check_enabled(cluster: &serde_json::Value) -> bool {
+    cluster["metadata"]["annotations"]["cnpg.io/skipEmptyWalArchiveCheck"] != "enabled"
+}
+
+/// CNPG's shouldCheckEmptyWalArchive: enabled, and PGDATA still holds the first-archive
+/// marker.
 fn check_empty_wal_archive(cluster: &serde_json::Value, pgdata: &Path) -> bool {
-    let skipped = cluster["metadata"]["annotations"]["cnpg.io/skipEmptyWalArchiveCheck"] == "enabled";
-    !skipped && pgdata.join(".check-empty-wal-archive").exists()
+    empty_wal_archive_check_enabled(cluster) && pgdata.join(".check-empty-wal-archive").exists()
 }
 
 async fn run(args: &[String]) -> Result<(), String> {
@@ -138,9 +142,8 @@ async fn run(args: &[String]) -> Result<(), String> {
     let mut wal = WalClient::new(channel.clone());
     match args.as_slice() {
         [command] if command == "restore" && offered.restore_job => {
-            // IsEmptyWalArchiveCheckEnabled: on unless the Cluster's annotation skips it.
-            let skipped = cluster["metadata"]["annotations"]["cnpg.io/skipEmptyWalArchiveCheck"] == "enabled";
-            let request = RestoreRequest { cluster_definition: definition, check_empty_wal_archive: Some(!skipped) };
+            let check = Some(empty_wal_archive_check_enabled(&cluster));
+            let request = RestoreRequest { cluster_definition: definition, check_empty_wal_archive: check };
             let answer = RestoreJobHooksClient::new(channel).restore(request).await.map_err(status)?.into_inner();
             print!("{}", answer.restore_config);
             Ok(())
@@ -150,7 +153,9 @@ async fn run(args: &[String]) -> Result<(), String> {
                 cluster_definition: definition,
                 backup_definition: serde_json::to_vec(&serde_json::json!({
                     "apiVersion": "postgresql.cnpg.io/v1", "kind": "Backup",
-                    "metadata": {"name": name}, "spec": {"method": "plugin", "pluginConfiguration": {"name": PLUGIN_NAME}}
+                    "metadata": {"name": name},
+                    "spec": {"method": "plugin", "pluginConfiguration": {"name": PLUGIN_NAME},
+                             "onlineConfiguration": {"immediateCheckpoint": true}}
                 }))
                 .expect("JSON"),
                 parameters: Default::default(),
