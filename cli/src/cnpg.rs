@@ -33,7 +33,7 @@ struct SidecarArgs {
     /// The data directory, on the volume shared with the postgres container
     #[arg(long, env = "PGDATA")]
     pgdata: PathBuf,
-    /// This pod's name, to tell the primary from replicas
+    /// This pod's name, reported with its backups
     #[arg(long, env = "POD_NAME")]
     pod_name: Option<String>,
 }
@@ -59,12 +59,6 @@ pub fn run(args: CnpgArgs) -> ExitCode {
         eprintln!(
             "{command}: PGDATA \"{}\" is not an absolute path\nhint: Set PGDATA to the data directory of the postgres container.",
             args.pgdata.display()
-        );
-        return ExitCode::from(crate::exit::USAGE);
-    }
-    if role == Role::Instance && args.pod_name.as_deref().is_none_or(str::is_empty) {
-        eprintln!(
-            "{command}: POD_NAME is not set\nhint: Give the sidecar the pod's name (env POD_NAME from metadata.name, or --pod-name): without it a replica's restore could not tell it is one."
         );
         return ExitCode::from(crate::exit::USAGE);
     }

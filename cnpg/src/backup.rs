@@ -55,25 +55,11 @@ impl Drop for Running {
     }
 }
 
-/// What the Backup object asks for (`spec`), as CNPG's fields say it.
-struct Requested {
-    name: String,
-    immediate_checkpoint: bool,
-}
-
-fn requested(backup_definition: &[u8]) -> Result<Requested, Status> {
+/// The Backup object's name (its `spec.online*` fields are CNPG's for volume snapshots).
+fn backup_name(backup_definition: &[u8]) -> Result<String, Status> {
     let backup: serde_json::Value = serde_json::from_slice(backup_definition)
         .map_err(|e| Status::invalid_argument(format!("backup_definition is not a Backup in JSON: {e}")))?;
-    if backup["spec"]["online"] == false {
-        return Err(Status::invalid_argument(
-            "spec.online is false: pgops takes online backups only; remove it or set it to true",
-        ));
-    }
-    Ok(Requested {
-        name: backup["metadata"]["name"].as_str().unwrap_or_default().to_string(),
-        // CNPG's default: a spread checkpoint.
-        immediate_checkpoint: backup["spec"]["onlineConfiguration"]["immediateCheckpoint"] == true,
-    })
+    Ok(backup["metadata"]["name"].as_str().unwrap_or_default().to_string())
 }
 
 /// libpq's environment, with CNPG's defaults.
@@ -168,7 +154,6 @@ impl Drop for CancelOnDrop {
 fn take(
     config: &PluginConfig,
     data_directory: PathBuf,
-    fast_checkpoint: bool,
     runtime: tokio::runtime::Handle,
     cancelled: Arc<AtomicBool>,
 ) -> Result<(BackupInfo, String), Status> {
@@ -188,7 +173,8 @@ fn take(
     }
     let instance_id = owner::instance_id(&data_directory, &owner::host_name())
         .map_err(|e| failed(format!("could not keep this instance's id in {}: {e}", data_directory.display())))?;
-    let mut host = SessionHost { client, segment_size: cluster.segment_size, fast_checkpoint, cancelled };
+    // An immediate checkpoint, as CNPG's Backup asks for a backup now.
+    let mut host = SessionHost { client, segment_size: cluster.segment_size, fast_checkpoint: true, cancelled };
     let timeline: u32 = host
         .query_text("SELECT timeline_id::text FROM pg_control_checkpoint()")
         .map_err(failed)?
@@ -300,7 +286,7 @@ impl Backup for BackupService {
         let request = request.into_inner();
         let cluster = Cluster::decode(&request.cluster_definition)?;
         let config = PluginConfig::from_parameters(cluster.own_parameters()?, &self.data_directory)?;
-        let Requested { name: backup_name, immediate_checkpoint } = requested(&request.backup_definition)?;
+        let backup_name = backup_name(&request.backup_definition)?;
         if self.running.swap(true, Ordering::SeqCst) {
             return Err(Status::aborted("a backup of this instance is already running: try again once it has ended"));
         }
@@ -312,7 +298,7 @@ impl Backup for BackupService {
         // the running flag until it ends.
         let (info, backup_id) = tokio::task::spawn_blocking(move || {
             let _running = running;
-            take(&config, data_directory, immediate_checkpoint, runtime, cancelled)
+            take(&config, data_directory, runtime, cancelled)
         })
         .await
         .map_err(|e| Status::internal(format!("the backup thread failed: {e}")))??;

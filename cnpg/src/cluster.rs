@@ -160,19 +160,8 @@ impl Cluster {
         self.spec.bootstrap.as_ref().and_then(|b| b.recovery.as_ref())
     }
 
-    /// Whether an error answered to this pod's `restore_command` would end a recovery
-    /// short: a cluster still being bootstrapped by a recovery (no current primary yet),
-    /// or this pod the current primary of a cluster that is not a replica cluster.
-    /// Replicas, a standby being promoted and a replica cluster's designated primary fall
-    /// back to streaming (or their source) on an error. `None` (the pod's name is not
-    /// known) counts as ending short: the cautious answer.
-    pub fn ends_recovery_on_error(&self, pod_name: Option<&str>) -> bool {
-        let current = &self.status.current_primary;
-        current.is_empty() || (!self.is_replica_cluster() && pod_name.is_none_or(|pod| pod == current))
-    }
-
-    /// CNPG's `IsReplica` (api/v1/cluster_funcs.go): `enabled` when given, else in a
-    /// whether this cluster is not the one `primary` names (distributed topology).
+    /// CNPG's `IsReplica` (api/v1/cluster_funcs.go): `enabled` when given, else whether
+    /// this cluster is not the one `primary` names (distributed topology).
     pub fn is_replica_cluster(&self) -> bool {
         let Some(replica) = &self.spec.replica else { return false };
         if let Some(enabled) = replica.enabled {
@@ -210,8 +199,20 @@ mod tests {
         assert_eq!(c.restore_parameters().unwrap()["repository"], "s3://b/old");
         let running = Cluster { status: ClusterStatus { current_primary: "db-1".into(), ..Default::default() }, ..c };
         assert_eq!(running.restore_parameters().unwrap()["repository"], "s3://b/db");
-        assert!(running.ends_recovery_on_error(Some("db-1")) && !running.ends_recovery_on_error(Some("db-2")));
-        assert!(running.ends_recovery_on_error(None));
+        assert!(!running.is_replica_cluster());
+    }
+
+    #[test]
+    fn replica_clusters_as_cnpg_tells_them() {
+        let of = |replica: serde_json::Value| {
+            cluster(serde_json::json!({"metadata": {"name": "b"}, "spec": {"replica": replica}}))
+        };
+        assert!(of(serde_json::json!({"enabled": true, "source": "a"})).is_replica_cluster());
+        assert!(!of(serde_json::json!({"enabled": false, "source": "a"})).is_replica_cluster());
+        assert!(of(serde_json::json!({"primary": "a", "source": "a"})).is_replica_cluster());
+        assert!(!of(serde_json::json!({"primary": "b", "source": "a"})).is_replica_cluster());
+        assert!(!of(serde_json::json!({"primary": "b", "self": "b"})).is_replica_cluster());
+        assert!(!cluster(serde_json::json!({})).is_replica_cluster());
     }
 
     #[test]

@@ -39,7 +39,7 @@ pub struct InstanceOptions {
     pub plugin_path: PathBuf,
     /// The data directory (`PGDATA`) on the volume shared with the postgres container.
     pub data_directory: PathBuf,
-    /// This pod's name (`POD_NAME`).
+    /// This pod's name (`POD_NAME`), reported with its backups.
     pub pod_name: Option<String>,
 }
 
@@ -91,7 +91,7 @@ pub async fn serve(options: InstanceOptions, shutdown: impl Future<Output = ()>)
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<IdentityServer<PluginIdentity>>().await;
     health.set_serving::<WalServer<WalService>>().await;
-    let wal = WalServer::new(WalService::new(options.data_directory.clone(), options.pod_name.clone()));
+    let wal = WalServer::new(WalService::new(options.data_directory.clone()));
     let router = tonic::transport::Server::builder().add_service(health_service).add_service(wal);
     let router = match options.role {
         Role::Instance => {

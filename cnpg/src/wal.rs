@@ -5,9 +5,9 @@
 //! Restore's error semantics. CNPG's `manager wal-restore` exits 1 for any plugin error
 //! and Postgres reads exit 1 as "not in the archive" (cloudnative-pg
 //! `internal/cmd/manager/walrestore/cmd.go`): on a server that is to become the primary
-//! by ending its recovery (a bootstrap recovery: the Cluster has no current primary yet)
-//! an error ends recovery there and the server promotes short. CNPG sets no deadline on the
-//! call over the socket. So there the call answers "not found" only when the store listed
+//! by ending its archive recovery (CNPG's recovery Job) an error ends recovery there and the server promotes short. CNPG sets no deadline on the
+//! call over the socket. So there (Postgres in archive recovery: `recovery.signal`, no
+//! `standby.signal`) the call answers "not found" only when the store listed
 //! the WAL folder and the file is under no suffix, and otherwise it does not give up
 //! (whatever failed: the store, a corrupt or conflicting object, a missing key, even a bad
 //! request): it is retried every [`HELD_RETRY`] with an ERROR line saying what to fix,
@@ -46,16 +46,14 @@ pub const CHECK_EMPTY_MARKER: &str = ".check-empty-wal-archive";
 
 pub struct WalService {
     data_directory: PathBuf,
-    /// This pod's name (`POD_NAME`).
-    pod_name: Option<String>,
     /// Lives as long as the sidecar, so that read-ahead uploads started by one call serve
     /// the next ones; rebuilt when the parameters change.
     archiver: tokio::sync::Mutex<Option<WalArchiver>>,
 }
 
 impl WalService {
-    pub fn new(data_directory: PathBuf, pod_name: Option<String>) -> WalService {
-        WalService { data_directory, pod_name, archiver: tokio::sync::Mutex::new(None) }
+    pub fn new(data_directory: PathBuf) -> WalService {
+        WalService { data_directory, archiver: tokio::sync::Mutex::new(None) }
     }
 
     /// `path` (request field `field`) as a file directly in this data directory's
@@ -104,6 +102,15 @@ impl From<Status> for Restored {
 }
 
 impl WalService {
+    /// Whether an error answered to `restore_command` would end this server's recovery
+    /// short, as Postgres decides it: archive recovery (`recovery.signal`), not standby
+    /// mode (`standby.signal`, which falls back to streaming on an error). The recovery
+    /// Job and a cluster's first instance after it are in archive recovery; replicas, a
+    /// standby being promoted and a replica cluster's designated primary are standbys.
+    fn ends_recovery_on_error(&self) -> bool {
+        self.data_directory.join("recovery.signal").exists() && !self.data_directory.join("standby.signal").exists()
+    }
+
     /// One Restore attempt; transient store errors are retried inside it, for
     /// [`PRIMARY_ROUND`] when `holds`, else [`REPLICA_PATIENCE`].
     async fn restore_once(&self, request: &WalRestoreRequest, holds: bool) -> Result<(), Restored> {
@@ -112,16 +119,18 @@ impl WalService {
         let name = request.source_wal_name.as_str();
         naming::classify(name).map_err(|e| Status::invalid_argument(format!("source_wal_name \"{name}\": {e}")))?;
         let (file, destination) = self.file_in_pg_wal("destination_file_name", &request.destination_file_name)?;
-        let rewind = request.mode() == Mode::Rewind;
         // Recovery writes only its own temporary names (RECOVERYXLOG, RECOVERYHISTORY);
-        // pg_rewind writes the WAL file under its own name.
-        if !rewind && !file.starts_with("RECOVERY") {
+        // pg_rewind writes the WAL file under its own name, with MODE_REWIND or (CNPG
+        // before `wal-restore --rewind`) no mode.
+        let own_name = file == name && request.mode() != Mode::Recovery;
+        if !own_name && !file.starts_with("RECOVERY") {
             return Err(Status::invalid_argument(format!(
-                "destination_file_name \"{}\": recovery restores into pg_wal/RECOVERYXLOG or RECOVERYHISTORY, not over {file}",
+                "destination_file_name \"{}\": recovery restores into pg_wal/RECOVERYXLOG or RECOVERYHISTORY, and pg_rewind into the file's own name, not over {file}",
                 request.destination_file_name
             ))
             .into());
         }
+        let rewind = request.mode() == Mode::Rewind || own_name;
         let repo = config.open().await?;
         let options = FetchOptions {
             spool: destination.with_file_name("pgops-prefetch"),
@@ -183,18 +192,17 @@ impl Wal for WalService {
             .unwrap_or_else(|| !cluster.skips_empty_wal_archive_check() && marker.exists());
         if check_empty {
             require_empty_wal_archive(archiver.repository()).await?;
-        }
-        let archived = archiver.archive(&name, &path).await.map_err(|e| status::archive(&name, &e))?;
-        if check_empty {
-            // The first WAL file is in: the check is done. The marker goes, as
-            // barman-cloud's archiver removes it, or every later call (a backlog follows a
-            // bootstrap) would find this cluster's own WAL and be refused.
+            // The check is done: the marker goes now, before anything is uploaded (as
+            // barman-cloud's archiver removes it), or a later call would find this
+            // cluster's own WAL (a read-ahead upload, or one whose answer was lost) and be
+            // refused for good.
             match std::fs::remove_file(&marker) {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                 Err(e) => log(&format!("WARNING: could not remove {}: {e}", marker.display())),
             }
         }
+        let archived = archiver.archive(&name, &path).await.map_err(|e| status::archive(&name, &e))?;
         if archived.already_present {
             log(&format!("{name} was already archived with identical content at {}", archived.location));
         }
@@ -204,10 +212,7 @@ impl Wal for WalService {
     async fn restore(&self, request: Request<WalRestoreRequest>) -> Result<Response<WalRestoreResult>, Status> {
         let request = request.into_inner();
         let name = request.source_wal_name.as_str();
-        // A server that is to become the primary reads any error as the end of the archive:
-        // it is held, whatever failed, as long as the request says nothing else.
-        let holds = Cluster::decode(&request.cluster_definition)
-            .map_or(true, |cluster| cluster.ends_recovery_on_error(self.pod_name.as_deref()));
+        let holds = self.ends_recovery_on_error();
         loop {
             let failure = match self.restore_once(&request, holds).await {
                 Ok(()) => return Ok(Response::new(WalRestoreResult {})),

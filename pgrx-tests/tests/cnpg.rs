@@ -181,7 +181,7 @@ fn hostile_requests_and_foreign_repositories_are_refused_with_the_parameter_or_o
     let (status, _, err) = sidecar.call(&["wal-archive", outside.to_str().unwrap()]);
     assert_eq!(status, 1);
     assert!(err.contains("is outside pg_wal"), "{err}");
-    // Restores as a replica sees them (an error is answered; on the primary it is held).
+    // Restores outside archive recovery (no recovery.signal): an error is answered.
     let as_replica = cluster(
         "db",
         pgops_e2e::cnpg::parameters(dir.path(), &s3.endpoint(), "db"),
@@ -256,9 +256,14 @@ fn hostile_requests_and_foreign_repositories_are_refused_with_the_parameter_or_o
 
     // A Restore on the primary holds out while the store is down; asked to stop, the
     // sidecar cuts it off within its shutdown grace instead of waiting for the store.
+    // (The sidecar tells archive recovery by PGDATA's signal files; the running server
+    // reads them only at its next start.)
+    primary.touch("recovery.signal");
     s3.stop();
     let held = sidecar.call_in_background(&["wal-restore", &next, "pg_wal/RECOVERYXLOG"]);
-    wait_for("a held restore", Duration::from_secs(30), || sidecar.log().contains("trying again"));
+    std::thread::sleep(pgops_cnpg::wal::REPLICA_PATIENCE + Duration::from_secs(5));
+    assert!(!held.is_finished(), "a replica's patience, not a hold: {}", sidecar.log());
+    assert!(sidecar.log().contains("trying again"), "{}", sidecar.log());
     let stopping = std::time::Instant::now();
     sidecar.stop();
     assert!(

@@ -154,8 +154,7 @@ async fn run(args: &[String]) -> Result<(), String> {
                 backup_definition: serde_json::to_vec(&serde_json::json!({
                     "apiVersion": "postgresql.cnpg.io/v1", "kind": "Backup",
                     "metadata": {"name": name},
-                    "spec": {"method": "plugin", "pluginConfiguration": {"name": PLUGIN_NAME},
-                             "onlineConfiguration": {"immediateCheckpoint": true}}
+                    "spec": {"method": "plugin", "pluginConfiguration": {"name": PLUGIN_NAME}}
                 }))
                 .expect("JSON"),
                 parameters: Default::default(),
