@@ -36,6 +36,10 @@ struct SidecarArgs {
     /// This pod's name, reported with its backups
     #[arg(long, env = "POD_NAME")]
     pod_name: Option<String>,
+    /// pg_wal's directory on the WAL volume, used by the recovery Job's restore when the
+    /// Cluster has walStorage (CNPG mounts that volume at /var/lib/postgresql/wal)
+    #[arg(long, default_value = "/var/lib/postgresql/wal/pg_wal")]
+    waldir: PathBuf,
 }
 
 /// Completes on SIGTERM (Kubernetes stopping the pod) or SIGINT.
@@ -69,8 +73,13 @@ pub fn run(args: CnpgArgs) -> ExitCode {
             return ExitCode::from(crate::exit::OTHER);
         }
     };
-    let options =
-        InstanceOptions { role, plugin_path: args.plugin_path, data_directory: args.pgdata, pod_name: args.pod_name };
+    let options = InstanceOptions {
+        role,
+        plugin_path: args.plugin_path,
+        data_directory: args.pgdata,
+        pod_name: args.pod_name,
+        wal_directory: args.waldir,
+    };
     let served = runtime.block_on(serve(options, stop_signal()));
     // A backup thread cut off at shutdown stops at its next step; do not wait longer.
     runtime.shutdown_timeout(pgops_cnpg::instance::SHUTDOWN_GRACE);

@@ -32,6 +32,10 @@ pub struct RestoreArgs {
     /// (repeatable)
     #[arg(long = "tablespace-map", value_name = "OID=DIR")]
     tablespace_map: Vec<TablespaceMapping>,
+    /// Make pg_wal a link to DIR (an absolute path, missing or empty), as initdb --waldir
+    /// makes it: pg_wal on a volume of its own
+    #[arg(long, value_name = "DIR")]
+    waldir: Option<PathBuf>,
     /// off: the restored cluster does not archive WAL, take scheduled backups or use the
     /// repository (archive_mode = 'off', pgops.backup_schedule = '', pgops.repository = ''
     /// in postgresql.auto.conf), so a clone never writes into the repository it came from;
@@ -160,6 +164,7 @@ pub fn run(args: RestoreArgs, source: &Source, runtime: &tokio::runtime::Runtime
         target_action: args.target_action.map(TargetAction::from),
         target_timeline: args.target_timeline,
         tablespace_map: args.tablespace_map.into_iter().map(|TablespaceMapping { oid, dir }| (oid, dir)).collect(),
+        wal_directory: args.waldir,
         restore_command: Some(wal_fetch_command(source)),
         archive: match args.archive {
             Archive::Off => ArchiveAfterRestore::Off,

@@ -30,6 +30,8 @@ pub struct Spec {
     pub bootstrap: Option<Bootstrap>,
     pub replica: Option<Replica>,
     pub external_clusters: Vec<ExternalCluster>,
+    /// `walStorage`: pg_wal on a volume of its own (only its presence matters here).
+    pub wal_storage: Option<serde_json::Value>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -69,7 +71,7 @@ pub struct RecoveryTarget {
     pub target_lsn: String,
     pub target_time: String,
     pub target_immediate: Option<bool>,
-    pub exclusive: Option<bool>,
+    // `exclusive` is not read: it becomes recovery_target_inclusive, which CNPG writes.
 }
 
 #[derive(Debug, Default, Deserialize)]

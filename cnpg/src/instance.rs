@@ -41,6 +41,9 @@ pub struct InstanceOptions {
     pub data_directory: PathBuf,
     /// This pod's name (`POD_NAME`), reported with its backups.
     pub pod_name: Option<String>,
+    /// Where the recovery Job puts pg_wal when the Cluster has `walStorage`
+    /// (`/var/lib/postgresql/wal/pg_wal` in CNPG's pods).
+    pub wal_directory: PathBuf,
 }
 
 #[derive(Debug)]
@@ -104,9 +107,9 @@ pub async fn serve(options: InstanceOptions, shutdown: impl Future<Output = ()>)
         Role::Restore => {
             health.set_serving::<RestoreJobHooksServer<RestoreJobService>>().await;
             let identity = PluginIdentity { services: vec![ServiceType::WalService, ServiceType::RestoreJob] };
-            router
-                .add_service(IdentityServer::new(identity))
-                .add_service(RestoreJobHooksServer::new(RestoreJobService::new(options.data_directory)))
+            router.add_service(IdentityServer::new(identity)).add_service(RestoreJobHooksServer::new(
+                RestoreJobService::new(options.data_directory, options.wal_directory),
+            ))
         }
     };
     eprintln!("pgops cnpg: serving {PLUGIN_NAME} ({:?}) on {}", options.role, socket.display());

@@ -27,11 +27,14 @@ restore_command = '/controller/manager wal-restore --log-destination /controller
 
 pub struct RestoreJobService {
     data_directory: PathBuf,
+    /// pg_wal's place when the Cluster has `walStorage`, as plugin-barman-cloud links it
+    /// (`internal/cnpgi/restore/restore.go`, restoreCustomWalDir).
+    wal_directory: PathBuf,
 }
 
 impl RestoreJobService {
-    pub fn new(data_directory: PathBuf) -> RestoreJobService {
-        RestoreJobService { data_directory }
+    pub fn new(data_directory: PathBuf, wal_directory: PathBuf) -> RestoreJobService {
+        RestoreJobService { data_directory, wal_directory }
     }
 }
 
@@ -99,6 +102,7 @@ impl RestoreJobHooks for RestoreJobService {
             target_action: None,
             target_timeline,
             tablespace_map: Default::default(),
+            wal_directory: cluster.spec.wal_storage.is_some().then(|| self.wal_directory.clone()),
             restore_command: None,
             // Unused without a restore_command: CNPG sets archiving up (archive_command =
             // 'false' during the recovery, then the Cluster's).

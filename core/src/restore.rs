@@ -144,6 +144,9 @@ pub struct RestoreRequest {
     pub target_timeline: Option<TargetTimeline>,
     /// Tablespace OID → directory, instead of the location it had.
     pub tablespace_map: BTreeMap<u32, PathBuf>,
+    /// pg_wal on a volume of its own (`pgops restore --waldir`, CNPG's `walStorage`): an
+    /// absolute path, missing or empty, that the restored `pg_wal` becomes a link to.
+    pub wal_directory: Option<PathBuf>,
     /// restore_command to write (`pgops … wal-fetch %f %p` with the repository settings)
     /// with the recovery target and `recovery.signal`; `None` when the caller sets recovery
     /// up itself (CloudNativePG writes them from the Cluster once the data is restored).
@@ -1221,6 +1224,15 @@ pub fn restore(
     on_file: &mut dyn FnMut(u64),
 ) -> Result<RestoreReport, RestoreError> {
     ensure_empty(&request.pgdata)?;
+    if let Some(dir) = &request.wal_directory {
+        if !dir.is_absolute() {
+            return Err(RestoreError::refused(
+                format!("the WAL directory \"{}\" is not an absolute path", dir.display()),
+                "Give pg_wal's directory as an absolute path; nothing was written.",
+            ));
+        }
+        ensure_empty(dir)?;
+    }
     runtime.block_on(ownership::check_keys(repo)).map_err(|e| match e {
         OwnershipError::Store(e) => RestoreError::Store(e),
         e => RestoreError::refused(e.to_string(), restore_key_hint(&e)),
@@ -1335,10 +1347,14 @@ pub fn restore(
             std::fs::remove_file(&standby_signal).map_err(RestoreError::io(&standby_signal))?;
             report.notes.push("standby.signal (the backup was taken on a standby) was removed: the restored cluster recovers from the repository, not as a standby of the original's primary".into());
         }
+        if let Some(dir) = &request.wal_directory {
+            link_wal_directory(&request.pgdata, dir)?;
+        }
         match request.sync {
             true => {
                 let tablespaces = request.tablespace_map.values().filter(|dir| dir.exists());
-                for dir in std::iter::once(&request.pgdata).chain(tablespaces) {
+                let elsewhere = tablespaces.chain(&request.wal_directory);
+                for dir in std::iter::once(&request.pgdata).chain(elsewhere) {
                     durable::sync_tree(dir).map_err(|(path, cause)| RestoreError::Io { path, cause })?;
                 }
             }
@@ -1363,6 +1379,47 @@ pub fn restore(
         });
         return Ok(report);
     }
+}
+
+/// pg_wal on its own volume: the restored pg_wal, which holds only an empty
+/// archive_status (no backup holds WAL: pg_basebackup, Barman and pgops leave pg_wal's
+/// contents out), becomes a link to `dir`, as `initdb --waldir` makes it.
+fn link_wal_directory(pgdata: &Path, dir: &Path) -> Result<(), RestoreError> {
+    let pg_wal = pgdata.join("pg_wal");
+    let archive_status = pg_wal.join("archive_status");
+    // What is in `dir` besides `allowed` (a missing `dir` holds nothing).
+    let stray = |dir: &Path, allowed: &Path| -> Result<Option<PathBuf>, RestoreError> {
+        let entries = match std::fs::read_dir(dir) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            listed => listed.map_err(RestoreError::io(dir))?,
+        };
+        for entry in entries {
+            let path = entry.map_err(RestoreError::io(dir))?.path();
+            if path != allowed {
+                return Ok(Some(path));
+            }
+        }
+        Ok(None)
+    };
+    if let Some(path) = stray(&archive_status, Path::new(""))?.or(stray(&pg_wal, &archive_status)?) {
+        return Err(RestoreError::refused(
+            format!(
+                "the restored pg_wal holds {}, which a restore into a WAL directory of its own ({}) does not move",
+                path.display(),
+                dir.display()
+            ),
+            "Restore without a WAL directory of its own, then move pg_wal's contents yourself.",
+        ));
+    }
+    for empty in [&archive_status, &pg_wal] {
+        match std::fs::remove_dir(empty) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(RestoreError::io(empty)(e)),
+            _ => {}
+        }
+    }
+    create_private_dir(&dir.join("archive_status"))?;
+    create_private_dir(dir)?;
+    std::os::unix::fs::symlink(dir, &pg_wal).map_err(RestoreError::io(&pg_wal))
 }
 
 /// Tablespaces: where tablespace_map says (or --tablespace-map), linked from pg_tblspc.
@@ -1667,6 +1724,7 @@ mod tests {
             target_action: None,
             target_timeline: None,
             tablespace_map: BTreeMap::new(),
+            wal_directory: None,
             restore_command: Some("pgops wal-fetch %f %p".into()),
             archive: ArchiveAfterRestore::Off,
             verify: true,
@@ -1863,6 +1921,23 @@ mod tests {
         assert!(pg_wal.is_dir(), "a directory, not a link");
         assert!(target.path().join("pg_wal/archive_status").is_dir());
         assert!(std::fs::symlink_metadata(target.path().join("pg_tblspc/16385")).is_err());
+    }
+
+    #[test]
+    fn pg_wal_becomes_a_link_to_its_own_directory_only_when_it_holds_no_wal() {
+        let target = tempfile::tempdir().unwrap();
+        let (pgdata, wal) = (target.path().join("data"), target.path().join("wal/pg_wal"));
+        std::fs::create_dir_all(pgdata.join("pg_wal/archive_status")).unwrap();
+        link_wal_directory(&pgdata, &wal).unwrap();
+        assert_eq!(std::fs::read_link(pgdata.join("pg_wal")).unwrap(), wal);
+        assert!(pgdata.join("pg_wal/archive_status").is_dir());
+
+        let other = target.path().join("other");
+        std::fs::create_dir_all(other.join("pg_wal/archive_status")).unwrap();
+        std::fs::write(other.join("pg_wal/000000010000000000000001"), b"wal").unwrap();
+        let err = link_wal_directory(&other, &target.path().join("wal2")).unwrap_err().to_string();
+        assert!(err.contains("000000010000000000000001"), "{err}");
+        assert!(std::fs::symlink_metadata(other.join("pg_wal")).unwrap().is_dir(), "left as it was");
     }
 
     #[test]

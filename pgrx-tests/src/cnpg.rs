@@ -62,6 +62,9 @@ pub struct Sidecar {
     pub log: PathBuf,
     /// The Cluster definition `cnpg-manager` sends, in a file Postgres' commands read.
     pub cluster_file: PathBuf,
+    /// `--waldir`: where the recovery Job's restore puts pg_wal for a Cluster with
+    /// walStorage (CNPG's WAL volume).
+    pub waldir: PathBuf,
     pgdata: PathBuf,
     /// Where the sidecar's libpq session goes (CNPG's is `/controller/run`, port 5432).
     pghost: PathBuf,
@@ -86,6 +89,9 @@ impl Sidecar {
         let plugin_path = dir.join(format!("{name}-plugins"));
         std::fs::create_dir_all(&plugin_path).unwrap();
         crate::give_to_postgres(&plugin_path);
+        let wal_volume = dir.join(format!("{name}-wal"));
+        std::fs::create_dir_all(&wal_volume).unwrap();
+        crate::give_to_postgres(&wal_volume);
         let cluster_file = dir.join(format!("{name}-cluster.json"));
         let mut sidecar = Sidecar {
             role,
@@ -93,6 +99,7 @@ impl Sidecar {
             plugin_path,
             log: dir.join(format!("{name}-sidecar.log")),
             cluster_file,
+            waldir: wal_volume.join("pg_wal"),
             pgdata: pg.data.clone(),
             pghost: pg.socket_dir().to_path_buf(),
             pgport: pg.port,
@@ -109,6 +116,8 @@ impl Sidecar {
         command
             .args(["cnpg", self.role, "--plugin-path"])
             .arg(&self.plugin_path)
+            .arg("--waldir")
+            .arg(&self.waldir)
             .env("PGDATA", &self.pgdata)
             .env("POD_NAME", pod_name)
             .env("PGHOST", &self.pghost)

@@ -373,12 +373,15 @@ fn a_recovery_job_restores_through_the_plugin_to_a_point_in_time() {
     let job = PgCluster::at(dir.path(), "db-restored-1");
     let mut restored = recovering_cluster(dir.path(), &s3.endpoint(), "db");
     restored["spec"]["bootstrap"]["recovery"]["recoveryTarget"] = json!({"targetLSN": target});
+    restored["spec"]["walStorage"] = json!({"size": "1Gi"});
     let job_sidecar = Sidecar::start_as("restore", dir.path(), "job", &job, &restored, "db-restored-1-full-recovery");
     let (status, restore_config, err) = job_sidecar.call(&["restore"]);
     assert_eq!(status, 0, "{err}\n{}", job_sidecar.log());
     assert_eq!(restore_config, pgops_cnpg::restore_job::RESTORE_CONFIG);
     assert!(!job.data.join("recovery.signal").exists(), "recovery is CNPG's to set up");
     assert!(job.data.join("backup_manifest").exists() && job.data.join("PG_VERSION").exists());
+    // walStorage: pg_wal on the WAL volume, as CNPG's pods have it.
+    assert_eq!(std::fs::read_link(job.data.join("pg_wal")).unwrap(), job_sidecar.waldir);
 
     // What CNPG writes (writeRecoveryConfiguration), then the server.
     job.take_over_config();
@@ -392,6 +395,8 @@ fn a_recovery_job_restores_through_the_plugin_to_a_point_in_time() {
         job.query_text("SELECT pg_is_in_recovery()") == "f"
     });
     assert_eq!(count_rows(&job), rows, "sidecar log:\n{}", job_sidecar.log());
+    let recovered_wal = std::fs::read_dir(&job_sidecar.waldir).unwrap().count();
+    assert!(recovered_wal > 1, "the recovered server writes its WAL on the WAL volume");
 
     // A restore into a data directory that is not empty is refused, nothing touched.
     let (status, _, err) = job_sidecar.call(&["restore"]);
