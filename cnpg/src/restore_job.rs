@@ -16,7 +16,7 @@ use crate::{status, wal};
 use pgops_core::restore::{
     self as core_restore, ArchiveAfterRestore, BackupChoice, RecoveryTarget, TargetTime, TargetTimeline,
 };
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use tonic::{Request, Response, Status};
 
 /// What CNPG appends to the restored cluster's configuration: its own `manager
@@ -86,6 +86,15 @@ impl RestoreJobHooks for RestoreJobService {
             Status::failed_precondition("the Cluster has no spec.bootstrap.recovery: there is nothing to restore")
         })?;
         let source = PluginConfig::from_parameters(cluster.restore_parameters()?, &self.data_directory)?;
+        let wal_directory = cluster.spec.wal_storage.is_some().then(|| self.wal_directory.clone());
+        // The WAL volume's mount point, as Postgres' container sees it: made here, pg_wal
+        // would lead Postgres nowhere.
+        if let Some(volume) = wal_directory.as_deref().and_then(Path::parent).filter(|volume| !volume.is_dir()) {
+            return Err(Status::failed_precondition(format!(
+                "the Cluster has spec.walStorage, but {} (the WAL volume) is not mounted in the pgops container: mount the WAL volume there as in the postgres container, or point --waldir at pg_wal's directory on it",
+                volume.display()
+            )));
+        }
         // The new cluster's own repository must not hold another cluster's WAL (CNPG's
         // check, as for the first archive).
         if request.check_empty_wal_archive == Some(true) {
@@ -102,7 +111,7 @@ impl RestoreJobHooks for RestoreJobService {
             target_action: None,
             target_timeline,
             tablespace_map: Default::default(),
-            wal_directory: cluster.spec.wal_storage.is_some().then(|| self.wal_directory.clone()),
+            wal_directory,
             restore_command: None,
             // Unused without a restore_command: CNPG sets archiving up (archive_command =
             // 'false' during the recovery, then the Cluster's).
@@ -147,5 +156,28 @@ mod tests {
             .starts_with("spec.bootstrap.recovery.recoveryTarget.targetTime: "));
         let bad = CnpgTarget { backup_id: "../x".into(), ..Default::default() };
         assert!(target_of(Some(&bad)).unwrap_err().message().contains("backupID"));
+    }
+
+    #[tokio::test]
+    async fn a_wal_volume_missing_from_the_sidecar_is_refused_before_anything_is_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let pgdata = dir.path().join("pgdata");
+        let service = RestoreJobService::new(pgdata.clone(), dir.path().join("wal/pg_wal"));
+        let cluster = serde_json::json!({
+            "metadata": {"name": "db"},
+            "spec": {
+                "walStorage": {"size": "1Gi"},
+                "bootstrap": {"recovery": {"source": "old"}},
+                "externalClusters": [{"name": "old", "plugin": {"name": "pgops.io", "parameters": {"repository": "s3://backups/old"}}}]
+            }
+        });
+        let request = RestoreRequest {
+            cluster_definition: serde_json::to_vec(&cluster).unwrap(),
+            check_empty_wal_archive: Some(false),
+        };
+        let status = service.restore(Request::new(request)).await.unwrap_err();
+        assert_eq!(status.code(), tonic::Code::FailedPrecondition, "{}", status.message());
+        assert!(status.message().contains("/wal (the WAL volume) is not mounted"), "{}", status.message());
+        assert!(!pgdata.exists() && !dir.path().join("wal").exists());
     }
 }

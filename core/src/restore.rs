@@ -1231,6 +1231,17 @@ pub fn restore(
                 "Give pg_wal's directory as an absolute path; nothing was written.",
             ));
         }
+        let tablespaces = request.tablespace_map.values();
+        if let Some(other) = std::iter::once(&request.pgdata).chain(tablespaces).find(|other| overlap(dir, other)) {
+            return Err(RestoreError::refused(
+                format!(
+                    "the WAL directory \"{}\" overlaps \"{}\", a directory this restore fills",
+                    dir.display(),
+                    other.display()
+                ),
+                "Give pg_wal a directory outside the data and tablespace directories (and not above them); nothing was written.",
+            ));
+        }
         ensure_empty(dir)?;
     }
     runtime.block_on(ownership::check_keys(repo)).map_err(|e| match e {
@@ -1381,9 +1392,17 @@ pub fn restore(
     }
 }
 
+/// Whether one of two absolute directories is the other or lies below it (as written: the
+/// paths are not resolved, they may not exist yet).
+fn overlap(a: &Path, b: &Path) -> bool {
+    a.starts_with(b) || b.starts_with(a)
+}
+
 /// pg_wal on its own volume: the restored pg_wal, which holds only an empty
-/// archive_status (no backup holds WAL: pg_basebackup, Barman and pgops leave pg_wal's
-/// contents out), becomes a link to `dir`, as `initdb --waldir` makes it.
+/// archive_status (pgops and Barman leave pg_wal's contents out of a backup; a
+/// pg_basebackup `-X fetch` backup holds WAL there, and is refused), becomes a link to
+/// `dir`, as `initdb --waldir` makes it. `dir` is made first, so that no moment leaves the
+/// data directory without a pg_wal it can use only after the link is there.
 fn link_wal_directory(pgdata: &Path, dir: &Path) -> Result<(), RestoreError> {
     let pg_wal = pgdata.join("pg_wal");
     let archive_status = pg_wal.join("archive_status");
@@ -1408,8 +1427,16 @@ fn link_wal_directory(pgdata: &Path, dir: &Path) -> Result<(), RestoreError> {
                 path.display(),
                 dir.display()
             ),
-            "Restore without a WAL directory of its own, then move pg_wal's contents yourself.",
+            "Empty the data directory, then restore without a WAL directory of its own and move pg_wal's contents yourself.",
         ));
+    }
+    // Checked empty before the restore began; checked again, as hours may have passed.
+    ensure_empty(dir)?;
+    create_private_dir(&dir.join("archive_status"))?;
+    create_private_dir(dir)?;
+    if let Some(parent) = dir.parent() {
+        // The new directory's own entry made durable (sync_tree syncs what lies below dir).
+        std::fs::File::open(parent).and_then(|parent| parent.sync_all()).map_err(RestoreError::io(parent))?;
     }
     for empty in [&archive_status, &pg_wal] {
         match std::fs::remove_dir(empty) {
@@ -1417,8 +1444,6 @@ fn link_wal_directory(pgdata: &Path, dir: &Path) -> Result<(), RestoreError> {
             _ => {}
         }
     }
-    create_private_dir(&dir.join("archive_status"))?;
-    create_private_dir(dir)?;
     std::os::unix::fs::symlink(dir, &pg_wal).map_err(RestoreError::io(&pg_wal))
 }
 
@@ -1938,6 +1963,31 @@ mod tests {
         let err = link_wal_directory(&other, &target.path().join("wal2")).unwrap_err().to_string();
         assert!(err.contains("000000010000000000000001"), "{err}");
         assert!(std::fs::symlink_metadata(other.join("pg_wal")).unwrap().is_dir(), "left as it was");
+        assert!(!target.path().join("wal2").exists());
+
+        // Filled while the restore ran: refused, pg_wal left as it was.
+        let late = target.path().join("late");
+        std::fs::create_dir_all(late.join("pg_wal/archive_status")).unwrap();
+        std::fs::create_dir_all(target.path().join("wal3")).unwrap();
+        std::fs::write(target.path().join("wal3/000000010000000000000001"), b"wal").unwrap();
+        let err = link_wal_directory(&late, &target.path().join("wal3")).unwrap_err().to_string();
+        assert!(err.contains("is not empty"), "{err}");
+        assert!(std::fs::symlink_metadata(late.join("pg_wal")).unwrap().is_dir(), "left as it was");
+    }
+
+    #[test]
+    fn a_wal_directory_overlapping_the_data_or_a_tablespace_directory_is_refused_before_anything_is_written() {
+        let (_store, repo, runtime) = repository_with(CLUSTER, true);
+        let target = tempfile::tempdir().unwrap();
+        let pgdata = target.path().join("data");
+        for wal in [pgdata.join("pg_wal"), target.path().to_path_buf(), target.path().join("ts/pg_wal")] {
+            let mut request = request(&pgdata, RecoveryTarget::End);
+            request.tablespace_map.insert(16385, target.path().join("ts"));
+            request.wal_directory = Some(wal.clone());
+            let err = restore(&repo, runtime.handle(), &request, &mut |_| {}).unwrap_err().to_string();
+            assert!(err.contains("overlaps"), "{}: {err}", wal.display());
+            assert!(!pgdata.exists(), "nothing written");
+        }
     }
 
     #[test]
