@@ -25,10 +25,15 @@ use std::ffi::CStr;
 use std::path::Path;
 
 fn config_option(name: &CStr) -> String {
+    // SAFETY: `name` is NUL-terminated; with missing_ok GetConfigOption returns NULL for an
+    // unknown setting instead of raising. Called from pgops.check() on the backend's main
+    // thread.
     let value = unsafe { pg_sys::GetConfigOption(name.as_ptr(), true, false) };
     if value.is_null() {
         String::new()
     } else {
+        // SAFETY: a non-NULL result is the setting's NUL-terminated value, owned by the GUC
+        // machinery and valid until the next GUC call; it is copied into a String at once.
         unsafe { CStr::from_ptr(value) }.to_string_lossy().into_owned()
     }
 }
@@ -81,6 +86,8 @@ fn run_checks() -> Vec<CheckResult> {
     });
     let cluster = archive_module::cluster_identity();
     let probe =
+        // SAFETY: GetCurrentTimestamp only reads the clock (gettimeofday) and converts it;
+        // it needs no backend state.
         format!("{}-{}-{}", cluster.system_identifier, std::process::id(), unsafe { pg_sys::GetCurrentTimestamp() });
     results.extend(wait_for_store(async {
         let repo = Repository::open(&settings.repository, &settings.s3).await.with_keys(settings.encryption.clone());
@@ -247,6 +254,9 @@ fn tell_spread_checkpoint(backup_id: &str) {
 const WORKER_START_GRACE: std::time::Duration = std::time::Duration::from_secs(15);
 
 fn sleep_interruptibly(milliseconds: i64) {
+    // SAFETY: MyLatch is this backend's own process latch, set up when it started; waiting
+    // on it and resetting it is Postgres' standard wait loop, on the backend's main thread
+    // and with no LWLock held (backup_control's guards are dropped before we sleep).
     unsafe {
         let events = (pg_sys::WL_LATCH_SET | pg_sys::WL_TIMEOUT | pg_sys::WL_EXIT_ON_PM_DEATH) as i32;
         pg_sys::WaitLatch(pg_sys::MyLatch, events, milliseconds, pg_sys::PG_WAIT_EXTENSION);
@@ -397,7 +407,9 @@ fn expire(
         name!(why, String),
     ),
 > {
-    // SAFETY: reads shared state Postgres keeps for every backend; main thread.
+    // SAFETY: RecoveryInProgress reads the recovery state in shared memory (XLogCtl), or
+    // this process' cached answer once recovery has ended; any process attached to shared
+    // memory may call it, here the backend's main thread.
     if !dry_run && unsafe { pg_sys::RecoveryInProgress() } {
         raise(
             PgSqlErrorCode::ERRCODE_READ_ONLY_SQL_TRANSACTION,

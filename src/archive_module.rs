@@ -20,6 +20,10 @@ use std::time::{Duration, Instant};
 static ARCHIVER: Mutex<Option<WalArchiver>> = Mutex::new(None);
 
 pub fn cluster_identity() -> ClusterIdentity {
+    // SAFETY: GetSystemIdentifier reads ControlFile, which points into shared memory from
+    // startup on, and wal_segment_size is a plain int the postmaster set from the control
+    // file before forking; both are only read. Called on the main thread of a Postgres
+    // process (the archiver, a backend, the pgops worker), never from the tokio threads.
     unsafe {
         ClusterIdentity {
             system_identifier: pg_sys::GetSystemIdentifier(),
@@ -100,9 +104,10 @@ extern "C" fn on_sigusr2(signal: libc::c_int, info: *mut libc::siginfo_t, contex
     if previous.sa_sigaction == libc::SIG_DFL || previous.sa_sigaction == libc::SIG_IGN {
         return;
     }
-    // SAFETY: sa_sigaction holds the function Postgres installed, of the shape its
-    // SA_SIGINFO flag says; calling it with the arguments this handler got is what the
-    // kernel would have done.
+    // SAFETY: sa_sigaction is neither SIG_DFL nor SIG_IGN (checked above), so it is the
+    // address of the function Postgres installed, of the shape its SA_SIGINFO flag says;
+    // calling it with the arguments this handler got, with sa_mask blocked as ours has it,
+    // is what the kernel would have done.
     unsafe {
         if previous.sa_flags & libc::SA_SIGINFO != 0 {
             let handler: extern "C" fn(libc::c_int, *mut libc::siginfo_t, *mut libc::c_void) =
@@ -117,8 +122,11 @@ extern "C" fn on_sigusr2(signal: libc::c_int, info: *mut libc::siginfo_t, contex
 
 /// Puts [`on_sigusr2`] in front of Postgres' SIGUSR2 handler; called once, by the archiver.
 fn watch_for_stop() {
-    // SAFETY: sigaction with valid pointers; the old action is stored before the new
-    // handler can run (SIGUSR2 is blocked while the handler is swapped).
+    // SAFETY: sigset_t and struct sigaction are plain C structs, valid all-zero; every
+    // pointer passed is to one of these live locals or null where the call allows it. The
+    // old action is stored before the new handler can run: SIGUSR2 is blocked on this (the
+    // archiver's main) thread while the handler is swapped, and the tokio threads block
+    // every signal.
     unsafe {
         let mut block: libc::sigset_t = std::mem::zeroed();
         let mut old_mask: libc::sigset_t = std::mem::zeroed();
@@ -213,6 +221,9 @@ mod entry {
     #[no_mangle]
     pub unsafe extern "C-unwind" fn _PG_archive_module_init(callbacks: *mut pg_sys::ArchiveModuleCallbacks) {
         super::watch_for_stop();
+        // SAFETY: PostgreSQL 15's archiver calls this once, on its main thread, with a
+        // pointer to its own zeroed static ArchiveModuleCallbacks (pgarch.c), to be filled
+        // in.
         unsafe {
             (*callbacks).check_configured_cb = Some(check_configured);
             (*callbacks).archive_file_cb = Some(archive_file);
@@ -227,6 +238,8 @@ mod entry {
 
     #[pg_guard]
     unsafe extern "C-unwind" fn archive_file(file: *const c_char, path: *const c_char) -> bool {
+        // SAFETY: pgarch_archiveXlog passes the WAL file's name and path as NUL-terminated
+        // buffers of its own that outlive this call; the CStrs are not kept past it.
         unsafe { super::archive_file(CStr::from_ptr(file), CStr::from_ptr(path)) }
     }
 
@@ -282,6 +295,8 @@ mod entry {
         file: *const c_char,
         path: *const c_char,
     ) -> bool {
+        // SAFETY: pgarch_archiveXlog passes the WAL file's name and path as NUL-terminated
+        // buffers of its own that outlive this call; the CStrs are not kept past it.
         unsafe { super::archive_file(CStr::from_ptr(file), CStr::from_ptr(path)) }
     }
 

@@ -21,6 +21,8 @@ pub struct ArchiveStats {
     pub in_flight: i32,
 }
 
+// SAFETY: ArchiveStats is Copy plain data (integers and byte arrays) with no pointer, so
+// every process can read and write it in shared memory.
 unsafe impl PGRXSharedMemory for ArchiveStats {}
 
 impl ArchiveStats {
@@ -40,6 +42,9 @@ impl ArchiveStats {
     }
 }
 
+// SAFETY: PgLwLock::new asks that no other shared memory struct or LWLock tranche has this
+// name: it keys ShmemInitStruct and RequestNamedLWLockTranche. "pgops_archive_stats" is
+// pgops' own prefix, and pgops' other two (pgops_backup_control, pgops_role_status) differ.
 pub static STATS: PgLwLock<ArchiveStats> = unsafe { PgLwLock::new(c"pgops_archive_stats") };
 
 /// Whether `STATS` was set up (pgops in shared_preload_libraries).
@@ -64,6 +69,8 @@ fn update(change: impl FnOnce(&mut ArchiveStats)) {
 }
 
 pub fn record_success(wal: &str, raw_bytes: u64, stored_bytes: u64, in_flight: usize) {
+    // SAFETY: GetCurrentTimestamp only reads the clock (gettimeofday) and converts it; it
+    // needs no backend state.
     let now = unsafe { pg_sys::GetCurrentTimestamp() };
     update(|s| {
         s.last_archived_wal.set(wal);
@@ -76,6 +83,8 @@ pub fn record_success(wal: &str, raw_bytes: u64, stored_bytes: u64, in_flight: u
 }
 
 pub fn record_failure(wal: &str, message: &str, in_flight: usize) {
+    // SAFETY: GetCurrentTimestamp only reads the clock (gettimeofday) and converts it; it
+    // needs no backend state.
     let now = unsafe { pg_sys::GetCurrentTimestamp() };
     update(|s| {
         s.last_failed_wal.set(wal);

@@ -29,6 +29,11 @@ pub struct BackupControl {
     finished_error: FixedText<1024>,
 }
 
+// SAFETY: BackupControl is Copy plain data (integers, bools, byte arrays) with no pointer
+// into any process' private memory, so every process can read and write it in shared
+// memory; worker_latch is an address inside the main shared memory segment, mapped at the
+// same address in every process forked from the postmaster, and is only passed to
+// SetLatch.
 unsafe impl PGRXSharedMemory for BackupControl {}
 
 impl BackupControl {
@@ -48,6 +53,9 @@ impl BackupControl {
     }
 }
 
+// SAFETY: PgLwLock::new asks that no other shared memory struct or LWLock tranche has this
+// name: it keys ShmemInitStruct and RequestNamedLWLockTranche. "pgops_backup_control" is
+// pgops' own prefix, and pgops' other two (pgops_archive_stats, pgops_role_status) differ.
 static CONTROL: PgLwLock<BackupControl> = unsafe { PgLwLock::new(c"pgops_backup_control") };
 static IN_SHARED_MEMORY: AtomicBool = AtomicBool::new(false);
 
@@ -90,6 +98,10 @@ pub fn request(backup_id: &str, fast: Option<bool>) -> Result<(), RequestRefused
         control.newest.set(backup_id);
         control.worker_latch
     };
+    // SAFETY: worker_pid was not 0, so worker_started() set `latch` to the worker's PGPROC
+    // procLatch, in shared memory for the server's life: SetLatch on it is valid from any
+    // process even if the worker has exited meanwhile (at worst a spurious wakeup of the
+    // PGPROC's next owner). Called with CONTROL's LWLock released.
     unsafe { pg_sys::SetLatch(latch as *mut pg_sys::Latch) };
     Ok(())
 }
@@ -110,7 +122,10 @@ pub fn outcome(backup_id: &str) -> Option<Result<(), String>> {
 /// running is over (it died with it); returns its id.
 pub fn worker_started() -> Option<String> {
     let mut control = CONTROL.exclusive();
+    // SAFETY: a read of this process' MyProcPid, set when it started.
     control.worker_pid = unsafe { pg_sys::MyProcPid };
+    // SAFETY: called by the pgops worker after it connected, so MyProc points at its PGPROC
+    // in shared memory; `&raw mut` only computes the field's address, making no reference.
     control.worker_latch = unsafe { &raw mut (*pg_sys::MyProc).procLatch } as usize;
     let interrupted = control.running.get();
     if let Some(id) = &interrupted {

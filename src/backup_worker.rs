@@ -53,6 +53,8 @@ pub extern "C-unwind" fn pgops_worker_main(_arg: pg_sys::Datum) {
     // pg_backup_start's exit hook ends the backup.
     worker_signals::install();
     BackgroundWorker::connect_worker_to_spi(Some(&guc::database()), None);
+    // SAFETY: adds a callback of the pg_on_exit_callback signature to this process' exit
+    // list, once per worker process (this main function runs once), on its main thread.
     unsafe { pg_sys::before_shmem_exit(Some(on_worker_exit), pg_sys::Datum::from(0)) };
     if let Some(id) = backup_control::worker_started() {
         warning!("pgops: backup {id} did not finish: the previous pgops worker stopped during it");
@@ -94,6 +96,8 @@ pub extern "C-unwind" fn pgops_worker_main(_arg: pg_sys::Datum) {
 
 /// Sleeps until woken (a request), the timeout, or postmaster death (exits).
 fn wait(timeout: Duration) {
+    // SAFETY: MyLatch is the worker's own process latch; waiting on it and resetting it is
+    // Postgres' standard wait loop, on the worker's main thread with no LWLock held.
     unsafe {
         let events = (pg_sys::WL_LATCH_SET | pg_sys::WL_TIMEOUT | pg_sys::WL_EXIT_ON_PM_DEATH) as i32;
         pg_sys::WaitLatch(pg_sys::MyLatch, events, timeout.as_millis() as i64, pg_sys::PG_WAIT_EXTENSION);
@@ -258,7 +262,8 @@ impl Worker {
             RetentionDue::Now => true,
             RetentionDue::IntervalAfter(last) => last.elapsed() >= guc::retention_interval(),
         };
-        // SAFETY: reads shared state Postgres keeps for every process; main thread.
+        // SAFETY: RecoveryInProgress reads the recovery state in shared memory (or this
+        // process' cached answer); the worker's main thread.
         if !due || unsafe { pg_sys::RecoveryInProgress() } {
             return None;
         }
@@ -390,6 +395,9 @@ impl Worker {
             thread_start: pgops_core::signals::block_all,
         };
         let mut host = PgHost { fast_checkpoint, archive_mode, segment_size, roles: &mut self.roles };
+        // SAFETY: starts progress reporting in this process' own PgBackendStatus slot (a
+        // no-op without one or with track_activities off), on the worker's main thread;
+        // ended right after the backup.
         unsafe {
             pg_sys::pgstat_progress_start_command(
                 pg_sys::ProgressCommandType::PROGRESS_COMMAND_BASEBACKUP,
@@ -397,6 +405,7 @@ impl Worker {
             )
         };
         let result = backup::run_backup(&mut host, &repo, &job);
+        // SAFETY: ends the progress reporting started above, in this process' own slot.
         unsafe { pg_sys::pgstat_progress_end_command() };
         result.map_err(|failure| {
             if let Some(info) = failure.unrecorded {
@@ -446,6 +455,8 @@ fn timeline_of(wal: &str) -> u32 {
 }
 
 fn shutting_down() -> bool {
+    // SAFETY: a read of ProcDiePending, the `volatile sig_atomic_t` flag Postgres' die()
+    // handler sets in this process; main thread.
     unsafe { pg_sys::ProcDiePending != 0 }
 }
 
@@ -490,6 +501,9 @@ impl BackupHost for PgHost<'_> {
             (pg_sys::PROGRESS_BASEBACKUP_TBLSPC_STREAMED, progress.tablespaces_streamed as i64),
         ];
         for (index, value) in values {
+            // SAFETY: called by run_backup on the worker's main thread between
+            // pgstat_progress_start_command and _end_command; every index is a
+            // PROGRESS_BASEBACKUP_* parameter, below PGSTAT_NUM_PROGRESS_PARAM.
             unsafe { pg_sys::pgstat_progress_update_param(index as i32, value) };
         }
     }

@@ -114,6 +114,9 @@ pub fn register() {
     // and a superuser may try values in a session (SET validates them, pgops.check() uses
     // them) without touching the server's.
     let secret = GucFlags::SUPERUSER_ONLY | GucFlags::NO_SHOW_ALL;
+    // SAFETY: check_repository, check_endpoint and check_region are #[pg_guard]
+    // (string_check_hook!), and so is check_compression_level, as pgrx asks of hooks so that
+    // no panic unwinds into Postgres; no assign or show hooks.
     unsafe {
         GucRegistry::define_string_guc_with_hooks(
             c"pgops.repository",
@@ -162,6 +165,9 @@ pub fn register() {
             None,
         );
     }
+    // SAFETY: check_backup_schedule and check_schedule_timezone are #[pg_guard]
+    // (string_check_hook!), as pgrx asks of hooks so that no panic unwinds into Postgres; no
+    // assign or show hooks.
     unsafe {
         GucRegistry::define_string_guc_with_hooks(
             c"pgops.backup_schedule",
@@ -212,7 +218,8 @@ pub fn register() {
         GucContext::Suset,
         GucFlags::default(),
     );
-    // SAFETY: the hook is a check hook of the right signature (see string_check_hook!).
+    // SAFETY: check_roles_file is #[pg_guard] (string_check_hook!), as pgrx asks of hooks
+    // so that no panic unwinds into Postgres; no assign or show hook.
     unsafe {
         GucRegistry::define_string_guc_with_hooks(
             c"pgops.roles_file",
@@ -229,7 +236,8 @@ pub fn register() {
     // A PGC_POSTMASTER setting can be defined only while shared_preload_libraries loads;
     // loaded later (archive_library alone, CREATE EXTENSION), Postgres would exit FATAL.
     // Without preloading there is no pgops worker to connect anywhere anyway.
-    // SAFETY: a plain read of a flag Postgres sets in this process.
+    // SAFETY: a plain read of a `bool` global of this process that Postgres sets around
+    // loading shared_preload_libraries; register() runs from _PG_init on the main thread.
     if unsafe { pg_sys::process_shared_preload_libraries_in_progress } {
         GucRegistry::define_string_guc(
             c"pgops.database",
@@ -240,7 +248,8 @@ pub fn register() {
             GucFlags::default(),
         );
     }
-    // SAFETY: the hook is a check hook of the right signature (see string_check_hook!).
+    // SAFETY: check_credentials_file is #[pg_guard] (string_check_hook!), as pgrx asks of
+    // hooks so that no panic unwinds into Postgres; no assign or show hook.
     unsafe {
         GucRegistry::define_string_guc_with_hooks(
             c"pgops.s3_credentials_file",
@@ -264,7 +273,8 @@ pub fn register() {
         GucContext::Sighup,
         GucFlags::default(),
     );
-    // SAFETY: the hook is a check hook of the right signature (see string_check_hook!).
+    // SAFETY: check_encryption_key_file is #[pg_guard] (string_check_hook!), as pgrx asks
+    // of hooks so that no panic unwinds into Postgres; no assign or show hook.
     unsafe {
         GucRegistry::define_string_guc_with_hooks(
             c"pgops.encryption_key_file",
@@ -279,7 +289,8 @@ pub fn register() {
         );
     }
     // SIGHUP: the worker applies them; pgops.expire() and the worker must agree.
-    // SAFETY: the hook is a check hook of the right signature (see string_check_hook!).
+    // SAFETY: check_retention_policy is #[pg_guard] (string_check_hook!), as pgrx asks of
+    // hooks so that no panic unwinds into Postgres; no assign or show hook.
     unsafe {
         GucRegistry::define_string_guc_with_hooks(
             c"pgops.retention_policy",
@@ -451,6 +462,7 @@ fn server_side_encryption() -> Result<Option<ServerSideEncryption>, InvalidSetti
 pub fn data_directory() -> Option<std::path::PathBuf> {
     // SAFETY: DataDir is NULL or a NUL-terminated string Postgres keeps for the process' life.
     let dir = unsafe { pg_sys::DataDir };
+    // SAFETY: `dir` is not NULL here, so it is that NUL-terminated string; it is copied.
     (!dir.is_null()).then(|| unsafe { CStr::from_ptr(dir) }.to_string_lossy().into_owned().into())
 }
 
@@ -570,6 +582,11 @@ pub fn database() -> String {
 /// the LOG line) of the failed assignment.
 fn reject(invalid: InvalidSetting) -> bool {
     let strings = (CString::new(invalid.message), CString::new(invalid.hint));
+    // SAFETY: reject() is called only from the check hooks below, while Postgres runs them
+    // on the main thread: it reads GUC_check_errcode_value and the GUC_check_err*_string
+    // globals (reset before each hook) right after a hook returns false. pstrdup copies our
+    // NUL-terminated strings into the hook's current memory context, which is still alive
+    // when Postgres reports them (call_*_check_hook does so as soon as the hook returns).
     unsafe {
         pg_sys::GUC_check_errcode(pgrx::PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE as i32);
         if let (Ok(message), Ok(hint)) = strings {
@@ -581,7 +598,15 @@ fn reject(invalid: InvalidSetting) -> bool {
 }
 
 /// The new value of a string setting; empty when unset.
+///
+/// # Safety
+///
+/// `newval` is the `char **newval` Postgres passed a string check hook; the result must not
+/// outlive the hook's call.
 unsafe fn new_string<'a>(newval: *mut *mut c_char) -> &'a str {
+    // SAFETY: per the contract above, `newval` is NULL or points at Postgres' candidate
+    // value, itself NULL (a NULL boot value) or a NUL-terminated string that Postgres keeps
+    // unchanged while the hook runs.
     unsafe {
         if newval.is_null() || (*newval).is_null() {
             return "";
@@ -600,6 +625,8 @@ macro_rules! string_check_hook {
             _source: pg_sys::GucSource::Type,
         ) -> bool {
             let validate: fn(&str) -> Result<(), InvalidSetting> = $validate;
+            // SAFETY: Postgres calls this as a string check hook, with its `char **newval`;
+            // the &str is used only by `validate`, within this call.
             validate(unsafe { new_string(newval) }).map(|_| true).unwrap_or_else(reject)
         }
     };
@@ -641,5 +668,7 @@ unsafe extern "C-unwind" fn check_compression_level(
     // Checked against the compression in force now; when both change in one reload the
     // archiver checks the pair again before it uses them.
     let compression = Compression::from(WAL_COMPRESSION.get());
+    // SAFETY: Postgres calls this as an int setting's check hook, with `newval` pointing at
+    // the candidate value (never NULL for an int setting).
     compression.effective_level(unsafe { *newval }).map(|_| true).unwrap_or_else(reject)
 }

@@ -25,6 +25,9 @@ mod worker_signals;
 #[pgrx::pg_guard]
 pub extern "C-unwind" fn _PG_init() {
     guc::register();
+    // SAFETY: a plain read of a `bool` global of this process, which Postgres' own
+    // process_shared_preload_libraries() sets around loading the preloaded libraries;
+    // _PG_init runs on the main thread, the only one that writes it.
     if unsafe { pgrx::pg_sys::process_shared_preload_libraries_in_progress } {
         archive_stats::init();
         backup_control::init();

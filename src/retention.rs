@@ -51,7 +51,11 @@ impl ServerPosition {
     /// replayed), and its history file from the local `pg_wal` (timeline 1 has none).
     /// Main thread.
     pub fn now() -> Result<ServerPosition, UnknownPosition> {
-        // SAFETY: these read shared state Postgres keeps for every process; main thread.
+        // SAFETY: these read recovery and WAL state in shared memory, on the main thread of
+        // a backend or the pgops worker. GetXLogReplayRecPtr writes the replayed timeline
+        // into the local it is given; GetWALInsertionTimeLine, which may be called only
+        // once recovery is over, is called only when RecoveryInProgress() said so (recovery
+        // never restarts in a running server).
         let timeline = unsafe {
             match pg_sys::RecoveryInProgress() {
                 true => {

@@ -36,8 +36,14 @@ pub struct Table {
     rows: [Row; CAPACITY],
 }
 
+// SAFETY: Table is Copy plain data (a count, byte arrays and timestamps) with no pointer,
+// so every process can read and write it in shared memory.
 unsafe impl PGRXSharedMemory for Table {}
 
+// SAFETY: PgLwLock::new asks that no other shared memory struct or LWLock tranche has this
+// name: it keys ShmemInitStruct and RequestNamedLWLockTranche. "pgops_role_status" is
+// pgops' own prefix, and pgops' other two (pgops_archive_stats, pgops_backup_control)
+// differ.
 static TABLE: PgLwLock<Table> = unsafe { PgLwLock::new(c"pgops_role_status") };
 static IN_SHARED_MEMORY: AtomicBool = AtomicBool::new(false);
 

@@ -37,12 +37,18 @@ fn permission_denied(message: String, hint: &str) -> ! {
 }
 
 fn role_name(oid: pg_sys::Oid) -> String {
+    // SAFETY: with noerr = false GetUserNameFromId raises an ERROR rather than return NULL;
+    // it returns a palloc'd NUL-terminated copy of the name, copied into a String at once.
+    // It reads the syscache: called on the main thread in a transaction
+    // (pgops.ensure_role()'s, or the pgops worker's in_transaction).
     unsafe { CStr::from_ptr(pg_sys::GetUserNameFromId(oid, false)) }.to_string_lossy().into_owned()
 }
 
 /// Names pgops refuses to manage besides Postgres' reserved ones: the bootstrap superuser
 /// and the roles running the call.
 fn reserved_names() -> Vec<String> {
+    // SAFETY: GetUserId and GetSessionUserId read this backend's globals, set when it
+    // connected (before any pgops code runs); BOOTSTRAP_SUPERUSERID is a constant.
     let ids =
         unsafe { [pg_sys::Oid::from(pg_sys::BOOTSTRAP_SUPERUSERID), pg_sys::GetUserId(), pg_sys::GetSessionUserId()] };
     ids.into_iter().map(role_name).collect()
@@ -50,7 +56,11 @@ fn reserved_names() -> Vec<String> {
 
 /// Makes role `spec.name` what `spec` declares; raises an ERROR when it cannot.
 pub fn ensure_role(spec: &RoleSpec, password: Password) -> roles::RolePlan {
+    // SAFETY: superuser() looks the current user up in the syscache (cached per user): we
+    // are on the main thread in a transaction (pgops.ensure_role()'s, or the pgops worker's
+    // in_transaction).
     let is_superuser = unsafe { pg_sys::superuser() };
+    // SAFETY: as above, a syscache lookup of the current user's rolcreaterole.
     if !is_superuser && !unsafe { pg_sys::has_createrole_privilege(pg_sys::GetUserId()) } {
         permission_denied(
             format!("permission denied to manage role \"{}\"", spec.name),
@@ -103,7 +113,9 @@ fn check_may_manage(spec: &RoleSpec, current: Option<&RoleState>) {
     if current.is_some() {
         // PostgreSQL 16+: CREATEROLE manages only roles it has ADMIN OPTION on.
         let name = CString::new(spec.name.as_str()).unwrap_or_default();
-        // SAFETY: plain catalog lookups on the main thread, the name NUL-terminated.
+        // SAFETY: syscache lookups on the main thread in the caller's transaction; the name
+        // is NUL-terminated and outlives the calls, and get_role_oid with missing_ok = true
+        // returns InvalidOid for a missing role instead of raising.
         let admin = unsafe {
             let role = pg_sys::get_role_oid(name.as_ptr(), true);
             role != pg_sys::InvalidOid && pg_sys::is_admin_of_role(pg_sys::GetUserId(), role)
@@ -135,6 +147,9 @@ fn run(statement: &str, role: &str) {
 /// allowed to read server files. A missing or empty file is an ERROR: the role's current
 /// password stays.
 fn read_password_file(path: &Path, role: &str) -> String {
+    // SAFETY: superuser() and has_privs_of_role() are syscache lookups of the current user
+    // and its memberships, on the main thread in a transaction (pgops.ensure_role()'s, or
+    // the pgops worker's in_transaction).
     let allowed = unsafe {
         pg_sys::superuser()
             || pg_sys::has_privs_of_role(pg_sys::GetUserId(), pg_sys::Oid::from(pg_sys::ROLE_PG_READ_SERVER_FILES))
@@ -204,6 +219,11 @@ fn role_state(name: &str) -> Option<RoleState> {
 /// and a CREATEROLE role may set this password anyway.
 fn stored_password(name: &str) -> Option<String> {
     let name = CString::new(name).ok()?;
+    // SAFETY: on the main thread in a transaction, as the syscache requires. AUTHNAME is
+    // keyed by a role name passed as a pointer to a NUL-terminated string, as Postgres'
+    // own get_role_oid passes it; `name` outlives the lookup. The tuple is checked for
+    // NULL, read (String::from_datum detoasts and copies the text) while the cache entry is
+    // still pinned, and released exactly once.
     unsafe {
         let cache = pg_sys::SysCacheIdentifier::AUTHNAME as i32;
         let tuple = pg_sys::SearchSysCache1(cache, pg_sys::Datum::from(name.as_ptr()));

@@ -132,5 +132,7 @@ impl Reconciler {
 }
 
 fn now() -> pg_sys::TimestampTz {
+    // SAFETY: GetCurrentTimestamp only reads the clock (gettimeofday) and converts it; it
+    // needs no backend state.
     unsafe { pg_sys::GetCurrentTimestamp() }
 }

@@ -48,6 +48,8 @@ pub fn archiver_stopping() -> bool {
     ARCHIVER_STOPPING.load(Ordering::SeqCst)
 }
 
+// SAFETY: Postgres declares it `bool PostmasterIsAliveInternal(void)` (storage/pmsignal.h);
+// the postgres binary this library is loaded into exports it.
 unsafe extern "C-unwind" {
     /// PostmasterIsAlive() is a macro over this (not in pgrx's bindings): reads the
     /// postmaster-death pipe without blocking.
@@ -57,9 +59,11 @@ unsafe extern "C-unwind" {
 /// Whether an interrupt is pending that ends the current work. Reads the flags Postgres'
 /// signal handlers set; called on the main thread only.
 fn stop_pending() -> bool {
-    // SAFETY: plain reads of sig_atomic_t flags that this process' own signal handlers
-    // set; volatile because they change asynchronously. PostmasterIsAliveInternal reads a
-    // pipe and is called from the main thread (block_on polls its future there).
+    // SAFETY: plain reads of Postgres' `volatile sig_atomic_t` flags, which this process'
+    // own signal handlers set (read_volatile because they change asynchronously; `&raw
+    // const` makes no reference to the mutable statics). PostmasterIsAliveInternal only
+    // does a non-blocking read() of the postmaster-death pipe every child inherits. Called
+    // on the main thread only: Runtime::block_on polls its future on the calling thread.
     unsafe {
         std::ptr::read_volatile(&raw const pg_sys::QueryCancelPending) != 0
             || std::ptr::read_volatile(&raw const pg_sys::ProcDiePending) != 0

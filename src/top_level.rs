@@ -30,6 +30,14 @@ struct Request {
 /// StartTransactionCommand, which is not a transaction block).
 pub fn execute_here(sql: &str) {
     let text = CString::new(sql).expect("planned statements hold no NUL");
+    // SAFETY: called on a worker's main thread inside in_transaction (a transaction started
+    // by StartTransactionCommand, not a transaction block), as PROCESS_UTILITY_TOPLEVEL
+    // needs. `text` is NUL-terminated and outlives every call that takes it as the query
+    // string. The Lists are the ones Postgres just built in the transaction's memory: the
+    // parser's RawStmts, then each one's PlannedStmts. `sql` is a CREATE or DROP DATABASE
+    // the core planned to run top-level, so every PlannedStmt is a utility statement, the
+    // only kind ProcessUtility takes; the null params, query environment and completion tag
+    // are allowed, and None_Receiver discards any output.
     unsafe {
         let parsed = pg_sys::pg_parse_query(text.as_ptr());
         for raw in list_items::<pg_sys::RawStmt>(parsed) {
@@ -62,10 +70,18 @@ pub fn execute_here(sql: &str) {
     }
 }
 
+/// The pointers in `list`, a Postgres List of `T` nodes.
+///
+/// # Safety
+///
+/// `list` is NIL (NULL) or a valid pointer List (T_List) whose cells point to `T`s.
 unsafe fn list_items<T>(list: *mut pg_sys::List) -> Vec<*mut T> {
     if list.is_null() {
         return Vec::new();
     }
+    // SAFETY: `list` is not NIL, and the caller vouches it is a valid pointer List: since
+    // PostgreSQL 13 its `elements` array holds `length` initialized ListCells, each of
+    // whose `ptr_value` is a T.
     unsafe { (0..(*list).length as usize).map(|i| (*(*list).elements.add(i)).ptr_value as *mut T).collect() }
 }
 
@@ -73,6 +89,8 @@ unsafe fn list_items<T>(list: *mut pg_sys::List) -> Vec<*mut T> {
 /// its error. A cancel of the caller stops the worker.
 pub fn run_in_worker(sql: &str) -> Result<(), Failure> {
     // The worker starts only once recovery has finished: on a standby it would never run.
+    // SAFETY: RecoveryInProgress reads the recovery state in shared memory (or this
+    // process' cached answer); the backend's main thread, inside pgops.ensure_database().
     if unsafe { pg_sys::RecoveryInProgress() } {
         return Err(Failure::new(
             PgSqlErrorCode::ERRCODE_READ_ONLY_SQL_TRANSACTION,
@@ -89,6 +107,19 @@ pub fn run_in_worker(sql: &str) -> Result<(), Failure> {
         ));
     }
     text.set(sql);
+    // SAFETY: on the backend's main thread, inside pgops.ensure_database()'s transaction.
+    // dsm_create with flags 0 raises an ERROR rather than return NULL, and ties the segment
+    // to the current resource owner, so an ERROR below detaches it. Its address is at least
+    // MAXALIGNed (Request needs 4) and maps size_of::<Request>() bytes, which `write` fills
+    // without reading the old contents; Request is repr(C) and holds no pointers, so the
+    // worker (the same library) reads it as written. RegisterDynamicBackgroundWorker gets
+    // pointers to locals and copies the worker struct into shared memory;
+    // WaitForBackgroundWorkerShutdown needs bgw_notify_pid = MyProcPid, which is set. The
+    // worker is the only writer of the segment while it runs, and once
+    // WaitForBackgroundWorkerShutdown returned BGWH_STOPPED it has exited, so `&*request`
+    // reads what it finished writing. (On BGWH_POSTMASTER_DIED the worker may still be
+    // running and these reads could race its writes of plain bytes; the server is going
+    // down then.) The segment is detached once, after the last read.
     unsafe {
         let segment = pg_sys::dsm_create(std::mem::size_of::<Request>(), 0);
         let request = pg_sys::dsm_segment_address(segment) as *mut Request;
@@ -154,6 +185,14 @@ pub fn run_in_worker(sql: &str) -> Result<(), Failure> {
 #[unsafe(no_mangle)]
 pub extern "C-unwind" fn pgops_statement_main(argument: pg_sys::Datum) {
     worker_signals::install();
+    // SAFETY: the worker's main thread. dsm_attach returns NULL when the caller's segment
+    // is gone (checked); otherwise it maps the Request run_in_worker wrote before
+    // registering this worker, and the caller does not touch it until this worker has
+    // exited (it waits in WaitForBackgroundWorkerShutdown, and a cancelled caller
+    // terminates us and never reads it), so `&mut *` is the only reference. The user switch
+    // is Postgres' own Get/SetUserIdAndSecContext pair with SECURITY_LOCAL_USERID_CHANGE,
+    // undone by hand on success and by AbortTransaction on an ERROR. The segment is
+    // detached once, at the end.
     unsafe {
         let segment = pg_sys::dsm_attach(argument.value() as pg_sys::dsm_handle);
         if segment.is_null() {

@@ -61,6 +61,10 @@ impl fmt::Display for Failure {
 /// Runs `body` in a transaction of its own; a Postgres ERROR aborts the transaction and
 /// comes back as a [`Failure`].
 pub fn in_transaction<R>(body: impl FnOnce() -> R) -> Result<R, Failure> {
+    // SAFETY: called only by the background workers (pgops worker, statement worker), on
+    // their main thread after they connected to a database, and never with a transaction
+    // already open (no caller nests it): StartTransactionCommand then starts one, and the
+    // snapshot pushed here is popped or released below.
     unsafe {
         pg_sys::SetCurrentStatementStartTimestamp();
         pg_sys::StartTransactionCommand();
@@ -76,6 +80,10 @@ pub fn in_transaction<R>(body: impl FnOnce() -> R) -> Result<R, Failure> {
             })
         })
         .execute();
+    // SAFETY: ends the transaction started above, on the same thread. On success the body
+    // returned normally (PopActiveSnapshot only if a snapshot is still active); after a
+    // caught ERROR or panic, AbortCurrentTransaction is what Postgres' own error recovery
+    // calls: it aborts from any state and releases the snapshot and the body's resources.
     unsafe {
         if outcome.is_ok() {
             if pg_sys::ActiveSnapshotSet() {

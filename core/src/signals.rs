@@ -3,6 +3,9 @@
 
 /// Blocks all signals on the calling thread; threads it starts inherit the mask.
 pub fn block_all() {
+    // SAFETY: sigset_t is a plain C bit set for which all-zero bytes are a valid value (and
+    // sigfillset overwrites it anyway); both calls get pointers to this live local, and
+    // pthread_sigmask changes only the calling thread's mask (a null `oldset` is allowed).
     unsafe {
         let mut all: libc::sigset_t = std::mem::zeroed();
         libc::sigfillset(&mut all);

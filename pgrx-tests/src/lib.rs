@@ -94,6 +94,7 @@ pub fn pgops_cli() -> PathBuf {
 }
 
 fn is_root() -> bool {
+    // SAFETY: geteuid(2) takes no arguments, touches no memory of ours and cannot fail.
     unsafe { libc::geteuid() == 0 }
 }
 
