@@ -6,8 +6,8 @@
 use crate::{archive_module, backup_control, guc};
 use pgops_core::backup::owner::{self, BackupOwner};
 use pgops_core::backup::BackupId;
-use pgops_core::restore::TimelineHistory;
 use pgops_core::retention::Policy;
+use pgops_core::timeline::TimelineHistory;
 use pgops_core::InvalidSetting;
 use pgrx::pg_sys;
 

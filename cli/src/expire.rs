@@ -6,11 +6,11 @@ use crate::exit;
 use clap::Args;
 use pgops_core::backup::owner::BackupOwner;
 use pgops_core::backup::BackupId;
-use pgops_core::restore::stored_timeline_history;
 use pgops_core::retention::{
     assess, execute, one_timeline_or_refuse, plan, ExpireRow, Plan, PlanRequest, Policy, RetentionError,
 };
 use pgops_core::store::Repository;
+use pgops_core::timeline::stored_timeline_history;
 use std::collections::BTreeMap;
 use std::process::ExitCode;
 

@@ -19,6 +19,7 @@ pub mod schedule;
 pub mod setting;
 pub mod signals;
 pub mod store;
+pub mod timeline;
 pub mod verify;
 pub mod wal_fetch;
 

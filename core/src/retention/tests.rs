@@ -524,7 +524,7 @@ async fn plan_for(
     repo: &Repository,
     policy: &str,
     system_identifier: Option<u64>,
-    lineage: Option<crate::restore::TimelineHistory>,
+    lineage: Option<crate::timeline::TimelineHistory>,
 ) -> Result<Plan, RetentionError> {
     let request = PlanRequest {
         policy: Policy::parse(policy).unwrap(),
@@ -563,7 +563,7 @@ async fn only_backups_on_the_servers_timeline_history_count() {
     fixture.history(2, 1, 5);
     fixture.wal(2, 5..=0x12);
     let repo = fixture.repo();
-    let lineage = crate::restore::TimelineHistory { timeline: 2, ancestors: vec![(1, Lsn(5 << 24))] };
+    let lineage = crate::timeline::TimelineHistory { timeline: 2, ancestors: vec![(1, Lsn(5 << 24))] };
     let plan = plan_for(&repo, "REDUNDANCY 2", Some(7), Some(lineage)).await.unwrap();
     let whys = verdicts(&plan);
     assert_eq!(whys[0].1, Why::Redundancy { count: 2 }, "A is where timeline 2 came from: {whys:?}");
@@ -578,10 +578,10 @@ async fn only_backups_on_the_servers_timeline_history_count() {
     assert_eq!(going, [(1, segment(1, 1), segment(1, 1))]);
     // A backup ending exactly where the lineage left its timeline is on it, as restore and
     // Postgres follow the switch; one ending a byte after is not.
-    let lineage = crate::restore::TimelineHistory { timeline: 2, ancestors: vec![(1, Lsn(4 << 24))] };
+    let lineage = crate::timeline::TimelineHistory { timeline: 2, ancestors: vec![(1, Lsn(4 << 24))] };
     let plan = plan_for(&repo, "REDUNDANCY 2", Some(7), Some(lineage)).await.unwrap();
     assert_eq!(verdicts(&plan)[0].1, Why::Redundancy { count: 2 }, "{:?}", verdicts(&plan));
-    let lineage = crate::restore::TimelineHistory { timeline: 2, ancestors: vec![(1, Lsn((4 << 24) - 1))] };
+    let lineage = crate::timeline::TimelineHistory { timeline: 2, ancestors: vec![(1, Lsn((4 << 24) - 1))] };
     let plan = plan_for(&repo, "REDUNDANCY 2", Some(7), Some(lineage)).await.unwrap();
     assert!(matches!(verdicts(&plan)[0].1, Why::OffLineage(_)), "{:?}", verdicts(&plan));
     // Without a lineage (the command line) every DONE backup counts.
@@ -730,7 +730,7 @@ const EVERYONE_RUNNING: &StartedIsLive<'static> = &|_: &BackupId, _: Option<&Bac
 async fn plan_on(
     repo: &Repository,
     policy: &str,
-    lineage: Option<crate::restore::TimelineHistory>,
+    lineage: Option<crate::timeline::TimelineHistory>,
     incomplete_grace: chrono::Duration,
 ) -> Plan {
     let request = PlanRequest {
@@ -805,7 +805,7 @@ async fn an_abandoned_branchs_backups_do_not_pin_the_live_timelines_wal() {
     fixture.history(2, 1, 0x10);
     fixture.wal(2, 0x10..=0x52);
     let repo = fixture.repo();
-    let lineage = crate::restore::TimelineHistory { timeline: 2, ancestors: vec![(1, Lsn(0x10 << 24))] };
+    let lineage = crate::timeline::TimelineHistory { timeline: 2, ancestors: vec![(1, Lsn(0x10 << 24))] };
     let plan = plan_on(&repo, "REDUNDANCY 2", Some(lineage), DEFAULT_INCOMPLETE_GRACE).await;
     let whys = verdicts(&plan);
     assert!(matches!(whys[1].1, Why::OffLineage(_)) && matches!(whys[2].1, Why::OffLineage(_)), "{whys:?}");
@@ -834,7 +834,7 @@ async fn a_started_backup_that_cannot_finish_pins_no_wal_and_is_marked_failed() 
     fixture.history(2, 1, 0x30);
     fixture.wal(2, 0x30..=0x42);
     let repo = fixture.repo();
-    let lineage = || Some(crate::restore::TimelineHistory { timeline: 2, ancestors: vec![(1, Lsn(0x30 << 24))] });
+    let lineage = || Some(crate::timeline::TimelineHistory { timeline: 2, ancestors: vec![(1, Lsn(0x30 << 24))] });
     let plan = plan_on(&repo, "REDUNDANCY 1", lineage(), DEFAULT_INCOMPLETE_GRACE).await;
     let Why::Abandoned { reason, superseded: true } = &verdicts(&plan)[0].1 else { panic!("{:?}", verdicts(&plan)) };
     assert!(reason.contains("began at 0/20000028 on timeline 1") && reason.contains("left at 0/30000000"), "{reason}");

@@ -5,6 +5,7 @@
 #[cfg(test)]
 mod contract;
 mod local;
+pub(crate) mod reader;
 mod s3;
 #[cfg(test)]
 pub mod testing;

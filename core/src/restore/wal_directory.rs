@@ -1,0 +1,60 @@
+//! pg_wal on a volume of its own (`--waldir`, CNPG's walStorage).
+
+use super::*;
+use std::io::{self};
+use std::path::{Path, PathBuf};
+
+/// Whether one of two absolute directories is the other or lies below it (as written: the
+/// paths are not resolved, they may not exist yet).
+pub(super) fn overlap(a: &Path, b: &Path) -> bool {
+    a.starts_with(b) || b.starts_with(a)
+}
+
+/// pg_wal on its own volume: the restored pg_wal, which holds only an empty
+/// archive_status (pgops and Barman leave pg_wal's contents out of a backup; a
+/// pg_basebackup `-X fetch` backup holds WAL there, and is refused), becomes a link to
+/// `dir`, as `initdb --waldir` makes it. `dir` is made first, so that no moment leaves the
+/// data directory without a pg_wal it can use only after the link is there.
+pub(super) fn link_wal_directory(pgdata: &Path, dir: &Path) -> Result<(), RestoreError> {
+    let pg_wal = pgdata.join("pg_wal");
+    let archive_status = pg_wal.join("archive_status");
+    // What is in `dir` besides `allowed` (a missing `dir` holds nothing).
+    let stray = |dir: &Path, allowed: &Path| -> Result<Option<PathBuf>, RestoreError> {
+        let entries = match std::fs::read_dir(dir) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            listed => listed.map_err(RestoreError::io(dir))?,
+        };
+        for entry in entries {
+            let path = entry.map_err(RestoreError::io(dir))?.path();
+            if path != allowed {
+                return Ok(Some(path));
+            }
+        }
+        Ok(None)
+    };
+    if let Some(path) = stray(&archive_status, Path::new(""))?.or(stray(&pg_wal, &archive_status)?) {
+        return Err(RestoreError::refused(
+            format!(
+                "the restored pg_wal holds {}, which a restore into a WAL directory of its own ({}) does not move",
+                path.display(),
+                dir.display()
+            ),
+            "Empty the data directory, then restore without a WAL directory of its own and move pg_wal's contents yourself.",
+        ));
+    }
+    // Checked empty before the restore began; checked again, as hours may have passed.
+    ensure_empty(dir)?;
+    create_private_dir(&dir.join("archive_status"))?;
+    create_private_dir(dir)?;
+    if let Some(parent) = dir.parent() {
+        // The new directory's own entry made durable (sync_tree syncs what lies below dir).
+        std::fs::File::open(parent).and_then(|parent| parent.sync_all()).map_err(RestoreError::io(parent))?;
+    }
+    for empty in [&archive_status, &pg_wal] {
+        match std::fs::remove_dir(empty) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(RestoreError::io(empty)(e)),
+            _ => {}
+        }
+    }
+    std::os::unix::fs::symlink(dir, &pg_wal).map_err(RestoreError::io(&pg_wal))
+}

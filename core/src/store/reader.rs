@@ -1,0 +1,128 @@
+//! The streaming object reader: an object read as `std::io::Read`, in ranges fetched ahead
+//! and retried through store errors.
+
+use crate::retry::{self, Failed, Patience};
+use crate::store::{ObjectStore, Repository, StoreError, StoreErrorKind};
+use bytes::Bytes;
+use std::collections::VecDeque;
+use std::io::{self, Read};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::runtime::Handle;
+use tokio::task::JoinHandle;
+
+/// Reads an object piece by piece: 8 MiB ranges, several fetched ahead of the one being
+/// read, so that download and extraction overlap and memory stays bounded (at most
+/// `RANGES_IN_FLIGHT + 1` ranges) whatever the object's size.
+pub(crate) struct ObjectReader {
+    repo: Repository,
+    key: String,
+    size: u64,
+    runtime: Handle,
+    chunk: Bytes,
+    next_offset: u64,
+    in_flight: VecDeque<JoinHandle<Result<Bytes, StoreError>>>,
+}
+
+const RANGE: u64 = 8 * 1024 * 1024;
+const RANGES_IN_FLIGHT: usize = 4;
+
+impl ObjectReader {
+    pub(crate) fn new(repo: &Repository, key: String, size: u64, runtime: Handle) -> Self {
+        let mut reader = ObjectReader {
+            repo: repo.clone(),
+            key,
+            size,
+            runtime,
+            chunk: Bytes::new(),
+            next_offset: 0,
+            in_flight: VecDeque::new(),
+        };
+        reader.fetch_ahead();
+        reader
+    }
+
+    fn fetch_ahead(&mut self) {
+        while self.in_flight.len() < RANGES_IN_FLIGHT && self.next_offset < self.size {
+            let (store, key, offset) = (self.repo.store.clone(), self.repo.key(&self.key), self.next_offset);
+            let length = RANGE.min(self.size - offset);
+            self.next_offset += length;
+            self.in_flight.push_back(self.runtime.spawn(read_range(store, key, offset, length)));
+        }
+    }
+}
+
+/// How long one range is retried through store errors: a restore of a large backup must
+/// not be lost to a minute of throttling or a store restart.
+const RANGE_PATIENCE: Duration = Duration::from_secs(120);
+
+/// `length` bytes of `key` from `offset`, retried (with backoff, up to [`RANGE_PATIENCE`])
+/// while the store fails or answers short.
+async fn read_range(store: Arc<dyn ObjectStore>, key: String, offset: u64, length: u64) -> Result<Bytes, StoreError> {
+    let error =
+        |kind, cause: String| StoreError { operation: "GetObject", location: store.location(&key), kind, cause };
+    let attempt = || async {
+        let bytes = store.get_range(&key, offset, length).await?;
+        match bytes.len() as u64 == length {
+            true => Ok(bytes),
+            false => Err(error(
+                StoreErrorKind::Unreachable,
+                format!("{} bytes of the range {offset}+{length} arrived", bytes.len()),
+            )),
+        }
+    };
+    // Missing bucket or refused credentials do not heal by waiting.
+    let transient = |e: &StoreError| !matches!(e.kind, StoreErrorKind::NoSuchBucket | StoreErrorKind::AccessDenied);
+    let timed_out = || error(StoreErrorKind::Unreachable, "no answer before the retry deadline".into());
+    let patience = Patience::new(RANGE_PATIENCE);
+    let read = retry::patiently(patience, attempt, transient, timed_out, &mut |_, _| {}).await;
+    read.map_err(|failed| match failed {
+        Failed::Permanent(e) => e,
+        Failed::GaveUp { attempts, waited, last } => StoreError {
+            cause: format!("{} (gave up after {attempts} attempts in {}s)", last.cause, waited.as_secs()),
+            ..last
+        },
+    })
+}
+
+impl Read for ObjectReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.chunk.is_empty() {
+            let Some(next) = self.in_flight.pop_front() else { return Ok(0) };
+            self.chunk = self.runtime.block_on(next).map_err(io::Error::other)?.map_err(io::Error::other)?;
+            self.fetch_ahead();
+            if self.chunk.is_empty() {
+                return Err(io::Error::new(io::ErrorKind::UnexpectedEof, format!("{} ended early", self.key)));
+            }
+        }
+        let n = buf.len().min(self.chunk.len());
+        buf[..n].copy_from_slice(&self.chunk.split_to(n));
+        Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_range_read_waits_out_a_store_outage() {
+        let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+        let root = tempfile::tempdir().unwrap();
+        let outage = Arc::new(crate::store::testing::Outage::new(root.path()));
+        let repo = Repository::new(outage.clone(), "srv");
+        let content: Vec<u8> = (0..(RANGE as usize * 2 + 5)).map(|i| (i % 253) as u8).collect();
+        runtime.block_on(repo.put("base/x/data.tar", Bytes::from(content.clone()))).unwrap();
+        let reader = ObjectReader::new(&repo, "base/x/data.tar".into(), content.len() as u64, runtime.handle().clone());
+        let flip = outage.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(1200));
+            flip.failing.store(false, std::sync::atomic::Ordering::SeqCst);
+        });
+        let mut read = Vec::new();
+        let mut reader = reader;
+        reader.read_to_end(&mut read).unwrap();
+        assert!(read == content, "read {} bytes", read.len());
+        assert!(outage.calls.load(std::sync::atomic::Ordering::SeqCst) > 3, "the store was asked again");
+    }
+}
