@@ -117,9 +117,8 @@ pub fn run_in_worker(sql: &str) -> Result<(), Failure> {
     // WaitForBackgroundWorkerShutdown needs bgw_notify_pid = MyProcPid, which is set. The
     // worker is the only writer of the segment while it runs, and once
     // WaitForBackgroundWorkerShutdown returned BGWH_STOPPED it has exited, so `&*request`
-    // reads what it finished writing. (On BGWH_POSTMASTER_DIED the worker may still be
-    // running and these reads could race its writes of plain bytes; the server is going
-    // down then.) The segment is detached once, after the last read.
+    // reads what it finished writing; on any other answer (the postmaster died) the
+    // segment is not read. The segment is detached once, after the last read.
     unsafe {
         let segment = pg_sys::dsm_create(std::mem::size_of::<Request>(), 0);
         let request = pg_sys::dsm_segment_address(segment) as *mut Request;
@@ -152,13 +151,22 @@ pub fn run_in_worker(sql: &str) -> Result<(), Failure> {
                 "Raise max_worker_processes (a restart is needed), or try again when other workers have finished.",
             ));
         }
-        PgTryBuilder::new(|| pg_sys::WaitForBackgroundWorkerShutdown(handle))
+        let stopped = PgTryBuilder::new(|| pg_sys::WaitForBackgroundWorkerShutdown(handle))
             .catch_others(|caught| {
                 // Cancelled or terminated while waiting: the statement must not outlive the call.
                 pg_sys::TerminateBackgroundWorker(handle);
                 caught.rethrow()
             })
             .execute();
+        if stopped != pg_sys::BgwHandleStatus::BGWH_STOPPED {
+            // The postmaster died: the worker may still be writing the segment.
+            pg_sys::dsm_detach(segment);
+            return Err(Failure::new(
+                PgSqlErrorCode::ERRCODE_ADMIN_SHUTDOWN,
+                format!("the server went down while a worker ran \"{sql}\""),
+                "Check whether the statement took effect once the server is back, and run it again if not.",
+            ));
+        }
         let request = &*request;
         let result = if !request.finished {
             Err(Failure::new(
