@@ -142,7 +142,7 @@ impl Cluster {
     }
 
     /// The repository WAL is read from, as plugin-barman-cloud decides it
-    /// (`internal/cnpgi/instance/wal.go`, resolveRestoreObjectStore): a cluster still in
+    /// (plugin-barman-cloud `internal/cnpgi/common/wal.go`, resolveRestoreObjectStore): a cluster still in
     /// its bootstrap (no current primary yet) reads its recovery source; a replica cluster
     /// reads its replica source; any other reads its own repository.
     pub fn restore_parameters(&self) -> Result<&BTreeMap<String, String>, Status> {
