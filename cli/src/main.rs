@@ -21,17 +21,20 @@ mod restore;
 mod verify;
 mod wal_fetch;
 
-/// Exit statuses. Those of list, restore and verify are Barman Cloud's
-/// (barman-cloud-wal-restore), so scripts written for it keep working. wal-fetch follows
-/// Postgres' restore_command rules instead: 1 to 125 means "not in the archive" (recovery
-/// ends there and the server promotes), above 125 stops recovery with FATAL (a restart
-/// resumes where it was). So wal-fetch exits 1 only when the store said the file is not
-/// there, and [`exit::STOP_RECOVERY`] for every error.
+/// Exit statuses, the same for every subcommand (README "Exit statuses"), and Barman
+/// Cloud's (2 a connectivity error, 3 bad arguments), so scripts written for it keep
+/// working. wal-fetch follows Postgres' restore_command rules instead: 1 to 125 means "not
+/// in the archive" (recovery ends there and the server promotes), above 125 stops recovery
+/// with FATAL (a restart resumes where it was). So wal-fetch exits 1 only when the store
+/// said the file is not there, and [`exit::STOP_RECOVERY`] for every error.
 mod exit {
     /// wal-fetch: not in the repository; verify: problems found.
     pub const NOT_FOUND: u8 = 1;
+    /// The store could not be reached or read, or refused a request.
     pub const STORE: u8 = 2;
     pub const USAGE: u8 = 3;
+    /// Refused (what was asked cannot be done safely: the message says why), corrupt
+    /// objects, local I/O.
     pub const OTHER: u8 = 4;
     /// wal-fetch: an error (store still failing after the retries, corrupt or conflicting
     /// objects, a local write error, bad usage). Postgres stops recovery with FATAL.
@@ -80,7 +83,8 @@ enum Command {
     /// refused (--no-verify overrides). Nothing is written unless the directory is empty
     /// (or new). The restored cluster does not archive unless --archive keep.
     ///
-    /// Exit status: 0 restored; 3 bad usage; 4 the restore failed or was refused.
+    /// Exit status: 0 restored; 2 the store failed; 3 bad usage; 4 the restore was refused
+    /// or failed otherwise.
     Restore(restore::RestoreArgs),
     /// Check that the repository is restorable: every DONE backup's files against its
     /// manifest, the WAL archive free of gaps on every timeline, each backup's WAL present.

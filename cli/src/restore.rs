@@ -143,19 +143,17 @@ impl FromStr for TablespaceMapping {
     }
 }
 
-/// The exit status of each kind of failure (see the subcommand's help): every one is 4,
-/// the restore failed or was refused; bad usage (3) never gets this far.
+/// The exit status of each kind of failure (the table in main.rs): 2 the store failed, 4
+/// the restore was refused or failed otherwise; bad usage (3) never gets this far.
 fn exit_status(error: &RestoreError) -> u8 {
     match error {
-        RestoreError::Store(_)
-        | RestoreError::Refused { .. }
-        | RestoreError::Corrupt { .. }
-        | RestoreError::Io { .. } => exit::OTHER,
+        RestoreError::Store(_) => exit::STORE,
+        RestoreError::Refused { .. } | RestoreError::Corrupt { .. } | RestoreError::Io { .. } => exit::OTHER,
     }
 }
 
-/// Runs `pgops restore`. Exit status: 0 restored; 3 bad usage; 4 the restore failed or
-/// was refused (message and hint on stderr).
+/// Runs `pgops restore`. Exit status: 0 restored; 2 the store failed; 3 bad usage; 4 the
+/// restore was refused or failed otherwise (message and hint on stderr).
 pub fn run(args: RestoreArgs, source: &Source, runtime: &tokio::runtime::Runtime) -> ExitCode {
     let request = RestoreRequest {
         pgdata: args.pgdata,
@@ -313,15 +311,15 @@ mod tests {
     }
 
     #[test]
-    fn every_failure_of_a_restore_exits_4() {
+    fn a_store_failure_exits_2_and_every_other_failure_4() {
         let store = pgops_core::store::StoreError {
             operation: "GetObject",
             location: "s3://b/x".into(),
             kind: pgops_core::store::StoreErrorKind::Unreachable,
             cause: "connection refused".into(),
         };
+        assert_eq!(exit_status(&RestoreError::Store(store)), exit::STORE);
         let errors = [
-            RestoreError::Store(store),
             RestoreError::Refused { what: "no backup x".into(), hint: "pgops list".into() },
             RestoreError::Corrupt { location: "data.tar".into(), cause: "a symbolic link".into() },
             RestoreError::Io { path: "/restored".into(), cause: std::io::ErrorKind::StorageFull.into() },
