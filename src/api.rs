@@ -8,13 +8,12 @@ use crate::{archive_module, archive_stats, databases, guc, role_status, roles, r
 use chrono::{DateTime, Utc};
 use pgops_core::backup;
 use pgops_core::backup::catalog::list_backups;
-use pgops_core::backup::info::{BackupStatus, InfoFields};
 use pgops_core::backup::owner::BackupOwner;
 use pgops_core::backup::{BackupId, NotABackupId};
 use pgops_core::check::{check_repository, CheckResult};
 use pgops_core::retention::{
-    assess, execute, last_done_ended, plan, recoverable_from, KeepTarget, PlanRequest, Policy, RetentionError,
-    StartedIsLive, KEEP_ANNOTATION,
+    assess, execute, keep_backup as keep_backup_in, last_done_ended, plan, recoverable_from, KeepError, PlanRequest,
+    Policy, RetentionError, StartedIsLive,
 };
 use pgops_core::roles::{DatabaseSpec, Flag, RoleSpec, Timestamp};
 use pgops_core::store::Repository;
@@ -466,44 +465,22 @@ fn keep_backup(id: &str, keep: default!(bool, true)) {
         )
     });
     let repo = open_repository();
-    let dir = backup::backup_dir(backup_id.as_str());
-    let annotation = format!("{dir}/{KEEP_ANNOTATION}");
-    let done = BackupStatus::Done.as_str();
-    // The mark is encrypted like every object: with a key the repository's record lists.
-    if let Err(e) = wait_for_store(pgops_core::ownership::admit_writer(&repo)) {
-        raise(PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE, e.to_string(), &e.hint())
-    }
-    let written = wait_for_store(async {
-        if !keep {
-            return repo.delete(&annotation).await.map(Ok);
-        }
-        let info = repo.get(&format!("{dir}/backup.info")).await?;
-        let status =
-            info.map(|text| InfoFields::parse(&String::from_utf8_lossy(&text)).get("status").map(str::to_string));
-        match status {
-            Some(Some(status)) if status == done => {
-                repo.put(&annotation, KeepTarget::Full.as_str().into()).await.map(Ok)
+    if let Err(e) = wait_for_store(keep_backup_in(&repo, &backup_id, keep)) {
+        let code = match &e {
+            KeepError::Store(_) => PgSqlErrorCode::ERRCODE_EXTERNAL_ROUTINE_EXCEPTION,
+            KeepError::NotFound { .. } => PgSqlErrorCode::ERRCODE_NO_DATA_FOUND,
+            KeepError::Ownership(_) | KeepError::NotDone { .. } => {
+                PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE
             }
-            Some(status) => Ok(Err(Some(status.unwrap_or_else(|| "without a status".into())))),
-            None => Ok(Err(None)),
-        }
-    });
-    match written {
-        Ok(Ok(())) => {}
-        Ok(Err(None)) => raise(
-            PgSqlErrorCode::ERRCODE_NO_DATA_FOUND,
-            format!(
-                "backup {backup_id} is not in the repository (no readable {})",
-                repo.location(&format!("{dir}/backup.info"))
-            ),
-            "SELECT id FROM pgops.backup_list shows the backups.",
-        ),
-        Ok(Err(Some(status))) => raise(
-            PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
-            format!("backup {backup_id} is {status}, not {done}: only a DONE backup can be kept"),
-            "Keep a DONE backup: SELECT id FROM pgops.backup_list WHERE status = 'DONE'.",
-        ),
-        Err(e) => raise(PgSqlErrorCode::ERRCODE_EXTERNAL_ROUTINE_EXCEPTION, e.to_string(), e.hint()),
+        };
+        let hint = match &e {
+            KeepError::NotFound { .. } => "SELECT id FROM pgops.backup_list shows the backups.".into(),
+            KeepError::NotDone { .. } => {
+                "Keep a DONE backup: SELECT id FROM pgops.backup_list WHERE status = 'DONE'.".into()
+            }
+            KeepError::Ownership(_) | KeepError::Store(_) => e.hint(),
+        };
+        raise(code, e.to_string(), &hint)
     }
 }
 

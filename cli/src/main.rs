@@ -15,6 +15,7 @@ use std::sync::Arc;
 
 mod cnpg;
 mod expire;
+mod keep;
 mod keygen;
 mod list;
 mod restore;
@@ -100,6 +101,12 @@ enum Command {
     /// deleted is printed; a new run finishes the job); 3 bad usage; 4 the catalog cannot
     /// be read completely (nothing deleted).
     Expire(expire::ExpireArgs),
+    /// Keep a DONE backup whatever the retention policy (Barman's keep mark, as
+    /// barman-cloud-backup-keep writes it), or --release it; as pgops.keep_backup().
+    ///
+    /// Exit status: 0 kept (or released); 2 the store failed; 3 bad usage; 4 no such
+    /// backup, not DONE, or a key the repository's record does not list.
+    Keep(keep::KeepArgs),
     /// Write a new encryption key file (mode 0600; an existing file is never replaced) and
     /// print its key id and public key. Exit status: 0 written; 4 not written.
     Keygen(keygen::KeygenArgs),
@@ -198,5 +205,6 @@ fn main() -> ExitCode {
         Command::Expire(args) => expire::run(args, &runtime.block_on(source.open()), &runtime),
         Command::Verify(args) => verify::run(args, &runtime.block_on(source.open()), &runtime),
         Command::List(args) => list::run(args, &runtime.block_on(source.open()), &runtime),
+        Command::Keep(args) => keep::run(args, &runtime.block_on(source.open()), &runtime),
     }
 }

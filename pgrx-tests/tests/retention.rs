@@ -172,6 +172,20 @@ fn minimum_redundancy_and_keep_marks_win_over_a_window() {
     assert!(keys(&repo, &format!("base/{older}/")).contains(&format!("base/{older}/backup.info")));
     assert!(keys(&repo, &format!("base/{newer}/")).contains(&format!("base/{newer}/backup.info")));
     assert_eq!(keys(&repo, "wals/").len(), 35, "WAL from the kept backup's begin (5) on stays");
+
+    // pgops keep --release takes the mark away (the window decides again), pgops keep puts
+    // it back; an unknown backup is refused (4).
+    let keep = |args: &[&str]| s3.pgops(&format!("s3://{BUCKET}/minimum")).arg("keep").args(args).output().unwrap();
+    let out = keep(&["--release", older.as_str()]);
+    assert!(out.status.success(), "pgops keep --release: {}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(obsolete_ids(&dry_run_rows(&s3, "minimum", &["--policy", "7d"])), BTreeSet::from([older.clone()]));
+    let out = keep(&[older.as_str()]);
+    assert!(out.status.success(), "pgops keep: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(obsolete_ids(&dry_run_rows(&s3, "minimum", &["--policy", "7d"])).is_empty());
+    let out = keep(&["20000101T000000"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(4), "{stderr}");
+    assert!(stderr.contains("backup 20000101T000000 is not in the repository"), "{stderr}");
 }
 
 /// A backup.info that does not parse: nothing is deleted, and the error names it.

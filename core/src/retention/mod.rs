@@ -38,6 +38,7 @@
 
 mod catalog;
 mod execute;
+mod keep;
 mod plan;
 mod policy;
 mod rows;
@@ -47,6 +48,7 @@ mod tests;
 pub(crate) use catalog::read_keep;
 pub use catalog::{read_catalog, CatalogEntry, DoneBackup, EntryState, KeepTarget, StartedIsLive, KEEP_ANNOTATION};
 pub use execute::{execute, ExpireFailure, ExpireReport};
+pub use keep::{keep_backup, KeepError};
 pub use plan::{
     assess, decide, last_done_ended, one_timeline_or_refuse, plan, recoverable_from, BackupDecision, Plan, PlanRequest,
     Scope, WalRange, Why, DEFAULT_INCOMPLETE_GRACE,
