@@ -31,6 +31,9 @@ fn store_hint(kind: &StoreErrorKind) -> &'static str {
         StoreErrorKind::Undecodable(UndecodableReason::Corrupt) => {
             "The object is damaged: inspect it; restore it from a copy if there is one."
         }
+        StoreErrorKind::Changed => {
+            "Another writer replaced the object while it was read: find out what rewrites it, then run again."
+        }
     }
 }
 
@@ -39,6 +42,7 @@ fn store_code(error: &StoreError) -> Code {
         StoreErrorKind::Undecodable(UndecodableReason::Corrupt) => Code::DataLoss,
         StoreErrorKind::Undecodable(UndecodableReason::Key) | StoreErrorKind::AccessDenied => Code::FailedPrecondition,
         StoreErrorKind::NoSuchBucket => Code::FailedPrecondition,
+        StoreErrorKind::Changed => Code::Aborted,
         _ => Code::Unavailable,
     }
 }

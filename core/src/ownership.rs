@@ -219,7 +219,7 @@ async fn refuse_other_format(repo: &Repository) -> Result<(), OwnershipError> {
     for folder in ["wals/", "base/"] {
         let page = repo.store.list_page(&repo.key(folder), None, 10).await?;
         let Some(object) = page.objects.iter().find(|object| object.size > 0) else { continue };
-        let start = repo.store.get_range(&object.key, 0, pipeline::HEADER_PEEK.min(object.size)).await?;
+        let start = repo.store.get_range(&object.key, 0, pipeline::HEADER_PEEK.min(object.size), None).await?;
         let encrypted = !matches!(pipeline::key_of(&start), Ok(None));
         if encrypted != repo.keys().is_some() {
             return Err(OwnershipError::Encryption {

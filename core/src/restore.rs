@@ -149,10 +149,9 @@ pub fn restore(
             notes: vec![format!("backup {}: {}", backup.backup_id, choice.reason)],
             warnings,
         };
-        let open = |name: &str, size: u64| StoredBackup::open(repo, runtime, &backup.backup_id, name, size);
-        for (name, size) in &stored.data {
-            let location = StoredBackup::location(repo, &backup.backup_id, name);
-            let archive = open(name, *size)?;
+        for stored_archive in &stored.data {
+            let location = StoredBackup::location(repo, &backup.backup_id, &stored_archive.name);
+            let archive = StoredBackup::open(repo, runtime, &backup.backup_id, stored_archive)?;
             let extracted = extract(&location, archive, Some(&root), ArchiveKind::Data, &mut manifest, on_file)?;
             report.files += extracted.files;
             report.bytes += extracted.bytes;

@@ -131,7 +131,7 @@ async fn read_one_wal(
 /// The key of every object under `base/`, from the first bytes of each.
 async fn backup_object_keys(repo: &Repository, by_key: &mut BTreeMap<String, u64>) -> Result<(), StoreError> {
     for object in repo.list("base/").await?.into_iter().filter(|object| object.size > 0) {
-        let start = match repo.store.get_range(&object.key, 0, pipeline::HEADER_PEEK.min(object.size)).await {
+        let start = match repo.store.get_range(&object.key, 0, pipeline::HEADER_PEEK.min(object.size), None).await {
             Ok(start) => start,
             // Removed since the listing (retention): not counted.
             Err(_) if repo.store.head(&object.key).await?.is_none() => continue,

@@ -16,14 +16,24 @@ use tokio::runtime::Handle;
 /// A backup's archives and manifest, as stored.
 pub(crate) struct StoredBackup {
     pub backup_id: String,
-    pub data: Vec<(String, u64)>,
-    pub tablespaces: Vec<(String, u64)>,
+    pub data: Vec<StoredArchive>,
+    pub tablespaces: Vec<StoredArchive>,
     pub manifest_bytes: Option<Bytes>,
     /// Taken by pgops (it has pgops' metadata object, or pgops' backup label), which
     /// always writes a manifest: one without is damaged.
     pub by_pgops: bool,
     /// Where the backup is, for messages.
     pub(super) location: String,
+}
+
+/// One object of a stored backup, as listed.
+#[derive(Debug, Clone)]
+pub(crate) struct StoredArchive {
+    /// Its name in the backup's directory (`data.tar.zst`, `16385_0001.tar`).
+    pub name: String,
+    pub size: u64,
+    /// The version listed: every range of it is read from that version.
+    pub version: Option<String>,
 }
 
 /// The label pgops gives its backups (`pg_backup_start`), in backup.info's backup_label.
@@ -40,19 +50,22 @@ impl StoredBackup {
             .as_ref()
             .is_some_and(|fields| fields.get("backup_label").is_some_and(|label| label.contains(PGOPS_BACKUP_LABEL)));
         let prefix = repo.key(&format!("{dir}/"));
-        let names: Vec<(String, u64)> =
-            objects.iter().filter_map(|o| Some((o.key.strip_prefix(&prefix)?.to_string(), o.size))).collect();
-        let by_pgops = labelled_by_pgops || names.iter().any(|(name, _)| name == PGOPS_METADATA);
-        let mut archives: Vec<(String, u64)> = names.into_iter().filter(|(name, _)| name.contains(".tar")).collect();
-        archives.sort();
-        let (data, tablespaces): (Vec<_>, Vec<_>) =
-            archives.into_iter().partition(|(name, _)| name.starts_with("data"));
+        let names: Vec<StoredArchive> = objects
+            .into_iter()
+            .filter_map(|o| {
+                let name = o.key.strip_prefix(&prefix)?.to_string();
+                Some(StoredArchive { name, size: o.size, version: o.version })
+            })
+            .collect();
+        let by_pgops = labelled_by_pgops || names.iter().any(|archive| archive.name == PGOPS_METADATA);
+        let mut archives: Vec<StoredArchive> = names.into_iter().filter(|o| o.name.contains(".tar")).collect();
+        archives.sort_by(|a, b| a.name.cmp(&b.name));
+        let (data, tablespaces): (Vec<_>, Vec<_>) = archives.into_iter().partition(|o| o.name.starts_with("data"));
         if data.is_empty() {
             return Err(RestoreError::corrupt(repo.location(&dir), format!("backup {backup_id} has no data archive")));
         }
-        check_chunks(&repo.location(&dir), backup_id, data.iter().chain(&tablespaces).map(|(name, _)| name.as_str()))?;
-        let archived: BTreeSet<u32> =
-            tablespaces.iter().map(|(name, _)| tablespace_oid(name)).collect::<Result<_, _>>()?;
+        check_chunks(&repo.location(&dir), backup_id, data.iter().chain(&tablespaces).map(|o| o.name.as_str()))?;
+        let archived: BTreeSet<u32> = tablespaces.iter().map(|o| tablespace_oid(&o.name)).collect::<Result<_, _>>()?;
         let listed = info_tablespace_oids(fields.as_ref().and_then(|fields| fields.get("tablespaces")));
         if let Some(missing) = listed.difference(&archived).next() {
             return Err(RestoreError::corrupt(
@@ -99,17 +112,17 @@ impl StoredBackup {
         repo.location(&format!("{}/{name}", backup_dir(backup_id)))
     }
 
-    /// A decompressing reader over one of the archives.
+    /// A decompressing reader over one of the archives, of the version listed.
     pub(crate) fn open(
         repo: &Repository,
         runtime: &Handle,
         backup_id: &str,
-        name: &str,
-        size: u64,
+        archive: &StoredArchive,
     ) -> Result<Box<dyn Read>, RestoreError> {
+        let name = archive.name.as_str();
         let (_, codec) = Compression::split_file_name(name);
         let relative = format!("{}/{name}", backup_dir(backup_id));
-        let reader = ObjectReader::new(repo, relative.clone(), size, runtime.clone());
+        let reader = ObjectReader::new(repo, relative.clone(), archive.size, archive.version.clone(), runtime.clone());
         pipeline::decode_reader(reader, &relative, codec, repo.keys()).map_err(|e| match e {
             DecodeError::Source(e) => RestoreError::reading(&repo.location(&relative), "opening the archive", e),
             e => RestoreError::Store(StoreError::undecodable(StoredBackup::location(repo, backup_id, name), e)),
@@ -194,15 +207,15 @@ pub fn verify_backup(repo: &Repository, runtime: &Handle, backup_id: &str) -> Re
     let mut manifest = stored.manifest()?;
     let verified = manifest.is_some();
     let mut files = 0;
-    for (name, size) in &stored.data {
-        let archive = StoredBackup::open(repo, runtime, backup_id, name, *size)?;
-        let location = StoredBackup::location(repo, backup_id, name);
+    for stored_archive in &stored.data {
+        let archive = StoredBackup::open(repo, runtime, backup_id, stored_archive)?;
+        let location = StoredBackup::location(repo, backup_id, &stored_archive.name);
         files += extract(&location, archive, None, ArchiveKind::Data, &mut manifest, &mut |_| {})?.files;
     }
-    for (name, size) in &stored.tablespaces {
-        let kind = ArchiveKind::Tablespace(tablespace_oid(name)?);
-        let archive = StoredBackup::open(repo, runtime, backup_id, name, *size)?;
-        let location = StoredBackup::location(repo, backup_id, name);
+    for stored_archive in &stored.tablespaces {
+        let kind = ArchiveKind::Tablespace(tablespace_oid(&stored_archive.name)?);
+        let archive = StoredBackup::open(repo, runtime, backup_id, stored_archive)?;
+        let location = StoredBackup::location(repo, backup_id, &stored_archive.name);
         files += extract(&location, archive, None, kind, &mut manifest, &mut |_| {})?.files;
     }
     all_archived(backup_id, &manifest)?;

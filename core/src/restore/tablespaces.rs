@@ -29,7 +29,7 @@ pub(super) fn restore_tablespaces(
         .collect();
     let locations = request.tablespace_map.clone();
     let archived: BTreeSet<u32> =
-        stored.tablespaces.iter().map(|(name, _)| tablespace_oid(name)).collect::<Result<_, _>>()?;
+        stored.tablespaces.iter().map(|o| tablespace_oid(&o.name)).collect::<Result<_, _>>()?;
     if let Some((oid, path)) = backed_up.iter().find(|(oid, _)| !archived.contains(oid)) {
         return Err(RestoreError::corrupt(
             &stored.location,
@@ -42,8 +42,8 @@ pub(super) fn restore_tablespaces(
         ));
     }
     let mut restored = BTreeMap::new();
-    for (name, size) in &stored.tablespaces {
-        let oid = tablespace_oid(name)?;
+    for stored_archive in &stored.tablespaces {
+        let oid = tablespace_oid(&stored_archive.name)?;
         let location = locations.get(&oid).ok_or_else(|| match backed_up.get(&oid) {
             Some(path) => RestoreError::refused(
                 format!(
@@ -68,8 +68,8 @@ pub(super) fn restore_tablespaces(
             create_private_dir(location)?;
         }
         let dir = SafeDir::open_root(location).map_err(RestoreError::io(location))?;
-        let archive = StoredBackup::open(repo, runtime, &stored.backup_id, name, *size)?;
-        let object = StoredBackup::location(repo, &stored.backup_id, name);
+        let archive = StoredBackup::open(repo, runtime, &stored.backup_id, stored_archive)?;
+        let object = StoredBackup::location(repo, &stored.backup_id, &stored_archive.name);
         let extracted = extract(&object, archive, Some(&dir), ArchiveKind::Tablespace(oid), manifest, on_file)?;
         report.files += extracted.files;
         report.bytes += extracted.bytes;

@@ -147,10 +147,14 @@ async fn put_replaces_an_existing_object(store: Arc<dyn ObjectStore>) {
 /// A range is the bytes from the offset, fewer at the end of the object.
 async fn ranged_get_returns_the_bytes_asked_for(store: Arc<dyn ObjectStore>) {
     store.put("c/object", Bytes::from_static(b"0123456789")).await.unwrap();
-    assert_eq!(store.get_range("c/object", 0, 4).await.unwrap(), Bytes::from_static(b"0123"));
-    assert_eq!(store.get_range("c/object", 3, 4).await.unwrap(), Bytes::from_static(b"3456"));
-    assert_eq!(store.get_range("c/object", 9, 1).await.unwrap(), Bytes::from_static(b"9"));
-    assert_eq!(store.get_range("c/object", 6, 100).await.unwrap(), Bytes::from_static(b"6789"), "fewer at the end");
+    assert_eq!(store.get_range("c/object", 0, 4, None).await.unwrap(), Bytes::from_static(b"0123"));
+    assert_eq!(store.get_range("c/object", 3, 4, None).await.unwrap(), Bytes::from_static(b"3456"));
+    assert_eq!(store.get_range("c/object", 9, 1, None).await.unwrap(), Bytes::from_static(b"9"));
+    assert_eq!(
+        store.get_range("c/object", 6, 100, None).await.unwrap(),
+        Bytes::from_static(b"6789"),
+        "fewer at the end"
+    );
 }
 
 /// Get and head of a missing key say `None`; deleting one is no error; a prefix without
@@ -387,7 +391,7 @@ async fn keys_with_unusual_characters_round_trip(store: Arc<dyn ObjectStore>) {
     for key in keys {
         assert_eq!(store.get(key).await.unwrap().as_deref(), Some(key.as_bytes()), "{key}");
         assert_head(store.as_ref(), key, key.as_bytes()).await;
-        assert_eq!(store.get_range(key, 2, 3).await.unwrap(), key.as_bytes()[2..5], "{key}");
+        assert_eq!(store.get_range(key, 2, 3, None).await.unwrap(), key.as_bytes()[2..5], "{key}");
     }
     let mut sorted = keys.map(String::from).to_vec();
     sorted.sort();

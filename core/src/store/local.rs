@@ -185,7 +185,8 @@ impl SortedWalk {
             {
                 let meta = std::fs::metadata(&path)?;
                 let modified = meta.modified().ok().map(chrono::DateTime::<chrono::Utc>::from);
-                out.push(ObjectMeta { key, size: meta.len(), md5: None, sha256: None, modified });
+                let version = Some(version_of(&meta));
+                out.push(ObjectMeta { key, size: meta.len(), md5: None, sha256: None, modified, version });
                 if out.len() >= self.max_keys {
                     return Ok(true);
                 }
@@ -221,6 +222,13 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
     tokio::task::spawn_blocking(f).await.expect("local store I/O task panicked")
 }
 
+/// A file's version: its modification time (nanoseconds) and size. Every write replaces
+/// the file by a rename, which gives it a new modification time.
+fn version_of(meta: &std::fs::Metadata) -> String {
+    use std::os::unix::fs::MetadataExt;
+    format!("{}.{:09}-{}", meta.mtime(), meta.mtime_nsec(), meta.len())
+}
+
 #[async_trait]
 impl ObjectStore for LocalStore {
     async fn put(&self, key: &str, body: Bytes) -> StoreResult<()> {
@@ -247,18 +255,34 @@ impl ObjectStore for LocalStore {
         }
     }
 
-    async fn get_range(&self, key: &str, offset: u64, length: u64) -> StoreResult<Bytes> {
+    async fn get_range(&self, key: &str, offset: u64, length: u64, version: Option<&str>) -> StoreResult<Bytes> {
         let path = self.path("read", key)?;
-        blocking(move || -> io::Result<Bytes> {
+        let pinned = version.map(str::to_string);
+        let read = blocking(move || -> io::Result<Option<Bytes>> {
             use std::io::{Read, Seek};
             let mut file = std::fs::File::open(path)?;
+            // Objects are replaced by rename: the open file is one version throughout.
+            if let Some(pinned) = pinned {
+                if pinned != version_of(&file.metadata()?) {
+                    return Ok(None);
+                }
+            }
             file.seek(io::SeekFrom::Start(offset))?;
             let mut data = Vec::with_capacity(length as usize);
             file.take(length).read_to_end(&mut data)?;
-            Ok(Bytes::from(data))
+            Ok(Some(Bytes::from(data)))
         })
         .await
-        .map_err(|e| self.io_error("read", key, e))
+        .map_err(|e| self.io_error("read", key, e))?;
+        read.ok_or_else(|| StoreError {
+            operation: "read",
+            location: self.location(key),
+            kind: StoreErrorKind::Changed,
+            cause: format!(
+                "the file is no longer version {} (rewritten since it was listed)",
+                version.unwrap_or_default()
+            ),
+        })
     }
 
     async fn head(&self, key: &str) -> StoreResult<Option<ObjectMeta>> {
@@ -268,6 +292,7 @@ impl ObjectStore for LocalStore {
             md5: Some(md5_of(&data)),
             sha256: Some(sha256_of(&data)),
             modified: None,
+            version: None,
         }))
     }
 

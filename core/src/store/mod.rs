@@ -39,6 +39,11 @@ pub struct ObjectMeta {
     /// modification time): retention's sign of life of a directory another tool is still
     /// writing.
     pub modified: Option<chrono::DateTime<chrono::Utc>>,
+    /// This version of the object, as the store names it (S3's ETag; the local driver's
+    /// modification time and size): a ranged read pinned to it fails with
+    /// [`StoreErrorKind::Changed`] once the object is rewritten, so that a large object read
+    /// piece by piece is never a mix of two versions.
+    pub version: Option<String>,
 }
 
 /// The S3 user metadata (`x-amz-meta-pgops-sha256`) in which pgops records the hex SHA-256
@@ -92,6 +97,9 @@ pub enum StoreErrorKind {
     /// key the reader lacks ([`crate::pipeline::DecodeError`] in the cause). Waiting does
     /// not help.
     Undecodable(UndecodableReason),
+    /// The object was rewritten since it was listed (a read pinned to its version): read
+    /// it again from the start. Waiting does not help.
+    Changed,
     Other,
 }
 
@@ -150,6 +158,7 @@ impl StoreError {
             StoreErrorKind::Integrity => "The object store returned different data than was written; check the store's health.",
             StoreErrorKind::Undecodable(UndecodableReason::Key) => "Check the encryption key file (pgops.encryption_key_file, or --encryption-key-file / PGOPS_ENCRYPTION_KEY_FILE for the CLI): it must hold the key the object names; older keys stay in the file below the current one.",
             StoreErrorKind::Undecodable(UndecodableReason::Corrupt) => "The stored object is not what pgops wrote (damaged in the store, or altered); use another backup or WAL copy.",
+            StoreErrorKind::Changed => "Another writer replaced the object while it was read; run again to read the new copy from its start, and find out what rewrites it.",
             StoreErrorKind::Other => "See the cause above.",
         }
     }
@@ -202,8 +211,9 @@ pub trait ObjectStore: Send + Sync + fmt::Debug {
     async fn get(&self, key: &str) -> StoreResult<Option<Bytes>>;
     async fn head(&self, key: &str) -> StoreResult<Option<ObjectMeta>>;
     /// `length` bytes from `offset` (fewer at the end of the object), for reading large
-    /// objects piece by piece.
-    async fn get_range(&self, key: &str, offset: u64, length: u64) -> StoreResult<Bytes>;
+    /// objects piece by piece; with `version` (an [`ObjectMeta::version`]), only of that
+    /// version ([`StoreErrorKind::Changed`] if the object was rewritten since).
+    async fn get_range(&self, key: &str, offset: u64, length: u64, version: Option<&str>) -> StoreResult<Bytes>;
     /// At most `max_keys` (at least 1) of the objects whose key starts with `prefix`, in key
     /// order, from where the page whose `continuation` is given left off (from the first
     /// object when `None`).

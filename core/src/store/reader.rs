@@ -18,6 +18,8 @@ pub(crate) struct ObjectReader {
     repo: Repository,
     key: String,
     size: u64,
+    /// The version every range is read from (the listing's), when the store names one.
+    version: Option<String>,
     runtime: Handle,
     chunk: Bytes,
     next_offset: u64,
@@ -28,11 +30,12 @@ const RANGE: u64 = 8 * 1024 * 1024;
 const RANGES_IN_FLIGHT: usize = 4;
 
 impl ObjectReader {
-    pub(crate) fn new(repo: &Repository, key: String, size: u64, runtime: Handle) -> Self {
+    pub(crate) fn new(repo: &Repository, key: String, size: u64, version: Option<String>, runtime: Handle) -> Self {
         let mut reader = ObjectReader {
             repo: repo.clone(),
             key,
             size,
+            version,
             runtime,
             chunk: Bytes::new(),
             next_offset: 0,
@@ -45,9 +48,10 @@ impl ObjectReader {
     fn fetch_ahead(&mut self) {
         while self.in_flight.len() < RANGES_IN_FLIGHT && self.next_offset < self.size {
             let (store, key, offset) = (self.repo.store.clone(), self.repo.key(&self.key), self.next_offset);
+            let version = self.version.clone();
             let length = RANGE.min(self.size - offset);
             self.next_offset += length;
-            self.in_flight.push_back(self.runtime.spawn(read_range(store, key, offset, length)));
+            self.in_flight.push_back(self.runtime.spawn(read_range(store, key, offset, length, version)));
         }
     }
 }
@@ -57,12 +61,18 @@ impl ObjectReader {
 const RANGE_PATIENCE: Duration = Duration::from_secs(120);
 
 /// `length` bytes of `key` from `offset`, retried (with backoff, up to [`RANGE_PATIENCE`])
-/// while the store fails or answers short.
-async fn read_range(store: Arc<dyn ObjectStore>, key: String, offset: u64, length: u64) -> Result<Bytes, StoreError> {
+/// while the store fails or answers short; of `version` only, when given.
+async fn read_range(
+    store: Arc<dyn ObjectStore>,
+    key: String,
+    offset: u64,
+    length: u64,
+    version: Option<String>,
+) -> Result<Bytes, StoreError> {
     let error =
         |kind, cause: String| StoreError { operation: "GetObject", location: store.location(&key), kind, cause };
     let attempt = || async {
-        let bytes = store.get_range(&key, offset, length).await?;
+        let bytes = store.get_range(&key, offset, length, version.as_deref()).await?;
         match bytes.len() as u64 == length {
             true => Ok(bytes),
             false => Err(error(
@@ -71,8 +81,10 @@ async fn read_range(store: Arc<dyn ObjectStore>, key: String, offset: u64, lengt
             )),
         }
     };
-    // Missing bucket or refused credentials do not heal by waiting.
-    let transient = |e: &StoreError| !matches!(e.kind, StoreErrorKind::NoSuchBucket | StoreErrorKind::AccessDenied);
+    // Missing bucket, refused credentials or a rewritten object do not heal by waiting.
+    let transient = |e: &StoreError| {
+        !matches!(e.kind, StoreErrorKind::NoSuchBucket | StoreErrorKind::AccessDenied | StoreErrorKind::Changed)
+    };
     let timed_out = || error(StoreErrorKind::Unreachable, "no answer before the retry deadline".into());
     let patience = Patience::new(RANGE_PATIENCE);
     let read = retry::patiently(patience, attempt, transient, timed_out, &mut |_, _| {}).await;
@@ -113,7 +125,8 @@ mod tests {
         let repo = Repository::new(outage.clone(), "srv");
         let content: Vec<u8> = (0..(RANGE as usize * 2 + 5)).map(|i| (i % 253) as u8).collect();
         runtime.block_on(repo.put("base/x/data.tar", Bytes::from(content.clone()))).unwrap();
-        let reader = ObjectReader::new(&repo, "base/x/data.tar".into(), content.len() as u64, runtime.handle().clone());
+        let reader =
+            ObjectReader::new(&repo, "base/x/data.tar".into(), content.len() as u64, None, runtime.handle().clone());
         let flip = outage.clone();
         std::thread::spawn(move || {
             std::thread::sleep(std::time::Duration::from_millis(1200));
@@ -124,5 +137,26 @@ mod tests {
         reader.read_to_end(&mut read).unwrap();
         assert!(read == content, "read {} bytes", read.len());
         assert!(outage.calls.load(std::sync::atomic::Ordering::SeqCst) > 3, "the store was asked again");
+    }
+
+    /// An object rewritten after it was listed: a read pinned to the listed version fails
+    /// at once as `Changed` (no retries), never mixing the two versions.
+    #[tokio::test]
+    async fn a_range_of_a_rewritten_object_is_refused_at_once() {
+        let root = tempfile::tempdir().unwrap();
+        let store: Arc<dyn ObjectStore> = Arc::new(crate::store::LocalStore::new(root.path()));
+        store.put("base/x/data.tar", Bytes::from_static(b"first version")).await.unwrap();
+        let listed = store.list("base/x/").await.unwrap().remove(0);
+        let version = listed.version.clone().expect("the local driver names versions");
+        let read = read_range(store.clone(), listed.key.clone(), 0, 5, Some(version.clone())).await.unwrap();
+        assert_eq!(read, Bytes::from_static(b"first"));
+        std::thread::sleep(Duration::from_millis(10));
+        store.put("base/x/data.tar", Bytes::from_static(b"other version")).await.unwrap();
+        let started = std::time::Instant::now();
+        let err = read_range(store.clone(), listed.key.clone(), 5, 5, Some(version)).await.unwrap_err();
+        assert_eq!(err.kind, StoreErrorKind::Changed, "{err}");
+        assert!(started.elapsed() < Duration::from_secs(1), "not retried");
+        let unpinned = read_range(store, listed.key, 0, 5, None).await.unwrap();
+        assert_eq!(unpinned, Bytes::from_static(b"other"));
     }
 }

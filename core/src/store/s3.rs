@@ -154,6 +154,7 @@ impl S3Store {
             (Some("AccessDenied" | "InvalidAccessKeyId" | "SignatureDoesNotMatch" | "ExpiredToken"), _)
             | (_, Some(401 | 403)) => StoreErrorKind::AccessDenied,
             (Some("BadDigest" | "InvalidDigest"), _) => StoreErrorKind::Integrity,
+            (Some("PreconditionFailed"), _) | (_, Some(412)) => StoreErrorKind::Changed,
             _ => StoreErrorKind::Other,
         };
         let cause = match (code, status) {
@@ -256,7 +257,7 @@ impl ObjectStore for S3Store {
         self.read_body(key, response.body).await.map(Some)
     }
 
-    async fn get_range(&self, key: &str, offset: u64, length: u64) -> StoreResult<Bytes> {
+    async fn get_range(&self, key: &str, offset: u64, length: u64, version: Option<&str>) -> StoreResult<Bytes> {
         let range = format!("bytes={offset}-{}", offset + length.max(1) - 1);
         let response = self
             .client
@@ -264,6 +265,7 @@ impl ObjectStore for S3Store {
             .bucket(&self.bucket)
             .key(key)
             .range(range)
+            .set_if_match(version.map(str::to_string))
             .send()
             .await
             .map_err(|e| self.error("GetObject", key, e))?;
@@ -288,6 +290,7 @@ impl ObjectStore for S3Store {
                     md5: if etag_is_md5 { etag_md5(head.e_tag()) } else { None },
                     sha256,
                     modified: head.last_modified().and_then(utc),
+                    version: head.e_tag().map(str::to_string),
                 }))
             }
             Err(e) if Self::is_not_found(&e) => Ok(None),
@@ -318,6 +321,7 @@ impl ObjectStore for S3Store {
                     md5: None,
                     sha256: None,
                     modified: o.last_modified().and_then(utc),
+                    version: o.e_tag().map(str::to_string),
                 })
             })
             .collect();

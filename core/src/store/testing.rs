@@ -55,9 +55,9 @@ impl ObjectStore for Outage {
         self.check(key)?;
         self.inner.head(key).await
     }
-    async fn get_range(&self, key: &str, offset: u64, length: u64) -> StoreResult<Bytes> {
+    async fn get_range(&self, key: &str, offset: u64, length: u64, version: Option<&str>) -> StoreResult<Bytes> {
         self.check(key)?;
-        self.inner.get_range(key, offset, length).await
+        self.inner.get_range(key, offset, length, version).await
     }
     async fn list_page(&self, prefix: &str, continuation: Option<&str>, max_keys: usize) -> StoreResult<ListPage> {
         self.check(prefix)?;
@@ -125,8 +125,8 @@ impl ObjectStore for FailingDeletes {
     async fn head(&self, key: &str) -> StoreResult<Option<ObjectMeta>> {
         self.inner.head(key).await
     }
-    async fn get_range(&self, key: &str, offset: u64, length: u64) -> StoreResult<Bytes> {
-        self.inner.get_range(key, offset, length).await
+    async fn get_range(&self, key: &str, offset: u64, length: u64, version: Option<&str>) -> StoreResult<Bytes> {
+        self.inner.get_range(key, offset, length, version).await
     }
     async fn list_page(&self, prefix: &str, continuation: Option<&str>, max_keys: usize) -> StoreResult<ListPage> {
         self.inner.list_page(prefix, continuation, max_keys).await

@@ -336,3 +336,24 @@ async fn under_sse_s3_the_etag_is_still_an_md5() {
     let err = super::super::check_stored(&super::super::SentObject::of(b"hello"), &meta).unwrap_err();
     assert!(err.contains("MD5"), "{err}");
 }
+
+/// A ranged read pinned to a version sends it as If-Match, and the store's 412 (the object
+/// was rewritten) is `Changed`, not a transient error.
+#[tokio::test]
+async fn a_pinned_range_sends_if_match_and_a_rewritten_object_is_changed() {
+    let body = "<?xml version=\"1.0\"?><Error><Code>PreconditionFailed</Code><Message>At least one of the pre-conditions you specified did not hold</Message></Error>";
+    let response: &'static str = Box::leak(
+        format!(
+            "HTTP/1.1 412 Precondition Failed\r\nContent-Type: application/xml\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .into_boxed_str(),
+    );
+    let (endpoint, server) = answer_once(response).await;
+    let store = S3Store::new("bucket", &options(endpoint)).await;
+    let err = store.get_range("base/x/data.tar", 0, 8, Some("\"5d41402abc4b2a76b9719d911017c592\"")).await.unwrap_err();
+    assert_eq!(err.kind, StoreErrorKind::Changed, "{err}");
+    let request = server.await.unwrap();
+    assert!(request.contains("if-match: \"5d41402abc4b2a76b9719d911017c592\""), "{request}");
+    assert!(request.contains("range: bytes=0-7"), "{request}");
+}
