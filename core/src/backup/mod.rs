@@ -217,8 +217,18 @@ const RECORD_TIME: Duration = Duration::from_secs(10);
 /// a store call is left behind (the process is exiting, or the store times it out).
 const STREAM_STOP_TIME: Duration = Duration::from_secs(5);
 
-/// Writes `backup.info`.
+/// Writes `backup.info`, once the repository's record admits this writer: a status written
+/// late (a FAILED record the store refused earlier, written after a key rotation or by a
+/// writer with another key file) must not be encrypted with a key the record does not list.
 pub fn record(repo: &Repository, runtime: &Handle, backup_id: &str, info: &BackupInfo) -> Result<(), String> {
+    let admitted = runtime.block_on(async { tokio::time::timeout(RECORD_TIME, ownership::admit_writer(repo)).await });
+    match admitted {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => return Err(format!("{e} ({})", e.hint())),
+        Err(_) => {
+            return Err(format!("the repository's ownership record got no answer within {}s", RECORD_TIME.as_secs()))
+        }
+    }
     let key = format!("{}/backup.info", backup_dir(backup_id));
     put_within_record_time(repo, runtime, &key, info.to_barman().into())
 }

@@ -315,3 +315,24 @@ fn a_backup_whose_end_segment_is_never_archived_fails_within_the_archive_timeout
     assert_eq!(backups[0].status(), "FAILED");
     assert!(backups[0].fields.get("error").unwrap().contains("pgops.backup_archive_timeout"));
 }
+
+/// Every writer of a status is admitted first: an encrypting writer on a repository claimed
+/// plain (or with keys its ring lacks) records nothing.
+#[test]
+fn a_status_is_recorded_only_by_a_writer_the_repository_admits() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let repo = archived_repository(&runtime, dir.path());
+    let identity = ClusterIdentity { system_identifier: 7300, pg_version_num: 150000, wal_segment_size: 16 << 20 };
+    runtime.block_on(ownership::claim(&repo, &identity)).unwrap();
+    let key_file = dir.path().join("key");
+    crate::pipeline::KeyRing::create_file(&key_file).unwrap();
+    let keys = Some(Arc::new(crate::pipeline::KeyRing::load(&key_file).unwrap()));
+    let encrypting = repo.clone().with_keys(keys);
+    let info = BackupInfo { status: Some(BackupStatus::Failed), ..BackupInfo::default() };
+    let err = record(&encrypting, runtime.handle(), "20261125T020000", &info).unwrap_err();
+    assert!(err.contains("plain"), "{err}");
+    assert!(runtime.block_on(repo.get("base/20261125T020000/backup.info")).unwrap().is_none());
+    record(&repo, runtime.handle(), "20261125T020000", &info).unwrap();
+    assert!(runtime.block_on(repo.get("base/20261125T020000/backup.info")).unwrap().is_some());
+}
