@@ -395,15 +395,22 @@ fn pg_wal_becomes_a_link_to_its_own_directory_only_when_it_holds_no_wal() {
     let target = tempfile::tempdir().unwrap();
     let (pgdata, wal) = (target.path().join("data"), target.path().join("wal/pg_wal"));
     std::fs::create_dir_all(pgdata.join("pg_wal/archive_status")).unwrap();
+    // PostgreSQL 17+: WAL summaries have their directory in pg_wal too.
+    std::fs::create_dir_all(pgdata.join("pg_wal/summaries")).unwrap();
     link_wal_directory(&pgdata, &wal).unwrap();
     assert_eq!(std::fs::read_link(pgdata.join("pg_wal")).unwrap(), wal);
-    assert!(pgdata.join("pg_wal/archive_status").is_dir());
+    assert!(pgdata.join("pg_wal/archive_status").is_dir() && pgdata.join("pg_wal/summaries").is_dir());
 
     let other = target.path().join("other");
     std::fs::create_dir_all(other.join("pg_wal/archive_status")).unwrap();
     std::fs::write(other.join("pg_wal/000000010000000000000001"), b"wal").unwrap();
     let err = link_wal_directory(&other, &target.path().join("wal2")).unwrap_err().to_string();
     assert!(err.contains("000000010000000000000001"), "{err}");
+    std::fs::remove_file(other.join("pg_wal/000000010000000000000001")).unwrap();
+    std::fs::create_dir_all(other.join("pg_wal/summaries")).unwrap();
+    std::fs::write(other.join("pg_wal/summaries/0000000100000000010000280000000001000100.summary"), b"s").unwrap();
+    let err = link_wal_directory(&other, &target.path().join("wal2")).unwrap_err().to_string();
+    assert!(err.contains(".summary"), "a summary is not moved either: {err}");
     assert!(std::fs::symlink_metadata(other.join("pg_wal")).unwrap().is_dir(), "left as it was");
     assert!(!target.path().join("wal2").exists());
 

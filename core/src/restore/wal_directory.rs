@@ -17,22 +17,31 @@ pub(super) fn overlap(a: &Path, b: &Path) -> bool {
 /// data directory without a pg_wal it can use only after the link is there.
 pub(super) fn link_wal_directory(pgdata: &Path, dir: &Path) -> Result<(), RestoreError> {
     let pg_wal = pgdata.join("pg_wal");
-    let archive_status = pg_wal.join("archive_status");
-    // What is in `dir` besides `allowed` (a missing `dir` holds nothing).
-    let stray = |dir: &Path, allowed: &Path| -> Result<Option<PathBuf>, RestoreError> {
-        let entries = match std::fs::read_dir(dir) {
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-            listed => listed.map_err(RestoreError::io(dir))?,
-        };
-        for entry in entries {
-            let path = entry.map_err(RestoreError::io(dir))?.path();
-            if path != allowed {
-                return Ok(Some(path));
-            }
+    // The directories Postgres keeps in pg_wal (summaries: PostgreSQL 17+), made again in
+    // `dir`; each must be empty, and nothing else may be there.
+    let kept = ["archive_status", "summaries"];
+    let entries = |dir: &Path| -> Result<Vec<PathBuf>, RestoreError> {
+        match std::fs::read_dir(dir) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Vec::new()),
+            listed => listed
+                .map_err(RestoreError::io(dir))?
+                .map(|entry| entry.map(|entry| entry.path()).map_err(RestoreError::io(dir)))
+                .collect(),
         }
-        Ok(None)
     };
-    if let Some(path) = stray(&archive_status, Path::new(""))?.or(stray(&pg_wal, &archive_status)?) {
+    let mut subdirectories = Vec::new();
+    let mut stray = None;
+    for path in entries(&pg_wal)? {
+        let is_kept = path.file_name().is_some_and(|name| kept.iter().any(|kept| name == *kept)) && path.is_dir();
+        match is_kept {
+            true => match entries(&path)?.into_iter().next() {
+                Some(inside) => stray = stray.or(Some(inside)),
+                None => subdirectories.push(path),
+            },
+            false => stray = stray.or(Some(path)),
+        }
+    }
+    if let Some(path) = stray {
         return Err(RestoreError::refused(
             format!(
                 "the restored pg_wal holds {}, which a restore into a WAL directory of its own ({}) does not move",
@@ -45,12 +54,15 @@ pub(super) fn link_wal_directory(pgdata: &Path, dir: &Path) -> Result<(), Restor
     // Checked empty before the restore began; checked again, as hours may have passed.
     ensure_empty(dir)?;
     create_private_dir(&dir.join("archive_status"))?;
+    for subdirectory in &subdirectories {
+        create_private_dir(&dir.join(subdirectory.file_name().unwrap_or_default()))?;
+    }
     create_private_dir(dir)?;
     if let Some(parent) = dir.parent() {
         // The new directory's own entry made durable (sync_tree syncs what lies below dir).
         std::fs::File::open(parent).and_then(|parent| parent.sync_all()).map_err(RestoreError::io(parent))?;
     }
-    for empty in [&archive_status, &pg_wal] {
+    for empty in subdirectories.iter().chain([&pg_wal]) {
         match std::fs::remove_dir(empty) {
             Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(RestoreError::io(empty)(e)),
             _ => {}
