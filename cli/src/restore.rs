@@ -7,6 +7,7 @@ use pgops_core::restore::{
     self, ArchiveAfterRestore, BackupChoice, RecoveryTarget, RestoreError, RestoreRequest, TargetAction, TargetTime,
     TargetTimeline,
 };
+use pgops_core::store::StoreErrorKind;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::str::FromStr;
@@ -144,9 +145,13 @@ impl FromStr for TablespaceMapping {
 }
 
 /// The exit status of each kind of failure (the table in main.rs): 2 the store failed, 4
-/// the restore was refused or failed otherwise; bad usage (3) never gets this far.
+/// the restore was refused or failed otherwise (an object that does not decode or was
+/// rewritten while it was read: waiting does not help); bad usage (3) never gets this far.
 fn exit_status(error: &RestoreError) -> u8 {
     match error {
+        RestoreError::Store(e) if matches!(e.kind, StoreErrorKind::Undecodable(_) | StoreErrorKind::Changed) => {
+            exit::OTHER
+        }
         RestoreError::Store(_) => exit::STORE,
         RestoreError::Refused { .. } | RestoreError::Corrupt { .. } | RestoreError::Io { .. } => exit::OTHER,
     }
@@ -242,6 +247,7 @@ mod tests {
     use crate::{Cli, Command};
     use clap::error::ErrorKind;
     use clap::Parser;
+    use pgops_core::store::{StoreError, UndecodableReason};
 
     fn parse(flags: &[&str]) -> Result<RestoreArgs, clap::Error> {
         let args = ["pgops", "restore", "--pgdata", "/restored"].iter().chain(flags);
@@ -312,13 +318,16 @@ mod tests {
 
     #[test]
     fn a_store_failure_exits_2_and_every_other_failure_4() {
-        let store = pgops_core::store::StoreError {
+        let store = StoreError {
             operation: "GetObject",
             location: "s3://b/x".into(),
-            kind: pgops_core::store::StoreErrorKind::Unreachable,
+            kind: StoreErrorKind::Unreachable,
             cause: "connection refused".into(),
         };
-        assert_eq!(exit_status(&RestoreError::Store(store)), exit::STORE);
+        assert_eq!(exit_status(&RestoreError::Store(store.clone())), exit::STORE);
+        for kind in [StoreErrorKind::Undecodable(UndecodableReason::Corrupt), StoreErrorKind::Changed] {
+            assert_eq!(exit_status(&RestoreError::Store(StoreError { kind, ..store.clone() })), exit::OTHER);
+        }
         let errors = [
             RestoreError::Refused { what: "no backup x".into(), hint: "pgops list".into() },
             RestoreError::Corrupt { location: "data.tar".into(), cause: "a symbolic link".into() },
