@@ -7,7 +7,7 @@ use crate::backup::info::InfoFields;
 use crate::backup::{backup_dir, PGOPS_METADATA};
 use crate::pipeline::{self, Compression, DecodeError};
 use crate::store::reader::ObjectReader;
-use crate::store::{Repository, StoreError};
+use crate::store::{Repository, StoreError, StoreErrorKind};
 use bytes::Bytes;
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Read;
@@ -31,9 +31,8 @@ pub(crate) struct StoredBackup {
 pub(crate) struct StoredArchive {
     /// Its name in the backup's directory (`data.tar.zst`, `16385_0001.tar`).
     pub name: String,
+    /// Its size as listed; read back, it must still be that (else it was rewritten).
     pub size: u64,
-    /// The version listed: every range of it is read from that version.
-    pub version: Option<String>,
 }
 
 /// The label pgops gives its backups (`pg_backup_start`), in backup.info's backup_label.
@@ -54,7 +53,7 @@ impl StoredBackup {
             .into_iter()
             .filter_map(|o| {
                 let name = o.key.strip_prefix(&prefix)?.to_string();
-                Some(StoredArchive { name, size: o.size, version: o.version })
+                Some(StoredArchive { name, size: o.size })
             })
             .collect();
         let by_pgops = labelled_by_pgops || names.iter().any(|archive| archive.name == PGOPS_METADATA);
@@ -112,7 +111,8 @@ impl StoredBackup {
         repo.location(&format!("{}/{name}", backup_dir(backup_id)))
     }
 
-    /// A decompressing reader over one of the archives, of the version listed.
+    /// A decompressing reader over one of the archives: every range of the version the
+    /// store serves when it is opened, which must have the size listed.
     pub(crate) fn open(
         repo: &Repository,
         runtime: &Handle,
@@ -122,7 +122,22 @@ impl StoredBackup {
         let name = archive.name.as_str();
         let (_, codec) = Compression::split_file_name(name);
         let relative = format!("{}/{name}", backup_dir(backup_id));
-        let reader = ObjectReader::new(repo, relative.clone(), archive.size, archive.version.clone(), runtime.clone());
+        let location = repo.location(&relative);
+        let reader = runtime.block_on(ObjectReader::open(repo, relative.clone(), runtime.clone()))?;
+        let reader = match reader {
+            Some(reader) if reader.size() == archive.size => reader,
+            found => {
+                return Err(RestoreError::Store(StoreError {
+                    operation: "HeadObject",
+                    location,
+                    kind: StoreErrorKind::Changed,
+                    cause: match found {
+                        Some(reader) => format!("{} bytes, not the {} listed", reader.size(), archive.size),
+                        None => "deleted since it was listed".into(),
+                    },
+                }))
+            }
+        };
         pipeline::decode_reader(reader, &relative, codec, repo.keys()).map_err(|e| match e {
             DecodeError::Source(e) => RestoreError::reading(&repo.location(&relative), "opening the archive", e),
             e => RestoreError::Store(StoreError::undecodable(StoredBackup::location(repo, backup_id, name), e)),

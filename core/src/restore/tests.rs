@@ -619,3 +619,15 @@ fn a_time_without_offset_is_the_backed_up_servers_local_time() {
     assert!(err.contains("no DONE backup ends before the recovery target"), "{err}");
     assert_eq!(std::fs::read_dir(&early).unwrap().count(), 0);
 }
+
+/// An archive rewritten after the backup was listed is refused (`Changed`), not read as
+/// whatever is there now.
+#[test]
+fn an_archive_rewritten_since_it_was_listed_is_refused() {
+    let (_store, repo, runtime) = repository_with(CLUSTER, true);
+    let stored = StoredBackup::load(&repo, runtime.handle(), "20261125T020000").unwrap();
+    runtime.block_on(repo.put("base/20261125T020000/data.tar", Bytes::from_static(b"another archive"))).unwrap();
+    let err = StoredBackup::open(&repo, runtime.handle(), "20261125T020000", &stored.data[0]).err().unwrap();
+    assert!(matches!(&err, RestoreError::Store(e) if e.kind == StoreErrorKind::Changed), "{err}");
+    assert!(err.to_string().contains("data.tar"), "{err}");
+}

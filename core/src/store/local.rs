@@ -3,8 +3,8 @@
 //! object either exists whole and durable or not at all.
 
 use super::{
-    md5_of, sha256_of, DeleteFailure, ListPage, MultipartUpload, ObjectMeta, ObjectStore, StoreError, StoreErrorKind,
-    StoreResult, UploadedPart,
+    md5_of, sha256_of, DeleteFailure, ListPage, MultipartUpload, ObjectMeta, ObjectStore, ObjectVersion, StoreError,
+    StoreErrorKind, StoreResult, UploadedPart,
 };
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -185,8 +185,7 @@ impl SortedWalk {
             {
                 let meta = std::fs::metadata(&path)?;
                 let modified = meta.modified().ok().map(chrono::DateTime::<chrono::Utc>::from);
-                let version = Some(version_of(&meta));
-                out.push(ObjectMeta { key, size: meta.len(), md5: None, sha256: None, modified, version });
+                out.push(ObjectMeta { key, size: meta.len(), md5: None, sha256: None, modified, version: None });
                 if out.len() >= self.max_keys {
                     return Ok(true);
                 }
@@ -222,11 +221,11 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
     tokio::task::spawn_blocking(f).await.expect("local store I/O task panicked")
 }
 
-/// A file's version: its modification time (nanoseconds) and size. Every write replaces
-/// the file by a rename, which gives it a new modification time.
+/// A file's version: its inode, modification time and size. Every write replaces the file
+/// by a rename, which gives it a new inode while the old one is open or not reused.
 fn version_of(meta: &std::fs::Metadata) -> String {
     use std::os::unix::fs::MetadataExt;
-    format!("{}.{:09}-{}", meta.mtime(), meta.mtime_nsec(), meta.len())
+    format!("{}:{}.{:09}-{}", meta.ino(), meta.mtime(), meta.mtime_nsec(), meta.len())
 }
 
 #[async_trait]
@@ -283,6 +282,15 @@ impl ObjectStore for LocalStore {
                 version.unwrap_or_default()
             ),
         })
+    }
+
+    async fn version(&self, key: &str) -> StoreResult<Option<ObjectVersion>> {
+        let path = self.path("stat", key)?;
+        match blocking(move || std::fs::metadata(path)).await {
+            Ok(meta) => Ok(Some(ObjectVersion { size: meta.len(), version: Some(version_of(&meta)) })),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(self.io_error("stat", key, e)),
+        }
     }
 
     async fn head(&self, key: &str) -> StoreResult<Option<ObjectMeta>> {

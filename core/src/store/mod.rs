@@ -39,10 +39,18 @@ pub struct ObjectMeta {
     /// modification time): retention's sign of life of a directory another tool is still
     /// writing.
     pub modified: Option<chrono::DateTime<chrono::Utc>>,
-    /// This version of the object, as the store names it (S3's ETag; the local driver's
-    /// modification time and size): a ranged read pinned to it fails with
-    /// [`StoreErrorKind::Changed`] once the object is rewritten, so that a large object read
-    /// piece by piece is never a mix of two versions.
+    /// This version of the object as HEAD names it (S3's ETag), for
+    /// [`ObjectStore::version`]; `None` in listings (some S3-compatible stores list another
+    /// ETag than they serve).
+    pub version: Option<String>,
+}
+
+/// The version of an object a reader pins its ranged reads to, and its size then.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectVersion {
+    pub size: u64,
+    /// What the store calls this version (S3's ETag, sent back as If-Match; the local
+    /// driver's inode, modification time and size); `None` when it names none.
     pub version: Option<String>,
 }
 
@@ -210,6 +218,12 @@ pub trait ObjectStore: Send + Sync + fmt::Debug {
     /// The object's content, or `None` when there is no such object.
     async fn get(&self, key: &str) -> StoreResult<Option<Bytes>>;
     async fn head(&self, key: &str) -> StoreResult<Option<ObjectMeta>>;
+    /// The object's current version and size, as the store serves it, or `None` when there
+    /// is no such object: what a ranged read pins to, so that a large object read piece by
+    /// piece is never a mix of two versions.
+    async fn version(&self, key: &str) -> StoreResult<Option<ObjectVersion>> {
+        Ok(self.head(key).await?.map(|meta| ObjectVersion { size: meta.size, version: meta.version }))
+    }
     /// `length` bytes from `offset` (fewer at the end of the object), for reading large
     /// objects piece by piece; with `version` (an [`ObjectMeta::version`]), only of that
     /// version ([`StoreErrorKind::Changed`] if the object was rewritten since).

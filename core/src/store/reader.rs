@@ -2,7 +2,7 @@
 //! and retried through store errors.
 
 use crate::retry::{self, Failed, Patience};
-use crate::store::{ObjectStore, Repository, StoreError, StoreErrorKind};
+use crate::store::{ObjectStore, ObjectVersion, Repository, StoreError, StoreErrorKind};
 use bytes::Bytes;
 use std::collections::VecDeque;
 use std::io::{self, Read};
@@ -18,7 +18,7 @@ pub(crate) struct ObjectReader {
     repo: Repository,
     key: String,
     size: u64,
-    /// The version every range is read from (the listing's), when the store names one.
+    /// The version every range is read from, when the store names one.
     version: Option<String>,
     runtime: Handle,
     chunk: Bytes,
@@ -30,7 +30,16 @@ const RANGE: u64 = 8 * 1024 * 1024;
 const RANGES_IN_FLIGHT: usize = 4;
 
 impl ObjectReader {
-    pub(crate) fn new(repo: &Repository, key: String, size: u64, version: Option<String>, runtime: Handle) -> Self {
+    /// A reader of `key`'s current version (`None` when the object is gone), asked of the
+    /// store with the patience of a range.
+    pub(crate) async fn open(repo: &Repository, key: String, runtime: Handle) -> Result<Option<Self>, StoreError> {
+        let (store, full_key) = (repo.store.clone(), repo.key(&key));
+        let version = patiently(&store, &full_key, || store.version(&full_key)).await?;
+        Ok(version.map(|current| ObjectReader::new(repo, key, current, runtime)))
+    }
+
+    fn new(repo: &Repository, key: String, current: ObjectVersion, runtime: Handle) -> Self {
+        let ObjectVersion { size, version } = current;
         let mut reader = ObjectReader {
             repo: repo.clone(),
             key,
@@ -43,6 +52,11 @@ impl ObjectReader {
         };
         reader.fetch_ahead();
         reader
+    }
+
+    /// The size of the version read.
+    pub(crate) fn size(&self) -> u64 {
+        self.size
     }
 
     fn fetch_ahead(&mut self) {
@@ -69,18 +83,29 @@ async fn read_range(
     length: u64,
     version: Option<String>,
 ) -> Result<Bytes, StoreError> {
-    let error =
-        |kind, cause: String| StoreError { operation: "GetObject", location: store.location(&key), kind, cause };
     let attempt = || async {
         let bytes = store.get_range(&key, offset, length, version.as_deref()).await?;
         match bytes.len() as u64 == length {
             true => Ok(bytes),
-            false => Err(error(
-                StoreErrorKind::Unreachable,
-                format!("{} bytes of the range {offset}+{length} arrived", bytes.len()),
-            )),
+            false => Err(StoreError {
+                operation: "GetObject",
+                location: store.location(&key),
+                kind: StoreErrorKind::Unreachable,
+                cause: format!("{} bytes of the range {offset}+{length} arrived", bytes.len()),
+            }),
         }
     };
+    patiently(&store, &key, attempt).await
+}
+
+/// `attempt` on `key`, retried (with backoff, up to [`RANGE_PATIENCE`]) while the store
+/// fails.
+async fn patiently<T, F, Fut>(store: &Arc<dyn ObjectStore>, key: &str, attempt: F) -> Result<T, StoreError>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Result<T, StoreError>>,
+{
+    let error = |kind, cause: String| StoreError { operation: "GetObject", location: store.location(key), kind, cause };
     // Missing bucket, refused credentials or a rewritten object do not heal by waiting.
     let transient = |e: &StoreError| {
         !matches!(e.kind, StoreErrorKind::NoSuchBucket | StoreErrorKind::AccessDenied | StoreErrorKind::Changed)
@@ -125,8 +150,8 @@ mod tests {
         let repo = Repository::new(outage.clone(), "srv");
         let content: Vec<u8> = (0..(RANGE as usize * 2 + 5)).map(|i| (i % 253) as u8).collect();
         runtime.block_on(repo.put("base/x/data.tar", Bytes::from(content.clone()))).unwrap();
-        let reader =
-            ObjectReader::new(&repo, "base/x/data.tar".into(), content.len() as u64, None, runtime.handle().clone());
+        let current = ObjectVersion { size: content.len() as u64, version: None };
+        let reader = ObjectReader::new(&repo, "base/x/data.tar".into(), current, runtime.handle().clone());
         let flip = outage.clone();
         std::thread::spawn(move || {
             std::thread::sleep(std::time::Duration::from_millis(1200));
@@ -147,7 +172,8 @@ mod tests {
         let store: Arc<dyn ObjectStore> = Arc::new(crate::store::LocalStore::new(root.path()));
         store.put("base/x/data.tar", Bytes::from_static(b"first version")).await.unwrap();
         let listed = store.list("base/x/").await.unwrap().remove(0);
-        let version = listed.version.clone().expect("the local driver names versions");
+        let version =
+            store.version(&listed.key).await.unwrap().unwrap().version.expect("the local driver names versions");
         let read = read_range(store.clone(), listed.key.clone(), 0, 5, Some(version.clone())).await.unwrap();
         assert_eq!(read, Bytes::from_static(b"first"));
         std::thread::sleep(Duration::from_millis(10));

@@ -321,7 +321,7 @@ impl ObjectStore for S3Store {
                     md5: None,
                     sha256: None,
                     modified: o.last_modified().and_then(utc),
-                    version: o.e_tag().map(str::to_string),
+                    version: None,
                 })
             })
             .collect();

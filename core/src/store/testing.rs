@@ -1,8 +1,8 @@
 //! Test doubles for the store, for unit tests of the core (real stores in the e2e tests).
 
 use super::{
-    DeleteFailure, ListPage, LocalStore, MultipartUpload, ObjectMeta, ObjectStore, StoreError, StoreErrorKind,
-    StoreResult, UploadedPart,
+    DeleteFailure, ListPage, LocalStore, MultipartUpload, ObjectMeta, ObjectStore, ObjectVersion, StoreError,
+    StoreErrorKind, StoreResult, UploadedPart,
 };
 use bytes::Bytes;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
@@ -54,6 +54,10 @@ impl ObjectStore for Outage {
     async fn head(&self, key: &str) -> StoreResult<Option<ObjectMeta>> {
         self.check(key)?;
         self.inner.head(key).await
+    }
+    async fn version(&self, key: &str) -> StoreResult<Option<ObjectVersion>> {
+        self.check(key)?;
+        self.inner.version(key).await
     }
     async fn get_range(&self, key: &str, offset: u64, length: u64, version: Option<&str>) -> StoreResult<Bytes> {
         self.check(key)?;
@@ -124,6 +128,9 @@ impl ObjectStore for FailingDeletes {
     }
     async fn head(&self, key: &str) -> StoreResult<Option<ObjectMeta>> {
         self.inner.head(key).await
+    }
+    async fn version(&self, key: &str) -> StoreResult<Option<ObjectVersion>> {
+        self.inner.version(key).await
     }
     async fn get_range(&self, key: &str, offset: u64, length: u64, version: Option<&str>) -> StoreResult<Bytes> {
         self.inner.get_range(key, offset, length, version).await
