@@ -429,7 +429,8 @@ fn a_wal_directory_overlapping_the_data_or_a_tablespace_directory_is_refused_bef
     let (_store, repo, runtime) = repository_with(CLUSTER, true);
     let target = tempfile::tempdir().unwrap();
     let pgdata = target.path().join("data");
-    for wal in [pgdata.join("pg_wal"), target.path().to_path_buf(), target.path().join("ts/pg_wal")] {
+    let sneaky = target.path().join("elsewhere/../data/pg_wal");
+    for wal in [pgdata.join("pg_wal"), target.path().to_path_buf(), target.path().join("ts/pg_wal"), sneaky] {
         let mut request = request(&pgdata, RecoveryTarget::End);
         request.tablespace_map.insert(16385, target.path().join("ts"));
         request.wal_directory = Some(wal.clone());

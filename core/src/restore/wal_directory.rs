@@ -4,10 +4,27 @@ use super::*;
 use std::io::{self};
 use std::path::{Path, PathBuf};
 
-/// Whether one of two absolute directories is the other or lies below it (as written: the
-/// paths are not resolved, they may not exist yet).
+/// Whether one of two directories is the other or lies below it: made absolute and their
+/// `.` and `..` taken lexically (they may not exist yet, so links are not resolved).
 pub(super) fn overlap(a: &Path, b: &Path) -> bool {
-    a.starts_with(b) || b.starts_with(a)
+    let (a, b) = (lexically_absolute(a), lexically_absolute(b));
+    a.starts_with(&b) || b.starts_with(&a)
+}
+
+fn lexically_absolute(path: &Path) -> PathBuf {
+    use std::path::Component;
+    let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    let mut normal = PathBuf::new();
+    for component in absolute.components() {
+        match component {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                normal.pop();
+            }
+            other => normal.push(other),
+        }
+    }
+    normal
 }
 
 /// pg_wal on its own volume: the restored pg_wal, which holds only an empty
