@@ -4,14 +4,18 @@
 
 use crate::naming::{self, NotAWalFile};
 use crate::ownership::{self, ClusterIdentity, OwnershipError};
-use crate::pipeline::{self, Compression, KeyRing};
+use crate::pipeline::{Compression, EncodeWriter, KeyRing};
 use crate::repository::RepositoryUrl;
-use crate::store::{check_stored, ObjectMeta, Repository, S3Options, SentObject, StoreError, StoreErrorKind};
-use bytes::Bytes;
+use crate::store::reader::{decode_into, DecodeIntoError, SameAs};
+use crate::store::writer::{self, ObjectWriter};
+use crate::store::{ObjectMeta, Repository, S3Options, StoreError, StoreErrorKind};
 use std::collections::{HashMap, HashSet};
 use std::fmt;
+use std::fs::File;
+use std::io::{BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use tokio::runtime::Handle;
 use tokio::task::JoinHandle;
 
 /// Everything the archiver needs from the settings, already validated.
@@ -211,12 +215,14 @@ pub fn ready_files(archive_status: &Path) -> std::io::Result<Vec<String>> {
     Ok(names)
 }
 
-/// A WAL file read and compressed, ready to upload.
-struct Prepared {
-    raw: Vec<u8>,
-    packed: Vec<u8>,
-    sent: SentObject,
-}
+/// The parts a WAL object is sent in. A 16 MiB segment nearly always compresses into one
+/// part (one PUT); a larger one (`initdb --wal-segsize` up to 1 GiB) goes up in parts,
+/// [`PARTS_IN_FLIGHT`] at a time, each retried on its own: an upload holds about
+/// part size × (parts in flight + 1) of memory whatever the segment size.
+const PART_SIZE: usize = 8 << 20;
+const PARTS_IN_FLIGHT: usize = 2;
+/// How much of the local file is read at a time.
+const READ_SIZE: usize = 1 << 20;
 
 async fn upload(
     repo: &Repository,
@@ -226,69 +232,115 @@ async fn upload(
     level: i32,
 ) -> Result<Archived, ArchiveError> {
     let key = naming::wal_key(name, compression)?;
-    let object_name = key.clone();
     let dir = naming::wal_dir(name)?;
-    let location = repo.location(&key);
-    let read_path = path.to_path_buf();
-    let keys = repo.key_ring();
-    // Reading and compressing (CPU) overlap the look-up for existing copies (network).
     // The look-up lists the name's prefix, not a HEAD of the exact key: a copy under
     // another codec's suffix (Barman's, or an earlier compression setting) must be found
     // and compared, or the repository would hold two different segments of one name.
-    let prepare = tokio::task::spawn_blocking(move || -> Result<Prepared, ArchiveError> {
-        let raw = std::fs::read(&read_path).map_err(|cause| ArchiveError::Read { path: read_path, cause })?;
-        let packed = pipeline::encode(&raw, &object_name, compression, level, keys.as_deref())
-            .map_err(ArchiveError::Compress)?;
-        let sent = SentObject::of(&packed);
-        Ok(Prepared { raw, packed, sent })
+    let existing = repo.wal_copies(&dir, name).await?;
+    let (repo, name, path) = (repo.clone(), name.to_string(), path.to_path_buf());
+    let runtime = Handle::current();
+    let streamed = tokio::task::spawn_blocking(move || {
+        let mut compared = Vec::with_capacity(existing.len());
+        for copy in &existing {
+            compared.push(same_content(&repo, &runtime, &name, copy, &path)?);
+        }
+        match compared.pop() {
+            Some(already_archived) => Ok(already_archived),
+            None => stream_upload(&repo, &runtime, &name, &key, &path, compression, level),
+        }
     });
-    let (existing, prepared) = tokio::join!(repo.wal_copies(&dir, name), prepare);
-    let Prepared { raw, packed, sent } = prepared.map_err(|e| ArchiveError::Task(e.to_string()))??;
-    let mut already_archived = None;
-    for copy in existing? {
-        already_archived = Some(same_content(repo, name, &copy, &raw).await?);
-    }
-    if let Some(archived) = already_archived {
-        return Ok(archived);
-    }
-    let stored_bytes = packed.len() as u64;
-    // `packed` is already the pipeline's output (compressed, and encrypted in an encrypted
-    // repository): stored as it is, or it would be encrypted twice.
-    repo.put_as_is(&key, Bytes::from(packed)).await?;
-    let stored = repo.head(&key).await?.ok_or_else(|| ArchiveError::Verification {
-        location: location.clone(),
-        detail: "the object is missing right after the upload".into(),
-    })?;
-    check_stored(&sent, &stored).map_err(|detail| ArchiveError::Verification { location: location.clone(), detail })?;
-    Ok(Archived { name: name.to_string(), location, raw_bytes: raw.len() as u64, stored_bytes, already_present: false })
+    streamed.await.map_err(|e| ArchiveError::Task(e.to_string()))?
 }
 
-/// Success when `existing` holds exactly `raw` (a repeated archive of the same file);
-/// otherwise a conflict, and the object stays as it is.
-async fn same_content(
+/// Reads the file at `path` piece by piece through the pipeline (compressed, encrypted in
+/// an encrypted repository) into the object `key`, and checks what the store then holds.
+/// Blocking.
+fn stream_upload(
     repo: &Repository,
+    runtime: &Handle,
+    name: &str,
+    key: &str,
+    path: &Path,
+    compression: Compression,
+    level: i32,
+) -> Result<Archived, ArchiveError> {
+    let location = repo.location(key);
+    let read_error = |cause| ArchiveError::Read { path: path.to_path_buf(), cause };
+    let mut file = File::open(path).map_err(read_error)?;
+    let sink = ObjectWriter::new(repo, key.to_string(), runtime.clone(), PART_SIZE, PARTS_IN_FLIGHT);
+    let failure = sink.failure();
+    let mut encoder =
+        EncodeWriter::new(sink, key, compression, level, 0, repo.keys()).map_err(ArchiveError::Compress)?;
+    // A failed write is the store's error when the sink met one, else the encoder's.
+    let write_error = |e: std::io::Error| writer::take_failure(&failure).map_or(ArchiveError::Compress(e), Into::into);
+    let mut buffer = vec![0u8; READ_SIZE];
+    loop {
+        let n = match file.read(&mut buffer) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                writer::abandon(encoder);
+                return Err(read_error(e));
+            }
+        };
+        if let Err(e) = encoder.write_all(&buffer[..n]) {
+            writer::abandon(encoder);
+            return Err(write_error(e));
+        }
+    }
+    let raw_bytes = encoder.plain_bytes();
+    let sink = encoder.finish().map_err(write_error)?;
+    let stored_bytes = sink.finish().map_err(|e| match e.kind {
+        StoreErrorKind::Integrity => ArchiveError::Verification { location: location.clone(), detail: e.cause },
+        _ => ArchiveError::Store(e),
+    })?;
+    Ok(Archived { name: name.to_string(), location, raw_bytes, stored_bytes, already_present: false })
+}
+
+/// Success when `existing` holds exactly the file at `path` (a repeated archive of the
+/// same file); otherwise a conflict, and the object stays as it is. Both are read piece
+/// by piece; the stored one is refused once it decodes to more than the local file.
+/// Blocking.
+fn same_content(
+    repo: &Repository,
+    runtime: &Handle,
     name: &str,
     existing: &ObjectMeta,
-    raw: &[u8],
+    path: &Path,
 ) -> Result<Archived, ArchiveError> {
     let location = repo.store.location(&existing.key);
     let conflict = |detail: String| ArchiveError::Conflict { location: location.clone(), detail };
+    let read_error = |cause| ArchiveError::Read { path: path.to_path_buf(), cause };
     let file = existing.key.rsplit('/').next().unwrap_or_default();
     let codec = Compression::of_copy(file, name).ok_or_else(|| {
         conflict("it is stored with a compression pgops cannot read, so it cannot be compared".into())
     })?;
-    let content = match repo.read_object(&existing.key, codec).await {
-        Ok(content) => content.ok_or_else(|| conflict("it vanished while being compared".into()))?,
-        Err(e) if matches!(e.kind, StoreErrorKind::Undecodable(_)) => return Err(conflict(e.cause)),
-        Err(e) => return Err(e.into()),
+    let local = File::open(path).map_err(read_error)?;
+    let local_size = local.metadata().map_err(read_error)?.len();
+    let mut same = SameAs::new(BufReader::with_capacity(READ_SIZE, local));
+    let relative = repo.relative(&existing.key).unwrap_or(&existing.key);
+    let stored_size = match decode_into(repo, runtime, relative, codec, local_size, &mut same) {
+        Ok(Some(size)) => size,
+        Ok(None) => return Err(conflict("it vanished while being compared".into())),
+        Err(DecodeIntoError::Store(e)) if matches!(e.kind, StoreErrorKind::Undecodable(_)) => {
+            return Err(conflict(e.cause))
+        }
+        Err(DecodeIntoError::Store(e)) => return Err(e.into()),
+        Err(DecodeIntoError::Sink(e)) => {
+            return Err(match same.differs_at {
+                Some(at) => conflict(format!("the stored content differs from the local file from byte {at}")),
+                None => read_error(e),
+            })
+        }
     };
-    if content != raw {
-        return Err(conflict(format!("{} bytes stored, {} bytes in the local file", content.len(), raw.len())));
+    if stored_size != local_size || !same.local_is_exhausted().map_err(read_error)? {
+        return Err(conflict(format!("{stored_size} bytes stored, {local_size} bytes in the local file")));
     }
     Ok(Archived {
         name: name.to_string(),
         location,
-        raw_bytes: raw.len() as u64,
+        raw_bytes: local_size,
         stored_bytes: existing.size,
         already_present: true,
     })
@@ -297,6 +349,8 @@ async fn same_content(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::pipeline;
+    use bytes::Bytes;
 
     const CLUSTER: ClusterIdentity =
         ClusterIdentity { system_identifier: 1, pg_version_num: 150000, wal_segment_size: 1 << 16 };
@@ -453,6 +507,52 @@ mod tests {
         let second = archiver.archive(&names[1], &paths[1]).await.unwrap();
         assert!(!second.already_present);
         assert!(!archiver.read_ahead.contains_key(&names[1]));
+    }
+
+    /// A segment larger than a part (1 GiB segments, or incompressible WAL) is streamed up in
+    /// parts; archived again it is recognised, and a change anywhere in it is a conflict.
+    #[tokio::test]
+    async fn a_segment_larger_than_a_part_goes_up_in_parts_and_is_compared_piece_by_piece() {
+        let mut fx = fixture(1);
+        fx.settings.compression = Compression::None;
+        let name = segment(6);
+        let path = fx.pg_wal.join(&name);
+        let content: Vec<u8> = (0..(2 * PART_SIZE + 12_345)).map(|i| (i * 7 % 251) as u8).collect();
+        std::fs::write(&path, &content).unwrap();
+        let mut archiver = WalArchiver::open(fx.settings.clone(), CLUSTER).await;
+        let done = archiver.archive(&name, &path).await.unwrap();
+        assert_eq!((done.raw_bytes, done.stored_bytes), (content.len() as u64, content.len() as u64));
+        let key = fx.store_root.join(naming::wal_key(&name, Compression::None).unwrap());
+        assert!(std::fs::read(&key).unwrap() == content, "stored whole and in order");
+        assert!(archiver.archive(&name, &path).await.unwrap().already_present);
+
+        let mut changed = content.clone();
+        changed[PART_SIZE + 3] ^= 1;
+        std::fs::write(&path, &changed).unwrap();
+        let err = archiver.archive(&name, &path).await.unwrap_err();
+        assert!(err.to_string().contains(&format!("from byte {}", PART_SIZE + 3)), "{err}");
+        std::fs::write(&path, &content[..content.len() - 1]).unwrap();
+        let err = archiver.archive(&name, &path).await.unwrap_err();
+        assert!(matches!(err, ArchiveError::Conflict { .. }), "a shorter local file: {err}");
+        assert!(std::fs::read(&key).unwrap() == content, "never overwritten");
+    }
+
+    /// A stored copy that decodes to more than the local file (a zstd bomb in the
+    /// repository) is a conflict found after reading one file's worth, not memory exhausted.
+    #[tokio::test]
+    async fn a_stored_copy_that_decodes_past_the_local_file_is_refused_early() {
+        let fx = fixture(1);
+        let name = segment(7);
+        let path = make_ready(&fx, &name, 0);
+        let bomb = Compression::Zstd.compress(&vec![0u8; 64 << 20], 19).unwrap();
+        let key = fx.store_root.join(naming::wal_key(&name, Compression::Zstd).unwrap());
+        std::fs::create_dir_all(key.parent().unwrap()).unwrap();
+        std::fs::write(&key, &bomb).unwrap();
+        let mut archiver = WalArchiver::open(fx.settings.clone(), CLUSTER).await;
+        let err = archiver.archive(&name, &path).await.unwrap_err();
+        assert!(matches!(err, ArchiveError::Conflict { .. }), "{err}");
+        assert!(err.to_string().contains("decodes to more than 65536 bytes"), "{err}");
+        assert_eq!(std::fs::read(&key).unwrap(), bomb);
     }
 
     #[test]

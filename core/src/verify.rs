@@ -13,6 +13,7 @@ use crate::ownership::{self, OwnershipError};
 use crate::pipeline::{self, Compression};
 use crate::restore::{is_done, verify_backup};
 use crate::retention::{read_keep, KeepTarget};
+use crate::store::reader::{decode_into, DecodeIntoError};
 use crate::store::{ObjectMeta, Repository, StoreError, StoreErrorKind};
 use crate::timeline::{stored_timeline_history, TimelineHistory};
 use serde::Serialize;
@@ -101,42 +102,65 @@ async fn read_wal(
 }
 
 /// One WAL object: its key label (`None` when it was removed since the listing) and what
-/// is wrong with it, if anything.
+/// is wrong with it, if anything. Read piece by piece and refused past a segment's size,
+/// never held whole.
 async fn read_one_wal(
     repo: &Repository,
     object: ObjectMeta,
     segment_size: u64,
 ) -> Result<(Option<String>, Option<String>), StoreError> {
     let location = repo.store.location(&object.key);
-    let file = object.key.rsplit('/').next().unwrap_or_default();
-    let (name, codec) = Compression::split_file_name(file);
-    let Some(stored) = repo.store.get(&object.key).await? else {
+    let Some(start) = object_start(repo, &object).await? else {
         // Removed since the listing (retention): nothing to check.
         return Ok((None, None));
     };
-    let key = Some(key_label(&stored));
-    let problem = match pipeline::decode(stored, repo.relative(&object.key).unwrap_or(&object.key), codec, repo.keys())
-    {
-        Err(e) => Some(format!("WAL {location}: {e}")),
-        Ok(plain)
-            if matches!(naming::classify(name), Ok(WalFileKind::Segment)) && plain.len() as u64 != segment_size =>
-        {
-            Some(format!("WAL {location}: {} bytes, not a whole {segment_size}-byte segment", plain.len()))
+    let (repo, runtime) = (repo.clone(), Handle::current());
+    let decoded = tokio::task::spawn_blocking(move || {
+        let file = object.key.rsplit('/').next().unwrap_or_default();
+        let (name, codec) = Compression::split_file_name(file);
+        let relative = repo.relative(&object.key).unwrap_or(&object.key);
+        let decoded = decode_into(&repo, &runtime, relative, codec, segment_size, &mut std::io::sink());
+        (matches!(naming::classify(name), Ok(WalFileKind::Segment)), decoded)
+    });
+    let (is_segment, decoded) = decoded.await.map_err(|e| StoreError {
+        operation: "verify",
+        location: location.clone(),
+        kind: StoreErrorKind::Other,
+        cause: format!("a read task failed: {e}"),
+    })?;
+    let problem = match decoded {
+        Ok(None) => return Ok((None, None)),
+        Err(DecodeIntoError::Store(e)) if matches!(e.kind, StoreErrorKind::Undecodable(_)) => {
+            Some(format!("WAL {location}: {}", e.cause))
         }
-        Ok(_) => None,
+        Err(DecodeIntoError::Store(e)) => return Err(e),
+        Err(DecodeIntoError::Sink(e)) => Some(format!("WAL {location}: {e}")),
+        Ok(Some(bytes)) if is_segment && bytes != segment_size => {
+            Some(format!("WAL {location}: {bytes} bytes, not a whole {segment_size}-byte segment"))
+        }
+        Ok(Some(_)) => None,
     };
-    Ok((key, problem))
+    Ok((Some(key_label(&start)), problem))
+}
+
+/// The first bytes of `object`, enough for [`key_label`]; `None` when it was removed since
+/// the listing.
+async fn object_start(repo: &Repository, object: &ObjectMeta) -> Result<Option<bytes::Bytes>, StoreError> {
+    if object.size == 0 {
+        return Ok(Some(bytes::Bytes::new()));
+    }
+    match repo.store.get_range(&object.key, 0, pipeline::HEADER_PEEK.min(object.size), None).await {
+        Ok(start) => Ok(Some(start)),
+        Err(_) if repo.store.head(&object.key).await?.is_none() => Ok(None),
+        Err(e) => Err(e),
+    }
 }
 
 /// The key of every object under `base/`, from the first bytes of each.
 async fn backup_object_keys(repo: &Repository, by_key: &mut BTreeMap<String, u64>) -> Result<(), StoreError> {
     for object in repo.list("base/").await?.into_iter().filter(|object| object.size > 0) {
-        let start = match repo.store.get_range(&object.key, 0, pipeline::HEADER_PEEK.min(object.size), None).await {
-            Ok(start) => start,
-            // Removed since the listing (retention): not counted.
-            Err(_) if repo.store.head(&object.key).await?.is_none() => continue,
-            Err(e) => return Err(e),
-        };
+        // Removed since the listing (retention): not counted.
+        let Some(start) = object_start(repo, &object).await? else { continue };
         *by_key.entry(key_label(&start)).or_insert(0) += 1;
     }
     Ok(())
@@ -458,6 +482,20 @@ mod tests {
         let report = verify(&repo, runtime.handle()).unwrap();
         assert!(!report.ok);
         assert!(report.problems.iter().any(|p| p.contains(names[1]) && p.contains("damaged")), "{:?}", report.problems);
+
+        // A segment that decodes past the repository's segment size (a bomb): named after
+        // one segment's worth is read, never decoded whole.
+        let bomb_name = "000000010000000000000004";
+        let key = naming::wal_key(bomb_name, Compression::Zstd).unwrap();
+        let bomb = pipeline::encode(&vec![0u8; 64 << 20], &key, Compression::Zstd, 3, Some(&keys)).unwrap();
+        runtime.block_on(repo.store.put(&repo.key(&key), bomb.into())).unwrap();
+        let report = verify(&repo, runtime.handle()).unwrap();
+        assert!(
+            report.problems.iter().any(|p| p.contains(bomb_name) && p.contains("decodes to more than 1048576 bytes")),
+            "{:?}",
+            report.problems
+        );
+        std::fs::remove_file(root.path().join("main").join(&key)).unwrap();
 
         // A plain backup.info slipped into the encrypted repository: named, not fatal.
         let info = repo.key("base/20261129T000000/backup.info");

@@ -12,15 +12,17 @@
 //! served from there by a rename, without a round trip each. A failed prefetch leaves
 //! nothing in the spool: the next call fetches (and reports) for itself.
 
-use crate::naming::{self, NotAWalFile};
+use crate::naming::{self, NotAWalFile, WalFileKind};
+use crate::ownership::{self, OwnershipError};
 use crate::pipeline::Compression;
 pub use crate::retry::Patience;
 use crate::retry::{self, Failed};
-use crate::store::{Repository, StoreError, StoreErrorKind, UndecodableReason};
+use crate::store::reader::{decode_into, DecodeIntoError, SameAs};
+use crate::store::{ObjectMeta, Repository, StoreError, StoreErrorKind, UndecodableReason};
 use std::fmt;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+use tokio::runtime::Handle;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Fetched {
@@ -98,12 +100,94 @@ impl FetchError {
 }
 
 /// Fetches WAL file `name` into `dest`. When it is stored under several suffixes, each
-/// copy is read and they must agree.
+/// copy is read and they must agree. A copy is streamed to disk, never held whole, and
+/// refused once it decodes to more than the repository's segment size.
 pub async fn fetch_wal(repo: &Repository, name: &str, dest: &Path) -> Result<Fetched, FetchError> {
-    let mut content: Option<(String, bytes::Bytes)> = None;
-    let mut vanished = None;
+    fetch_sized(repo, name, dest, None).await
+}
+
+/// The WAL segment size `pgops.json` records (`None` for a repository without one, such as
+/// Barman's): what every segment must decode to exactly, and no WAL file more than.
+async fn repository_segment_size(repo: &Repository) -> Result<Option<u64>, FetchError> {
+    match ownership::owner(repo).await {
+        Ok(owner) => Ok(owner.map(|owner| u64::from(owner.wal_segment_size))),
+        Err(OwnershipError::Store(e)) => Err(e.into()),
+        // An unreadable record is the archiver's to report; the segment checks fall back
+        // to what any PostgreSQL segment can be.
+        Err(_) => Ok(None),
+    }
+}
+
+/// PostgreSQL's largest WAL segment (`initdb --wal-segsize=1024`).
+const LARGEST_SEGMENT: u64 = 1 << 30;
+
+/// [`fetch_wal`] with the segment size when the caller knows it already (`None`: asked of
+/// the repository once the file is found, so that "not in the archive" costs one listing).
+async fn fetch_sized(
+    repo: &Repository,
+    name: &str,
+    dest: &Path,
+    known_segment_size: Option<u64>,
+) -> Result<Fetched, FetchError> {
+    let kind = naming::classify(name).map_err(FetchError::NotAWalFile)?;
     let dir = naming::wal_dir(name).map_err(FetchError::NotAWalFile)?;
-    for object in repo.wal_copies(&dir, name).await? {
+    let copies = repo.wal_copies(&dir, name).await?;
+    if copies.is_empty() {
+        return Ok(Fetched::NotFound);
+    }
+    let segment_size = match known_segment_size {
+        Some(size) => Some(size),
+        None => repository_segment_size(repo).await?,
+    };
+    let (repo, name, dest) = (repo.clone(), name.to_string(), dest.to_path_buf());
+    let runtime = Handle::current();
+    let location = repo.location(&dir);
+    let written = tokio::task::spawn_blocking(move || {
+        let temp = temporary_path(&dest)?;
+        let written = write_copies(&repo, &runtime, &name, kind, &copies, &temp, segment_size);
+        let renamed = written.and_then(|fetched| {
+            std::fs::rename(&temp, &dest).map_err(|cause| FetchError::Write { path: dest.clone(), cause })?;
+            Ok(fetched)
+        });
+        if renamed.is_err() {
+            let _ = std::fs::remove_file(&temp);
+        }
+        renamed
+    });
+    written.await.map_err(|e| {
+        FetchError::Store(StoreError {
+            operation: "wal-fetch",
+            location,
+            kind: StoreErrorKind::Other,
+            cause: format!("the fetch task failed: {e}"),
+        })
+    })?
+}
+
+/// Where a fetched file is written before it is renamed to `dest`.
+fn temporary_path(dest: &Path) -> Result<PathBuf, FetchError> {
+    let file_name = dest.file_name().ok_or_else(|| FetchError::Write {
+        path: dest.to_path_buf(),
+        cause: std::io::Error::other("the destination names no file"),
+    })?;
+    Ok(dest.with_file_name(format!(".{}.pgops-tmp", file_name.to_string_lossy())))
+}
+
+/// Streams the first readable copy of `name` into `temp` (synced), and compares every other
+/// copy with it. Blocking.
+fn write_copies(
+    repo: &Repository,
+    runtime: &Handle,
+    name: &str,
+    kind: WalFileKind,
+    copies: &[ObjectMeta],
+    temp: &Path,
+    segment_size: Option<u64>,
+) -> Result<Fetched, FetchError> {
+    let write_error = |cause| FetchError::Write { path: temp.to_path_buf(), cause };
+    let mut first: Option<(String, u64)> = None;
+    let mut vanished = None;
+    for object in copies {
         let location = repo.store.location(&object.key);
         let file = object.key.rsplit('/').next().unwrap_or_default();
         let Some(codec) = Compression::of_copy(file, name) else {
@@ -114,51 +198,80 @@ pub async fn fetch_wal(repo: &Repository, name: &str, dest: &Path) -> Result<Fet
                 ),
             });
         };
-        let data = match repo.read_object(&object.key, codec).await {
-            Ok(Some(data)) => data,
+        let relative = repo.relative(&object.key).unwrap_or(&object.key);
+        let limit = segment_size.unwrap_or(LARGEST_SEGMENT);
+        let (decoded, differs_at) = match &first {
+            None => {
+                let mut out = std::fs::File::create(temp).map_err(write_error)?;
+                let decoded = decode_into(repo, runtime, relative, codec, limit, &mut out);
+                if matches!(decoded, Ok(Some(_))) {
+                    out.sync_all().map_err(write_error)?;
+                }
+                (decoded, None)
+            }
+            Some((_, size)) => {
+                let mut same = SameAs::new(std::io::BufReader::new(std::fs::File::open(temp).map_err(write_error)?));
+                let decoded = decode_into(repo, runtime, relative, codec, *size, &mut same);
+                (decoded, same.differs_at)
+            }
+        };
+        let bytes = match decoded {
+            Ok(Some(bytes)) => bytes,
             Ok(None) => {
                 vanished = Some(location);
                 continue;
             }
-            Err(e) if e.kind == StoreErrorKind::Undecodable(UndecodableReason::Corrupt) => {
-                return Err(FetchError::Corrupt { location, cause: std::io::Error::other(e.cause) })
+            Err(DecodeIntoError::Store(e)) if e.kind == StoreErrorKind::Undecodable(UndecodableReason::Corrupt) => {
+                return Err(match &first {
+                    // Past the first copy's size: not the same content.
+                    Some((earlier, _)) if e.cause.contains("decodes to more than") => {
+                        FetchError::Conflict { first: earlier.clone(), second: location }
+                    }
+                    _ => FetchError::Corrupt { location, cause: std::io::Error::other(e.cause) },
+                });
             }
-            Err(e) if !e.is_transient() => return Err(FetchError::Key(e)),
-            Err(e) => return Err(e.into()),
+            Err(DecodeIntoError::Store(e)) if !e.is_transient() => return Err(FetchError::Key(e)),
+            Err(DecodeIntoError::Store(e)) => return Err(e.into()),
+            Err(DecodeIntoError::Sink(cause)) => {
+                return Err(match (&first, differs_at) {
+                    (Some((earlier, _)), Some(_)) => FetchError::Conflict { first: earlier.clone(), second: location },
+                    _ => write_error(cause),
+                })
+            }
         };
-        // A segment is a whole segment: a power of two from 1 MiB to 1 GiB (initdb's
-        // --wal-segsize); anything else is not what Postgres archived.
-        let whole_segment = (1u64 << 20..=1 << 30).contains(&(data.len() as u64)) && data.len().is_power_of_two();
-        if matches!(naming::classify(name), Ok(naming::WalFileKind::Segment)) && !whole_segment {
+        // A segment is a whole segment: the repository's segment size, or (when it does not
+        // say) a power of two from 1 MiB to 1 GiB (initdb's --wal-segsize); anything else
+        // is not what Postgres archived.
+        let whole_segment = match segment_size {
+            Some(size) => bytes == size,
+            None => (1u64 << 20..=LARGEST_SEGMENT).contains(&bytes) && bytes.is_power_of_two(),
+        };
+        if kind == WalFileKind::Segment && !whole_segment {
             return Err(FetchError::Corrupt {
                 location,
-                cause: std::io::Error::other(format!("it holds {} bytes, not a whole WAL segment", data.len())),
+                cause: std::io::Error::other(format!("it holds {bytes} bytes, not a whole WAL segment")),
             });
         }
-        match &content {
-            None => content = Some((location, data)),
-            Some((first, earlier)) if *earlier != data => {
-                return Err(FetchError::Conflict { first: first.clone(), second: location })
+        match &first {
+            None => first = Some((location, bytes)),
+            Some((earlier, size)) if *size != bytes => {
+                return Err(FetchError::Conflict { first: earlier.clone(), second: location })
             }
             Some(_) => {}
         }
     }
-    let Some((location, data)) = content else {
+    match first {
+        Some((location, bytes)) => Ok(Fetched::Written { location, bytes }),
         // Listed a moment ago, not found now: an eventually consistent store, or retention
         // deleting it meanwhile. Either way "not in the archive" is not what the store said
         // (and Postgres would end recovery on it): an error, retried as a transient one.
-        return match vanished {
-            Some(location) => Err(FetchError::Store(StoreError {
-                operation: "GetObject",
-                location,
-                kind: StoreErrorKind::Other,
-                cause: "the listing shows the object, but reading it found nothing".into(),
-            })),
-            None => Ok(Fetched::NotFound),
-        };
-    };
-    write_atomically(dest, &data).map_err(|cause| FetchError::Write { path: dest.to_path_buf(), cause })?;
-    Ok(Fetched::Written { location, bytes: data.len() as u64 })
+        None => Err(FetchError::Store(StoreError {
+            operation: "GetObject",
+            location: vanished.unwrap_or_default(),
+            kind: StoreErrorKind::Other,
+            cause: "the listing shows the object, but reading it found nothing".into(),
+        })),
+    }
 }
 
 /// How a `restore_command` call fetches: where prefetched segments wait, how many, and how
@@ -242,7 +355,7 @@ async fn prefetch_following(repo: &Repository, name: &str, segment_size: u64, op
     let mut fetches = tokio::task::JoinSet::new();
     for next in following.take(options.prefetch) {
         let (repo, into) = (repo.clone(), options.spool.join(&next));
-        fetches.spawn(async move { fetch_wal(&repo, &next, &into).await.ok() });
+        fetches.spawn(async move { fetch_sized(&repo, &next, &into, Some(segment_size)).await.ok() });
     }
     fetches.join_all().await;
 }
@@ -257,21 +370,6 @@ fn remove_passed(spool: &Path, requested: &str) {
             let _ = std::fs::remove_file(entry.path());
         }
     }
-}
-
-fn write_atomically(dest: &Path, content: &[u8]) -> std::io::Result<()> {
-    let file_name = dest.file_name().ok_or_else(|| std::io::Error::other("the destination names no file"))?;
-    let temp = dest.with_file_name(format!(".{}.pgops-tmp", file_name.to_string_lossy()));
-    let result = (|| {
-        let mut file = std::fs::File::create(&temp)?;
-        file.write_all(content)?;
-        file.sync_all()?;
-        std::fs::rename(&temp, dest)
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&temp);
-    }
-    result
 }
 
 #[cfg(test)]
@@ -539,7 +637,21 @@ mod tests {
         assert!(stored.len() < 1 << 20);
         repo.put(&naming::wal_key(bomb, Compression::Zstd).unwrap(), Bytes::from(stored)).await.unwrap();
         let err = fetch_wal(&repo, bomb, &dest).await.unwrap_err();
-        assert!(err.to_string().contains("decodes to more than 1024 MiB"), "{err}");
+        assert!(err.to_string().contains("decodes to more than 1073741824 bytes"), "{err}");
         assert!(!dest.exists());
+
+        // Where pgops.json records the segment size, that is the cap, and a segment must
+        // be exactly that: 1 MiB here, so a 2 MiB one (a valid size elsewhere) is refused
+        // once 1 MiB is decoded.
+        let cluster =
+            ownership::ClusterIdentity { system_identifier: 3, pg_version_num: 170000, wal_segment_size: 1 << 20 };
+        ownership::claim(&repo, &cluster).await.unwrap();
+        let larger = "000000010000000000000006";
+        let two_mib = Compression::Zstd.compress(&vec![0u8; 2 << 20], 3).unwrap();
+        repo.put(&naming::wal_key(larger, Compression::Zstd).unwrap(), Bytes::from(two_mib)).await.unwrap();
+        let err = fetch_wal(&repo, larger, &dest).await.unwrap_err();
+        assert!(err.to_string().contains("decodes to more than 1048576 bytes"), "{err}");
+        assert!(!dest.exists());
+        assert_eq!(std::fs::read_dir(out.path()).unwrap().count(), 0, "no temporary file left");
     }
 }

@@ -3,14 +3,11 @@
 //! of the database (part size × (parts in flight + 1), plus the codec's window).
 
 use crate::pipeline::{Compression, EncodeWriter};
-use crate::store::{MultipartUpload, Repository, StoreError, UploadedPart, MAX_PARTS, MIN_PART_SIZE};
-use bytes::Bytes;
-use std::collections::VecDeque;
+use crate::store::writer::{self, ObjectWriter, WriteFailure};
+use crate::store::{Repository, StoreError, MIN_PART_SIZE};
 use std::io::{self, Read, Write};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use tokio::runtime::Handle;
-use tokio::task::JoinHandle;
 
 /// How archives are written.
 #[derive(Debug, Clone)]
@@ -60,165 +57,11 @@ pub struct StoredObject {
     pub tar_bytes: u64,
 }
 
-/// The write end of one object: fills parts and uploads each as it fills.
-struct PartSink {
-    repo: Repository,
-    relative: String,
-    runtime: Handle,
-    part_size: usize,
-    parts_in_flight: usize,
-    upload: Option<MultipartUpload>,
-    buffer: Vec<u8>,
-    next_part: u32,
-    in_flight: VecDeque<JoinHandle<Result<UploadedPart, StoreError>>>,
-    uploaded: Vec<UploadedPart>,
-    written: u64,
-    /// The store error behind a failed write, kept whole for the caller (who holds the
-    /// sink only through the pipeline's writers).
-    failure: Arc<Mutex<Option<StoreError>>>,
-}
-
-impl PartSink {
-    fn new(repo: &Repository, relative: String, runtime: Handle, settings: &UploadSettings) -> Self {
-        PartSink {
-            repo: repo.clone(),
-            relative,
-            runtime,
-            part_size: settings.part_size.max(MIN_PART_SIZE),
-            parts_in_flight: settings.parts_in_flight.max(1),
-            upload: None,
-            buffer: Vec::new(),
-            next_part: 1,
-            in_flight: VecDeque::new(),
-            uploaded: Vec::new(),
-            written: 0,
-            failure: Arc::default(),
-        }
-    }
-
-    fn fail(&mut self, error: StoreError) -> io::Error {
-        let io_error = io::Error::other(error.to_string());
-        *self.failure.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(error);
-        io_error
-    }
-
-    fn wait_oldest(&mut self) -> Result<(), StoreError> {
-        if let Some(task) = self.in_flight.pop_front() {
-            let part = self.runtime.block_on(task).unwrap_or_else(|e| {
-                Err(StoreError {
-                    operation: "UploadPart",
-                    location: self.repo.location(&self.relative),
-                    kind: crate::store::StoreErrorKind::Other,
-                    cause: format!("upload task failed: {e}"),
-                })
-            })?;
-            self.uploaded.push(part);
-        }
-        Ok(())
-    }
-
-    fn send_part(&mut self) -> Result<(), StoreError> {
-        if self.next_part > MAX_PARTS {
-            return Err(StoreError {
-                operation: "UploadPart",
-                location: self.repo.location(&self.relative),
-                kind: crate::store::StoreErrorKind::Other,
-                cause: format!("more than {MAX_PARTS} parts: lower the maximum archive size"),
-            });
-        }
-        let upload = match &self.upload {
-            Some(upload) => upload.clone(),
-            None => {
-                let upload = self.runtime.block_on(self.repo.start_multipart(&self.relative))?;
-                self.upload = Some(upload.clone());
-                upload
-            }
-        };
-        let body = Bytes::from(std::mem::replace(&mut self.buffer, Vec::with_capacity(self.part_size)));
-        let store = self.repo.store.clone();
-        let number = self.next_part;
-        self.next_part += 1;
-        self.in_flight.push_back(self.runtime.spawn(async move { store.put_part(&upload, number, body).await }));
-        while self.in_flight.len() >= self.parts_in_flight {
-            self.wait_oldest()?;
-        }
-        Ok(())
-    }
-
-    /// Uploads what is left and makes the object; a small object is one plain PUT.
-    fn finish(mut self) -> Result<u64, StoreError> {
-        match self.upload.clone() {
-            None => {
-                // Already encoded (compressed, encrypted): stored as it is.
-                let body = Bytes::from(std::mem::take(&mut self.buffer));
-                self.runtime.block_on(self.repo.put_as_is(&self.relative, body))?;
-            }
-            Some(upload) => {
-                let result = (|| {
-                    if !self.buffer.is_empty() {
-                        self.send_part()?;
-                    }
-                    while !self.in_flight.is_empty() {
-                        self.wait_oldest()?;
-                    }
-                    self.runtime.block_on(self.repo.store.complete_multipart(&upload, &self.uploaded))
-                })();
-                if let Err(e) = result {
-                    self.abort();
-                    return Err(e);
-                }
-            }
-        }
-        let stored = self.runtime.block_on(self.repo.head(&self.relative))?;
-        match stored {
-            Some(meta) if meta.size == self.written => Ok(self.written),
-            other => Err(StoreError {
-                operation: "verify",
-                location: self.repo.location(&self.relative),
-                kind: crate::store::StoreErrorKind::Integrity,
-                cause: format!(
-                    "wrote {} bytes but the store has {}",
-                    self.written,
-                    other.map_or("no object".to_string(), |m| format!("{} bytes", m.size))
-                ),
-            }),
-        }
-    }
-
-    fn abort(&mut self) {
-        for task in self.in_flight.drain(..) {
-            task.abort();
-        }
-        if let Some(upload) = self.upload.take() {
-            // Best effort: an upload left behind costs storage, not correctness (bucket
-            // lifecycle rules clean them; the object never appears).
-            let _ = self.runtime.block_on(self.repo.store.abort_multipart(&upload));
-        }
-    }
-}
-
-impl Write for PartSink {
-    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
-        let room = self.part_size - self.buffer.len();
-        let taken = room.min(data.len());
-        self.buffer.extend_from_slice(&data[..taken]);
-        self.written += taken as u64;
-        if self.buffer.len() == self.part_size {
-            self.send_part().map_err(|e| self.fail(e))?;
-        }
-        Ok(taken)
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
 /// A tar archive being written to the store.
 pub struct TarUpload {
     name: String,
-    builder: tar::Builder<EncodeWriter<PartSink>>,
-    failure: Arc<Mutex<Option<StoreError>>>,
+    builder: tar::Builder<EncodeWriter<ObjectWriter>>,
+    failure: WriteFailure,
 }
 
 impl TarUpload {
@@ -232,8 +75,9 @@ impl TarUpload {
         settings: &UploadSettings,
     ) -> io::Result<TarUpload> {
         let name = archive_name(base, index, settings.compression);
-        let sink = PartSink::new(repo, format!("{dir}/{name}"), runtime, settings);
-        let failure = sink.failure.clone();
+        let sink =
+            ObjectWriter::new(repo, format!("{dir}/{name}"), runtime, settings.part_size, settings.parts_in_flight);
+        let failure = sink.failure();
         let encoder = EncodeWriter::new(
             sink,
             &format!("{dir}/{name}"),
@@ -275,15 +119,13 @@ impl TarUpload {
     /// Drops the archive; a multipart upload in progress is aborted.
     pub fn abort(self) {
         if let Ok(encoder) = self.builder.into_inner() {
-            if let Ok(mut sink) = encoder.finish() {
-                sink.abort();
-            }
+            writer::abandon(encoder);
         }
     }
 
     /// The store error behind a failed write, if that is what failed.
     pub fn store_failure(&mut self) -> Option<StoreError> {
-        self.failure.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).take()
+        writer::take_failure(&self.failure)
     }
 }
 

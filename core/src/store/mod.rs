@@ -9,6 +9,7 @@ pub(crate) mod reader;
 mod s3;
 #[cfg(test)]
 pub mod testing;
+pub(crate) mod writer;
 
 pub use local::LocalStore;
 pub use s3::{S3Options, S3Store, ServerSideEncryption};

@@ -1,11 +1,12 @@
 //! The streaming object reader: an object read as `std::io::Read`, in ranges fetched ahead
 //! and retried through store errors.
 
+use crate::pipeline::{self, Compression, DecodeError};
 use crate::retry::{self, Failed, Patience};
 use crate::store::{ObjectStore, ObjectVersion, Repository, StoreError, StoreErrorKind};
 use bytes::Bytes;
 use std::collections::VecDeque;
-use std::io::{self, Read};
+use std::io::{self, Read, Write};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::runtime::Handle;
@@ -135,6 +136,122 @@ impl Read for ObjectReader {
         let n = buf.len().min(self.chunk.len());
         buf[..n].copy_from_slice(&self.chunk.split_to(n));
         Ok(n)
+    }
+}
+
+/// Why [`decode_into`] stopped.
+#[derive(Debug)]
+pub(crate) enum DecodeIntoError {
+    /// The store failed, or the object is damaged ([`StoreErrorKind::Undecodable`]; also
+    /// when it decodes to more than the limit).
+    Store(StoreError),
+    /// The sink refused what it was given.
+    Sink(io::Error),
+}
+
+impl From<StoreError> for DecodeIntoError {
+    fn from(e: StoreError) -> Self {
+        DecodeIntoError::Store(e)
+    }
+}
+
+/// Streams the plaintext of the object at repository path `relative` (codec `named` by its
+/// name) into `sink`, ranged reads pinned to the version the store serves, and refuses it
+/// once it decodes to more than `limit` bytes: a WAL file is never larger than a segment,
+/// so a crafted object (a zstd bomb) fills neither memory nor disk. Returns the bytes
+/// written, `None` when there is no such object. Blocking: call it outside the runtime.
+pub(crate) fn decode_into(
+    repo: &Repository,
+    runtime: &Handle,
+    relative: &str,
+    named: Compression,
+    limit: u64,
+    sink: &mut dyn Write,
+) -> Result<Option<u64>, DecodeIntoError> {
+    let location = repo.location(relative);
+    let Some(reader) = runtime.block_on(ObjectReader::open(repo, relative.to_string(), runtime.clone()))? else {
+        return Ok(None);
+    };
+    // The store's own error when the reader passes one through; otherwise damage.
+    let failed_reading = |e: io::Error| match e.get_ref().and_then(|inner| inner.downcast_ref::<StoreError>()) {
+        Some(store) => store.clone(),
+        None => StoreError::undecodable(
+            location.clone(),
+            DecodeError::Corrupt(match repo.keys() {
+                None => format!("it does not decompress as {}: {e}", named.name()),
+                Some(_) => format!("it does not decrypt and decompress: {e}"),
+            }),
+        ),
+    };
+    let mut plain = pipeline::decode_reader(reader, relative, named, repo.keys()).map_err(|e| match e {
+        DecodeError::Source(e) => failed_reading(e),
+        e => StoreError::undecodable(location.clone(), e),
+    })?;
+    let mut buffer = vec![0u8; 256 * 1024];
+    let mut written = 0u64;
+    loop {
+        let n = match plain.read(&mut buffer) {
+            Ok(0) => return Ok(Some(written)),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(failed_reading(e).into()),
+        };
+        written += n as u64;
+        if written > limit {
+            let cause = format!("it decodes to more than {limit} bytes, more than the WAL file it holds can be");
+            return Err(StoreError::undecodable(location, DecodeError::Corrupt(cause)).into());
+        }
+        sink.write_all(&buffer[..n]).map_err(DecodeIntoError::Sink)?;
+    }
+}
+
+/// A sink that compares what is written with what `local` reads, for two copies of one WAL
+/// file that must agree (the repository's and the local file, or two stored copies).
+pub(crate) struct SameAs<R> {
+    local: R,
+    compared: u64,
+    scratch: Vec<u8>,
+    /// Where the contents first differ, once they do.
+    pub(crate) differs_at: Option<u64>,
+}
+
+impl<R: Read> SameAs<R> {
+    pub(crate) fn new(local: R) -> Self {
+        SameAs { local, compared: 0, scratch: Vec::new(), differs_at: None }
+    }
+
+    /// Whether `local` has nothing left once everything written matched: together with the
+    /// written length, that the two are the same.
+    pub(crate) fn local_is_exhausted(&mut self) -> io::Result<bool> {
+        Ok(self.local.read(&mut [0u8; 1])? == 0)
+    }
+}
+
+impl<R: Read> Write for SameAs<R> {
+    fn write(&mut self, written: &[u8]) -> io::Result<usize> {
+        self.scratch.resize(written.len(), 0);
+        let mut read = 0;
+        while read < written.len() {
+            match self.local.read(&mut self.scratch[read..]) {
+                Ok(0) => break,
+                Ok(n) => read += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        if let Some(at) = written.iter().zip(&self.scratch[..read]).position(|(a, b)| a != b).or(
+            // The local copy ended first.
+            (read < written.len()).then_some(read),
+        ) {
+            self.differs_at = Some(self.compared + at as u64);
+            return Err(io::Error::other(format!("the contents differ from byte {}", self.compared + at as u64)));
+        }
+        self.compared += read as u64;
+        Ok(read)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
     }
 }
 

@@ -25,6 +25,10 @@ impl Outage {
         Outage { inner: LocalStore::new(root), failing: true.into(), calls: 0.into(), hidden: Mutex::default() }
     }
 
+    fn is_hidden(&self, key: &str) -> bool {
+        self.hidden.lock().unwrap().iter().any(|hidden| key.ends_with(hidden.as_str()))
+    }
+
     fn check(&self, key: &str) -> StoreResult<()> {
         self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         match self.failing.load(std::sync::atomic::Ordering::SeqCst) {
@@ -46,17 +50,23 @@ impl ObjectStore for Outage {
     }
     async fn get(&self, key: &str) -> StoreResult<Option<Bytes>> {
         self.check(key)?;
-        if self.hidden.lock().unwrap().iter().any(|hidden| key.ends_with(hidden.as_str())) {
+        if self.is_hidden(key) {
             return Ok(None);
         }
         self.inner.get(key).await
     }
     async fn head(&self, key: &str) -> StoreResult<Option<ObjectMeta>> {
         self.check(key)?;
+        if self.is_hidden(key) {
+            return Ok(None);
+        }
         self.inner.head(key).await
     }
     async fn version(&self, key: &str) -> StoreResult<Option<ObjectVersion>> {
         self.check(key)?;
+        if self.is_hidden(key) {
+            return Ok(None);
+        }
         self.inner.version(key).await
     }
     async fn get_range(&self, key: &str, offset: u64, length: u64, version: Option<&str>) -> StoreResult<Bytes> {
