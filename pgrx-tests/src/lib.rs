@@ -28,7 +28,8 @@ fn pg_config(option: &str) -> String {
     String::from_utf8(out.stdout).unwrap().trim().to_owned()
 }
 
-fn pg_bindir() -> PathBuf {
+/// The bin directory of the PostgreSQL the tests run (`PGOPS_PG_CONFIG`'s).
+pub fn pg_bindir() -> PathBuf {
     PathBuf::from(pg_config("--bindir"))
 }
 
@@ -313,8 +314,14 @@ impl PgCluster {
 
     /// As [`PgCluster::init`], with the server installed in `bindir`.
     pub fn init_using(dir: &Path, name: &str, bindir: &Path) -> PgCluster {
+        PgCluster::init_with(dir, name, bindir, &[])
+    }
+
+    /// As [`PgCluster::init_using`], with `initdb_args` (`--wal-segsize=1024`) given to initdb.
+    pub fn init_with(dir: &Path, name: &str, bindir: &Path, initdb_args: &[&str]) -> PgCluster {
         let cluster = PgCluster::at_using(dir, name, bindir);
         let mut initdb = as_postgres(&cluster.bindir.join("initdb"));
+        initdb.args(initdb_args);
         initdb.args(["-A", "trust", "-U", "postgres", "--no-sync", "-D"]).arg(&cluster.data);
         run(initdb);
         cluster.configure(&format!(

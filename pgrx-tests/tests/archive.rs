@@ -258,3 +258,82 @@ fn archiving_waits_while_unconfigured_and_drains_once_configured() {
     pg.wait_archived(&name);
     assert_archived_identical(&pg, &s3.repository("late"), &name);
 }
+
+/// The peak resident memory of process `pid` (VmHWM), in MiB.
+fn peak_rss_mib(pid: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|line| line.starts_with("VmHWM:")).expect("VmHWM in /proc/PID/status");
+    line.split_whitespace().nth(1).unwrap().parse::<u64>().unwrap() / 1024
+}
+
+/// Whether two files hold the same bytes, read a piece at a time.
+fn same_file(a: &std::path::Path, b: &std::path::Path) -> bool {
+    use std::io::Read;
+    let (mut a, mut b) = (std::fs::File::open(a).unwrap(), std::fs::File::open(b).unwrap());
+    let (mut x, mut y) = (vec![0u8; 1 << 20], vec![0u8; 1 << 20]);
+    loop {
+        let n = a.read(&mut x).unwrap();
+        if n == 0 {
+            return b.read(&mut y[..1]).unwrap() == 0;
+        }
+        if b.read_exact(&mut y[..n]).is_err() || x[..n] != y[..n] {
+            return false;
+        }
+    }
+}
+
+/// 1 GiB segments (`initdb --wal-segsize=1024`, finding 5 of the third trust round): a
+/// segment is streamed up in parts, never held whole — the archiver's peak memory stays a
+/// fraction of one segment — and `pgops wal-fetch` brings it back whole, streaming too.
+#[test]
+fn one_gib_segments_are_archived_and_fetched_in_a_fraction_of_a_segment_of_memory() {
+    let dir = scratch_dir();
+    let s3 = S3Server::start(dir.path());
+    let pg = PgCluster::init_with(dir.path(), "big", &pg_bindir(), &["--wal-segsize=1024"]);
+    pg.configure(ARCHIVING);
+    pg.configure(&s3.pgops_settings("big"));
+    pg.configure("min_wal_size = '2GB'\nmax_wal_size = '8GB'\nwal_keep_size = '8GB'\n");
+    pg.start();
+    // About 60 MB of WAL that compresses to more than one 8 MiB part.
+    pg.execute(
+        "CREATE TABLE noise AS SELECT g, md5(random()::text) || md5(random()::text) AS a FROM generate_series(1, 400000) g",
+    );
+    let name = pg.query_text("SELECT pg_walfile_name(pg_switch_wal())");
+    pg.wait_archived(&name);
+    let archiver = pg.query_text("SELECT pid FROM pg_stat_activity WHERE backend_type = 'archiver'");
+    let archiver_peak = peak_rss_mib(&archiver);
+    eprintln!("archiver peak RSS with 1 GiB segments: {archiver_peak} MiB");
+    assert!(archiver_peak < 400, "the archiver held {archiver_peak} MiB at its peak for a 1024 MiB segment");
+
+    let repo = s3.repository("big");
+    let key = naming::wal_key(&name, pgops_core::pipeline::Compression::Zstd).unwrap();
+    let stored = block_on(repo.head(&key)).unwrap().expect("the segment is stored");
+    assert!(stored.size > 8 << 20, "{} stored bytes: more than one part was sent", stored.size);
+
+    let dest = dir.path().join("fetched");
+    let mut fetch = s3.pgops("s3://backups/big");
+    fetch.args(["wal-fetch", &name]).arg(&dest);
+    let child = fetch.spawn().unwrap();
+    let (status, rusage) = wait_with_rusage(child);
+    assert_eq!(status, 0, "wal-fetch exit status");
+    let fetch_peak = rusage / 1024;
+    eprintln!("wal-fetch peak RSS with 1 GiB segments: {fetch_peak} MiB");
+    assert!(fetch_peak < 400, "wal-fetch held {fetch_peak} MiB at its peak for a 1024 MiB segment");
+    assert_eq!(std::fs::metadata(&dest).unwrap().len(), 1 << 30);
+    assert!(same_file(&dest, &pg.pg_wal().join(&name)), "wal-fetch brought back pg_wal/{name} byte for byte");
+}
+
+/// Waits for `child` and returns its exit status and peak resident memory (KiB), as the
+/// kernel accounts them (`wait4`).
+fn wait_with_rusage(child: std::process::Child) -> (i32, u64) {
+    let pid = child.id() as libc::pid_t;
+    let mut status = 0;
+    // SAFETY: an all-zero rusage is a valid value of this plain C struct.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: `pid` is our own child, not yet waited for (the Child is consumed here, and
+    // dropping a Child neither waits nor kills); both pointers are to live locals.
+    let waited = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+    assert_eq!(waited, pid, "wait4: {}", std::io::Error::last_os_error());
+    drop(child);
+    (libc::WEXITSTATUS(status), usage.ru_maxrss as u64)
+}
