@@ -669,6 +669,70 @@ fn started_backups_of_other_instances_are_left_alone_and_our_interrupted_ones_go
     );
 }
 
+/// Finding 1, a failover in the middle of a backup: the primary dies with its backup
+/// STARTED and a copy of it takes over on timeline 2. While the dead owner's heartbeat is
+/// fresh the backup may be running somewhere and is left alone; once it is older than the
+/// limit (30 minutes, aged here by rewriting the owner record, never by sleeping) the new
+/// primary's retention marks it FAILED, expires it by the normal rules, and it pins no WAL.
+#[test]
+fn a_backup_left_started_by_a_dead_primary_goes_once_its_heartbeat_is_stale() {
+    let dir = scratch_dir();
+    let s3 = S3Server::start(dir.path());
+    let pg = backing_up_cluster(dir.path(), &s3, "failover", "checkpoint_completion_target = 0.9");
+    let earlier = pg.query_text("SELECT pgops.backup_now(fast => true)");
+    pg.wait_archived(&pg.write_and_switch());
+    // A spread checkpoint (0.9 × 1 h) keeps the next backup STARTED.
+    pg.execute("CREATE TABLE dirt AS SELECT g, md5(g::text) FROM generate_series(1, 20000) g");
+    let running = pg.query_text("SELECT pgops.backup_now(wait => false)");
+    wait_for("the backup to wait for its checkpoint", Duration::from_secs(60), || {
+        pg.query_text("SELECT phase FROM pg_stat_progress_basebackup") == "waiting for checkpoint to finish"
+    });
+    pg.wait_archived(&pg.write_and_switch());
+    let mut crash = pg.tool("pg_ctl");
+    crash.args(["stop", "-m", "immediate", "-D"]).arg(&pg.data);
+    assert!(crash.status().unwrap().success());
+
+    let promoted = PgCluster::at(dir.path(), "promoted");
+    restore_clone(&s3, "failover", &promoted, &["--backup", &earlier, "--archive", "keep"]);
+    promoted.configure(&format!(
+        "{ARCHIVING}{}pgops.backup_fast_checkpoint = on\npgops.retention_policy = 'REDUNDANCY 1'\n",
+        s3.pgops_settings("failover")
+    ));
+    promoted.recover();
+    assert_eq!(promoted.query_text("SELECT timeline_id FROM pg_control_checkpoint()"), "2");
+    let verdict = |id: &str| -> (bool, String) {
+        let row = promoted
+            .client()
+            .query_one("SELECT kept, why FROM pgops.expire() WHERE kind = 'backup' AND id = $1", &[&id])
+            .unwrap();
+        (row.get(0), row.get(1))
+    };
+    assert_eq!(verdict(&running), (true, "being taken by a running worker".to_string()));
+
+    // Thirty-one minutes later, as far as the owner record says.
+    let repo = s3.repository("failover");
+    let owner_key = format!("base/{running}/pgops-owner.json");
+    let mut owner: Value = serde_json::from_slice(&block_on(repo.get(&owner_key)).unwrap().unwrap()).unwrap();
+    owner["heartbeat"] = Value::String((Utc::now() - TimeDelta::minutes(31)).to_rfc3339());
+    put(&repo, &owner_key, owner.to_string());
+    // No newer DONE backup yet: kept, but no longer for running.
+    let (kept, why) = verdict(&running);
+    assert!(kept && why.contains("no worker can be taking it (its owner's last heartbeat"), "{why}");
+    assert!(why.contains("marked FAILED, kept until a newer DONE backup is"), "{why}");
+
+    let newest = promoted.query_text("SELECT pgops.backup_now()");
+    wait_for("the worker's retention run", Duration::from_secs(30), || {
+        promoted.log().lines().any(|line| line.contains("pgops: retention") && line.contains(&running))
+    });
+    assert!(keys(&repo, &format!("base/{running}/")).is_empty(), "{}", promoted.log());
+    assert!(keys(&repo, &format!("base/{earlier}/")).is_empty(), "{}", promoted.log());
+    let begin_newest = promoted.query_text(&format!("SELECT begin_wal FROM pgops.backup_list WHERE id = '{newest}'"));
+    for timeline in ["00000001", "00000002"] {
+        let left = segments_of(&repo, timeline);
+        assert!(left.iter().all(|segment| *segment >= begin_newest), "{timeline}: {left:?}\n{}", promoted.log());
+    }
+}
+
 /// A standby (a restored clone kept in recovery) shares the repository: it may show the
 /// plan, but only the primary deletes.
 #[test]
@@ -820,6 +884,24 @@ fn after_a_restore_in_place_only_backups_on_this_timelines_history_count() {
     for kept in [&b, &c, &d] {
         assert!(!keys(&repo, &format!("base/{kept}/")).is_empty(), "{kept}: {}", promoted.log());
     }
+
+    // Finding 2: b and c, of the abandoned branch, begin on timeline 1 after timeline 2
+    // left it; they keep their own WAL but never pin timeline 2's. Another backup on
+    // timeline 2: d goes, and with it timeline 2's WAL before e.
+    promoted.wait_archived(&promoted.write_and_switch());
+    std::thread::sleep(Duration::from_millis(1100));
+    let e = promoted.query_text("SELECT pgops.backup_now()");
+    let logged = format!("pgops: retention (REDUNDANCY 1, minimum_redundancy 1): removed 1 backup(s) ({d})");
+    wait_for("the worker's run after e", Duration::from_secs(30), || promoted.log().contains(&logged));
+    let begin = |id: &str| promoted.query_text(&format!("SELECT begin_wal FROM pgops.backup_list WHERE id = '{id}'"));
+    let (begin_b, begin_e) = (begin(&b), begin(&e));
+    let timeline_2 = segments_of(&repo, "00000002");
+    assert!(
+        !timeline_2.is_empty() && timeline_2.iter().all(|segment| *segment >= begin_e),
+        "timeline 2 before {begin_e} is gone: {timeline_2:?}\n{}",
+        promoted.log()
+    );
+    assert!(segments_of(&repo, "00000001").contains(&begin_b), "b's WAL stays");
 }
 
 /// A run that waits on the store is dropped by a reload: what the old settings planned is
