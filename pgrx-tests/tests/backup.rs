@@ -390,3 +390,33 @@ fn tablespaces_go_to_their_own_archive_with_a_tablespace_map() {
         moved.display().to_string()
     );
 }
+
+/// Finding 9a of the third trust round: a backup whose last WAL segment never reaches the
+/// repository (archiving broken: `archive_command = '/bin/false'`) ends FAILED after
+/// `pgops.backup_archive_timeout`, naming the segment, instead of waiting as long as
+/// `pg_backup_stop(wait_for_archive)` would (forever).
+#[test]
+fn a_backup_whose_last_segment_is_never_archived_fails_after_the_archive_timeout() {
+    let dir = scratch_dir();
+    let s3 = S3Server::start(dir.path());
+    let conf =
+        format!("{FAST}\npgops.backup_archive_timeout = '5s'\narchive_library = ''\narchive_command = '/bin/false'\n");
+    let pg = backing_up_cluster(dir.path(), &s3, "unarchived", &conf);
+    let started = std::time::Instant::now();
+    let id = pg.query_text("SELECT pgops.backup_now(wait => false)");
+    let listed_as = |status: &str| {
+        let rows = pg.client().query("SELECT 1 FROM pgops.backup_list WHERE id = $1 AND status = $2", &[&id, &status]);
+        !rows.unwrap().is_empty()
+    };
+    wait_for("the backup to end", Duration::from_secs(60), || listed_as("FAILED") || listed_as("DONE"));
+    let took = started.elapsed();
+    let (status, error) = status_of(&pg, &id);
+    assert_eq!(status, "FAILED", "{error}");
+    assert!(
+        error.contains("was not archived within 5 s of pg_backup_stop") && error.contains("the last this backup needs"),
+        "{error}"
+    );
+    assert!(took < Duration::from_secs(40), "{took:?}");
+    let info = block_on(s3.repository("unarchived").get(&format!("base/{id}/backup.info"))).unwrap().unwrap();
+    assert!(String::from_utf8_lossy(&info).contains("status=FAILED"), "the repository says FAILED too");
+}
