@@ -3,6 +3,8 @@
 
 use pgops_core::pipeline::Compression;
 use pgops_e2e::*;
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;
 
@@ -98,6 +100,42 @@ fn pgops(s3: &S3Server, prefix: &str, subcommand: &str, args: &[&str]) -> Output
 
 fn pgops_restore(s3: &S3Server, prefix: &str, args: &[&str]) -> Output {
     pgops(s3, prefix, "restore", args)
+}
+
+/// `pgops restore --pgdata <restored's> <args>` run under strace: its output, and every path
+/// it called fsync(2) on.
+fn restore_tracing_fsync(
+    s3: &S3Server,
+    prefix: &str,
+    restored: &PgCluster,
+    args: &[&str],
+) -> (Output, BTreeSet<PathBuf>) {
+    let trace = restored.data.with_extension("fsync-trace");
+    let mut restore = Command::new("strace");
+    restore.args(["-f", "-qq", "-y", "-e", "trace=fsync", "-o"]).arg(&trace).arg(pgops_cli());
+    restore.args(["--repository", &format!("s3://{BUCKET}/{prefix}"), "--s3-endpoint", &s3.endpoint()]);
+    restore.env("AWS_ACCESS_KEY_ID", ACCESS_KEY).env("AWS_SECRET_ACCESS_KEY", SECRET_KEY);
+    restore.args(["restore", "--pgdata"]).arg(&restored.data).args(args);
+    let out = restore.output().expect("strace runs (.ci/install installs it)");
+    let traced = std::fs::read_to_string(&trace).unwrap();
+    // `1234 fsync(7</path/to/file>) = 0`
+    let synced = traced
+        .lines()
+        .filter(|line| line.contains(") = 0"))
+        .filter_map(|line| Some(PathBuf::from(line.split_once('<')?.1.split_once('>')?.0)))
+        .collect();
+    (out, synced)
+}
+
+/// Every file and directory under `root`, `root` included.
+fn tree(root: &Path) -> Vec<PathBuf> {
+    let mut paths = vec![root.to_path_buf()];
+    if root.is_dir() && !root.is_symlink() {
+        for entry in std::fs::read_dir(root).unwrap() {
+            paths.extend(tree(&entry.unwrap().path()));
+        }
+    }
+    paths
 }
 
 /// Starts Postgres on a directory `pgops restore` wrote, as `postgres`, not archiving, and
@@ -269,9 +307,18 @@ fn pgops_restore_follows_a_timeline_switch() {
     promoted.stop();
 
     // The backup is on timeline 1; recovery follows the history file onto timeline 2.
+    // Finding 8b: before it says "restored", every restored file and directory is synced.
     let again = PgCluster::at(dir.path(), "again");
-    let out = pgops_restore(&s3, "main", &["--pgdata", again.data.to_str().unwrap(), "--target-timeline", "latest"]);
+    let (out, synced) = restore_tracing_fsync(&s3, "main", &again, &["--target-timeline", "latest"]);
     assert!(out.status.success(), "pgops restore: {}", String::from_utf8_lossy(&out.stderr));
+    let unsynced: Vec<PathBuf> = tree(&again.data).into_iter().filter(|path| !synced.contains(path)).collect();
+    assert!(unsynced.is_empty(), "restored but never fsynced: {unsynced:?}");
+    // With --no-sync, nothing is, and the restore says so.
+    let unsynced_copy = PgCluster::at(dir.path(), "unsynced");
+    let (out, synced) = restore_tracing_fsync(&s3, "main", &unsynced_copy, &["--no-sync"]);
+    assert!(out.status.success(), "pgops restore --no-sync: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(synced.iter().all(|path| !path.starts_with(&unsynced_copy.data)), "{synced:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--no-sync: the restored files were not synced"));
     start_restored(&again);
     assert_eq!(again.query_text("SELECT count(*) FROM marks"), "150");
     assert!(again.log().contains("restored log file \"00000002.history\" from archive"), "{}", again.log());

@@ -839,6 +839,19 @@ fn after_a_restore_in_place_only_backups_on_this_timelines_history_count() {
     assert_eq!(promoted.query_text("SELECT count(*) FROM marks"), "100");
     assert_eq!(promoted.query_text("SELECT timeline_id FROM pg_control_checkpoint()"), "2");
 
+    // Finding 8a: a restore without --backup or --target-timeline follows timeline 2
+    // (Postgres' `latest`, from the history files), so it takes a, the newest backup that
+    // reaches it, not c, the newest of the abandoned branch (which could not get there).
+    promoted.execute("INSERT INTO marks SELECT generate_series(1001, 2000)");
+    promoted.wait_archived(&promoted.query_text("SELECT pg_walfile_name(pg_switch_wal())"));
+    let latest = PgCluster::at(dir.path(), "latest");
+    restore_clone(&s3, "pitr", &latest, &[]);
+    latest.configure("archive_mode = off\npgops.repository = ''");
+    latest.recover();
+    assert_eq!(latest.query_text("SELECT count(*) FROM marks"), "1100");
+    assert_eq!(latest.query_text("SELECT timeline_id FROM pg_control_checkpoint()"), "3");
+    latest.stop();
+
     promoted.execute("ALTER SYSTEM SET pgops.retention_policy = 'REDUNDANCY 1'");
     promoted.execute("SELECT pg_reload_conf()");
     std::thread::sleep(Duration::from_millis(500));
