@@ -239,8 +239,21 @@ impl ObjectStore for LocalStore {
     async fn get(&self, key: &str) -> StoreResult<Option<Bytes>> {
         self.check_root("read", key)?;
         let path = self.path("read", key)?;
-        match blocking(move || std::fs::read(path)).await {
-            Ok(data) => Ok(Some(Bytes::from(data))),
+        let read = blocking(move || -> io::Result<Result<Vec<u8>, u64>> {
+            use std::io::Read;
+            let file = std::fs::File::open(path)?;
+            let size = file.metadata()?.len();
+            if size > super::WHOLE_GET_LIMIT {
+                return Ok(Err(size));
+            }
+            let mut data = Vec::with_capacity(size as usize);
+            // Bounded also if the file grows meanwhile.
+            file.take(super::WHOLE_GET_LIMIT).read_to_end(&mut data)?;
+            Ok(Ok(data))
+        });
+        match read.await {
+            Ok(Err(size)) => Err(super::too_large_to_read_whole(self.location(key), size)),
+            Ok(Ok(data)) => Ok(Some(Bytes::from(data))),
             // A directory, or a path below a file, is no object (see `write_error`).
             Err(e)
                 if matches!(
@@ -548,5 +561,19 @@ mod tests {
         assert_eq!(failures[0].key, "r/../escape");
         let left: Vec<_> = store.list("r/").await.unwrap().into_iter().map(|o| o.key).collect();
         assert_eq!(left, ["r/keep"]);
+    }
+
+    /// A crafted object too large to read whole (a sparse 1 GiB + 1 byte file here) is
+    /// refused from its size, before anything is read.
+    #[tokio::test]
+    async fn an_object_too_large_to_read_whole_is_refused_unread() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::new(dir.path());
+        std::fs::create_dir_all(dir.path().join("r")).unwrap();
+        let huge = std::fs::File::create(dir.path().join("r/pgops.json")).unwrap();
+        huge.set_len(crate::store::WHOLE_GET_LIMIT + 1).unwrap();
+        let err = store.get("r/pgops.json").await.unwrap_err();
+        assert!(matches!(err.kind, StoreErrorKind::Undecodable(_)), "{err}");
+        assert!(err.to_string().contains("more than the 1024 MiB of any object pgops reads whole"), "{err}");
     }
 }

@@ -216,7 +216,10 @@ pub trait ObjectStore: Send + Sync + fmt::Debug {
     /// with an error, by drivers and servers that keep objects as files; the objects
     /// already there then stay as they were.
     async fn put(&self, key: &str, body: Bytes) -> StoreResult<()>;
-    /// The object's content, or `None` when there is no such object.
+    /// The object's content, or `None` when there is no such object. Only small objects
+    /// are read whole (metadata, history files, manifests; WAL and archives are streamed):
+    /// one larger than [`WHOLE_GET_LIMIT`] is refused ([`too_large_to_read_whole`]) before
+    /// its body is held.
     async fn get(&self, key: &str) -> StoreResult<Option<Bytes>>;
     async fn head(&self, key: &str) -> StoreResult<Option<ObjectMeta>>;
     /// The object's current version and size, as the store serves it, or `None` when there
@@ -268,6 +271,23 @@ pub trait ObjectStore: Send + Sync + fmt::Debug {
     async fn abort_multipart(&self, upload: &MultipartUpload) -> StoreResult<()>;
     /// Where `key` is, for messages: `s3://bucket/key at http://endpoint` or a path.
     fn location(&self, key: &str) -> String;
+}
+
+/// The largest object [`ObjectStore::get`] reads whole: a crafted one (a 10 GiB
+/// `pgops.json` in a bucket others can write) must not exhaust memory.
+pub const WHOLE_GET_LIMIT: u64 = pipeline::WHOLE_OBJECT_LIMIT;
+
+/// The error of a [`ObjectStore::get`] of an object past [`WHOLE_GET_LIMIT`].
+pub fn too_large_to_read_whole(location: String, size: u64) -> StoreError {
+    StoreError {
+        operation: "GetObject",
+        location,
+        kind: StoreErrorKind::Undecodable(UndecodableReason::Corrupt),
+        cause: format!(
+            "it holds {size} bytes, more than the {} MiB of any object pgops reads whole: not what pgops writes there",
+            WHOLE_GET_LIMIT >> 20
+        ),
+    }
 }
 
 /// S3's lower bound for every part but the last.

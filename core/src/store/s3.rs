@@ -254,6 +254,10 @@ impl ObjectStore for S3Store {
             Err(e) if Self::is_not_found(&e) => return Ok(None),
             Err(e) => return Err(self.error("GetObject", key, e)),
         };
+        let size = response.content_length().unwrap_or(0).max(0) as u64;
+        if size > super::WHOLE_GET_LIMIT {
+            return Err(super::too_large_to_read_whole(self.location(key), size));
+        }
         self.read_body(key, response.body).await.map(Some)
     }
 
