@@ -116,7 +116,28 @@ fn wait_for_store<F: std::future::Future>(future: F) -> F::Output {
 /// Is the repository reachable, writable and this cluster's? One row per check.
 #[pg_extern(volatile, parallel_unsafe)]
 fn check() -> TableIterator<'static, (name!(check, String), name!(ok, bool), name!(detail, String))> {
-    TableIterator::new(run_checks().into_iter().map(|r| (r.check.to_string(), r.ok, r.detail)))
+    let results = run_checks();
+    if let Some(keys) = results.iter().find(|r| r.check == "keys" && !r.ok && !r.skipped()) {
+        warn_about_keys(&keys.detail);
+    }
+    TableIterator::new(results.into_iter().map(|r| (r.check.to_string(), r.ok, r.detail)))
+}
+
+/// A WARNING besides the failed `keys` row: a standby whose key file lacks the repository's
+/// newest key stops recovery at the first WAL segment encrypted to it.
+fn warn_about_keys(detail: &str) {
+    // SAFETY: RecoveryInProgress reads the recovery state in shared memory (or this
+    // process' cached answer); the backend's main thread.
+    let server = if unsafe { pg_sys::RecoveryInProgress() } { "this standby's" } else { "this server's" };
+    pgrx::pg_sys::panic::ErrorReport::new(
+        PgSqlErrorCode::ERRCODE_WARNING,
+        format!("pgops: {server} key file does not read the repository: {detail}"),
+        "check",
+    )
+    .set_hint(
+        "Give every reader (standbys' restore_command --encryption-key-file and pgops.encryption_key_file, restore hosts) the key file the primary writes with before the primary uses a new key: the newest key first, the older ones below it.",
+    )
+    .report(PgLogLevel::WARNING);
 }
 
 fn timestamp(value: pg_sys::TimestampTz) -> Option<TimestampWithTimeZone> {

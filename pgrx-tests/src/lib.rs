@@ -559,6 +559,13 @@ pub enum Fault {
     Flaky { period: u32, burst: u32 },
     /// Close every connection without an answer: the store is down.
     Down,
+    /// Answer 500 InternalError to the requests whose request line starts with `matching`
+    /// (`"PUT /backups/main/wals/"`: archiving fails), and forward the others.
+    Refuse { matching: &'static str },
+    /// Answer 404 NoSuchKey to the requests whose request line starts with `matching`, and
+    /// forward the others: an object the listing shows that reads as missing (an
+    /// eventually consistent store, or one deleted between the listing and the read).
+    Missing { matching: &'static str },
 }
 
 /// An HTTP proxy in front of the S3 server that injects faults, request by request (it
@@ -635,10 +642,13 @@ fn relay(
     let Some(head) = read_head(&mut client)? else { return Ok(()) };
     heads.lock().unwrap().push(String::from_utf8_lossy(&head).into_owned());
     let number = requests.fetch_add(1, Ordering::SeqCst);
+    let matches = |prefix: &str| head.starts_with(prefix.as_bytes());
     let injected = match fault {
         Fault::Nothing => None,
         Fault::Down => Some(2),
         Fault::Flaky { period, burst } => (number % period < burst).then_some(number % 3),
+        Fault::Refuse { matching } => matches(matching).then_some(1),
+        Fault::Missing { matching } => matches(matching).then_some(3),
     };
     match injected {
         Some(kind) => {
@@ -650,6 +660,7 @@ fn relay(
             match kind {
                 0 => client.write_all(error("503 Slow Down", "SlowDown").as_bytes())?,
                 1 => client.write_all(error("500 Internal Server Error", "InternalError").as_bytes())?,
+                3 => client.write_all(error("404 Not Found", "NoSuchKey").as_bytes())?,
                 _ => {}
             }
             Ok(())

@@ -401,6 +401,7 @@ fn key_rotation_keeps_old_objects_readable() {
     let new_segment = pg.write_and_switch();
     pg.wait_archived(&new_segment);
     let rows = pg.query_text("SELECT count(*) || '/' || sum(id) FROM marks");
+    assert_standby_told_of_the_newest_key(dir.path(), &pg, &key_a, &ring, &id_b);
     pg.stop();
 
     let wal_header = |name: &str| header_of(&object_file(&s3, "main", &format!("wals/{}/{name}.zst", &name[..16])));
@@ -439,6 +440,57 @@ fn key_rotation_keeps_old_objects_readable() {
     let report = String::from_utf8_lossy(&out.stdout).into_owned();
     assert_eq!(out.status.code(), Some(0), "pgops verify: {report}{}", stderr(&out));
     assert!(report.contains(&format!("backup {backup}: ok")), "{report}");
+}
+
+/// A standby of `primary` whose key file is still `stale` (it lacks `newest`, the key the
+/// primary writes with since its rotation): `pgops.check()` fails its `keys` row and warns,
+/// naming the key; given `ring`, it passes without a warning.
+fn assert_standby_told_of_the_newest_key(dir: &Path, primary: &PgCluster, stale: &Path, ring: &Path, newest: &str) {
+    let standby = PgCluster::at(dir, "standby");
+    let mut basebackup = standby.tool("pg_basebackup");
+    basebackup
+        .args(["-c", "fast", "-X", "stream", "-R", "--no-sync", "-d", &primary.connstr(), "-D"])
+        .arg(&standby.data);
+    let out = basebackup.output().unwrap();
+    assert!(out.status.success(), "pg_basebackup: {}", String::from_utf8_lossy(&out.stderr));
+    // postgresql.auto.conf has the primary's ALTER SYSTEM settings: later lines win.
+    let use_key = |key: &Path| {
+        use std::io::Write;
+        let mut auto =
+            std::fs::OpenOptions::new().append(true).open(standby.data.join("postgresql.auto.conf")).unwrap();
+        writeln!(auto, "pgops.encryption_key_file = '{}'", key.display()).unwrap();
+    };
+    use_key(stale);
+    standby.take_over_config();
+    standby.start();
+    assert_eq!(standby.query_text("SELECT pg_is_in_recovery()"), "t");
+    let keys_row = |standby: &PgCluster| {
+        let (mut client, notices) = client_keeping_notices(standby);
+        let row = client.query_one("SELECT ok, detail FROM pgops.check() WHERE \"check\" = 'keys'", &[]).unwrap();
+        let warnings: Vec<_> = notices.lock().unwrap().iter().filter(|n| n.severity() == "WARNING").cloned().collect();
+        (row.get::<_, bool>(0), row.get::<_, String>(1), warnings)
+    };
+    let (ok, detail, warnings) = keys_row(&standby);
+    assert!(!ok, "{detail}");
+    assert!(detail.contains(&format!("lacks key {newest}, the repository's newest")), "{detail}");
+    assert!(detail.contains("wal-fetch stops recovery"), "{detail}");
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(
+        warnings[0].message().contains("this standby's key file") && warnings[0].message().contains(newest),
+        "{warnings:?}"
+    );
+    assert!(warnings[0].hint().unwrap_or_default().contains("before the primary uses a new key"), "{warnings:?}");
+
+    use_key(ring);
+    standby.execute("SELECT pg_reload_conf()");
+    let ring_setting = ring.display().to_string();
+    wait_for("the standby's new key file", Duration::from_secs(10), || {
+        standby.query_text("SHOW pgops.encryption_key_file") == ring_setting
+    });
+    let (ok, detail, warnings) = keys_row(&standby);
+    assert!(ok && detail.contains(&format!("its newest {newest} included")), "{detail}");
+    assert!(warnings.is_empty(), "{warnings:?}");
+    standby.stop();
 }
 
 /// Encryption through the bad day: archiving and a backup through a flaky store (503s,

@@ -112,6 +112,49 @@ fn wal_fetch_stops_recovery_instead_of_ending_it_when_the_store_stays_down() {
     assert!(!dest.exists());
 }
 
+/// A WAL segment the listing shows but whose read answers 404 (an eventually consistent
+/// store, or a deletion between the listing and the read) is a store inconsistency:
+/// retried, then exit 255, which stops recovery. Never exit 1, "not in the archive", on
+/// which Postgres would end recovery and promote short of the archive's end.
+#[test]
+fn wal_fetch_stops_recovery_when_the_listing_shows_a_segment_that_reads_as_missing() {
+    const SEGMENT: &str = "000000010000000000000003";
+    const READ: &str = "GET /backups/main/wals/0000000100000000/000000010000000000000003.zst";
+    let dir = scratch_dir();
+    let s3 = S3Server::start(dir.path());
+    let content = vec![0x5a_u8; 16 << 20];
+    let stored = pgops_core::pipeline::Compression::Zstd.compress(&content, 0).unwrap();
+    let relative = format!("wals/{}/{SEGMENT}.zst", &SEGMENT[..16]);
+    assert_eq!(format!("GET /{BUCKET}/main/{relative}"), READ);
+    block_on(s3.repository("main").put_as_is(&relative, stored.into())).unwrap();
+    let proxy = FaultProxy::start(s3.port);
+    let dest = dir.path().join("RECOVERYXLOG");
+    let fetch =
+        || pgops(&proxy.endpoint(), "main", &["wal-fetch", "--retry-for", "6", SEGMENT, dest.to_str().unwrap()]);
+
+    // Untouched, the segment is fetched through the proxy.
+    let out = fetch();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(std::fs::read(&dest).unwrap() == content);
+    std::fs::remove_file(&dest).unwrap();
+
+    // Listed, and every read of it answered 404 NoSuchKey.
+    proxy.set(Fault::Missing { matching: READ });
+    let out = fetch();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(255), "{stderr}");
+    assert!(stderr.contains("the listing shows the object, but reading it found nothing"), "{stderr}");
+    assert!(stderr.contains("retrying in") && stderr.contains("gave up after"), "{stderr}");
+    assert!(stderr.contains("recovery stops here (exit status 255)"), "{stderr}");
+    assert!(proxy.failed() >= 2, "every attempt read it and was told 404: {} answered", proxy.failed());
+    let heads = proxy.request_heads();
+    assert!(
+        heads.iter().any(|head| head.starts_with("GET /backups") && head.contains("list-type=2")),
+        "listed: {heads:?}"
+    );
+    assert!(!dest.exists());
+}
+
 /// pg_stat_progress_basebackup's phase of the running backup, if any.
 fn backup_phase(pg: &PgCluster) -> String {
     pg.query_text("SELECT coalesce((SELECT phase FROM pg_stat_progress_basebackup), '')")

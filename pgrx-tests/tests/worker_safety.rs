@@ -268,38 +268,200 @@ fn a_tablespace_created_while_the_backup_waits_for_its_checkpoint_is_archived() 
     assert!(names.iter().any(|n| n == inside), "{inside} missing from {oid}.tar.zst: {names:?}");
 }
 
+/// pg_stat_progress_basebackup's phase of the running backup, if any.
+fn backup_phase(pg: &PgCluster) -> String {
+    pg.query_text("SELECT coalesce((SELECT phase FROM pg_stat_progress_basebackup), '')")
+}
+
+/// Polls the backup's phase every 20 ms until it is `phase` (a phase can be short).
+fn wait_for_phase(pg: &PgCluster, phase: &str) {
+    let mut client = pg.client();
+    let started = Instant::now();
+    loop {
+        let row = client.query_one("SELECT coalesce((SELECT phase FROM pg_stat_progress_basebackup), '')", &[]);
+        if row.unwrap().get::<_, String>(0) == phase {
+            return;
+        }
+        assert!(started.elapsed() < Duration::from_secs(120), "the backup never reached {phase:?}:\n{}", pg.log());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The status of backup `id` in `pgops.backup_list`, `None` when it is not listed.
+fn listed_status(pg: &PgCluster, id: &str) -> Option<(String, String)> {
+    let row = pg
+        .client()
+        .query_opt("SELECT status, coalesce(error, '') FROM pgops.backup_list WHERE id = $1", &[&id])
+        .unwrap_or_else(|e| panic!("backup_list: {e}"));
+    row.map(|row| (row.get(0), row.get(1)))
+}
+
+/// The log line of a worker whose start-up sweep for unfinished backups ran.
+const SWEPT: &str = "checked for backups this instance left unfinished";
+
+/// The error of a backup its worker's stop interrupted, as the next worker records it.
+const INTERRUPTED: &str = "interrupted: the pgops worker stopped before the backup finished";
+
+/// Stops `pg` with `pg_ctl stop -m fast`; returns how long it took, after checking it
+/// succeeded.
+fn fast_shutdown(pg: &PgCluster, what: &str) -> Duration {
+    let started = Instant::now();
+    let mut stop = pg.tool("pg_ctl");
+    stop.args(["stop", "-w", "-t", "120", "-m", "fast", "-D"]).arg(&pg.data);
+    let out = stop.output().unwrap();
+    let took = started.elapsed();
+    assert!(out.status.success(), "{what}: pg_ctl stop: {}\n{}", String::from_utf8_lossy(&out.stderr), pg.log());
+    took
+}
+
 /// A fast shutdown, on default settings (a spread checkpoint), is bounded whenever the
 /// store freezes: before the backup starts (claiming the repository, writing its status),
-/// and while pg_backup_start waits for its checkpoint. (Mid-stream: faults.rs.)
+/// while pg_backup_start waits for its checkpoint, mid-stream, and after pg_backup_stop
+/// while the backup waits for its last WAL segment to reach the repository. Thawed and
+/// restarted, nothing is lost: the WAL that waited is archived, and the backup is FAILED
+/// as interrupted (marked by the next worker), or was never recorded when the store froze
+/// before its first write; never left STARTED.
 #[test]
 fn a_fast_shutdown_is_bounded_on_default_settings_whenever_the_store_freezes() {
-    for moment in ["before the backup starts", "during its spread checkpoint"] {
+    for moment in ["before the backup starts", "during its spread checkpoint", "mid-stream", "at pg_backup_stop"] {
         let dir = scratch_dir();
         let s3 = S3Server::start(dir.path());
-        let pg = backing_up_cluster(dir.path(), &s3, "main", SPREAD);
+        // Every request goes through the proxy, which can refuse archiving alone.
+        let proxy = FaultProxy::start(s3.port);
+        let pg = proxied_backing_up_cluster(dir.path(), &s3, &proxy, "main", SPREAD);
+        if moment == "mid-stream" {
+            // Enough data (300 MB) that the backup streams for a few seconds.
+            pg.execute(
+                "CREATE TABLE bulk AS SELECT g AS id, repeat(md5(g::text), 8) AS filler FROM generate_series(1, 1000000) g",
+            );
+        }
         let first = pg.write_and_switch();
         pg.wait_archived(&first);
         dirty_some_buffers(&pg);
         if moment == "before the backup starts" {
             s3.freeze();
-            pg.query_text("SELECT pgops.backup_now(wait => false)");
-        } else {
-            pg.query_text("SELECT pgops.backup_now(wait => false)");
-            wait_for_spread_checkpoint(&pg);
-            s3.freeze();
+        }
+        let id = pg.query_text("SELECT pgops.backup_now(wait => false)");
+        match moment {
+            "before the backup starts" => {}
+            "during its spread checkpoint" => {
+                wait_for_spread_checkpoint(&pg);
+                s3.freeze();
+            }
+            "mid-stream" => {
+                wait_for_spread_checkpoint(&pg);
+                pg.execute("CHECKPOINT"); // ends the spread checkpoint: the backup streams
+                wait_for_phase(&pg, "streaming database files");
+                s3.freeze();
+            }
+            _ => {
+                wait_for_spread_checkpoint(&pg);
+                // The backup's last segment is not archived: it waits for it after
+                // pg_backup_stop (pgops.backup_archive_timeout, 5 min).
+                proxy.set(Fault::Refuse { matching: "PUT /backups/main/wals/" });
+                pg.execute("CHECKPOINT");
+                wait_for_phase(&pg, "waiting for wal archiving to finish");
+                std::thread::sleep(Duration::from_secs(1));
+                s3.freeze();
+            }
         }
         // Three segments wait for the frozen store.
-        for _ in 0..3 {
-            pg.write_and_switch();
-        }
+        let waiting: Vec<String> = (0..3).map(|_| pg.write_and_switch()).collect();
         std::thread::sleep(Duration::from_secs(2));
-        let started = Instant::now();
-        let mut stop = pg.tool("pg_ctl");
-        stop.args(["stop", "-w", "-t", "120", "-m", "fast", "-D"]).arg(&pg.data);
-        let out = stop.output().unwrap();
-        let took = started.elapsed();
+        // Still where it froze: the frozen store holds it there.
+        let phase = backup_phase(&pg);
+        match moment {
+            "mid-stream" => assert_eq!(phase, "streaming database files", "{moment}"),
+            "at pg_backup_stop" => {
+                assert_eq!(phase, "waiting for wal archiving to finish", "{moment}");
+                assert!(proxy.failed() > 0, "{moment}: archiving was refused");
+            }
+            "during its spread checkpoint" => assert_eq!(phase, "waiting for checkpoint to finish", "{moment}"),
+            // Claiming the repository, before any phase of its own.
+            _ => assert_eq!(phase, "initializing", "{moment}"),
+        }
+        let took = fast_shutdown(&pg, moment);
         s3.thaw();
-        assert!(out.status.success(), "{moment}: pg_ctl stop: {}\n{}", String::from_utf8_lossy(&out.stderr), pg.log());
         assert!(took < Duration::from_secs(30), "{moment}: fast shutdown took {took:?}\n{}", pg.log());
+
+        // Thawed and restarted: every waiting segment is archived, the backup is not left
+        // STARTED.
+        proxy.set(Fault::Nothing);
+        let log_start = pg.log().len();
+        pg.start();
+        for name in &waiting {
+            pg.wait_archived(name);
+        }
+        wait_for(&format!("{moment}: the worker's sweep"), Duration::from_secs(60), || {
+            pg.log()[log_start..].contains(SWEPT)
+        });
+        let status = listed_status(&pg, &id);
+        if moment == "before the backup starts" {
+            // Frozen before its first write: nothing of it reached the repository.
+            assert_eq!(status, None, "{moment}\n{}", pg.log());
+        } else {
+            assert_eq!(status, Some(("FAILED".to_string(), INTERRUPTED.to_string())), "{moment}\n{}", pg.log());
+        }
+        pg.stop();
     }
+}
+
+/// A roles file declaring `roles` (no login, no password), readable by `postgres`.
+fn declare_roles(path: &std::path::Path, roles: &[&str]) {
+    let entries: Vec<String> = roles.iter().map(|name| format!("{{\"name\": \"{name}\", \"login\": false}}")).collect();
+    std::fs::write(path, format!("{{\"roles\": [{}]}}", entries.join(", "))).unwrap();
+    give_to_postgres(path);
+}
+
+fn role_exists(pg: &PgCluster, role: &str) -> bool {
+    pg.query_text(&format!("SELECT count(*) FROM pg_roles WHERE rolname = '{role}'")) == "1"
+}
+
+/// The worker's first duty at start, marking the backups an earlier worker left STARTED as
+/// FAILED, meets a store frozen before the server started: the sweep gives up within 5 s
+/// and is tried again later, while the worker goes on serving: a reload (the roles file
+/// applied) and a backup request are taken at once, and a fast shutdown is bounded.
+#[test]
+fn a_store_frozen_when_the_worker_starts_holds_up_neither_its_duties_nor_a_shutdown() {
+    let dir = scratch_dir();
+    let s3 = S3Server::start(dir.path());
+    let roles_file = dir.path().join("roles.json");
+    declare_roles(&roles_file, &["early"]);
+    let pg = PgCluster::init(dir.path(), "primary");
+    pg.configure(ARCHIVING);
+    pg.configure(&s3.pgops_settings("main"));
+    pg.configure(&format!("{SPREAD}\npgops.roles_file = '{}'", roles_file.display()));
+    s3.freeze();
+    pg.start();
+
+    // The roles file is reconciled at start, right before the sweep; then the sweep waits
+    // for the frozen store, and gives up.
+    wait_for("the roles file at start", Duration::from_secs(60), || role_exists(&pg, "early"));
+    declare_roles(&roles_file, &["early", "late"]);
+    pg.execute("SELECT pg_reload_conf()");
+    let reloaded = Instant::now();
+    wait_for("the reload to be applied", Duration::from_secs(60), || role_exists(&pg, "late"));
+    let applied = reloaded.elapsed();
+    assert!(applied < Duration::from_secs(20), "the reload waited {applied:?} for the frozen store\n{}", pg.log());
+    wait_for("the sweep to give up", Duration::from_secs(60), || {
+        pg.log().contains("could not check for interrupted backups yet: the store did not answer within 5 s")
+    });
+    assert!(!pg.log().contains(SWEPT), "the store is frozen, yet the sweep ran:\n{}", pg.log());
+
+    // A backup request is taken (and waits for the store off the worker's main thread).
+    pg.execute("CREATE EXTENSION pgops");
+    let id = pg.query_text("SELECT pgops.backup_now(wait => false)");
+    wait_for("the worker to take the backup request", Duration::from_secs(30), || {
+        pg.log().contains(&format!("pgops: backup {id} starting"))
+    });
+    let took = fast_shutdown(&pg, "frozen since start");
+    s3.thaw();
+    assert!(took < Duration::from_secs(30), "fast shutdown took {took:?}\n{}", pg.log());
+
+    // Thawed: the next worker's sweep runs, and the backup, frozen before its first write,
+    // is not in the repository, so not left STARTED either.
+    let log_start = pg.log().len();
+    pg.start();
+    wait_for("the sweep", Duration::from_secs(60), || pg.log()[log_start..].contains(SWEPT));
+    assert_eq!(listed_status(&pg, &id), None, "{}", pg.log());
 }
