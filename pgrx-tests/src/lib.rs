@@ -562,9 +562,10 @@ pub enum Fault {
     /// Answer 500 InternalError to the requests whose request line starts with `matching`
     /// (`"PUT /backups/main/wals/"`: archiving fails), and forward the others.
     Refuse { matching: &'static str },
-    /// Answer 404 NoSuchKey to the requests whose request line starts with `matching`, and
-    /// forward the others: an object the listing shows that reads as missing (an
-    /// eventually consistent store, or one deleted between the listing and the read).
+    /// Answer 404 NoSuchKey to every request (HEAD, GET) whose target starts with
+    /// `matching` (`"/backups/main/wals/…"`), and forward the others: an object the
+    /// listing shows that reads as missing (an eventually consistent store, or one deleted
+    /// between the listing and the read).
     Missing { matching: &'static str },
 }
 
@@ -643,19 +644,24 @@ fn relay(
     heads.lock().unwrap().push(String::from_utf8_lossy(&head).into_owned());
     let number = requests.fetch_add(1, Ordering::SeqCst);
     let matches = |prefix: &str| head.starts_with(prefix.as_bytes());
+    let text = String::from_utf8_lossy(&head);
+    let mut request_line = text.split_whitespace();
+    let (method, target) = (request_line.next().unwrap_or_default(), request_line.next().unwrap_or_default());
     let injected = match fault {
         Fault::Nothing => None,
         Fault::Down => Some(2),
         Fault::Flaky { period, burst } => (number % period < burst).then_some(number % 3),
         Fault::Refuse { matching } => matches(matching).then_some(1),
-        Fault::Missing { matching } => matches(matching).then_some(3),
+        Fault::Missing { matching } => target.starts_with(matching).then_some(3),
     };
     match injected {
         Some(kind) => {
             failed.fetch_add(1, Ordering::SeqCst);
             let error = |status: &str, code: &str| {
                 let body = format!("<?xml version=\"1.0\"?><Error><Code>{code}</Code><Message>injected by the test proxy</Message></Error>");
-                format!("HTTP/1.1 {status}\r\nContent-Type: application/xml\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len())
+                // An answer to HEAD has the headers of one to GET, and no body.
+                let sent = if method == "HEAD" { "" } else { body.as_str() };
+                format!("HTTP/1.1 {status}\r\nContent-Type: application/xml\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{sent}", body.len())
             };
             match kind {
                 0 => client.write_all(error("503 Slow Down", "SlowDown").as_bytes())?,

@@ -119,13 +119,13 @@ fn wal_fetch_stops_recovery_instead_of_ending_it_when_the_store_stays_down() {
 #[test]
 fn wal_fetch_stops_recovery_when_the_listing_shows_a_segment_that_reads_as_missing() {
     const SEGMENT: &str = "000000010000000000000003";
-    const READ: &str = "GET /backups/main/wals/0000000100000000/000000010000000000000003.zst";
+    const OBJECT: &str = "/backups/main/wals/0000000100000000/000000010000000000000003.zst";
     let dir = scratch_dir();
     let s3 = S3Server::start(dir.path());
     let content = vec![0x5a_u8; 16 << 20];
     let stored = pgops_core::pipeline::Compression::Zstd.compress(&content, 0).unwrap();
     let relative = format!("wals/{}/{SEGMENT}.zst", &SEGMENT[..16]);
-    assert_eq!(format!("GET /{BUCKET}/main/{relative}"), READ);
+    assert_eq!(format!("/{BUCKET}/main/{relative}"), OBJECT);
     block_on(s3.repository("main").put_as_is(&relative, stored.into())).unwrap();
     let proxy = FaultProxy::start(s3.port);
     let dest = dir.path().join("RECOVERYXLOG");
@@ -138,8 +138,8 @@ fn wal_fetch_stops_recovery_when_the_listing_shows_a_segment_that_reads_as_missi
     assert!(std::fs::read(&dest).unwrap() == content);
     std::fs::remove_file(&dest).unwrap();
 
-    // Listed, and every read of it answered 404 NoSuchKey.
-    proxy.set(Fault::Missing { matching: READ });
+    // Listed, and every read of it (HEAD, GET) answered 404 NoSuchKey.
+    proxy.set(Fault::Missing { matching: OBJECT });
     let out = fetch();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(255), "{stderr}");
