@@ -721,9 +721,13 @@ fn a_backup_left_started_by_a_dead_primary_goes_once_its_heartbeat_is_stale() {
     assert!(why.contains("marked FAILED, kept until a newer DONE backup is"), "{why}");
 
     let newest = promoted.query_text("SELECT pgops.backup_now()");
-    wait_for("the worker's retention run", Duration::from_secs(30), || {
-        promoted.log().lines().any(|line| line.contains("pgops: retention") && line.contains(&running))
-    });
+    // The run that removes it: the worker's first run, at its start, may already have
+    // marked it FAILED (its heartbeat was aged by then) and named it for that alone.
+    let removes_running = |line: &str| {
+        line.contains("pgops: retention")
+            && line.split_once(" backup object(s)").is_some_and(|(removed, _)| removed.contains(&running))
+    };
+    wait_for("the worker's retention run", Duration::from_secs(30), || promoted.log().lines().any(removes_running));
     assert!(keys(&repo, &format!("base/{running}/")).is_empty(), "{}", promoted.log());
     assert!(keys(&repo, &format!("base/{earlier}/")).is_empty(), "{}", promoted.log());
     let begin_newest = promoted.query_text(&format!("SELECT begin_wal FROM pgops.backup_list WHERE id = '{newest}'"));
