@@ -25,8 +25,6 @@ pub use select::{choose_backup, Choice, ChoiceContext, Snapshot};
 pub use stored::verify_backup;
 pub use target_time::{NotATime, TargetTime};
 
-pub(crate) use select::{barman_instant, is_done};
-
 use config::recovery_settings;
 use extract::{extract, ArchiveKind};
 use select::{choice_context, restore_key_hint};
@@ -164,7 +162,7 @@ pub fn restore(
             RecoveryTarget::Time(TargetTime::Local(local)) => {
                 let (zone, tz) = target_time::server_timezone(&request.pgdata)?;
                 let at = target_time::instant_in(local, tz);
-                let ends_after = backup.fields.get("end_time").and_then(barman_instant).is_none_or(|end| end > at);
+                let ends_after = backup.record.end_time.is_none_or(|end| end > at);
                 if ends_after {
                     let first_guess = target == request.target;
                     if matches!(request.backup, BackupChoice::Id(_)) || !first_guess {
@@ -172,7 +170,7 @@ pub fn restore(
                             format!(
                                 "backup {} ends at {}, after the recovery target {local} {zone} ({} UTC): recovery from it cannot stop there",
                                 backup.backup_id,
-                                backup.fields.get("end_time").unwrap_or("?"),
+                                backup.record.text("end_time").unwrap_or("?"),
                                 target_time::postgres_time(at)
                             ),
                             "Choose an older backup (--backup ID), or --backup latest.",

@@ -1,7 +1,7 @@
 //! Timeline histories: a timeline and where it left each of its ancestors, read from the
 //! repository's `.history` files as Postgres reads them.
 
-use crate::naming::Lsn;
+use crate::naming::{Lsn, Timeline};
 use crate::pipeline::Compression;
 use crate::restore::RestoreError;
 use crate::store::Repository;
@@ -51,13 +51,13 @@ impl TimelineHistory {
 
     /// Whether recovery from a backup on `timeline` that ended at `end` can follow onto
     /// this timeline: it is this one, or one it descends from, left after the backup ended.
-    pub(crate) fn reachable_from(&self, timeline: Option<u64>, end: Option<Lsn>) -> bool {
-        let Some(timeline) = timeline else { return false };
-        timeline == u64::from(self.timeline)
+    pub(crate) fn reachable_from(&self, timeline: Option<Timeline>, end: Option<Lsn>) -> bool {
+        let Some(Timeline(timeline)) = timeline else { return false };
+        timeline == self.timeline
             || self
                 .ancestors
                 .iter()
-                .any(|(ancestor, left_at)| u64::from(*ancestor) == timeline && end.is_some_and(|end| end <= *left_at))
+                .any(|(ancestor, left_at)| *ancestor == timeline && end.is_some_and(|end| end <= *left_at))
     }
 }
 

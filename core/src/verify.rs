@@ -11,7 +11,7 @@ use crate::backup::catalog::list_backups;
 use crate::naming::{self, Lsn, SegmentPosition, Timeline, WalFileKind, WalSegment};
 use crate::ownership::{self, OwnershipError};
 use crate::pipeline::{self, Compression};
-use crate::restore::{is_done, verify_backup};
+use crate::restore::verify_backup;
 use crate::retention::{read_keep, KeepTarget};
 use crate::store::reader::{decode_into, DecodeIntoError};
 use crate::store::{ObjectMeta, Repository, StoreError, StoreErrorKind};
@@ -207,9 +207,8 @@ pub fn verify(repo: &Repository, runtime: &Handle) -> Result<VerifyReport, Store
         Err(OwnershipError::Store(e)) => return Err(e),
         Err(_) => None,
     };
-    let segment_size = owner_segment_size
-        .or_else(|| backups.iter().find_map(|b| b.fields.number("xlog_segment_size")))
-        .unwrap_or(16 << 20);
+    let segment_size =
+        owner_segment_size.or_else(|| backups.iter().find_map(|b| b.record.segment_size)).unwrap_or(16 << 20);
 
     // The archived WAL, per timeline.
     let mut segments: BTreeMap<Timeline, BTreeSet<SegmentPosition>> = BTreeMap::new();
@@ -260,7 +259,7 @@ pub fn verify(repo: &Repository, runtime: &Handle) -> Result<VerifyReport, Store
         }
     }
     let mut needs = WalNeeds { children: &children, segment_size, from: BTreeMap::new() };
-    for backup in backups.iter().filter(|b| is_done(b)) {
+    for backup in backups.iter().filter(|b| b.is_done()) {
         let id = backup.backup_id.parse::<crate::backup::BackupId>();
         let standalone = match &id {
             Ok(id) => {
@@ -273,10 +272,8 @@ pub fn verify(repo: &Repository, runtime: &Handle) -> Result<VerifyReport, Store
             }
             Err(_) => false,
         };
-        let begin = backup.fields.get("begin_wal").and_then(|name| WalSegment::parse(name).ok());
-        let end = backup.fields.get("end_xlog").and_then(|text| text.parse::<Lsn>().ok());
-        if let (Some(begin), false) = (begin, standalone) {
-            needs.add(begin.timeline, begin.position, end);
+        if let (Some(begin), false) = (backup.record.begin_wal, standalone) {
+            needs.add(begin.timeline, begin.position, backup.record.end_lsn);
         }
     }
 
@@ -325,21 +322,23 @@ pub fn verify(repo: &Repository, runtime: &Handle) -> Result<VerifyReport, Store
         });
     }
 
-    for backup in backups.iter().filter(|b| b.fields.get("status").is_none()) {
-        let why = backup.fields.get("error").unwrap_or("its backup.info has no status");
+    for backup in backups.iter().filter(|b| b.record.status_text().is_none()) {
+        let why = backup.record.error.as_deref().unwrap_or("its backup.info has no status");
         problems.push(format!("backup {}: {why}", backup.backup_id));
     }
     let mut checks = Vec::new();
-    for backup in backups.iter().filter(|b| is_done(b)) {
+    for backup in backups.iter().filter(|b| b.is_done()) {
         let mut check =
             BackupCheck { id: backup.backup_id.clone(), files_checked: 0, manifest: false, problems: vec![] };
         match verify_backup(repo, runtime, &backup.backup_id) {
             Ok((files, manifest)) => (check.files_checked, check.manifest) = (files, manifest),
             Err(e) => check.problems.push(e.to_string()),
         }
-        let wal = |key| backup.fields.get(key).map(|name| WalSegment::parse(name).map_err(|e| format!("{key}: {e}")));
-        match (wal("begin_wal"), wal("end_wal")) {
-            (Some(Ok(begin)), Some(Ok(end))) => {
+        let malformed: Vec<String> =
+            ["begin_wal", "end_wal"].into_iter().filter_map(|key| backup.record.malformed(key)).collect();
+        match (backup.record.begin_wal, backup.record.end_wal) {
+            _ if !malformed.is_empty() => check.problems.push(format!("backup.info: {}", malformed.join("; "))),
+            (Some(begin), Some(end)) => {
                 let none = BTreeSet::new();
                 let present = segments.get(&begin.timeline).unwrap_or(&none);
                 let mut needed = missing_segments(begin, end, present, segment_size);
@@ -350,7 +349,6 @@ pub fn verify(repo: &Repository, runtime: &Handle) -> Result<VerifyReport, Store
                     check.problems.push(format!("WAL it needs is missing from the archive: {}", names(&needed)));
                 }
             }
-            (Some(Err(e)), _) | (_, Some(Err(e))) => check.problems.push(format!("backup.info: {e}")),
             _ => {}
         }
         checks.push(check);
@@ -446,7 +444,7 @@ mod tests {
         assert!(!report.ok);
         let problems = &report.backups[0].problems;
         assert!(
-            problems.iter().any(|p| p.contains("end_wal: \"0000000100000000000000zz\" is not a WAL segment")),
+            problems.iter().any(|p| p.contains("end_wal \"0000000100000000000000zz\" is not a WAL segment")),
             "{problems:?}"
         );
     }

@@ -2,7 +2,7 @@
 //! `base/<backup_id>/`, so that backups taken by any cluster or tool that writes the
 //! layout are listed, the running one (STARTED) included.
 
-use super::info::InfoFields;
+use super::info::{marked_failed, BackupRecord, BackupStatus};
 use super::owner::{owner_of, BackupOwner};
 use crate::ownership::OwnershipError;
 use crate::store::{Repository, StoreResult};
@@ -12,30 +12,35 @@ use std::collections::BTreeMap;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BackupSummary {
     pub backup_id: String,
-    pub fields: InfoFields,
+    pub record: BackupRecord,
     /// Bytes of every object under the backup's directory.
     pub stored_bytes: u64,
 }
 
 impl BackupSummary {
     pub fn status(&self) -> &str {
-        match self.fields.get("status") {
+        match self.record.status_text() {
             Some(status) => status,
             None if self.unreadable().is_some() => "UNREADABLE",
             None => "EMPTY",
         }
     }
 
+    /// Whether it finished: only those can be restored.
+    pub fn is_done(&self) -> bool {
+        self.record.status == Some(BackupStatus::Done)
+    }
+
     /// Why its backup.info could not be read, if so ([`list_backups`] lists such a backup
     /// with that error and no status).
     pub fn unreadable(&self) -> Option<&str> {
-        let error = self.fields.get("error")?;
-        (self.fields.get("status").is_none() && error.starts_with(UNREADABLE_INFO)).then_some(error)
+        let error = self.record.error.as_deref()?;
+        (self.record.status_text().is_none() && error.starts_with(UNREADABLE_INFO)).then_some(error)
     }
 
     /// The backup as `pgops.backups()` and `pgops list` show it.
     pub fn row(&self) -> BackupRow {
-        let text = |key: &str| self.fields.get(key).map(str::to_string);
+        let text = |key: &str| self.record.text(key).map(str::to_string);
         BackupRow {
             id: self.backup_id.clone(),
             status: self.status().to_string(),
@@ -45,8 +50,8 @@ impl BackupSummary {
             end_lsn: text("end_xlog"),
             begin_wal: text("begin_wal"),
             end_wal: text("end_wal"),
-            timeline: self.fields.number("timeline").map(|t| t as u32),
-            size_bytes: self.fields.number("size"),
+            timeline: self.record.timeline.map(|timeline| timeline.0),
+            size_bytes: self.record.size,
             stored_bytes: self.stored_bytes,
             compression: text("compression"),
             error: text("error"),
@@ -96,17 +101,15 @@ pub async fn list_backups(repo: &Repository) -> StoreResult<Vec<BackupSummary>> 
     }
     let mut backups = Vec::with_capacity(with_info.len());
     for backup_id in with_info {
-        let fields = match repo.get(&format!("base/{backup_id}/backup.info")).await {
-            Ok(Some(text)) => InfoFields::parse(&String::from_utf8_lossy(&text)),
+        let record = match repo.get(&format!("base/{backup_id}/backup.info")).await {
+            Ok(Some(text)) => BackupRecord::parse(&String::from_utf8_lossy(&text)),
             Ok(None) => continue, // deleted since the listing
             // One backup.info that cannot be decrypted or decompressed must not hide the
             // others: it is listed without a status, and its error says why.
-            Err(e) if !e.is_transient() => {
-                InfoFields([("error".to_string(), format!("{UNREADABLE_INFO}: {}", e.cause))].into())
-            }
+            Err(e) if !e.is_transient() => BackupRecord::unreadable(format!("{UNREADABLE_INFO}: {}", e.cause)),
             Err(e) => return Err(e),
         };
-        backups.push(BackupSummary { fields, stored_bytes: stored[&backup_id], backup_id });
+        backups.push(BackupSummary { record, stored_bytes: stored[&backup_id], backup_id });
     }
     Ok(backups)
 }
@@ -125,8 +128,11 @@ pub async fn fail_interrupted(
 ) -> Result<Vec<String>, OwnershipError> {
     let mut marked = Vec::new();
     for backup in list_backups(repo).await? {
-        let same_cluster = backup.fields.get("systemid") == Some(system_identifier.to_string().as_str());
-        if backup.status() != "STARTED" || !same_cluster || Some(backup.backup_id.as_str()) == running {
+        let same_cluster = backup.record.system_identifier == Some(system_identifier);
+        if backup.record.status != Some(BackupStatus::Started)
+            || !same_cluster
+            || Some(backup.backup_id.as_str()) == running
+        {
             continue;
         }
         if owner_of(repo, &backup.backup_id).await?.map(|record| record.owner).as_ref() != Some(owner) {
@@ -145,24 +151,9 @@ pub async fn mark_failed(repo: &Repository, backup_id: &str, reason: &str) -> Re
     let key = format!("base/{backup_id}/backup.info");
     let Some(text) = repo.get(&key).await? else { return Ok(false) };
     // Only a backup still STARTED: one that ended since the caller looked stays as it is.
-    if InfoFields::parse(&String::from_utf8_lossy(&text)).get("status") != Some("STARTED") {
-        return Ok(false);
-    }
+    let Some(rewritten) = marked_failed(&String::from_utf8_lossy(&text), reason) else { return Ok(false) };
     // Encrypted with a key the repository's record lists, as every writer's objects are.
     crate::ownership::admit_writer(repo).await?;
-    let error = format!("error={}", reason.replace('\n', " "));
-    let mut lines: Vec<String> = String::from_utf8_lossy(&text)
-        .lines()
-        .filter(|line| !line.starts_with("error="))
-        .map(|line| match line.split_once('=') {
-            Some(("status", _)) => "status=FAILED".to_string(),
-            _ => line.to_string(),
-        })
-        .collect();
-    // Barman writes its keys sorted.
-    let at = lines.iter().position(|line| line.as_str() > error.as_str()).unwrap_or(lines.len());
-    lines.insert(at, error);
-    let rewritten: String = lines.into_iter().map(|line| line + "\n").collect();
     repo.put(&key, rewritten.into()).await?;
     Ok(true)
 }

@@ -1,6 +1,9 @@
 //! `backup.info`, Barman's metadata file, with Barman's own keys only: its loader rejects
 //! any key it does not know, so anything pgops-specific goes into a separate object.
 
+use crate::naming::{Lsn, Timeline, WalSegment};
+use crate::restore::TargetTime;
+use chrono::{DateTime, Utc};
 use std::collections::BTreeMap;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -144,28 +147,135 @@ impl BackupInfo {
     }
 }
 
-/// A `backup.info` read back: its fields as text, `None` and empty values left out.
+/// A `backup.info` read back, parsed once: the fields pgops decides on, typed; the text of
+/// every field as written (Barman's other fields and statuses included) for display; and
+/// which fields hold text that is not of their type, which each reader judges for itself
+/// (retention will not plan on them, verify reports them, a listing shows the text).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct InfoFields(pub BTreeMap<String, String>);
+pub struct BackupRecord {
+    /// `None` when absent or one of Barman's statuses pgops never writes (see
+    /// [`BackupRecord::status_text`]).
+    pub status: Option<BackupStatus>,
+    pub system_identifier: Option<u64>,
+    pub timeline: Option<Timeline>,
+    pub segment_size: Option<u64>,
+    pub begin_wal: Option<WalSegment>,
+    pub end_wal: Option<WalSegment>,
+    pub begin_lsn: Option<Lsn>,
+    pub end_lsn: Option<Lsn>,
+    pub end_time: Option<DateTime<Utc>>,
+    /// Uncompressed size of the archives.
+    pub size: Option<u64>,
+    pub error: Option<String>,
+    /// Every field's text, `None` and empty values left out.
+    text: BTreeMap<String, String>,
+    /// Fields present whose text is not of their type, with what it should be.
+    malformed: BTreeMap<&'static str, &'static str>,
+}
 
-impl InfoFields {
-    pub fn parse(text: &str) -> InfoFields {
-        InfoFields(
-            text.lines()
-                .filter(|l| !l.trim().is_empty() && !l.trim_start().starts_with('#'))
-                .filter_map(|l| l.split_once('='))
-                .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
-                .filter(|(_, v)| v != "None" && !v.is_empty())
-                .collect(),
-        )
+impl BackupRecord {
+    pub fn parse(text: &str) -> BackupRecord {
+        let text: BTreeMap<String, String> = text
+            .lines()
+            .filter(|l| !l.trim().is_empty() && !l.trim_start().starts_with('#'))
+            .filter_map(|l| l.split_once('='))
+            .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+            .filter(|(_, v)| v != "None" && !v.is_empty())
+            .collect();
+        let mut malformed = BTreeMap::new();
+        let mut typed = |key: &'static str, what: &'static str, parse: &dyn Fn(&str) -> bool| {
+            let value = text.get(key)?;
+            if !parse(value) {
+                malformed.insert(key, what);
+            }
+            Some(value.as_str())
+        };
+        let wal = |name: &str| WalSegment::parse(name).is_ok();
+        let lsn = |value: &str| value.parse::<Lsn>().is_ok();
+        let number = |value: &str| value.parse::<u64>().is_ok();
+        let begin_wal = typed("begin_wal", "a WAL segment name", &wal).and_then(|n| WalSegment::parse(n).ok());
+        let end_wal = typed("end_wal", "a WAL segment name", &wal).and_then(|n| WalSegment::parse(n).ok());
+        let begin_lsn = typed("begin_xlog", "an LSN", &lsn).and_then(|v| v.parse().ok());
+        let end_lsn = typed("end_xlog", "an LSN", &lsn).and_then(|v| v.parse().ok());
+        let end_time =
+            typed("end_time", "a time with a UTC offset", &|v| barman_instant(v).is_some()).and_then(barman_instant);
+        let timeline =
+            typed("timeline", "a timeline number", &|v| v.parse::<u32>().is_ok()).and_then(|v| v.parse().ok());
+        let system_identifier = typed("systemid", "a system identifier", &number).and_then(|v| v.parse().ok());
+        let segment_size = typed("xlog_segment_size", "a number", &number).and_then(|v| v.parse().ok());
+        let size = typed("size", "a number", &number).and_then(|v| v.parse().ok());
+        BackupRecord {
+            status: text.get("status").and_then(|status| BackupStatus::from_barman(status)),
+            system_identifier,
+            timeline: timeline.map(Timeline),
+            segment_size,
+            begin_wal,
+            end_wal,
+            begin_lsn,
+            end_lsn,
+            end_time,
+            size,
+            error: text.get("error").cloned(),
+            text,
+            malformed,
+        }
     }
 
-    pub fn get(&self, key: &str) -> Option<&str> {
-        self.0.get(key).map(String::as_str)
+    /// The record of a backup whose `backup.info` could not be read: no status, `error`
+    /// saying why.
+    pub fn unreadable(error: String) -> BackupRecord {
+        BackupRecord {
+            error: Some(error.clone()),
+            text: BTreeMap::from([("error".to_string(), error)]),
+            ..BackupRecord::default()
+        }
     }
 
-    pub fn number(&self, key: &str) -> Option<u64> {
-        self.get(key)?.parse().ok()
+    /// A field's text as written; `None` when absent, `None` or empty.
+    pub fn text(&self, key: &str) -> Option<&str> {
+        self.text.get(key).map(String::as_str)
+    }
+
+    /// The status as written, Barman's others (`WAITING_FOR_WALS`, ...) included.
+    pub fn status_text(&self) -> Option<&str> {
+        self.text("status")
+    }
+
+    /// What is wrong with field `key`, when its text is not of its type.
+    pub fn malformed(&self, key: &str) -> Option<String> {
+        let what = self.malformed.get(key)?;
+        Some(format!("{key} \"{}\" is not {what}", self.text.get(key).map_or("", String::as_str)))
+    }
+}
+
+/// Rewrites a `backup.info` still STARTED with status FAILED and `reason` as its error,
+/// every other line kept as it is (a field pgops does not know included); `None` when it
+/// is no longer STARTED.
+pub fn marked_failed(text: &str, reason: &str) -> Option<String> {
+    if BackupRecord::parse(text).status != Some(BackupStatus::Started) {
+        return None;
+    }
+    let error = format!("error={}", reason.replace('\n', " "));
+    let mut lines: Vec<String> = text
+        .lines()
+        .filter(|line| !line.starts_with("error="))
+        .map(|line| match line.split_once('=') {
+            Some(("status", _)) => "status=FAILED".to_string(),
+            _ => line.to_string(),
+        })
+        .collect();
+    // Barman writes its keys sorted.
+    let at = lines.iter().position(|line| line.as_str() > error.as_str()).unwrap_or(lines.len());
+    lines.insert(at, error);
+    Some(lines.into_iter().map(|line| line + "\n").collect())
+}
+
+/// An instant in `backup.info`'s form (`2026-11-25 02:00:05.000000+00:00`); `None` for text
+/// that is not one, or has no UTC offset.
+pub fn barman_instant(text: &str) -> Option<DateTime<Utc>> {
+    match TargetTime::parse(text)? {
+        TargetTime::At(at) => Some(at),
+        TargetTime::Local(_) => None,
     }
 }
 
@@ -196,10 +306,41 @@ mod tests {
         assert!(text.contains("backup_label='START WAL LOCATION: 0/2000028\\nLABEL: x\\n'\n"), "{text}");
         assert!(text.contains("tablespaces=[('fast', 16385, '/mnt/o\\'k')]\n"), "{text}");
         assert!(text.contains("end_time=None\n"));
-        let fields = InfoFields::parse(&text);
-        assert_eq!(fields.get("status"), Some("DONE"));
-        assert_eq!(fields.number("size"), Some(1234));
-        assert_eq!(fields.get("error"), Some("line one line two"));
-        assert_eq!(fields.get("end_time"), None);
+        let record = BackupRecord::parse(&text);
+        assert_eq!(record.status, Some(BackupStatus::Done));
+        assert_eq!(record.size, Some(1234));
+        assert_eq!(record.error.as_deref(), Some("line one line two"));
+        assert_eq!(record.end_time, None);
+        assert_eq!(record.begin_lsn, Some(Lsn(0x2000028)));
+        assert_eq!(record.timeline, Some(Timeline(1)));
+        assert_eq!(record.system_identifier, Some(7300000000000000001));
+    }
+
+    #[test]
+    fn a_record_types_what_it_can_and_names_what_it_cannot() {
+        let record = BackupRecord::parse(
+            "status=WAITING_FOR_WALS\nbegin_wal=0/2000028\nend_xlog=0/3000060\ntimeline=x\nend_time=None\nfuture_key=kept\n",
+        );
+        assert_eq!(record.status, None);
+        assert_eq!(record.status_text(), Some("WAITING_FOR_WALS"));
+        assert_eq!(record.begin_wal, None);
+        assert_eq!(record.malformed("begin_wal").unwrap(), "begin_wal \"0/2000028\" is not a WAL segment name");
+        assert_eq!(record.end_lsn, Some(Lsn(0x3000060)));
+        assert_eq!(record.malformed("end_xlog"), None);
+        assert!(record.malformed("timeline").is_some());
+        assert_eq!((record.end_time, record.malformed("end_time")), (None, None));
+        assert_eq!(record.text("future_key"), Some("kept"));
+    }
+
+    #[test]
+    fn marking_failed_keeps_every_other_line_and_only_rewrites_a_started_backup() {
+        let started = "begin_wal=000000010000000000000002\nfuture_key=kept\nstatus=STARTED\n";
+        let failed = marked_failed(started, "the worker\nstopped").unwrap();
+        assert_eq!(
+            failed,
+            "begin_wal=000000010000000000000002\nerror=the worker stopped\nfuture_key=kept\nstatus=FAILED\n"
+        );
+        assert_eq!(marked_failed(&failed, "again"), None);
+        assert_eq!(marked_failed("status=DONE\n", "no"), None);
     }
 }

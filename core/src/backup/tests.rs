@@ -172,8 +172,8 @@ fn a_backup_is_barman_layout_with_label_and_control_file_last_and_a_manifest() {
     let listed = runtime.block_on(list_backups(&repo)).unwrap();
     assert_eq!(listed.len(), 1);
     assert_eq!(listed[0].status(), "DONE");
-    assert_eq!(listed[0].fields.get("begin_wal"), Some("000000010000000000000002"));
-    assert_eq!(listed[0].fields.get("end_time"), Some("2026-11-25 02:00:05.000000+00:00"));
+    assert_eq!(listed[0].record.text("begin_wal"), Some("000000010000000000000002"));
+    assert_eq!(listed[0].record.text("end_time"), Some("2026-11-25 02:00:05.000000+00:00"));
     assert!(listed[0].stored_bytes > 0);
 }
 
@@ -191,7 +191,7 @@ fn a_failed_backup_is_stopped_and_recorded_failed_and_crash_leftovers_are_marked
     assert_eq!(host.calls, ["start pgops backup 20261125T020000", "tablespaces", "stop"]);
     let listed = runtime.block_on(list_backups(&repo)).unwrap();
     assert_eq!(listed[0].status(), "FAILED");
-    assert!(listed[0].fields.get("error").unwrap().contains("still waiting"));
+    assert!(listed[0].record.error.as_deref().unwrap().contains("still waiting"));
     // The data archive's upload was dropped, not completed.
     assert!(runtime.block_on(repo.head("base/20261125T020000/data.tar.zst")).unwrap().is_none());
 
@@ -313,7 +313,7 @@ fn a_backup_whose_end_segment_is_never_archived_fails_within_the_archive_timeout
     );
     let backups = runtime.block_on(list_backups(&repo)).unwrap();
     assert_eq!(backups[0].status(), "FAILED");
-    assert!(backups[0].fields.get("error").unwrap().contains("pgops.backup_archive_timeout"));
+    assert!(backups[0].record.error.as_deref().unwrap().contains("pgops.backup_archive_timeout"));
 }
 
 /// Every writer of a status is admitted first: an encrypting writer on a repository claimed

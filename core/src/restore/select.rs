@@ -3,32 +3,17 @@
 
 use super::*;
 use crate::backup::catalog::BackupSummary;
-use crate::backup::info::BackupStatus;
 use crate::backup::{backup_dir, PGOPS_METADATA};
-use crate::naming::Lsn;
+use crate::naming::{Lsn, Timeline};
 use crate::ownership::OwnershipError;
 use crate::store::Repository;
 use crate::timeline::{stored_timeline_history, TimelineHistory};
-use chrono::{DateTime, Utc};
 use std::collections::HashMap;
 use tokio::runtime::Handle;
 
-/// A timestamp of `backup.info` (`2026-11-25 02:00:05.000000+00:00`).
-pub(crate) fn barman_instant(text: &str) -> Option<DateTime<Utc>> {
-    match TargetTime::parse(text)? {
-        TargetTime::At(at) => Some(at),
-        TargetTime::Local(_) => None,
-    }
-}
-
-/// Whether a backup finished: only those can be restored.
-pub(crate) fn is_done(backup: &BackupSummary) -> bool {
-    BackupStatus::from_barman(backup.status()) == Some(BackupStatus::Done)
-}
-
 /// Where a backup ended (`end_xlog`); `None` for one that did not end.
 pub(super) fn end_lsn(backup: &BackupSummary) -> Option<Lsn> {
-    backup.fields.get("end_xlog")?.parse().ok()
+    backup.record.end_lsn
 }
 
 /// The backup a restore uses, and why it is that one.
@@ -122,7 +107,7 @@ pub fn choose_backup<'a>(
         if let Some(why) = backup.unreadable() {
             return Err(RestoreError::refused(format!("backup {id}: {why}"), UNREADABLE_HINT));
         }
-        if !is_done(backup) {
+        if !backup.is_done() {
             return Err(RestoreError::refused(
                 format!("backup {id} is {}, not DONE: it cannot be restored", backup.status()),
                 "Name a DONE backup (pgops list shows their status), or --backup latest.",
@@ -132,8 +117,8 @@ pub fn choose_backup<'a>(
     }
     let done: Vec<&BackupSummary> = backups
         .iter()
-        .filter(|b| is_done(b))
-        .filter(|b| context.timeline.as_ref().is_none_or(|t| t.reachable_from(b.fields.number("timeline"), end_lsn(b))))
+        .filter(|b| b.is_done())
+        .filter(|b| context.timeline.as_ref().is_none_or(|t| t.reachable_from(b.record.timeline, end_lsn(b))))
         .collect();
     let on_timeline = context.timeline.as_ref().map_or(String::new(), |t| {
         format!(
@@ -163,7 +148,7 @@ pub fn choose_backup<'a>(
         RecoveryTarget::Time(_) | RecoveryTarget::Lsn(_) => {
             let ends_before = |b: &BackupSummary| match target {
                 RecoveryTarget::Time(at) => {
-                    b.fields.get("end_time").and_then(barman_instant).is_some_and(|end| end <= at.estimate())
+                    b.record.end_time.is_some_and(|end| end <= at.estimate())
                 }
                 RecoveryTarget::Lsn(lsn) => end_lsn(b).is_some_and(|end| end <= *lsn),
                 _ => unreachable!("matched above"),
@@ -173,8 +158,8 @@ pub fn choose_backup<'a>(
                 None => Err(RestoreError::refused(
                     format!(
                         "no DONE backup{on_timeline} ends before the recovery target; the oldest ends at {} ({})",
-                        oldest.fields.get("end_time").unwrap_or("?"),
-                        oldest.fields.get("end_xlog").unwrap_or("?")
+                        oldest.record.text("end_time").unwrap_or("?"),
+                        oldest.record.text("end_xlog").unwrap_or("?")
                     ),
                     "Recovery can only stop after the end of the backup it starts from: choose a later target.",
                 )),
@@ -231,8 +216,8 @@ pub(super) fn choice_context(
         // the archive has; a backup of a branch that timeline does not descend from fails
         // at startup ("not a child of this server's history"), after the whole download.
         None | Some(TargetTimeline::Latest) => {
-            let oldest = backups.iter().filter(|b| is_done(b)).filter_map(|b| b.fields.number("timeline")).min();
-            if let Some(oldest) = oldest.and_then(|t| u32::try_from(t).ok()) {
+            let oldest = backups.iter().filter(|b| b.is_done()).filter_map(|b| b.record.timeline).min();
+            if let Some(Timeline(oldest)) = oldest {
                 let newest = runtime.block_on(newest_timeline(repo, oldest))?;
                 if newest.timeline > 1 {
                     context.timeline = Some(newest);
@@ -241,7 +226,7 @@ pub(super) fn choice_context(
         }
     }
     if matches!(request.target, RecoveryTarget::Xid(_)) {
-        for backup in backups.iter().filter(|b| is_done(b)) {
+        for backup in backups.iter().filter(|b| b.is_done()) {
             let key = format!("{}/{PGOPS_METADATA}", backup_dir(&backup.backup_id));
             let Some(metadata) = runtime.block_on(repo.get(&key))? else {
                 continue; // not a pgops backup

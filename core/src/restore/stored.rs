@@ -3,7 +3,7 @@
 
 use super::extract::{extract, manifest_files, ArchiveKind, ManifestFiles};
 use super::*;
-use crate::backup::info::InfoFields;
+use crate::backup::info::BackupRecord;
 use crate::backup::{backup_dir, PGOPS_METADATA};
 use crate::pipeline::{self, Compression, DecodeError};
 use crate::store::reader::ObjectReader;
@@ -44,10 +44,10 @@ impl StoredBackup {
         let objects = runtime.block_on(repo.list(&format!("{dir}/")))?;
         let manifest_bytes = runtime.block_on(repo.get(&format!("{dir}/backup_manifest")))?;
         let info = runtime.block_on(repo.get(&format!("{dir}/backup.info")))?;
-        let fields = info.map(|text| InfoFields::parse(&String::from_utf8_lossy(&text)));
-        let labelled_by_pgops = fields
+        let record = info.map(|text| BackupRecord::parse(&String::from_utf8_lossy(&text)));
+        let labelled_by_pgops = record
             .as_ref()
-            .is_some_and(|fields| fields.get("backup_label").is_some_and(|label| label.contains(PGOPS_BACKUP_LABEL)));
+            .is_some_and(|record| record.text("backup_label").is_some_and(|label| label.contains(PGOPS_BACKUP_LABEL)));
         let prefix = repo.key(&format!("{dir}/"));
         let names: Vec<StoredArchive> = objects
             .into_iter()
@@ -65,7 +65,7 @@ impl StoredBackup {
         }
         check_chunks(&repo.location(&dir), backup_id, data.iter().chain(&tablespaces).map(|o| o.name.as_str()))?;
         let archived: BTreeSet<u32> = tablespaces.iter().map(|o| tablespace_oid(&o.name)).collect::<Result<_, _>>()?;
-        let listed = info_tablespace_oids(fields.as_ref().and_then(|fields| fields.get("tablespaces")));
+        let listed = info_tablespace_oids(record.as_ref().and_then(|record| record.text("tablespaces")));
         if let Some(missing) = listed.difference(&archived).next() {
             return Err(RestoreError::corrupt(
                 repo.location(&dir),

@@ -6,7 +6,7 @@ use super::stored::*;
 use super::wal_directory::*;
 use super::*;
 use crate::backup::catalog::BackupSummary;
-use crate::backup::info::InfoFields;
+use crate::backup::info::BackupRecord;
 use crate::backup::{NotABackupId, PGOPS_METADATA};
 use crate::naming::Lsn;
 use crate::store::{Repository, StoreError, StoreErrorKind};
@@ -23,7 +23,7 @@ use crate::store::LocalStore;
 fn backup(id: &str, status: &str, end_time: &str, end_lsn: &str) -> BackupSummary {
     BackupSummary {
         backup_id: id.into(),
-        fields: InfoFields::parse(&format!("status={status}\nend_time={end_time}\nend_xlog={end_lsn}\n")),
+        record: BackupRecord::parse(&format!("status={status}\nend_time={end_time}\nend_xlog={end_lsn}\n")),
         stored_bytes: 1,
     }
 }
@@ -58,7 +58,7 @@ fn chooses_the_newest_done_backup_before_the_target() {
 fn on_timeline(id: &str, end_lsn: &str, timeline: u32) -> BackupSummary {
     BackupSummary {
         backup_id: id.into(),
-        fields: InfoFields::parse(&format!("status=DONE\nend_xlog={end_lsn}\ntimeline={timeline}\n")),
+        record: BackupRecord::parse(&format!("status=DONE\nend_xlog={end_lsn}\ntimeline={timeline}\n")),
         stored_bytes: 1,
     }
 }

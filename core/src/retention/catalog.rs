@@ -4,12 +4,11 @@
 //! on a partial catalog.
 
 use super::RetentionError;
-use crate::backup::info::{BackupStatus, InfoFields};
+use crate::backup::info::{BackupRecord, BackupStatus};
 use crate::backup::owner::{owner_of, BackupOwner};
 use crate::backup::{backup_dir, BackupId};
 use crate::naming::Lsn;
 use crate::naming::WalSegment;
-use crate::restore::barman_instant;
 use crate::store::Repository;
 use chrono::{DateTime, Utc};
 use std::collections::BTreeMap;
@@ -169,25 +168,17 @@ pub async fn read_catalog(
         let info = match directory.info_bytes {
             Some(_) => {
                 let text = repo.get(&info_key).await?.ok_or_else(|| vanished(repo, &info_key))?;
-                Some(InfoFields::parse(&String::from_utf8_lossy(&text)))
+                Some(BackupRecord::parse(&String::from_utf8_lossy(&text)))
             }
             None => None,
         };
         let (state, ended) = match &info {
             // Without backup.info.
             None => (EntryState::Incomplete, None),
-            Some(fields) => {
-                let unreadable =
-                    |problem: String| RetentionError::Unreadable { location: repo.location(&info_key), problem };
-                let ended = fields
-                    .get("end_time")
-                    .map(|text| {
-                        barman_instant(text)
-                            .ok_or_else(|| unreadable(format!("end_time \"{text}\" is not a time with a UTC offset")))
-                    })
-                    .transpose()?;
-                let state = entry_state(fields, ended).map_err(unreadable)?;
-                (state, ended)
+            Some(record) => {
+                let state = entry_state(record)
+                    .map_err(|problem| RetentionError::Unreadable { location: repo.location(&info_key), problem })?;
+                (state, record.end_time)
             }
         };
         let state = match state {
@@ -208,7 +199,8 @@ pub async fn read_catalog(
             }
             false => None,
         };
-        let system_identifier = info.as_ref().and_then(|fields| fields.get("systemid")).map(str::to_string);
+        // As text, as the repository's ownership record holds it.
+        let system_identifier = info.as_ref().and_then(|record| record.text("systemid")).map(str::to_string);
         entries.push(CatalogEntry {
             id,
             state,
@@ -240,38 +232,38 @@ fn vanished(repo: &Repository, key: &str) -> RetentionError {
     }
 }
 
-/// The state `backup.info` describes, or what it lacks. STARTED backups are taken for
-/// live here; [`read_catalog`] asks.
-fn entry_state(fields: &InfoFields, ended: Option<DateTime<Utc>>) -> Result<EntryState, String> {
-    let wal = |key: &str| -> Result<Option<WalSegment>, String> {
-        fields
-            .get(key)
-            .map(|name| WalSegment::parse(name).map_err(|_| format!("{key} \"{name}\" is not a WAL segment name")))
-            .transpose()
-    };
-    let lsn = |key: &str| -> Result<Option<Lsn>, String> {
-        fields
-            .get(key)
-            .filter(|text| *text != "None")
-            .map(|text| text.parse::<Lsn>().map_err(|_| format!("{key} \"{text}\" is not an LSN")))
-            .transpose()
-    };
-    let status = fields.get("status").ok_or("it has no status")?;
-    Ok(match BackupStatus::from_barman(status) {
-        Some(BackupStatus::Done) => EntryState::Done(DoneBackup {
-            ended: ended.ok_or("the backup is DONE but has no end_time")?,
-            begin_wal: wal("begin_wal")?.ok_or("the backup is DONE but has no begin_wal")?,
-            end_wal: wal("end_wal")?.ok_or("the backup is DONE but has no end_wal")?,
-            end_lsn: lsn("end_xlog")?,
-            begin_lsn: lsn("begin_xlog")?,
-        }),
+/// The state `backup.info` describes, or what it lacks: a field it needs that is
+/// malformed makes it unreadable, as retention must not guess. STARTED backups are taken
+/// for live here; [`read_catalog`] asks.
+fn entry_state(record: &BackupRecord) -> Result<EntryState, String> {
+    let checked = |key: &str| record.malformed(key).map_or(Ok(()), Err);
+    checked("end_time")?;
+    let status = record.status_text().ok_or("it has no status")?;
+    let done_needs = |key: &str| format!("the backup is DONE but has no {key}");
+    Ok(match record.status {
+        Some(BackupStatus::Done) => {
+            for key in ["begin_wal", "end_wal", "end_xlog", "begin_xlog"] {
+                checked(key)?;
+            }
+            EntryState::Done(DoneBackup {
+                ended: record.end_time.ok_or_else(|| done_needs("end_time"))?,
+                begin_wal: record.begin_wal.ok_or_else(|| done_needs("begin_wal"))?,
+                end_wal: record.end_wal.ok_or_else(|| done_needs("end_wal"))?,
+                end_lsn: record.end_lsn,
+                begin_lsn: record.begin_lsn,
+            })
+        }
         Some(BackupStatus::Failed) => EntryState::Failed,
-        Some(BackupStatus::Started) => EntryState::Started {
-            live: true,
-            begin_wal: wal("begin_wal")?,
-            begin_lsn: lsn("begin_xlog")?,
-            heartbeat: None,
-        },
+        Some(BackupStatus::Started) => {
+            checked("begin_wal")?;
+            checked("begin_xlog")?;
+            EntryState::Started {
+                live: true,
+                begin_wal: record.begin_wal,
+                begin_lsn: record.begin_lsn,
+                heartbeat: None,
+            }
+        }
         None => EntryState::Other(status.to_string()),
     })
 }
@@ -292,11 +284,7 @@ mod tests {
 
     #[test]
     fn a_done_backup_must_say_when_it_ended_and_which_wal_it_needs() {
-        let state = |text: &str| {
-            let fields = InfoFields::parse(text);
-            let ended = fields.get("end_time").and_then(barman_instant);
-            entry_state(&fields, ended)
-        };
+        let state = |text: &str| entry_state(&BackupRecord::parse(text));
         let done = "status=DONE\nend_time=2026-11-25 02:00:05.000000+00:00\nbegin_wal=000000010000000000000002\n\
                     end_wal=000000010000000000000003\n";
         assert!(matches!(state(done), Ok(EntryState::Done(_))));

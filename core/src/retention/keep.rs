@@ -2,7 +2,7 @@
 //! `full`, as `barman-cloud-backup-keep` writes it (pgops.keep_backup(), `pgops keep`).
 
 use super::{KeepTarget, KEEP_ANNOTATION};
-use crate::backup::info::{BackupStatus, InfoFields};
+use crate::backup::info::{BackupRecord, BackupStatus};
 use crate::backup::{backup_dir, BackupId};
 use crate::ownership::{self, OwnershipError};
 use crate::store::{Repository, StoreError};
@@ -54,14 +54,12 @@ pub async fn keep_backup(repo: &Repository, backup_id: &BackupId, keep: bool) ->
     let Some(info) = repo.get(&info_key).await? else {
         return Err(KeepError::NotFound { backup_id: backup_id.clone(), location: repo.location(&info_key) });
     };
-    let fields = InfoFields::parse(&String::from_utf8_lossy(&info));
-    match fields.get("status") {
-        Some(status) if BackupStatus::from_barman(status) == Some(BackupStatus::Done) => {
-            Ok(repo.put(&annotation, KeepTarget::Full.as_str().into()).await?)
-        }
-        status => Err(KeepError::NotDone {
+    let record = BackupRecord::parse(&String::from_utf8_lossy(&info));
+    match record.status {
+        Some(BackupStatus::Done) => Ok(repo.put(&annotation, KeepTarget::Full.as_str().into()).await?),
+        _ => Err(KeepError::NotDone {
             backup_id: backup_id.clone(),
-            status: status.unwrap_or("without a status").to_string(),
+            status: record.status_text().unwrap_or("without a status").to_string(),
         }),
     }
 }
