@@ -198,7 +198,7 @@ fn main() -> ExitCode {
             return ExitCode::from(if wal_fetch::invoked() { exit::STOP_RECOVERY } else { exit::OTHER });
         }
     };
-    match command {
+    let status = match command {
         Command::Keygen(_) | Command::Cnpg(_) => unreachable!("they run before the repository is read"),
         Command::WalFetch(args) => wal_fetch::run(args, &source, &runtime),
         Command::Restore(args) => restore::run(args, &source, &runtime),
@@ -206,5 +206,11 @@ fn main() -> ExitCode {
         Command::Verify(args) => verify::run(args, &runtime.block_on(source.open()), &runtime),
         Command::List(args) => list::run(args, &runtime.block_on(source.open()), &runtime),
         Command::Keep(args) => keep::run(args, &runtime.block_on(source.open()), &runtime),
-    }
+    };
+    // Not dropped: dropping waits for every blocking thread, and one a deadline gave up on
+    // (a read still retrying a store that stopped answering) would hold the exit for as
+    // long as its own patience, or panic on the runtime shutting down under it. The
+    // outcome is decided; the process exit ends such threads.
+    std::mem::forget(runtime);
+    status
 }

@@ -4,7 +4,7 @@
 use crate::naming::{Lsn, Timeline};
 use crate::pipeline::Compression;
 use crate::restore::RestoreError;
-use crate::store::Repository;
+use crate::store::{Repository, METADATA_LIMIT};
 use std::path::Path;
 
 /// A timeline and those it descends from, each with the LSN where it was left (its
@@ -79,7 +79,7 @@ pub async fn stored_timeline_history(
     let codec = Compression::of_copy(file, &name)
         .ok_or_else(|| RestoreError::corrupt(&location, "stored with a compression pgops cannot read"))?;
     let text = repo
-        .read_object(&object.key, codec)
+        .read_object(&object.key, codec, METADATA_LIMIT)
         .await?
         .ok_or_else(|| RestoreError::corrupt(&location, "vanished while it was read (deleted meanwhile)"))?;
     Ok(Some(TimelineHistory::parse(timeline, &String::from_utf8_lossy(&text))))

@@ -20,7 +20,10 @@ use crate::retry::{self, Failed};
 use crate::store::reader::{decode_into, DecodeIntoError, SameAs};
 use crate::store::{ObjectMeta, Repository, StoreError, StoreErrorKind, UndecodableReason};
 use std::fmt;
+use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::runtime::Handle;
 
@@ -139,38 +142,86 @@ async fn fetch_sized(
         Some(size) => Some(size),
         None => repository_segment_size(repo).await?,
     };
-    let (repo, name, dest) = (repo.clone(), name.to_string(), dest.to_path_buf());
+    let temp = temporary_path(dest)?;
+    // Dropped before the copy is in place (a deadline, a prefetch given up), this future
+    // must leave nothing behind: the blocking thread, which cannot be stopped mid-read,
+    // is told to stop at its next write and never renames; the rename is done here.
+    let abandoned = Abandoned { cancelled: Arc::new(AtomicBool::new(false)), temp: Some(temp.clone()) };
+    let (cancelled, blocking_temp) = (abandoned.cancelled.clone(), temp.clone());
+    let (repo, name) = (repo.clone(), name.to_string());
     let runtime = Handle::current();
     let location = repo.location(&dir);
     let written = tokio::task::spawn_blocking(move || {
-        let temp = temporary_path(&dest)?;
-        let written = write_copies(&repo, &runtime, &name, kind, &copies, &temp, segment_size);
-        let renamed = written.and_then(|fetched| {
-            std::fs::rename(&temp, &dest).map_err(|cause| FetchError::Write { path: dest.clone(), cause })?;
-            Ok(fetched)
-        });
-        if renamed.is_err() {
-            let _ = std::fs::remove_file(&temp);
+        let written = write_copies(&repo, &runtime, &name, kind, &copies, &blocking_temp, segment_size, &cancelled);
+        if written.is_err() || cancelled.load(Ordering::Acquire) {
+            let _ = std::fs::remove_file(&blocking_temp);
         }
-        renamed
+        written
     });
-    written.await.map_err(|e| {
+    let fetched = written.await.map_err(|e| {
         FetchError::Store(StoreError {
             operation: "wal-fetch",
             location,
             kind: StoreErrorKind::Other,
             cause: format!("the fetch task failed: {e}"),
         })
-    })?
+    })??;
+    std::fs::rename(&temp, dest).map_err(|cause| FetchError::Write { path: dest.to_path_buf(), cause })?;
+    abandoned.disarm();
+    Ok(fetched)
 }
 
-/// Where a fetched file is written before it is renamed to `dest`.
+/// The temporary file of a fetch in flight, removed (and its writer told to stop) unless
+/// the fetch completes.
+struct Abandoned {
+    cancelled: Arc<AtomicBool>,
+    temp: Option<PathBuf>,
+}
+
+impl Abandoned {
+    fn disarm(mut self) {
+        self.temp = None;
+    }
+}
+
+impl Drop for Abandoned {
+    fn drop(&mut self) {
+        if let Some(temp) = self.temp.take() {
+            self.cancelled.store(true, Ordering::Release);
+            let _ = std::fs::remove_file(temp);
+        }
+    }
+}
+
+/// A sink that fails once its fetch was abandoned, so that the thread writing it stops.
+struct StopWhenCancelled<'a, W> {
+    inner: W,
+    cancelled: &'a AtomicBool,
+}
+
+impl<W: Write> Write for StopWhenCancelled<'_, W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.cancelled.load(Ordering::Acquire) {
+            return Err(std::io::Error::other("the fetch was abandoned (its deadline passed)"));
+        }
+        self.inner.write(buf)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// Where a fetched file is written before it is renamed to `dest`: a name of its own per
+/// fetch, as an abandoned fetch's thread may still be writing its own.
 fn temporary_path(dest: &Path) -> Result<PathBuf, FetchError> {
+    static FETCHES: AtomicU64 = AtomicU64::new(0);
     let file_name = dest.file_name().ok_or_else(|| FetchError::Write {
         path: dest.to_path_buf(),
         cause: std::io::Error::other("the destination names no file"),
     })?;
-    Ok(dest.with_file_name(format!(".{}.pgops-tmp", file_name.to_string_lossy())))
+    let fetch = FETCHES.fetch_add(1, Ordering::Relaxed);
+    Ok(dest.with_file_name(format!(".{}.{}-{fetch}.pgops-tmp", file_name.to_string_lossy(), std::process::id())))
 }
 
 /// Streams the first readable copy of `name` into `temp` (synced), and compares every other
@@ -183,6 +234,7 @@ fn write_copies(
     copies: &[ObjectMeta],
     temp: &Path,
     segment_size: Option<u64>,
+    cancelled: &AtomicBool,
 ) -> Result<Fetched, FetchError> {
     let write_error = |cause| FetchError::Write { path: temp.to_path_buf(), cause };
     let mut first: Option<(String, u64)> = None;
@@ -202,17 +254,18 @@ fn write_copies(
         let limit = segment_size.unwrap_or(LARGEST_SEGMENT);
         let (decoded, differs_at) = match &first {
             None => {
-                let mut out = std::fs::File::create(temp).map_err(write_error)?;
+                let mut out = StopWhenCancelled { inner: std::fs::File::create(temp).map_err(write_error)?, cancelled };
                 let decoded = decode_into(repo, runtime, relative, codec, limit, &mut out);
                 if matches!(decoded, Ok(Some(_))) {
-                    out.sync_all().map_err(write_error)?;
+                    out.inner.sync_all().map_err(write_error)?;
                 }
                 (decoded, None)
             }
             Some((_, size)) => {
-                let mut same = SameAs::new(std::io::BufReader::new(std::fs::File::open(temp).map_err(write_error)?));
+                let local = std::io::BufReader::new(std::fs::File::open(temp).map_err(write_error)?);
+                let mut same = StopWhenCancelled { inner: SameAs::new(local), cancelled };
                 let decoded = decode_into(repo, runtime, relative, codec, *size, &mut same);
-                (decoded, same.differs_at)
+                (decoded, same.inner.differs_at)
             }
         };
         let bytes = match decoded {
@@ -401,6 +454,34 @@ mod tests {
         assert!(matches!(fetched, Fetched::Written { bytes: 1_048_576, .. }), "{fetched:?}");
         assert_eq!(std::fs::read(&dest).unwrap(), segment);
         assert_eq!(fetch_wal(&repo, "000000010000000000000004", &dest).await.unwrap(), Fetched::NotFound);
+        assert_eq!(std::fs::read_dir(out.path()).unwrap().count(), 1, "no temporary file left");
+    }
+
+    /// A fetch given up at its deadline (the future dropped while its thread still reads)
+    /// leaves nothing: no file at the destination, then or later, and no temporary file.
+    #[tokio::test]
+    async fn an_abandoned_fetch_never_puts_a_file_in_place() {
+        let (store, out) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let repo = repo(store.path());
+        let segment: Vec<u8> = (0..16u32 << 20).map(|i| (i % 251) as u8).collect();
+        repo.put("wals/0000000100000000/000000010000000000000003", Bytes::from(segment)).await.unwrap();
+        let dest = out.path().join("RECOVERYXLOG");
+        let mut abandoned = 0;
+        for deadline_ms in [1u64, 2, 5, 10, 20, 50, 100, 200, 500, 2000, 10_000] {
+            let fetch = fetch_wal(&repo, "000000010000000000000003", &dest);
+            match tokio::time::timeout(Duration::from_millis(deadline_ms), fetch).await {
+                Ok(fetched) => {
+                    assert!(matches!(fetched.unwrap(), Fetched::Written { bytes: 16_777_216, .. }));
+                    break;
+                }
+                Err(_) => abandoned += 1,
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            let left: Vec<_> = std::fs::read_dir(out.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+            assert!(left.is_empty(), "after a fetch abandoned at {deadline_ms} ms: {left:?}");
+        }
+        assert!(abandoned > 0, "no deadline was short enough to abandon a fetch");
+        assert!(dest.exists());
         assert_eq!(std::fs::read_dir(out.path()).unwrap().count(), 1, "no temporary file left");
     }
 

@@ -118,10 +118,12 @@ fn restore_tracing_fsync(
     restore.args(["restore", "--pgdata"]).arg(&restored.data).args(args);
     let out = restore.output().expect("strace runs (.ci/install installs it)");
     let traced = std::fs::read_to_string(&trace).unwrap();
-    // `1234 fsync(7</path/to/file>) = 0`
+    // `1234 fsync(7</path/to/file>) = 0`, or with threads `1234 fsync(7</path/to/file> <unfinished ...>`
+    // and later `1234 <... fsync resumed>) = 0`: a failed fsync fails the restore, so a call is
+    // counted from its first line, unless that line says it failed.
     let synced = traced
         .lines()
-        .filter(|line| line.contains(") = 0"))
+        .filter(|line| line.contains("fsync(") && !line.contains("= -1"))
         .filter_map(|line| Some(PathBuf::from(line.split_once('<')?.1.split_once('>')?.0)))
         .collect();
     (out, synced)

@@ -735,6 +735,8 @@ fn a_backup_left_started_by_a_dead_primary_goes_once_its_heartbeat_is_stale() {
         let left = segments_of(&repo, timeline);
         assert!(left.iter().all(|segment| *segment >= begin_newest), "{timeline}: {left:?}\n{}", promoted.log());
     }
+    // And what the newest backup needs is all there.
+    assert!(segments_of(&repo, "00000002").contains(&begin_newest), "{begin_newest}\n{}", promoted.log());
 }
 
 /// A standby (a restored clone kept in recovery) shares the repository: it may show the

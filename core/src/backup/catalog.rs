@@ -101,7 +101,7 @@ pub async fn list_backups(repo: &Repository) -> StoreResult<Vec<BackupSummary>> 
     }
     let mut backups = Vec::with_capacity(with_info.len());
     for backup_id in with_info {
-        let record = match repo.get(&format!("base/{backup_id}/backup.info")).await {
+        let record = match repo.get_metadata(&format!("base/{backup_id}/backup.info")).await {
             Ok(Some(text)) => BackupRecord::parse(&String::from_utf8_lossy(&text)),
             Ok(None) => continue, // deleted since the listing
             // One backup.info that cannot be decrypted or decompressed must not hide the
@@ -149,7 +149,7 @@ pub async fn fail_interrupted(
 /// error, every other line kept as it is; `false` when it is gone.
 pub async fn mark_failed(repo: &Repository, backup_id: &str, reason: &str) -> Result<bool, OwnershipError> {
     let key = format!("base/{backup_id}/backup.info");
-    let Some(text) = repo.get(&key).await? else { return Ok(false) };
+    let Some(text) = repo.get_metadata(&key).await? else { return Ok(false) };
     // Only a backup still STARTED: one that ended since the caller looked stays as it is.
     let Some(rewritten) = marked_failed(&String::from_utf8_lossy(&text), reason) else { return Ok(false) };
     // Encrypted with a key the repository's record lists, as every writer's objects are.

@@ -125,7 +125,7 @@ pub(crate) fn owner_object(backup_id: &str, owner: &BackupOwner) -> (String, byt
 
 /// Who started `backup_id`; `None` when not recorded (another tool, or an older pgops).
 pub async fn owner_of(repo: &Repository, backup_id: &str) -> StoreResult<Option<OwnerRecord>> {
-    Ok(repo.get(&owner_key(backup_id)).await?.and_then(|body| serde_json::from_slice(&body).ok()))
+    Ok(repo.get_metadata(&owner_key(backup_id)).await?.and_then(|body| serde_json::from_slice(&body).ok()))
 }
 
 /// The heartbeat of a running backup: a task on the runtime writing the owner record

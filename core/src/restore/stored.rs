@@ -43,7 +43,7 @@ impl StoredBackup {
         let dir = backup_dir(backup_id);
         let objects = runtime.block_on(repo.list(&format!("{dir}/")))?;
         let manifest_bytes = runtime.block_on(repo.get(&format!("{dir}/backup_manifest")))?;
-        let info = runtime.block_on(repo.get(&format!("{dir}/backup.info")))?;
+        let info = runtime.block_on(repo.get_metadata(&format!("{dir}/backup.info")))?;
         let record = info.map(|text| BackupRecord::parse(&String::from_utf8_lossy(&text)));
         let labelled_by_pgops = record
             .as_ref()

@@ -167,7 +167,7 @@ pub async fn read_catalog(
         let info_key = format!("{dir}/backup.info");
         let info = match directory.info_bytes {
             Some(_) => {
-                let text = repo.get(&info_key).await?.ok_or_else(|| vanished(repo, &info_key))?;
+                let text = repo.get_metadata(&info_key).await?.ok_or_else(|| vanished(repo, &info_key))?;
                 Some(BackupRecord::parse(&String::from_utf8_lossy(&text)))
             }
             None => None,
@@ -220,7 +220,7 @@ pub async fn read_catalog(
 /// The keep mark of backup `id` as it is now (`None`: not marked).
 pub(crate) async fn read_keep(repo: &Repository, id: &BackupId) -> Result<Option<KeepTarget>, RetentionError> {
     let annotation = format!("{}/{KEEP_ANNOTATION}", backup_dir(id.as_str()));
-    Ok(repo.get(&annotation).await?.map(|content| KeepTarget::from_annotation(&content)))
+    Ok(repo.get_metadata(&annotation).await?.map(|content| KeepTarget::from_annotation(&content)))
 }
 
 /// An object the listing showed that could not be read: whatever it says (a DONE

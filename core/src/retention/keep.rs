@@ -51,7 +51,7 @@ pub async fn keep_backup(repo: &Repository, backup_id: &BackupId, keep: bool) ->
         return Ok(repo.delete(&annotation).await?);
     }
     let info_key = format!("{dir}/backup.info");
-    let Some(info) = repo.get(&info_key).await? else {
+    let Some(info) = repo.get_metadata(&info_key).await? else {
         return Err(KeepError::NotFound { backup_id: backup_id.clone(), location: repo.location(&info_key) });
     };
     let record = BackupRecord::parse(&String::from_utf8_lossy(&info));

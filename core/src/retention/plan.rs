@@ -9,7 +9,7 @@ use crate::backup::BackupId;
 use crate::naming::{self, Lsn, SegmentPosition, StoredWal, Timeline, WalSegment};
 use crate::ownership::{self, OwnershipError};
 use crate::pipeline::Compression;
-use crate::store::Repository;
+use crate::store::{Repository, METADATA_LIMIT};
 use crate::timeline::TimelineHistory;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -772,7 +772,7 @@ async fn history_ancestors(
     let Some(codec) = Compression::of_copy(file, name) else {
         return Ok(Err("stored with a compression pgops does not read".into()));
     };
-    let text = match repo.read_object(key, codec).await {
+    let text = match repo.read_object(key, codec, METADATA_LIMIT).await {
         Ok(Some(text)) => text,
         Ok(None) => return Ok(Err("deleted while it was read".into())),
         Err(e) if !e.is_transient() => return Ok(Err(e.cause)),

@@ -236,23 +236,26 @@ impl ObjectStore for LocalStore {
         blocking(move || Self::write_durably(&path, &body)).await.map_err(|e| self.write_error("write", key, e))
     }
 
-    async fn get(&self, key: &str) -> StoreResult<Option<Bytes>> {
+    async fn get_at_most(&self, key: &str, limit: u64) -> StoreResult<Option<Bytes>> {
         self.check_root("read", key)?;
         let path = self.path("read", key)?;
         let read = blocking(move || -> io::Result<Result<Vec<u8>, u64>> {
             use std::io::Read;
             let file = std::fs::File::open(path)?;
             let size = file.metadata()?.len();
-            if size > super::WHOLE_GET_LIMIT {
+            if size > limit {
                 return Ok(Err(size));
             }
             let mut data = Vec::with_capacity(size as usize);
-            // Bounded also if the file grows meanwhile.
-            file.take(super::WHOLE_GET_LIMIT).read_to_end(&mut data)?;
+            // Bounded also if the file grows meanwhile, and refused then.
+            file.take(limit + 1).read_to_end(&mut data)?;
+            if data.len() as u64 > limit {
+                return Ok(Err(data.len() as u64));
+            }
             Ok(Ok(data))
         });
         match read.await {
-            Ok(Err(size)) => Err(super::too_large_to_read_whole(self.location(key), size)),
+            Ok(Err(size)) => Err(super::too_large_to_read_whole(self.location(key), size, limit)),
             Ok(Ok(data)) => Ok(Some(Bytes::from(data))),
             // A directory, or a path below a file, is no object (see `write_error`).
             Err(e)
@@ -574,6 +577,13 @@ mod tests {
         huge.set_len(crate::store::WHOLE_GET_LIMIT + 1).unwrap();
         let err = store.get("r/pgops.json").await.unwrap_err();
         assert!(matches!(err.kind, StoreErrorKind::Undecodable(_)), "{err}");
-        assert!(err.to_string().contains("more than the 1024 MiB of any object pgops reads whole"), "{err}");
+        assert!(err.to_string().contains("more than the 1048576 KiB pgops reads of such an object"), "{err}");
+        // Metadata (read on every wal-fetch and inside Postgres) has a limit of its own.
+        huge.set_len(crate::store::METADATA_LIMIT + 1).unwrap();
+        let repo = crate::store::Repository::new(std::sync::Arc::new(store), "r");
+        let err = crate::ownership::owner(&repo).await.unwrap_err();
+        assert!(err.to_string().contains("more than the 1024 KiB pgops reads of such an object"), "{err}");
+        huge.set_len(crate::store::METADATA_LIMIT).unwrap();
+        assert!(!repo.get_as_is("pgops.json").await.unwrap().unwrap().is_empty());
     }
 }

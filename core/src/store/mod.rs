@@ -218,9 +218,13 @@ pub trait ObjectStore: Send + Sync + fmt::Debug {
     async fn put(&self, key: &str, body: Bytes) -> StoreResult<()>;
     /// The object's content, or `None` when there is no such object. Only small objects
     /// are read whole (metadata, history files, manifests; WAL and archives are streamed):
-    /// one larger than [`WHOLE_GET_LIMIT`] is refused ([`too_large_to_read_whole`]) before
-    /// its body is held.
-    async fn get(&self, key: &str) -> StoreResult<Option<Bytes>>;
+    /// one larger than `limit` is refused ([`too_large_to_read_whole`]) before its body is
+    /// held, or once its body passes `limit` when the store does not say its size first.
+    async fn get_at_most(&self, key: &str, limit: u64) -> StoreResult<Option<Bytes>>;
+    /// [`ObjectStore::get_at_most`] [`WHOLE_GET_LIMIT`] bytes.
+    async fn get(&self, key: &str) -> StoreResult<Option<Bytes>> {
+        self.get_at_most(key, WHOLE_GET_LIMIT).await
+    }
     async fn head(&self, key: &str) -> StoreResult<Option<ObjectMeta>>;
     /// The object's current version and size, as the store serves it, or `None` when there
     /// is no such object: what a ranged read pins to, so that a large object read piece by
@@ -273,19 +277,24 @@ pub trait ObjectStore: Send + Sync + fmt::Debug {
     fn location(&self, key: &str) -> String;
 }
 
-/// The largest object [`ObjectStore::get`] reads whole: a crafted one (a 10 GiB
-/// `pgops.json` in a bucket others can write) must not exhaust memory.
+/// The largest object [`ObjectStore::get`] reads whole (a manifest of millions of files): a
+/// crafted one (a 10 GiB object in a bucket others can write) must not exhaust memory.
 pub const WHOLE_GET_LIMIT: u64 = pipeline::WHOLE_OBJECT_LIMIT;
 
-/// The error of a [`ObjectStore::get`] of an object past [`WHOLE_GET_LIMIT`].
-pub fn too_large_to_read_whole(location: String, size: u64) -> StoreError {
+/// The largest metadata object read ([`Repository::get_metadata`]): `pgops.json`,
+/// `backup.info`, owner records, keep marks, history files. Read on every wal-fetch and
+/// by the archiver inside Postgres, they are a few KiB when pgops or Barman wrote them.
+pub const METADATA_LIMIT: u64 = 1 << 20;
+
+/// The error of a [`ObjectStore::get_at_most`] of an object past `limit`.
+pub fn too_large_to_read_whole(location: String, size: u64, limit: u64) -> StoreError {
     StoreError {
         operation: "GetObject",
         location,
         kind: StoreErrorKind::Undecodable(UndecodableReason::Corrupt),
         cause: format!(
-            "it holds {size} bytes, more than the {} MiB of any object pgops reads whole: not what pgops writes there",
-            WHOLE_GET_LIMIT >> 20
+            "it holds {size} bytes or more, more than the {} KiB pgops reads of such an object: not what pgops writes there",
+            limit >> 10
         ),
     }
 }
@@ -375,15 +384,21 @@ impl Repository {
         self.store.put(&self.key(relative), stored).await
     }
 
-    /// The content of a small uncompressed object written by [`Repository::put`].
+    /// The content of a small uncompressed object written by [`Repository::put`] (a
+    /// manifest: up to [`WHOLE_GET_LIMIT`]).
     pub async fn get(&self, relative: &str) -> StoreResult<Option<Bytes>> {
-        self.read_object(&self.key(relative), Compression::None).await
+        self.read_object(&self.key(relative), Compression::None, WHOLE_GET_LIMIT).await
+    }
+
+    /// [`Repository::get`] of a metadata object, up to [`METADATA_LIMIT`].
+    pub async fn get_metadata(&self, relative: &str) -> StoreResult<Option<Bytes>> {
+        self.read_object(&self.key(relative), Compression::None, METADATA_LIMIT).await
     }
 
     /// The plaintext of the object at store key `key` (as a listing names it), whose name
-    /// says codec `named`.
-    pub async fn read_object(&self, key: &str, named: Compression) -> StoreResult<Option<Bytes>> {
-        let Some(stored) = self.store.get(key).await? else { return Ok(None) };
+    /// says codec `named`, stored in at most `limit` bytes.
+    pub async fn read_object(&self, key: &str, named: Compression, limit: u64) -> StoreResult<Option<Bytes>> {
+        let Some(stored) = self.store.get_at_most(key, limit).await? else { return Ok(None) };
         pipeline::decode(stored, self.relative(key).unwrap_or(key), named, self.keys())
             .map(Some)
             .map_err(|e| StoreError::undecodable(self.store.location(key), e))
@@ -395,8 +410,9 @@ impl Repository {
         self.store.put(&self.key(relative), content).await
     }
 
+    /// An object stored as it is: metadata, up to [`METADATA_LIMIT`].
     pub async fn get_as_is(&self, relative: &str) -> StoreResult<Option<Bytes>> {
-        self.store.get(&self.key(relative)).await
+        self.store.get_at_most(&self.key(relative), METADATA_LIMIT).await
     }
 
     pub async fn head(&self, relative: &str) -> StoreResult<Option<ObjectMeta>> {

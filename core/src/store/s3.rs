@@ -171,14 +171,25 @@ impl S3Store {
     }
 
     /// The whole body of a GetObject response.
-    async fn read_body(&self, key: &str, body: ByteStream) -> StoreResult<Bytes> {
-        let data = body.collect().await.map_err(|e| StoreError {
+    /// The body, refused once it passes `limit` bytes (a server may send no length first).
+    async fn read_body(&self, key: &str, mut body: ByteStream, limit: u64) -> StoreResult<Bytes> {
+        let mut data = bytes::BytesMut::new();
+        while let Some(chunk) = body.try_next().await.map_err(|e| StoreError {
             operation: "GetObject",
             location: self.location(key),
             kind: StoreErrorKind::Unreachable,
             cause: format!("reading the response body: {e}"),
-        })?;
-        Ok(data.into_bytes())
+        })? {
+            if (data.len() + chunk.len()) as u64 > limit {
+                return Err(super::too_large_to_read_whole(
+                    self.location(key),
+                    (data.len() + chunk.len()) as u64,
+                    limit,
+                ));
+            }
+            data.extend_from_slice(&chunk);
+        }
+        Ok(data.freeze())
     }
 
     fn is_not_found<E: ProvideErrorMetadata>(err: &SdkError<E, aws_sdk_s3::config::http::HttpResponse>) -> bool {
@@ -248,17 +259,17 @@ impl ObjectStore for S3Store {
         Ok(())
     }
 
-    async fn get(&self, key: &str) -> StoreResult<Option<Bytes>> {
+    async fn get_at_most(&self, key: &str, limit: u64) -> StoreResult<Option<Bytes>> {
         let response = match self.client.get_object().bucket(&self.bucket).key(key).send().await {
             Ok(response) => response,
             Err(e) if Self::is_not_found(&e) => return Ok(None),
             Err(e) => return Err(self.error("GetObject", key, e)),
         };
         let size = response.content_length().unwrap_or(0).max(0) as u64;
-        if size > super::WHOLE_GET_LIMIT {
-            return Err(super::too_large_to_read_whole(self.location(key), size));
+        if size > limit {
+            return Err(super::too_large_to_read_whole(self.location(key), size, limit));
         }
-        self.read_body(key, response.body).await.map(Some)
+        self.read_body(key, response.body, limit).await.map(Some)
     }
 
     async fn get_range(&self, key: &str, offset: u64, length: u64, version: Option<&str>) -> StoreResult<Bytes> {
@@ -273,7 +284,7 @@ impl ObjectStore for S3Store {
             .send()
             .await
             .map_err(|e| self.error("GetObject", key, e))?;
-        self.read_body(key, response.body).await
+        self.read_body(key, response.body, length.max(1)).await
     }
 
     async fn head(&self, key: &str) -> StoreResult<Option<ObjectMeta>> {

@@ -48,12 +48,12 @@ impl ObjectStore for Outage {
     async fn put(&self, key: &str, body: Bytes) -> StoreResult<()> {
         self.inner.put(key, body).await
     }
-    async fn get(&self, key: &str) -> StoreResult<Option<Bytes>> {
+    async fn get_at_most(&self, key: &str, limit: u64) -> StoreResult<Option<Bytes>> {
         self.check(key)?;
         if self.is_hidden(key) {
             return Ok(None);
         }
-        self.inner.get(key).await
+        self.inner.get_at_most(key, limit).await
     }
     async fn head(&self, key: &str) -> StoreResult<Option<ObjectMeta>> {
         self.check(key)?;
@@ -133,8 +133,8 @@ impl ObjectStore for FailingDeletes {
     async fn put(&self, key: &str, body: Bytes) -> StoreResult<()> {
         self.inner.put(key, body).await
     }
-    async fn get(&self, key: &str) -> StoreResult<Option<Bytes>> {
-        self.inner.get(key).await
+    async fn get_at_most(&self, key: &str, limit: u64) -> StoreResult<Option<Bytes>> {
+        self.inner.get_at_most(key, limit).await
     }
     async fn head(&self, key: &str) -> StoreResult<Option<ObjectMeta>> {
         self.inner.head(key).await
