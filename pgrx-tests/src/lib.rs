@@ -238,7 +238,7 @@ pub fn block_on<F: std::future::Future>(future: F) -> F::Output {
 /// Reads a repository object and decompresses it by its suffix, as a restore would.
 pub fn fetch_decompressed(repo: &Repository, relative: &str) -> Option<Vec<u8>> {
     let (_, codec) = Compression::split_file_name(relative);
-    let content = block_on(repo.read_object(&repo.key(relative), codec))
+    let content = block_on(repo.read_object(&repo.key(relative), codec, pgops_core::store::WHOLE_GET_LIMIT))
         .unwrap_or_else(|e| panic!("{relative} does not read back: {e}"))?;
     Some(content.to_vec())
 }
