@@ -13,7 +13,8 @@ use pgops_core::backup::catalog::fail_interrupted;
 use pgops_core::backup::info::{BackupInfo, Tablespace};
 use pgops_core::backup::owner::{self, BackupOwner};
 use pgops_core::backup::{
-    self, queries, BackupHost, BackupId, BackupJob, BackupStop, ClusterInfo, Phase, Progress, WalPosition,
+    self, queries, BackupError, BackupHost, BackupId, BackupJob, BackupStop, ClusterInfo, HostError, Phase, Progress,
+    WalPosition,
 };
 use pgops_core::repository::RepositoryUrl;
 use pgops_core::retention::{execute, plan, ExpireReport, PlanRequest, Policy};
@@ -411,7 +412,11 @@ impl Worker {
             if let Some(info) = failure.unrecorded {
                 self.unrecorded.push((id.to_string(), *info));
             }
-            failure.error
+            match failure.error {
+                // The extension's own words for what to do.
+                BackupError::Refused(e) => format!("{e}. {}", e.hint()),
+                e => e.to_string(),
+            }
         })
     }
 }
@@ -437,7 +442,7 @@ fn query_json<T: for<'de> Deserialize<'de>>(query: &str) -> Result<T, String> {
 }
 
 fn cluster_info() -> Result<(ClusterInfo, String), String> {
-    let (cluster, state) = queries::cluster(&query_text(queries::CLUSTER)?)?;
+    let (cluster, state) = queries::cluster(&query_text(queries::CLUSTER)?).map_err(|e| e.to_string())?;
     Ok((cluster, state.archive_mode))
 }
 
@@ -461,26 +466,26 @@ fn shutting_down() -> bool {
 }
 
 impl BackupHost for PgHost<'_> {
-    fn start_backup(&mut self, label: &str) -> Result<WalPosition, String> {
+    fn start_backup(&mut self, label: &str) -> Result<WalPosition, HostError> {
         if self.archive_mode == "off" {
-            return Err("archive_mode is off: the WAL this backup needs would not be archived, so it could not be restored. Set archive_mode = on and archive_library = 'pgops'".into());
+            return Err(HostError::Failed("archive_mode is off: the WAL this backup needs would not be archived, so it could not be restored. Set archive_mode = on and archive_library = 'pgops'".into()));
         }
         // backup_now() callers are told while a spread checkpoint keeps them waiting.
         backup_control::set_waiting_for_spread_checkpoint(!self.fast_checkpoint);
         let started = query_text(&queries::start(label, self.fast_checkpoint));
         backup_control::set_waiting_for_spread_checkpoint(false);
-        queries::started(&started?, self.segment_size)
+        Ok(queries::started(&started.map_err(HostError::Failed)?, self.segment_size)?)
     }
 
-    fn tablespaces(&mut self) -> Result<Vec<Tablespace>, String> {
-        queries::tablespaces(&query_text(queries::TABLESPACES)?)
+    fn tablespaces(&mut self) -> Result<Vec<Tablespace>, HostError> {
+        Ok(queries::tablespaces(&query_text(queries::TABLESPACES).map_err(HostError::Failed)?)?)
     }
 
-    fn stop_backup(&mut self) -> Result<BackupStop, String> {
-        let stopped = query_text(&queries::stop())?;
+    fn stop_backup(&mut self) -> Result<BackupStop, HostError> {
+        let stopped = query_text(&queries::stop()).map_err(HostError::Failed)?;
         // Without the snapshot a restore just knows less (--target-xid then takes the
         // oldest backup).
-        queries::stopped(&stopped, self.segment_size, query_text(queries::END_SNAPSHOT).ok())
+        Ok(queries::stopped(&stopped, self.segment_size, query_text(queries::END_SNAPSHOT).ok())?)
     }
 
     fn abort_backup(&mut self) {
@@ -508,17 +513,17 @@ impl BackupHost for PgHost<'_> {
         }
     }
 
-    fn wait(&mut self) -> Result<(), String> {
+    fn wait(&mut self) -> Result<(), HostError> {
         wait(Duration::from_millis(200));
         if worker_signals::reload_if_asked() {
             self.roles.reloaded();
         }
         if shutting_down() {
-            return Err(INTERRUPTED.into());
+            return Err(HostError::Stop(INTERRUPTED.into()));
         }
         self.roles.reconcile_if_due();
         if shutting_down() {
-            return Err(INTERRUPTED.into());
+            return Err(HostError::Stop(INTERRUPTED.into()));
         }
         Ok(())
     }

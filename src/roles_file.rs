@@ -108,7 +108,7 @@ impl Reconciler {
             return ("pending", format!("waits for role \"{role}\" of this file, which is not reconciled"));
         }
         let outcome = match &entry.declared {
-            Err(error) => return ("error", error.clone()),
+            Err(problem) => return ("error", problem.to_string()),
             Ok(Declared::Role { spec, password_file }) => in_transaction(|| {
                 let password = match password_file {
                     Some(path) => roles::Password::File(path),

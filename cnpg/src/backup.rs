@@ -17,7 +17,7 @@ use pgops_core::backup::info::{BackupInfo, Tablespace};
 use pgops_core::backup::owner::{self, BackupOwner};
 use pgops_core::backup::upload::UploadSettings;
 use pgops_core::backup::BackupId;
-use pgops_core::backup::{self, queries, BackupHost, BackupJob, BackupStop, Phase, Progress, WalPosition};
+use pgops_core::backup::{self, queries, BackupHost, BackupJob, BackupStop, HostError, Phase, Progress, WalPosition};
 use pgops_core::retention::{self, ExpireReport, PlanRequest, Policy, DEFAULT_INCOMPLETE_GRACE};
 use pgops_core::store::Repository;
 use pgops_core::timeline::TimelineHistory;
@@ -109,19 +109,19 @@ impl SessionHost {
 }
 
 impl BackupHost for SessionHost {
-    fn start_backup(&mut self, label: &str) -> Result<WalPosition, String> {
-        let text = self.query_text(&queries::start(label, self.fast_checkpoint))?;
-        queries::started(&text, self.segment_size)
+    fn start_backup(&mut self, label: &str) -> Result<WalPosition, HostError> {
+        let text = self.query_text(&queries::start(label, self.fast_checkpoint)).map_err(HostError::Failed)?;
+        Ok(queries::started(&text, self.segment_size)?)
     }
 
-    fn tablespaces(&mut self) -> Result<Vec<Tablespace>, String> {
-        queries::tablespaces(&self.query_text(queries::TABLESPACES)?)
+    fn tablespaces(&mut self) -> Result<Vec<Tablespace>, HostError> {
+        Ok(queries::tablespaces(&self.query_text(queries::TABLESPACES).map_err(HostError::Failed)?)?)
     }
 
-    fn stop_backup(&mut self) -> Result<BackupStop, String> {
-        let text = self.query_text(&queries::stop())?;
+    fn stop_backup(&mut self) -> Result<BackupStop, HostError> {
+        let text = self.query_text(&queries::stop()).map_err(HostError::Failed)?;
         let end_snapshot = self.query_text(queries::END_SNAPSHOT).ok();
-        queries::stopped(&text, self.segment_size, end_snapshot)
+        Ok(queries::stopped(&text, self.segment_size, end_snapshot)?)
     }
 
     fn abort_backup(&mut self) {
@@ -132,10 +132,10 @@ impl BackupHost for SessionHost {
 
     fn progress(&mut self, _: Phase, _: Progress) {}
 
-    fn wait(&mut self) -> Result<(), String> {
+    fn wait(&mut self) -> Result<(), HostError> {
         std::thread::sleep(Duration::from_millis(200));
         if self.cancelled.load(Ordering::SeqCst) {
-            return Err("the Backup call was cancelled (CNPG went away)".into());
+            return Err(HostError::Stop("the Backup call was cancelled (CNPG went away)".into()));
         }
         Ok(())
     }
@@ -160,8 +160,8 @@ fn take(
     let failed = |e: String| Status::unavailable(format!("backup failed: {e}"));
     let mut client = connect()
         .map_err(|e| Status::unavailable(format!("{e}. Check PGHOST/PGPORT/PGUSER in the sidecar's environment.")))?;
-    let (cluster, state) =
-        queries::cluster(&query_text(&mut client, queries::CLUSTER).map_err(failed)?).map_err(failed)?;
+    let (cluster, state) = queries::cluster(&query_text(&mut client, queries::CLUSTER).map_err(failed)?)
+        .map_err(|e| failed(e.to_string()))?;
     let system_identifier = cluster.system_identifier;
     let same_directory = cluster.data_directory.canonicalize().ok() == data_directory.canonicalize().ok();
     if !same_directory {
@@ -203,7 +203,7 @@ fn take(
                 );
             }
         }
-        failed(failure.error)
+        crate::status::backup(&failure.error)
     })?;
     // Retention after a DONE backup, as the extension's worker does; on the primary only,
     // whose timeline is the cluster's. Its failure does not undo the backup.

@@ -5,6 +5,7 @@
 //! do, in the plugin's own words (its parameters, not the extension's settings).
 
 use pgops_core::archive::ArchiveError;
+use pgops_core::backup::BackupError;
 use pgops_core::control_file::ControlFileError;
 use pgops_core::ownership::OwnershipError;
 use pgops_core::restore::RestoreError;
@@ -59,6 +60,24 @@ pub fn ownership(error: &OwnershipError) -> Status {
         )),
         _ => Status::failed_precondition(format!("{error}. {}", error.hint())),
     }
+}
+
+/// A failed Backup call.
+pub fn backup(error: &BackupError) -> Status {
+    let status = match error {
+        BackupError::Store(e) => store(e),
+        BackupError::Refused(e) => ownership(e),
+        BackupError::Stopped(_) => Status::cancelled(error.to_string()),
+        BackupError::Postgres { .. } => Status::failed_precondition(format!(
+            "{error}. Check the server's log in the postgres container; the sidecar connects with PGHOST/PGPORT/PGUSER."
+        )),
+        BackupError::NoAnswer { .. } | BackupError::HeartbeatLost { .. } => {
+            Status::unavailable(format!("{error}. {}", store_hint(&StoreErrorKind::Unreachable)))
+        }
+        BackupError::EndSegmentNotArchived { .. } => Status::deadline_exceeded(error.to_string()),
+        BackupError::Local(_) => Status::internal(error.to_string()),
+    };
+    prefixed("backup failed", status)
 }
 
 /// `status` with `what` in front of its message.

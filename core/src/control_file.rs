@@ -33,7 +33,7 @@ pub fn cluster_identity(data_directory: &Path) -> Result<ClusterIdentity, Contro
     let bytes =
         std::fs::read(&control).map_err(|e| ControlFileError { path: control.clone(), detail: e.to_string() })?;
     let (system_identifier, wal_segment_size) =
-        parse(&bytes).map_err(|detail| ControlFileError { path: control, detail })?;
+        parse(&bytes).map_err(|damage| ControlFileError { path: control, detail: damage.to_string() })?;
     let version_file = data_directory.join("PG_VERSION");
     let version = std::fs::read_to_string(&version_file)
         .map_err(|e| ControlFileError { path: version_file.clone(), detail: e.to_string() })?;
@@ -44,18 +44,29 @@ pub fn cluster_identity(data_directory: &Path) -> Result<ClusterIdentity, Contro
     Ok(ClusterIdentity { system_identifier, pg_version_num: major * 10000, wal_segment_size })
 }
 
+/// Why a file's content is no `pg_control` pgops can read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+enum Damage {
+    #[error("the file is too short or zeroed")]
+    TooShortOrZeroed,
+    #[error("no float-format marker: this is not a pg_control file of this architecture")]
+    NoFloatFormat,
+    #[error("WAL segment size {0} is not a power of two between 1 MB and 1 GB")]
+    SegmentSize(u32),
+}
+
 /// The system identifier and WAL segment size in a `pg_control` file's content.
-fn parse(bytes: &[u8]) -> Result<(u64, u32), String> {
+fn parse(bytes: &[u8]) -> Result<(u64, u32), Damage> {
     let u64_at = |at: usize| bytes.get(at..at + 8).map(|b| u64::from_ne_bytes(b.try_into().expect("8 bytes")));
     let u32_at = |at: usize| bytes.get(at..at + 4).map(|b| u32::from_ne_bytes(b.try_into().expect("4 bytes")));
-    let system_identifier = u64_at(0).filter(|id| *id != 0).ok_or("the file is too short or zeroed")?;
+    let system_identifier = u64_at(0).filter(|id| *id != 0).ok_or(Damage::TooShortOrZeroed)?;
     let anchor = (8..bytes.len().saturating_sub(24))
         .step_by(8)
         .find(|&at| u64_at(at).map(f64::from_bits) == Some(FLOAT_FORMAT))
-        .ok_or("no float-format marker: this is not a pg_control file of this architecture")?;
+        .ok_or(Damage::NoFloatFormat)?;
     let segment_size = u32_at(anchor + 20).expect("bounded by the search above");
     if !segment_size.is_power_of_two() || !(1 << 20..=1 << 30).contains(&segment_size) {
-        return Err(format!("WAL segment size {segment_size} is not a power of two between 1 MB and 1 GB"));
+        return Err(Damage::SegmentSize(segment_size));
     }
     Ok((system_identifier, segment_size))
 }
@@ -86,11 +97,11 @@ mod tests {
 
     #[test]
     fn refuses_what_is_not_a_control_file() {
-        assert!(parse(&[0u8; 8192]).unwrap_err().contains("zeroed"));
+        assert!(parse(&[0u8; 8192]).unwrap_err().to_string().contains("zeroed"));
         let mut no_anchor = control_file(5, 16 << 20);
         no_anchor[256..264].fill(0);
-        assert!(parse(&no_anchor).unwrap_err().contains("float-format"));
-        assert!(parse(&control_file(5, 12345)).unwrap_err().contains("power of two"));
+        assert!(parse(&no_anchor).unwrap_err().to_string().contains("float-format"));
+        assert!(parse(&control_file(5, 12345)).unwrap_err().to_string().contains("power of two"));
     }
 
     #[test]

@@ -58,7 +58,7 @@ pub enum Ownership {
     Unclaimed,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub enum OwnershipError {
     Store(StoreError),
     /// The repository belongs to another cluster.

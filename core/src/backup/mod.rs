@@ -9,6 +9,7 @@
 //! which never calls the host.
 
 pub mod catalog;
+pub mod error;
 pub mod info;
 pub mod manifest;
 pub mod owner;
@@ -20,6 +21,7 @@ use crate::naming::{self, Lsn, SegmentPosition, Timeline, WalSegment};
 use crate::ownership::{self, ClusterIdentity};
 use crate::store::Repository;
 use chrono::{DateTime, Utc};
+pub use error::{AnswerError, BackupError, HostError};
 use info::{BackupInfo, BackupStatus, Tablespace};
 use manifest::{ManifestFile, WalRange};
 use serde::Serialize;
@@ -29,7 +31,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::runtime::Handle;
-use upload::{BackupFileReader, StoredObject, StreamControl, TarUpload, UploadError, UploadSettings};
+use upload::{BackupFileReader, StoredObject, StreamControl, TarUpload, UploadSettings};
 use walk::{Entry, EntryKind};
 
 /// The file Postgres reads last at startup; copied last, as pg_basebackup and Barman do.
@@ -142,20 +144,20 @@ pub struct Progress {
 /// [`run_backup`].
 pub trait BackupHost {
     /// Non-exclusive `pg_backup_start`.
-    fn start_backup(&mut self, label: &str) -> Result<WalPosition, String>;
+    fn start_backup(&mut self, label: &str) -> Result<WalPosition, HostError>;
     /// The tablespaces, asked after `start_backup`: pg_backup_start's checkpoint can take
     /// minutes, and a tablespace created meanwhile is in its `tablespace_map`.
-    fn tablespaces(&mut self) -> Result<Vec<Tablespace>, String>;
+    fn tablespaces(&mut self) -> Result<Vec<Tablespace>, HostError>;
     /// `pg_backup_stop` without waiting for WAL archiving: [`run_backup`] waits for the
     /// backup's last segment in the repository itself, with a deadline, answering
     /// shutdown meanwhile (Postgres' own wait has neither).
-    fn stop_backup(&mut self) -> Result<BackupStop, String>;
+    fn stop_backup(&mut self) -> Result<BackupStop, HostError>;
     /// Ends a started backup that failed (`pg_backup_stop` without waiting for WAL).
     fn abort_backup(&mut self);
     fn progress(&mut self, phase: Phase, progress: Progress);
-    /// Sleeps a little (for progress updates); `Err` with the reason when the backup must
-    /// stop now (shutdown, cancel).
-    fn wait(&mut self) -> Result<(), String>;
+    /// Sleeps a little (for progress updates); [`HostError::Stop`] with the reason when the
+    /// backup must stop now (shutdown, cancel).
+    fn wait(&mut self) -> Result<(), HostError>;
 }
 
 /// Everything about the backup to take.
@@ -178,7 +180,7 @@ pub struct BackupJob {
 /// caller retries [`record`] with `unrecorded` later).
 #[derive(Debug, Clone)]
 pub struct BackupFailure {
-    pub error: String,
+    pub error: BackupError,
     pub unrecorded: Option<Box<BackupInfo>>,
 }
 
@@ -220,13 +222,14 @@ const STREAM_STOP_TIME: Duration = Duration::from_secs(5);
 /// Writes `backup.info`, once the repository's record admits this writer: a status written
 /// late (a FAILED record the store refused earlier, written after a key rotation or by a
 /// writer with another key file) must not be encrypted with a key the record does not list.
-pub fn record(repo: &Repository, runtime: &Handle, backup_id: &str, info: &BackupInfo) -> Result<(), String> {
+pub fn record(repo: &Repository, runtime: &Handle, backup_id: &str, info: &BackupInfo) -> Result<(), BackupError> {
     let admitted = runtime.block_on(async { tokio::time::timeout(RECORD_TIME, ownership::admit_writer(repo)).await });
     match admitted {
         Ok(Ok(())) => {}
-        Ok(Err(e)) => return Err(format!("{e} ({})", e.hint())),
+        Ok(Err(e)) => return Err(e.into()),
         Err(_) => {
-            return Err(format!("the repository's ownership record got no answer within {}s", RECORD_TIME.as_secs()))
+            let what = "the repository's ownership record".to_string();
+            return Err(BackupError::NoAnswer { what, within: RECORD_TIME });
         }
     }
     let key = format!("{}/backup.info", backup_dir(backup_id));
@@ -234,10 +237,15 @@ pub fn record(repo: &Repository, runtime: &Handle, backup_id: &str, info: &Backu
 }
 
 /// Stores a small metadata object, waiting at most [`RECORD_TIME`].
-fn put_within_record_time(repo: &Repository, runtime: &Handle, key: &str, body: bytes::Bytes) -> Result<(), String> {
+fn put_within_record_time(
+    repo: &Repository,
+    runtime: &Handle,
+    key: &str,
+    body: bytes::Bytes,
+) -> Result<(), BackupError> {
     match runtime.block_on(async { tokio::time::timeout(RECORD_TIME, repo.put(key, body)).await }) {
-        Ok(stored) => stored.map_err(|e| e.to_string()),
-        Err(_) => Err(format!("writing {} got no answer within {}s", repo.location(key), RECORD_TIME.as_secs())),
+        Ok(stored) => Ok(stored?),
+        Err(_) => Err(BackupError::NoAnswer { what: format!("writing {}", repo.location(key)), within: RECORD_TIME }),
     }
 }
 
@@ -273,12 +281,12 @@ pub fn run_backup(host: &mut dyn BackupHost, repo: &Repository, job: &BackupJob)
         compression: Some(job.upload.compression.name().to_string()),
         ..Default::default()
     };
-    let failed = |mut info: BackupInfo, error: &str| {
+    let failed = |mut info: BackupInfo, error: &BackupError| {
         info.status = Some(BackupStatus::Failed);
         info.error = Some(error.to_string());
         info
     };
-    let fail = |info: BackupInfo, error: String| {
+    let fail = |info: BackupInfo, error: BackupError| {
         let info = failed(info, &error);
         let unrecorded = record(repo, &job.runtime, &job.backup_id, &info).err().map(|_| Box::new(info));
         BackupFailure { error, unrecorded }
@@ -294,10 +302,11 @@ pub fn run_backup(host: &mut dyn BackupHost, repo: &Repository, job: &BackupJob)
     let (store, runtime) = (repo.clone(), job.runtime.clone());
     match off_main_thread(host, job.thread_start, move || runtime.block_on(ownership::claim(&store, &identity))) {
         Ok(Ok(_)) => {}
-        Ok(Err(e)) => return Err(BackupFailure { error: format!("{e}. {}", e.hint()), unrecorded: None }),
-        Err(Stopped::Interrupted(error) | Stopped::Failed { error, .. }) => {
-            return Err(BackupFailure { error, unrecorded: None })
+        Ok(Err(e)) => return Err(BackupFailure { error: e.into(), unrecorded: None }),
+        Err(Stopped::Interrupted(reason)) => {
+            return Err(BackupFailure { error: BackupError::Stopped(reason), unrecorded: None })
         }
+        Err(Stopped::Failed { error, .. }) => return Err(BackupFailure { error, unrecorded: None }),
     }
     // The owner first: a STARTED backup always says who may mark it FAILED.
     let (key, body) = owner::owner_object(&job.backup_id, &job.owner);
@@ -314,7 +323,7 @@ pub fn run_backup(host: &mut dyn BackupHost, repo: &Repository, job: &BackupJob)
     host.progress(Phase::WaitCheckpoint, Progress::default());
     let start = match host.start_backup(&format!("pgops backup {}", job.backup_id)) {
         Ok(start) => start,
-        Err(e) => return Err(fail(info, format!("pg_backup_start failed: {e}"))),
+        Err(cause) => return Err(fail(info, BackupError::Postgres { step: "pg_backup_start failed", cause })),
     };
     info.timeline = start.timeline;
     info.begin_time = barman_time(start.time);
@@ -323,9 +332,9 @@ pub fn run_backup(host: &mut dyn BackupHost, repo: &Repository, job: &BackupJob)
     info.begin_offset = start.offset;
     match host.tablespaces() {
         Ok(tablespaces) => info.tablespaces = tablespaces,
-        Err(e) => {
+        Err(cause) => {
             host.abort_backup();
-            return Err(fail(info, format!("could not list the tablespaces: {e}")));
+            return Err(fail(info, BackupError::Postgres { step: "could not list the tablespaces", cause }));
         }
     }
     if let Err(e) = record(repo, &job.runtime, &job.backup_id, &info) {
@@ -337,7 +346,8 @@ pub fn run_backup(host: &mut dyn BackupHost, repo: &Repository, job: &BackupJob)
         Ok(()) => Ok(info),
         // Stopping (shutdown): no waiting on the store for the FAILED status; the
         // instance's next worker marks the backup FAILED as interrupted.
-        Err(Stopped::Interrupted(error)) => {
+        Err(Stopped::Interrupted(reason)) => {
+            let error = BackupError::Stopped(reason);
             let info = failed(info, &error);
             Err(BackupFailure { error, unrecorded: Some(Box::new(info)) })
         }
@@ -355,11 +365,11 @@ enum Stopped {
     /// The host must stop now (shutdown): Postgres ends the backup itself.
     Interrupted(String),
     /// A failure, and whether pg_backup_stop already ran.
-    Failed { error: String, backup_stopped: bool },
+    Failed { error: BackupError, backup_stopped: bool },
 }
 
-impl From<(String, bool)> for Stopped {
-    fn from((error, backup_stopped): (String, bool)) -> Stopped {
+impl From<(BackupError, bool)> for Stopped {
+    fn from((error, backup_stopped): (BackupError, bool)) -> Stopped {
         Stopped::Failed { error, backup_stopped }
     }
 }
@@ -374,7 +384,8 @@ fn take_backup(
     info: &mut BackupInfo,
 ) -> Result<(), Stopped> {
     host.progress(Phase::EstimateSize, Progress::default());
-    let plan = plan_archives(&job.cluster, &info.tablespaces).map_err(|e| (e.to_string(), false))?;
+    let plan =
+        plan_archives(&job.cluster, &info.tablespaces).map_err(|e| (BackupError::Local(e.to_string()), false))?;
     let progress = Progress {
         total: Some(plan.iter().flat_map(|a| &a.entries).map(|e| e.size).sum()),
         tablespaces_total: plan.len() as u64,
@@ -393,7 +404,7 @@ fn take_backup(
                 thread_start();
                 stream_archives(&repo, &dir, plan, &settings, &runtime, &control)
             })
-            .map_err(|e| (format!("could not start the backup thread: {e}"), false))?
+            .map_err(|e| (BackupError::Local(format!("could not start the backup thread: {e}")), false))?
     };
     let mut stopping = None;
     while !streaming.is_finished() {
@@ -406,7 +417,7 @@ fn take_backup(
         host.progress(Phase::Stream, done);
         if let Err(reason) = host.wait() {
             control.cancel.store(true, Ordering::Relaxed);
-            stopping = Some(reason);
+            stopping = Some(reason.to_string());
             break;
         }
     }
@@ -419,7 +430,7 @@ fn take_backup(
             std::thread::sleep(Duration::from_millis(50));
         }
     }
-    let streamed = streaming.join().unwrap_or_else(|_| Err("the backup thread panicked".into()));
+    let streamed = streaming.join().unwrap_or_else(|_| Err(BackupError::Local("the backup thread panicked".into())));
     if let Some(reason) = stopping {
         if let Ok(streamed) = streamed {
             streamed.data.abort();
@@ -435,9 +446,9 @@ fn take_backup(
     host.progress(Phase::WaitWalArchive, plan_progress(&control, progress));
     let stop = match host.stop_backup() {
         Ok(stop) => stop,
-        Err(e) => {
+        Err(cause) => {
             data.abort();
-            return Err((format!("pg_backup_stop failed: {e}"), true).into());
+            return Err((BackupError::Postgres { step: "pg_backup_stop failed", cause }, true).into());
         }
     };
     if let Err(stopped) = wait_for_end_segment(host, repo, job, &stop.end, heartbeat) {
@@ -460,7 +471,7 @@ fn take_backup(
     }
     // The last parts and the completion go to the store: off the main thread, which keeps
     // answering shutdown and cancel while a frozen store holds them.
-    let finished = off_main_thread(host, job.thread_start, move || -> Result<StoredObject, String> {
+    let finished = off_main_thread(host, job.thread_start, move || -> Result<StoredObject, BackupError> {
         for (name, content) in &labels {
             let mut header = tar::Header::new_gnu();
             header.set_size(content.len() as u64);
@@ -469,10 +480,10 @@ fn take_backup(
             header.set_entry_type(tar::EntryType::Regular);
             if let Err(e) = data.builder().append_data(&mut header, name, content.as_bytes()) {
                 data.abort();
-                return Err(format!("could not add {name}: {e}"));
+                return Err(BackupError::Local(format!("could not add {name}: {e}")));
             }
         }
-        data.finish().map_err(|e| e.to_string())
+        Ok(data.finish()?)
     })?;
     archives.push(finished.map_err(|e| (e, true))?);
 
@@ -497,14 +508,14 @@ fn take_backup(
             .map(|f| FileRecord { path: &f.path, size: f.size, crc32c: format!("{:08x}", f.crc32c) })
             .collect(),
     };
-    let metadata = serde_json::to_vec_pretty(&metadata).map_err(|e| (e.to_string(), true))?;
+    let metadata = serde_json::to_vec_pretty(&metadata).map_err(|e| (BackupError::Local(e.to_string()), true))?;
     let dir = backup_dir(&job.backup_id);
     let (store, runtime) = (repo.clone(), job.runtime.clone());
     let stored = off_main_thread(host, job.thread_start, move || {
         for (name, body) in [("backup_manifest", manifest.into_bytes()), (PGOPS_METADATA, metadata)] {
-            runtime.block_on(store.put(&format!("{dir}/{name}"), body.into())).map_err(|e| e.to_string())?;
+            runtime.block_on(store.put(&format!("{dir}/{name}"), body.into()))?;
         }
-        Ok::<(), String>(())
+        Ok::<(), BackupError>(())
     })?;
     stored.map_err(|e| (e, true))?;
 
@@ -535,13 +546,13 @@ fn off_main_thread<T: Send + 'static>(
             thread_start();
             work()
         })
-        .map_err(|e| (format!("could not start a backup thread: {e}"), true))?;
+        .map_err(|e| (BackupError::Local(format!("could not start a backup thread: {e}")), true))?;
     while !worker.is_finished() {
         if let Err(reason) = host.wait() {
             return Err(Stopped::Interrupted(format!("{reason} (a store request in progress was abandoned)")));
         }
     }
-    worker.join().map_err(|_| ("a backup thread panicked".to_string(), true).into())
+    worker.join().map_err(|_| (BackupError::Local("a backup thread panicked".into()), true).into())
 }
 
 /// How long one look for the end segment may take: the main thread waits for it, and
@@ -558,13 +569,16 @@ fn wait_for_end_segment(
     end: &WalPosition,
     heartbeat: &owner::Heartbeat,
 ) -> Result<(), Stopped> {
-    let lsn: Lsn = end.lsn.parse().map_err(|e| (format!("pg_backup_stop returned {e}"), true))?;
+    let lsn: Lsn = end
+        .lsn
+        .parse()
+        .map_err(|e: naming::NotAnLsn| (BackupError::Local(format!("pg_backup_stop returned {e}")), true))?;
     let segment = WalSegment {
         timeline: Timeline(end.timeline),
         position: SegmentPosition::of(Lsn(lsn.0.saturating_sub(1)), job.cluster.segment_size),
     };
     let name = segment.to_string();
-    let dir = naming::wal_dir(&name).map_err(|e| (e.to_string(), true))?;
+    let dir = naming::wal_dir(&name).map_err(|e| (BackupError::Local(e.to_string()), true))?;
     let started = std::time::Instant::now();
     loop {
         let look =
@@ -578,20 +592,14 @@ fn wait_for_end_segment(
                 Ok(Err(e)) => e.to_string(),
                 Err(_) => format!("the store did not answer within {} s", ARCHIVE_LOOK_TIME.as_secs()),
             };
-            return Err((
-                format!(
-                    "WAL segment {name}, the last this backup needs, was not archived within {} s of pg_backup_stop \
-                     ({cause}): without it the backup cannot be restored. Check archiving (pgops.archive_status(), \
-                     the archiver's WARNINGs, the store); pgops.backup_archive_timeout sets the wait",
-                    job.archive_timeout.as_secs()
-                ),
-                true,
-            )
-                .into());
+            let error = BackupError::EndSegmentNotArchived { segment: name, within: job.archive_timeout, cause };
+            return Err((error, true).into());
         }
-        if let Err(reason) = host.wait().and_then(|()| heartbeat.check()) {
-            return Err(Stopped::Interrupted(reason));
+        if let Err(reason) = host.wait() {
+            return Err(Stopped::Interrupted(reason.to_string()));
         }
+        // Not a shutdown: the worker goes on, so the FAILED status is written now.
+        heartbeat.check().map_err(|e| (e, true))?;
     }
 }
 
@@ -640,30 +648,31 @@ fn stream_archives(
     settings: &UploadSettings,
     runtime: &Handle,
     control: &StreamControl,
-) -> Result<Streamed, String> {
+) -> Result<Streamed, BackupError> {
     let mut archives = Vec::new();
     let mut files = Vec::new();
     let mut plan = plan.into_iter().peekable();
     while let Some(archive) = plan.next() {
         let start = |index| TarUpload::start(repo, dir, &archive.base, index, runtime.clone(), settings);
         let mut index = 0;
-        let mut upload = start(index).map_err(|e| e.to_string())?;
+        let mut upload = start(index).map_err(|e| BackupError::Local(e.to_string()))?;
         for entry in &archive.entries {
             if entry.kind == EntryKind::File && upload.stored_bytes() >= settings.max_archive_size {
-                archives.push(upload.finish().map_err(|e| e.to_string())?);
+                archives.push(upload.finish()?);
                 index += 1;
-                upload = start(index).map_err(|e| e.to_string())?;
+                upload = start(index).map_err(|e| BackupError::Local(e.to_string()))?;
             }
             if let Err(e) = append_entry(&mut upload, entry, &archive.manifest_prefix, control, &mut files) {
-                let cause = upload.store_failure().map_or_else(|| e.to_string(), |s| s.to_string());
+                let error =
+                    upload.store_failure().map_or_else(|| BackupError::Local(e.to_string()), BackupError::Store);
                 upload.abort();
-                return Err(cause);
+                return Err(error);
             }
         }
         if plan.peek().is_none() {
             return Ok(Streamed { archives, files, data: upload });
         }
-        archives.push(upload.finish().map_err(|e: UploadError| e.to_string())?);
+        archives.push(upload.finish()?);
     }
     unreachable!("the plan always ends with the data directory")
 }

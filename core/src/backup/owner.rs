@@ -16,7 +16,7 @@
 //!   renamed) is known for abandoned once the heartbeat is older than [`HEARTBEAT_STALE`],
 //!   wherever retention runs.
 
-use super::BackupId;
+use super::{BackupError, BackupId};
 use crate::store::{Repository, StoreResult};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -163,17 +163,12 @@ impl Heartbeat {
     /// `Err` when no heartbeat has reached the store for half of [`HEARTBEAT_STALE`]:
     /// the backup must fail now rather than risk being found abandoned (and its objects
     /// deleted) by another server's retention while it goes on.
-    pub fn check(&self) -> Result<(), String> {
+    pub fn check(&self) -> Result<(), BackupError> {
         let since = self.last_written.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).elapsed();
         if since < HEARTBEAT_STALE / 2 {
             return Ok(());
         }
-        Err(format!(
-            "the backup's owner record (its heartbeat) could not be written for {} s: the store is unreachable or \
-             refuses writes, and a backup not seen alive for {} s is taken for abandoned",
-            since.as_secs(),
-            HEARTBEAT_STALE.as_secs()
-        ))
+        Err(BackupError::HeartbeatLost { since, stale: HEARTBEAT_STALE })
     }
 }
 

@@ -7,8 +7,9 @@
 //! run during recovery.
 
 use super::info::Tablespace;
+use super::AnswerError;
 use super::{BackupStop, ClusterInfo, WalPosition};
-use crate::naming::{Lsn, SegmentPosition, Timeline, WalSegment};
+use crate::naming::{Lsn, NotAnLsn, SegmentPosition, Timeline, WalSegment};
 use crate::roles::quote;
 use chrono::Utc;
 use serde::Deserialize;
@@ -64,8 +65,8 @@ pub const ABORT: &str = "SELECT pg_backup_stop(wait_for_archive => false)";
 /// [`BackupStop::end_snapshot`].
 pub const END_SNAPSHOT: &str = "SELECT pg_current_snapshot()::text";
 
-fn parse<'a, T: Deserialize<'a>>(text: &'a str) -> Result<T, String> {
-    serde_json::from_str(text).map_err(|e| format!("unexpected answer {text}: {e}"))
+fn parse<'a, T: Deserialize<'a>>(text: &'a str) -> Result<T, AnswerError> {
+    serde_json::from_str(text).map_err(|e| AnswerError { answer: text.to_string(), cause: e.to_string() })
 }
 
 #[derive(Deserialize)]
@@ -89,10 +90,13 @@ pub struct ServerState {
     pub in_recovery: bool,
 }
 
-pub fn cluster(text: &str) -> Result<(ClusterInfo, ServerState), String> {
+pub fn cluster(text: &str) -> Result<(ClusterInfo, ServerState), AnswerError> {
     let row: ClusterRow = parse(text)?;
     let cluster = ClusterInfo {
-        system_identifier: row.system_identifier.parse().map_err(|e| format!("system identifier: {e}"))?,
+        system_identifier: row
+            .system_identifier
+            .parse()
+            .map_err(|e| AnswerError { answer: text.to_string(), cause: format!("system identifier: {e}") })?,
         server_version_num: row.server_version_num,
         data_directory: row.data_directory.into(),
         config_file: row.config_file,
@@ -112,7 +116,7 @@ struct TablespaceRow {
     location: String,
 }
 
-pub fn tablespaces(text: &str) -> Result<Vec<Tablespace>, String> {
+pub fn tablespaces(text: &str) -> Result<Vec<Tablespace>, AnswerError> {
     let rows: Vec<TablespaceRow> = parse(text)?;
     Ok(rows.into_iter().map(|t| Tablespace { name: t.name, oid: t.oid, location: t.location }).collect())
 }
@@ -124,8 +128,9 @@ struct PositionRow {
 }
 
 /// `lsn` on `timeline` with its segment file and offset in it.
-fn position(row: PositionRow, segment_size: u64) -> Result<WalPosition, String> {
-    let lsn: Lsn = row.lsn.parse().map_err(|e| format!("{e}"))?;
+fn position(row: PositionRow, segment_size: u64) -> Result<WalPosition, AnswerError> {
+    let lsn: Lsn =
+        row.lsn.parse().map_err(|e: NotAnLsn| AnswerError { answer: row.lsn.clone(), cause: e.to_string() })?;
     let segment = WalSegment { timeline: Timeline(row.timeline), position: SegmentPosition::of(lsn, segment_size) };
     Ok(WalPosition {
         lsn: row.lsn,
@@ -136,7 +141,7 @@ fn position(row: PositionRow, segment_size: u64) -> Result<WalPosition, String> 
     })
 }
 
-pub fn started(text: &str, segment_size: u64) -> Result<WalPosition, String> {
+pub fn started(text: &str, segment_size: u64) -> Result<WalPosition, AnswerError> {
     position(parse(text)?, segment_size)
 }
 
@@ -149,7 +154,7 @@ struct StopRow {
 }
 
 /// The stop's answer, `end_snapshot` as [`END_SNAPSHOT`] gave it (if it could).
-pub fn stopped(text: &str, segment_size: u64, end_snapshot: Option<String>) -> Result<BackupStop, String> {
+pub fn stopped(text: &str, segment_size: u64, end_snapshot: Option<String>) -> Result<BackupStop, AnswerError> {
     let row: StopRow = parse(text)?;
     let end = position(PositionRow { lsn: row.lsn, timeline: row.timeline }, segment_size)?;
     Ok(BackupStop { end, backup_label: row.label, tablespace_map: row.spcmap.unwrap_or_default(), end_snapshot })
@@ -166,7 +171,7 @@ mod tests {
         let stop =
             stopped(r#"{"lsn": "0/3000100", "timeline": 1, "label": "L", "spcmap": null}"#, 1 << 20, None).unwrap();
         assert_eq!((stop.end.wal.as_str(), stop.end.offset), ("000000010000000000000030", 0x100));
-        assert!(started(r#"{"lsn": "x", "timeline": 1}"#, 16 << 20).unwrap_err().contains("not an LSN"));
+        assert!(started(r#"{"lsn": "x", "timeline": 1}"#, 16 << 20).unwrap_err().to_string().contains("not an LSN"));
     }
 
     #[test]

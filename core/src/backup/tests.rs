@@ -29,19 +29,19 @@ fn position(lsn: &str, wal: &str, second: u32) -> WalPosition {
 }
 
 impl BackupHost for ScriptedHost {
-    fn start_backup(&mut self, label: &str) -> Result<WalPosition, String> {
+    fn start_backup(&mut self, label: &str) -> Result<WalPosition, HostError> {
         self.calls.push(format!("start {label}"));
         self.started = true;
         Ok(position("0/2000028", "000000010000000000000002", 0))
     }
-    fn tablespaces(&mut self) -> Result<Vec<Tablespace>, String> {
+    fn tablespaces(&mut self) -> Result<Vec<Tablespace>, HostError> {
         self.calls.push("tablespaces".into());
         Ok(if self.started { self.tablespaces.clone() } else { vec![] })
     }
-    fn stop_backup(&mut self) -> Result<BackupStop, String> {
+    fn stop_backup(&mut self) -> Result<BackupStop, HostError> {
         self.calls.push("stop".into());
         if self.fail_stop {
-            return Err("still waiting for WAL archiving".into());
+            return Err(HostError::Failed("still waiting for WAL archiving".into()));
         }
         Ok(BackupStop {
             end: position("0/2000100", "000000010000000000000002", 5),
@@ -58,7 +58,7 @@ impl BackupHost for ScriptedHost {
             self.phases.push(phase);
         }
     }
-    fn wait(&mut self) -> Result<(), String> {
+    fn wait(&mut self) -> Result<(), HostError> {
         std::thread::sleep(std::time::Duration::from_millis(5));
         Ok(())
     }
@@ -185,7 +185,7 @@ fn a_failed_backup_is_stopped_and_recorded_failed_and_crash_leftovers_are_marked
     let data = data_directory();
     let mut host = ScriptedHost { fail_stop: true, tablespaces: vec![], started: false, calls: vec![], phases: vec![] };
     let failure = run_backup(&mut host, &repo, &job(&runtime, data.path(), "20261125T020000")).unwrap_err();
-    assert!(failure.error.contains("still waiting for WAL archiving"), "{}", failure.error);
+    assert!(failure.error.to_string().contains("still waiting for WAL archiving"), "{}", failure.error);
     assert!(failure.unrecorded.is_none());
     // pg_backup_stop ran (and failed): no second stop.
     assert_eq!(host.calls, ["start pgops backup 20261125T020000", "tablespaces", "stop"]);
@@ -307,7 +307,10 @@ fn a_backup_whose_end_segment_is_never_archived_fails_within_the_archive_timeout
     let failure = run_backup(&mut host, &repo, &job).unwrap_err();
     assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
     assert!(
-        failure.error.contains("WAL segment 000000010000000000000002, the last this backup needs, was not archived"),
+        failure
+            .error
+            .to_string()
+            .contains("WAL segment 000000010000000000000002, the last this backup needs, was not archived"),
         "{}",
         failure.error
     );
@@ -331,7 +334,7 @@ fn a_status_is_recorded_only_by_a_writer_the_repository_admits() {
     let encrypting = repo.clone().with_keys(keys);
     let info = BackupInfo { status: Some(BackupStatus::Failed), ..BackupInfo::default() };
     let err = record(&encrypting, runtime.handle(), "20261125T020000", &info).unwrap_err();
-    assert!(err.contains("plain"), "{err}");
+    assert!(matches!(err, BackupError::Refused(_)) && err.to_string().contains("plain"), "{err}");
     assert!(runtime.block_on(repo.get("base/20261125T020000/backup.info")).unwrap().is_none());
     record(&repo, runtime.handle(), "20261125T020000", &info).unwrap();
     assert!(runtime.block_on(repo.get("base/20261125T020000/backup.info")).unwrap().is_some());

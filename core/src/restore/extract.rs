@@ -12,24 +12,43 @@ use std::path::{Component, Path, PathBuf};
 /// Files a manifest lists: path → (size, CRC-32C as PostgreSQL prints it).
 pub(super) type ManifestFiles = HashMap<String, (u64, String)>;
 
+/// What is wrong with a `backup_manifest`, or with a file against it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(super) enum ManifestProblem {
+    #[error("backup_manifest is not valid JSON: {0}")]
+    NotJson(String),
+    #[error("backup_manifest has no Manifest-Checksum")]
+    NoChecksum,
+    #[error(
+        "backup_manifest fails its own checksum: Manifest-Checksum is {stated}, its text hashes to {computed} (SHA-256); \
+         the manifest was changed or damaged, so the files cannot be checked against it"
+    )]
+    FailsItsChecksum { stated: String, computed: String },
+    #[error("backup_manifest has no Files")]
+    NoFiles,
+    #[error("{0} is in the archive but not in the backup's manifest")]
+    NotListed(String),
+    #[error(
+        "{path} does not match the backup's manifest: {size} bytes with CRC-32C {crc}, expected {want_size} bytes with {want_crc}"
+    )]
+    Differs { path: String, size: u64, crc: String, want_size: u64, want_crc: String },
+}
+
 /// The files of a `backup_manifest`, once its own checksum (`Manifest-Checksum`: SHA-256
 /// of the text up to and including the newline before that last line, as pg_verifybackup
 /// computes it) matches. The error is the cause, for the caller to say whose manifest.
-pub(super) fn manifest_files(manifest: &[u8]) -> Result<ManifestFiles, String> {
+pub(super) fn manifest_files(manifest: &[u8]) -> Result<ManifestFiles, ManifestProblem> {
     let json: serde_json::Value =
-        serde_json::from_slice(manifest).map_err(|e| format!("backup_manifest is not valid JSON: {e}"))?;
-    let stated = json["Manifest-Checksum"].as_str().ok_or("backup_manifest has no Manifest-Checksum")?;
+        serde_json::from_slice(manifest).map_err(|e| ManifestProblem::NotJson(e.to_string()))?;
+    let stated = json["Manifest-Checksum"].as_str().ok_or(ManifestProblem::NoChecksum)?;
     let penultimate_newline =
         manifest.iter().rposition(|b| *b == b'\n').and_then(|last| manifest[..last].iter().rposition(|b| *b == b'\n'));
     let body = penultimate_newline.map_or(&manifest[..0], |at| &manifest[..=at]);
     let computed = hex::encode(Sha256::digest(body));
     if !computed.eq_ignore_ascii_case(stated) {
-        return Err(format!(
-            "backup_manifest fails its own checksum: Manifest-Checksum is {stated}, its text hashes to {computed} (SHA-256); \
-             the manifest was changed or damaged, so the files cannot be checked against it"
-        ));
+        return Err(ManifestProblem::FailsItsChecksum { stated: stated.to_string(), computed });
     }
-    let files = json["Files"].as_array().ok_or("backup_manifest has no Files")?;
+    let files = json["Files"].as_array().ok_or(ManifestProblem::NoFiles)?;
     Ok(files
         .iter()
         .filter_map(|f| {
@@ -320,16 +339,13 @@ pub(super) fn check_against_manifest(
     name: &str,
     size: u64,
     crc: u32,
-) -> Result<(), String> {
+) -> Result<(), ManifestProblem> {
     let Some(expected) = manifest.as_mut() else { return Ok(()) };
     let key = format!("{manifest_prefix}{name}");
-    let (want_size, want_crc) =
-        expected.remove(&key).ok_or_else(|| format!("{key} is in the archive but not in the backup's manifest"))?;
+    let Some((want_size, want_crc)) = expected.remove(&key) else { return Err(ManifestProblem::NotListed(key)) };
     let got_crc = hex::encode(crc.to_le_bytes());
     if size != want_size || got_crc != want_crc {
-        return Err(format!(
-            "{key} does not match the backup's manifest: {size} bytes with CRC-32C {got_crc}, expected {want_size} bytes with {want_crc}"
-        ));
+        return Err(ManifestProblem::Differs { path: key, size, crc: got_crc, want_size, want_crc });
     }
     Ok(())
 }

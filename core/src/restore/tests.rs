@@ -446,7 +446,7 @@ fn the_manifest_must_match_its_own_checksum() {
     assert!(manifest_files(text.as_bytes()).is_ok());
     let tampered = text.replace("\"Size\": 3", "\"Size\": 4");
     let err = manifest_files(tampered.as_bytes()).unwrap_err();
-    assert!(err.contains("fails its own checksum"), "{err}");
+    assert!(err.to_string().contains("fails its own checksum"), "{err}");
 }
 
 /// A repository in a temporary directory holding one backup, `20261125T020000`, with

@@ -176,8 +176,10 @@ pub async fn read_catalog(
             // Without backup.info.
             None => (EntryState::Incomplete, None),
             Some(record) => {
-                let state = entry_state(record)
-                    .map_err(|problem| RetentionError::Unreadable { location: repo.location(&info_key), problem })?;
+                let state = entry_state(record).map_err(|problem| RetentionError::Unreadable {
+                    location: repo.location(&info_key),
+                    problem: problem.to_string(),
+                })?;
                 (state, record.end_time)
             }
         };
@@ -232,14 +234,25 @@ fn vanished(repo: &Repository, key: &str) -> RetentionError {
     }
 }
 
+/// What makes a `backup.info` one retention cannot plan on.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+enum RecordProblem {
+    #[error("{0}")]
+    Malformed(String),
+    #[error("it has no status")]
+    NoStatus,
+    #[error("the backup is DONE but has no {0}")]
+    DoneWithout(&'static str),
+}
+
 /// The state `backup.info` describes, or what it lacks: a field it needs that is
 /// malformed makes it unreadable, as retention must not guess. STARTED backups are taken
 /// for live here; [`read_catalog`] asks.
-fn entry_state(record: &BackupRecord) -> Result<EntryState, String> {
-    let checked = |key: &str| record.malformed(key).map_or(Ok(()), Err);
+fn entry_state(record: &BackupRecord) -> Result<EntryState, RecordProblem> {
+    let checked = |key: &str| record.malformed(key).map_or(Ok(()), |problem| Err(RecordProblem::Malformed(problem)));
     checked("end_time")?;
-    let status = record.status_text().ok_or("it has no status")?;
-    let done_needs = |key: &str| format!("the backup is DONE but has no {key}");
+    let status = record.status_text().ok_or(RecordProblem::NoStatus)?;
+    let done_needs = RecordProblem::DoneWithout;
     Ok(match record.status {
         Some(BackupStatus::Done) => {
             for key in ["begin_wal", "end_wal", "end_xlog", "begin_xlog"] {
@@ -289,16 +302,18 @@ mod tests {
                     end_wal=000000010000000000000003\n";
         assert!(matches!(state(done), Ok(EntryState::Done(_))));
         assert_eq!(
-            state("status=DONE\nbegin_wal=000000010000000000000002\n").unwrap_err(),
+            state("status=DONE\nbegin_wal=000000010000000000000002\n").unwrap_err().to_string(),
             "the backup is DONE but has no end_time"
         );
         assert!(state(&done.replace("end_wal=000000010000000000000003", "end_wal=None"))
             .unwrap_err()
+            .to_string()
             .contains("no end_wal"));
         assert!(state(&done.replace("000000010000000000000002", "0/2000028"))
             .unwrap_err()
+            .to_string()
             .contains("begin_wal \"0/2000028\""));
-        assert_eq!(state("end_time=2026-11-25 02:00:05+00:00\n").unwrap_err(), "it has no status");
+        assert_eq!(state("end_time=2026-11-25 02:00:05+00:00\n").unwrap_err().to_string(), "it has no status");
         assert_eq!(state("status=FAILED\n").unwrap(), EntryState::Failed);
         assert_eq!(
             state("status=STARTED\n").unwrap(),

@@ -67,12 +67,21 @@ pub enum Policy {
 const HINT: &str = "Use 'RECOVERY WINDOW OF <n> DAYS' (or WEEKS, MONTHS), 'REDUNDANCY <n>', \
                     the short forms '<n>d', '<n>w', '<n>m' (such as '30d'), or '' to keep every backup.";
 
+/// Why a policy's count is not one.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+enum BadCount {
+    #[error("\"{0}\" is not a number")]
+    NotANumber(String),
+    #[error("{0} is too large (at most {max})", max = u32::MAX)]
+    TooLarge(String),
+}
+
 /// A number as Barman's `\d+` reads it: digits only, no sign.
-fn number(text: &str) -> Result<u32, String> {
+fn number(text: &str) -> Result<u32, BadCount> {
     if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(format!("\"{text}\" is not a number"));
+        return Err(BadCount::NotANumber(text.to_string()));
     }
-    text.parse().map_err(|_| format!("{text} is too large (at most {})", u32::MAX))
+    text.parse().map_err(|_| BadCount::TooLarge(text.to_string()))
 }
 
 impl Policy {
@@ -83,14 +92,14 @@ impl Policy {
         let words: Vec<&str> = words.iter().map(String::as_str).collect();
         let policy = match words.as_slice() {
             [] => return Ok(None),
-            ["redundancy", count] => match number(count).map_err(invalid)? {
+            ["redundancy", count] => match number(count).map_err(|bad| invalid(bad.to_string()))? {
                 // Barman accepts it and leans on minimum_redundancy; pgops never plans to
                 // delete every backup.
                 0 => return Err(invalid("REDUNDANCY 0 would keep no backup (pgops refuses it, unlike Barman)".into())),
                 count => Policy::Redundancy(count),
             },
             ["recovery", "window", "of", count, unit] => Policy::RecoveryWindow {
-                count: number(count).map_err(invalid)?,
+                count: number(count).map_err(|bad| invalid(bad.to_string()))?,
                 unit: WindowUnit::from_word(unit)
                     .ok_or_else(|| invalid(format!("\"{unit}\" is not DAYS, WEEKS or MONTHS")))?,
             },
@@ -101,7 +110,7 @@ impl Policy {
                     .next()
                     .and_then(WindowUnit::from_letter)
                     .ok_or_else(|| invalid("a short form ends in d, w or m".into()))?;
-                let count = number(count).map_err(invalid)?;
+                let count = number(count).map_err(|bad| invalid(bad.to_string()))?;
                 if count == 0 {
                     return Err(invalid("a short form's window is at least 1".into()));
                 }

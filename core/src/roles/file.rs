@@ -43,10 +43,38 @@ pub struct Entry {
     pub kind: Kind,
     pub name: String,
     /// What it declares, or why it cannot be applied.
-    pub declared: Result<Declared, String>,
+    pub declared: Result<Declared, EntryProblem>,
     /// Roles of this file that must be in place first (`in_roles` targets, the owner).
     pub after: Vec<String>,
 }
+
+/// Why one entry of the file cannot be applied (the others are).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EntryProblem {
+    #[error("\"password\" is not accepted in the roles file: put the password in a file (a mounted secret) and give its path as \"password_file\"")]
+    InlinePassword,
+    /// Not of an entry's shape (serde's words: the field, the expected type).
+    #[error("{0}")]
+    Shape(String),
+    #[error("{kind} \"{name}\" is declared twice; the first declaration is applied")]
+    Twice { kind: Kind, name: String },
+    #[error("membership cycle among roles {}: in_roles cannot be satisfied", .0.join(", "))]
+    Cycle(Vec<String>),
+}
+
+/// Why the file as a whole cannot be read: nothing of it is applied.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FileProblem {
+    /// Not JSON (serde's words, with line and column).
+    #[error("{0}")]
+    NotJson(String),
+    #[error("the file holds {0}; {SHAPE}")]
+    NotAnObject(&'static str),
+    #[error("{0}; {SHAPE}")]
+    Shape(String),
+}
+
+const SHAPE: &str = "expected {\"roles\": [{\"name\": …}, …], \"databases\": [{\"name\": …}, …]}";
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -104,13 +132,12 @@ struct DatabaseEntry {
 /// The entries of the file in dependency order: roles before the roles that are members
 /// of them, all roles before databases. Err (with line and column) when the file is not
 /// JSON of the expected shape.
-pub fn parse(text: &str) -> Result<Vec<Entry>, String> {
-    let shape = "expected {\"roles\": [{\"name\": …}, …], \"databases\": [{\"name\": …}, …]}";
-    let value: Value = serde_json::from_str(text).map_err(|e| e.to_string())?;
+pub fn parse(text: &str) -> Result<Vec<Entry>, FileProblem> {
+    let value: Value = serde_json::from_str(text).map_err(|e| FileProblem::NotJson(e.to_string()))?;
     if !value.is_object() {
-        return Err(format!("the file holds {}; {shape}", kind_of(&value)));
+        return Err(FileProblem::NotAnObject(kind_of(&value)));
     }
-    let file = RolesFile::deserialize(&value).map_err(|e| format!("{e}; {shape}"))?;
+    let file = RolesFile::deserialize(&value).map_err(|e| FileProblem::Shape(e.to_string()))?;
     let mut seen = BTreeSet::new();
     let roles: Vec<Entry> =
         file.roles.iter().enumerate().map(|(i, value)| role_entry(i, value)).map(|e| no_twice(e, &mut seen)).collect();
@@ -146,8 +173,7 @@ fn kind_of(value: &Value) -> &'static str {
 
 fn no_twice(mut entry: Entry, seen: &mut BTreeSet<(Kind, String)>) -> Entry {
     if entry.declared.is_ok() && !seen.insert((entry.kind, entry.name.clone())) {
-        entry.declared =
-            Err(format!("{} \"{}\" is declared twice; the first declaration is applied", entry.kind, entry.name));
+        entry.declared = Err(EntryProblem::Twice { kind: entry.kind, name: entry.name.clone() });
     }
     entry
 }
@@ -162,10 +188,10 @@ fn entry_name(list: &str, index: usize, value: &Value) -> String {
 
 fn role_entry(index: usize, value: &Value) -> Entry {
     let name = entry_name("roles", index, value);
-    let entry: Result<RoleEntry, String> = if value.get("password").is_some() {
-        Err("\"password\" is not accepted in the roles file: put the password in a file (a mounted secret) and give its path as \"password_file\"".into())
+    let entry: Result<RoleEntry, EntryProblem> = if value.get("password").is_some() {
+        Err(EntryProblem::InlinePassword)
     } else {
-        RoleEntry::deserialize(value).map_err(|e| e.to_string())
+        RoleEntry::deserialize(value).map_err(|e| EntryProblem::Shape(e.to_string()))
     };
     let after = entry.as_ref().ok().and_then(|e| e.in_roles.clone()).unwrap_or_default();
     let declared = entry.and_then(|e| {
@@ -178,7 +204,12 @@ fn role_entry(index: usize, value: &Value) -> Entry {
             (Flag::Replication, e.replication),
             (Flag::Bypassrls, e.bypassrls),
         ];
-        let valid_until = e.valid_until.as_deref().map(Timestamp::parse).transpose().map_err(|r| r.to_string())?;
+        let valid_until = e
+            .valid_until
+            .as_deref()
+            .map(Timestamp::parse)
+            .transpose()
+            .map_err(|r| EntryProblem::Shape(r.to_string()))?;
         Ok(Declared::Role {
             spec: RoleSpec {
                 name: e.name,
@@ -198,7 +229,7 @@ fn role_entry(index: usize, value: &Value) -> Entry {
 
 fn database_entry(index: usize, value: &Value) -> Entry {
     let name = entry_name("databases", index, value);
-    let entry = DatabaseEntry::deserialize(value).map_err(|e| e.to_string());
+    let entry = DatabaseEntry::deserialize(value).map_err(|e| EntryProblem::Shape(e.to_string()));
     let after = entry.as_ref().ok().and_then(|e| e.owner.clone()).into_iter().collect();
     let declared = entry.map(|e| {
         Declared::Database(DatabaseSpec {
@@ -226,8 +257,7 @@ fn in_dependency_order(mut pending: Vec<Entry>) -> Vec<Entry> {
     }
     let cycle: Vec<String> = pending.iter().map(|e| e.name.clone()).collect();
     for mut entry in pending {
-        entry.declared =
-            Err(format!("membership cycle among roles {}: in_roles cannot be satisfied", cycle.join(", ")));
+        entry.declared = Err(EntryProblem::Cycle(cycle.clone()));
         entry.after.clear();
         ordered.push(entry);
     }

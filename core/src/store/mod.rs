@@ -79,17 +79,30 @@ impl SentObject {
 /// (the driver then gives none), so the SHA-256 pgops recorded in the object's metadata
 /// is what is compared; the store has checked the body against Content-MD5 on receipt in
 /// any case. `Err` says what differs.
-pub fn check_stored(sent: &SentObject, stored: &ObjectMeta) -> Result<(), String> {
+pub fn check_stored(sent: &SentObject, stored: &ObjectMeta) -> Result<(), StoredMismatch> {
     if stored.size != sent.size {
-        return Err(format!("stored size {} differs from the {} bytes uploaded", stored.size, sent.size));
+        return Err(StoredMismatch::Size { stored: stored.size, sent: sent.size });
     }
     if stored.md5.is_some_and(|md5| md5 != sent.md5) {
-        return Err("stored MD5 differs from the uploaded content's".into());
+        return Err(StoredMismatch::Md5);
     }
     if stored.sha256.is_some_and(|sha256| sha256 != sent.sha256) {
-        return Err("stored SHA-256 (pgops-sha256 metadata) differs from the uploaded content's".into());
+        return Err(StoredMismatch::Sha256);
     }
     Ok(())
+}
+
+/// How what the store holds right after an upload differs from what was sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum StoredMismatch {
+    #[error("the object is missing right after the upload")]
+    Missing,
+    #[error("stored size {stored} differs from the {sent} bytes uploaded")]
+    Size { stored: u64, sent: u64 },
+    #[error("stored MD5 differs from the uploaded content's")]
+    Md5,
+    #[error("stored SHA-256 (pgops-sha256 metadata) differs from the uploaded content's")]
+    Sha256,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -6,8 +6,8 @@
 
 use crate::pipeline::EncodeWriter;
 use crate::store::{
-    check_stored, MultipartUpload, Repository, SentObject, StoreError, StoreErrorKind, UploadedPart, MAX_PARTS,
-    MIN_PART_SIZE,
+    check_stored, MultipartUpload, Repository, SentObject, StoreError, StoreErrorKind, StoredMismatch, UploadedPart,
+    MAX_PARTS, MIN_PART_SIZE,
 };
 use bytes::Bytes;
 use std::collections::VecDeque;
@@ -154,14 +154,14 @@ impl ObjectWriter {
         };
         let stored = self.runtime.block_on(self.repo.head(&self.relative))?;
         let checked = match (&stored, sent) {
-            (None, _) => Err("the object is missing right after the upload".to_string()),
+            (None, _) => Err(StoredMismatch::Missing),
             (Some(meta), Some(sent)) => check_stored(&sent, meta),
             (Some(meta), None) if meta.size != self.written => {
-                Err(format!("wrote {} bytes but the store has {}", self.written, meta.size))
+                Err(StoredMismatch::Size { stored: meta.size, sent: self.written })
             }
             (Some(_), None) => Ok(()),
         };
-        checked.map_err(|cause| self.error("verify", StoreErrorKind::Integrity, cause))?;
+        checked.map_err(|mismatch| self.error("verify", StoreErrorKind::Integrity, mismatch.to_string()))?;
         Ok(self.written)
     }
 
