@@ -4,13 +4,14 @@ use crate::backup_control::{self, RequestRefused};
 use crate::retention::{self, Liveness, ServerPosition, UnknownPosition};
 use crate::runtime::NotDone;
 use crate::transaction::Failure;
-use crate::{archive_module, archive_stats, databases, guc, role_status, roles, runtime, top_level};
+use crate::{archive_module, archive_stats, databases, guc, role_status, roles, runtime, sqlstate, top_level};
 use chrono::{DateTime, Utc};
 use pgops_core::backup;
 use pgops_core::backup::catalog::list_backups;
 use pgops_core::backup::owner::BackupOwner;
 use pgops_core::backup::{BackupId, NotABackupId};
 use pgops_core::check::{check_repository, CheckResult};
+use pgops_core::error::Kinded;
 use pgops_core::retention::{
     assess, execute, keep_backup as keep_backup_in, last_done_ended, plan, recoverable_from, KeepError, PlanRequest,
     Policy, RetentionError, StartedIsLive,
@@ -308,8 +309,8 @@ fn backups_text() -> TableIterator<
     ),
 > {
     let repo = open_repository();
-    let backups = wait_for_store(list_backups(&repo))
-        .unwrap_or_else(|e| raise(PgSqlErrorCode::ERRCODE_EXTERNAL_ROUTINE_EXCEPTION, e.to_string(), e.hint()));
+    let backups =
+        wait_for_store(list_backups(&repo)).unwrap_or_else(|e| raise(sqlstate::of(e.kind()), e.to_string(), e.hint()));
     // NULL where the policy cannot be applied (a catalog retention cannot read completely,
     // as pgops.expire() would say): the listing itself still works.
     let liveness = Liveness::now();
@@ -395,7 +396,7 @@ fn plan_request_or_raise<'a>(
 }
 
 fn retention_failed(error: &RetentionError) -> ! {
-    raise(PgSqlErrorCode::ERRCODE_EXTERNAL_ROUTINE_EXCEPTION, error.to_string(), error.hint())
+    raise(sqlstate::of(error.kind()), error.to_string(), error.hint())
 }
 
 /// A time as Postgres keeps it (microseconds since 2000-01-01 UTC).
@@ -449,11 +450,9 @@ fn expire(
     if !dry_run {
         match wait_for_store(execute(&repo, &plan)) {
             Ok(report) => log!("pgops: retention run by pgops.expire(): {report}"),
-            Err(failure) => raise(
-                PgSqlErrorCode::ERRCODE_EXTERNAL_ROUTINE_EXCEPTION,
-                format!("retention stopped: {failure}"),
-                failure.error.hint(),
-            ),
+            Err(failure) => {
+                raise(sqlstate::of(failure.error.kind()), format!("retention stopped: {failure}"), failure.error.hint())
+            }
         }
     }
     TableIterator::new(plan.rows().into_iter().map(|row| {
@@ -487,13 +486,7 @@ fn keep_backup(id: &str, keep: default!(bool, true)) {
     });
     let repo = open_repository();
     if let Err(e) = wait_for_store(keep_backup_in(&repo, &backup_id, keep)) {
-        let code = match &e {
-            KeepError::Store(_) => PgSqlErrorCode::ERRCODE_EXTERNAL_ROUTINE_EXCEPTION,
-            KeepError::NotFound { .. } => PgSqlErrorCode::ERRCODE_NO_DATA_FOUND,
-            KeepError::Ownership(_) | KeepError::NotDone { .. } => {
-                PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE
-            }
-        };
+        let code = sqlstate::of(e.kind());
         let hint = match &e {
             KeepError::NotFound { .. } => "SELECT id FROM pgops.backup_list shows the backups.".into(),
             KeepError::NotDone { .. } => {

@@ -16,6 +16,7 @@ mod role_status;
 mod roles;
 mod roles_file;
 mod runtime;
+mod sqlstate;
 mod top_level;
 mod transaction;
 mod worker_signals;

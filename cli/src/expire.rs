@@ -6,6 +6,7 @@ use crate::exit;
 use clap::Args;
 use pgops_core::backup::owner::BackupOwner;
 use pgops_core::backup::BackupId;
+use pgops_core::error::Kinded;
 use pgops_core::retention::{
     assess, execute, one_timeline_or_refuse, plan, ExpireRow, Plan, PlanRequest, Policy, RetentionError,
 };
@@ -169,14 +170,7 @@ pub fn run(args: ExpireArgs, repo: &Repository, runtime: &tokio::runtime::Runtim
 }
 
 fn status_of(error: &RetentionError) -> u8 {
-    match error {
-        RetentionError::Store(_) | RetentionError::Refused { .. } => exit::STORE,
-        RetentionError::Unreadable { .. }
-        | RetentionError::NotOwner { .. }
-        | RetentionError::NoHistory { .. }
-        | RetentionError::TimelineNeeded { .. }
-        | RetentionError::NotAdmitted { .. } => exit::OTHER,
-    }
+    exit::of(error.kind())
 }
 
 fn print_rows(rows: &[ExpireRow], json: bool) {

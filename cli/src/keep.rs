@@ -4,6 +4,7 @@
 
 use crate::{exit, failed};
 use pgops_core::backup::BackupId;
+use pgops_core::error::Kinded;
 use pgops_core::retention::{keep_backup, KeepError};
 use pgops_core::store::Repository;
 use std::process::ExitCode;
@@ -19,10 +20,7 @@ pub struct KeepArgs {
 
 /// The exit status of each kind of failure (the table in main.rs).
 fn exit_status(error: &KeepError) -> u8 {
-    match error {
-        KeepError::Store(_) => exit::STORE,
-        KeepError::Ownership(_) | KeepError::NotFound { .. } | KeepError::NotDone { .. } => exit::OTHER,
-    }
+    exit::of(error.kind())
 }
 
 /// Runs `pgops keep`. Exit status: 0 kept (or released); 2 the store failed; 3 bad usage;

@@ -3,6 +3,7 @@
 
 use crate::{exit, expire, failed};
 use pgops_core::backup::catalog::{list_backups, BackupRow};
+use pgops_core::error::Kinded;
 use pgops_core::store::Repository;
 use std::collections::BTreeMap;
 use std::process::ExitCode;
@@ -31,7 +32,7 @@ pub fn run(args: ListArgs, repo: &Repository, runtime: &tokio::runtime::Runtime)
     runtime.block_on(async {
         let backups = match list_backups(repo).await {
             Ok(backups) => backups,
-            Err(e) => return failed("list", &e, e.hint(), exit::STORE),
+            Err(e) => return failed("list", &e, e.hint(), exit::of(e.kind())),
         };
         // The listing stands without the policy's verdicts, as pgops.backup_list does.
         let kept = policy.kept(repo).await.unwrap_or_else(|e| {

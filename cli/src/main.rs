@@ -40,6 +40,19 @@ mod exit {
     /// wal-fetch: an error (store still failing after the retries, corrupt or conflicting
     /// objects, a local write error, bad usage). Postgres stops recovery with FATAL.
     pub const STOP_RECOVERY: u8 = 255;
+
+    /// The status of a failure of `kind`, for every subcommand but wal-fetch: 2 the store,
+    /// 3 bad usage, 4 the rest (refused, corrupt, not found, local I/O, stopped).
+    pub fn of(kind: pgops_core::error::ErrorKind) -> u8 {
+        use pgops_core::error::ErrorKind;
+        match kind {
+            ErrorKind::Store => STORE,
+            ErrorKind::BadInput => USAGE,
+            ErrorKind::NotFound | ErrorKind::Refused | ErrorKind::Corrupt | ErrorKind::LocalIo | ErrorKind::Stopped => {
+                OTHER
+            }
+        }
+    }
 }
 
 #[derive(Parser)]

@@ -2,6 +2,7 @@
 //! `pgops_core::restore`).
 
 use crate::{exit, failed, Source};
+use pgops_core::error::Kinded;
 use pgops_core::naming::Lsn;
 use pgops_core::restore::{
     self, ArchiveAfterRestore, BackupChoice, RecoveryTarget, RestoreError, RestoreRequest, TargetAction, TargetTime,
@@ -144,17 +145,11 @@ impl FromStr for TablespaceMapping {
     }
 }
 
-/// The exit status of each kind of failure (the table in main.rs): 2 the store failed, 4
-/// the restore was refused or failed otherwise (an object that does not decode or was
+/// The exit status of a failed restore (the table in main.rs): 2 the store failed, 4 the
+/// restore was refused or failed otherwise (an object that does not decode or was
 /// rewritten while it was read: waiting does not help); bad usage (3) never gets this far.
 fn exit_status(error: &RestoreError) -> u8 {
-    match error {
-        RestoreError::Store(e) if matches!(e.kind, StoreErrorKind::Undecodable(_) | StoreErrorKind::Changed) => {
-            exit::OTHER
-        }
-        RestoreError::Store(_) => exit::STORE,
-        RestoreError::Refused { .. } | RestoreError::Corrupt { .. } | RestoreError::Io { .. } => exit::OTHER,
-    }
+    exit::of(error.kind())
 }
 
 /// Runs `pgops restore`. Exit status: 0 restored; 2 the store failed; 3 bad usage; 4 the

@@ -2,6 +2,7 @@
 //! the verdict (the checks are `pgops_core::verify`).
 
 use crate::{exit, failed};
+use pgops_core::error::Kinded;
 use pgops_core::store::{Repository, StoreError};
 use pgops_core::verify::{verify, VerifyReport};
 use std::process::ExitCode;
@@ -19,7 +20,7 @@ fn exit_status(outcome: &Result<VerifyReport, StoreError>) -> u8 {
     match outcome {
         Ok(report) if report.ok => 0,
         Ok(_) => exit::NOT_FOUND,
-        Err(_) => exit::STORE,
+        Err(e) => exit::of(e.kind()),
     }
 }
 

@@ -159,4 +159,27 @@ mod tests {
             corrupt.message()
         );
     }
+
+    #[test]
+    fn a_failed_backup_says_by_its_kind_whether_to_retry() {
+        let status = |error: BackupError| backup(&error);
+        let down = status(BackupError::Store(store_error(StoreErrorKind::Unreachable)));
+        assert_eq!(down.code(), Code::Unavailable);
+        assert!(down.message().starts_with("backup failed: ") && down.message().contains("503"), "{}", down.message());
+        let foreign = OwnershipError::Foreign {
+            location: "s3://b/db/pgops.json".into(),
+            repository_system_identifier: "1".into(),
+            cluster_system_identifier: 2,
+        };
+        let refused = status(BackupError::Refused(foreign));
+        assert_eq!(refused.code(), Code::FailedPrecondition);
+        assert!(refused.message().contains("parameter repository"), "{}", refused.message());
+        assert_eq!(status(BackupError::Stopped("cancelled".into())).code(), Code::Cancelled);
+        let not_archived = BackupError::EndSegmentNotArchived {
+            segment: "000000010000000000000003".into(),
+            within: std::time::Duration::from_secs(300),
+            cause: "the repository does not have it".into(),
+        };
+        assert_eq!(status(not_archived).code(), Code::DeadlineExceeded);
+    }
 }

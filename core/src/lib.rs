@@ -7,6 +7,7 @@ pub mod backup;
 pub mod check;
 pub mod control_file;
 pub mod credentials;
+pub mod error;
 pub mod naming;
 pub mod ownership;
 pub mod pipeline;
