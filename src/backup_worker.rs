@@ -326,11 +326,7 @@ impl Worker {
                 return None;
             }
         };
-        let text = format!(
-            "{} {}",
-            guc::BACKUP_SCHEDULE.get().unwrap_or_default().to_string_lossy(),
-            guc::SCHEDULE_TIMEZONE.get().unwrap_or_default().to_string_lossy()
-        );
+        let text = guc::backup_schedule_text();
         let now = Utc::now();
         match &self.schedule {
             Some((current, next)) if *current == text => {
@@ -363,7 +359,7 @@ impl Worker {
     fn backup(&mut self, id: &str, fast: Option<bool>) {
         self.drop_retention_run("a backup starts");
         log!("pgops: backup {id} starting");
-        let result = self.take_backup(id, fast.unwrap_or_else(|| guc::BACKUP_FAST_CHECKPOINT.get()));
+        let result = self.take_backup(id, fast.unwrap_or_else(|| guc::backup_fast_checkpoint()));
         match &result {
             Ok(info) => {
                 log!(

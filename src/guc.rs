@@ -78,25 +78,25 @@ pub enum S3Sse {
     AwsKms,
 }
 
-pub static REPOSITORY: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
-pub static S3_ENDPOINT: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
-pub static S3_REGION: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(Some(c"us-east-1"));
-pub static S3_ACCESS_KEY_ID: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
-pub static S3_SECRET_ACCESS_KEY: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
-pub static S3_CREDENTIALS_FILE: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+static REPOSITORY: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+static S3_ENDPOINT: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+static S3_REGION: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(Some(c"us-east-1"));
+static S3_ACCESS_KEY_ID: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+static S3_SECRET_ACCESS_KEY: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+static S3_CREDENTIALS_FILE: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 static S3_SSE: GucSetting<S3Sse> = GucSetting::<S3Sse>::new(S3Sse::Off);
 static S3_SSE_KMS_KEY_ID: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
-pub static WAL_COMPRESSION: GucSetting<WalCompression> = GucSetting::<WalCompression>::new(WalCompression::Zstd);
-pub static COMPRESSION_LEVEL: GucSetting<i32> = GucSetting::<i32>::new(0);
-pub static ARCHIVE_PARALLEL: GucSetting<i32> = GucSetting::<i32>::new(4);
-pub static BACKUP_SCHEDULE: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
-pub static SCHEDULE_TIMEZONE: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(Some(c"UTC"));
-pub static BACKUP_COMPRESSION: GucSetting<BackupCompression> =
+static WAL_COMPRESSION: GucSetting<WalCompression> = GucSetting::<WalCompression>::new(WalCompression::Zstd);
+static COMPRESSION_LEVEL: GucSetting<i32> = GucSetting::<i32>::new(0);
+static ARCHIVE_PARALLEL: GucSetting<i32> = GucSetting::<i32>::new(4);
+static BACKUP_SCHEDULE: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+static SCHEDULE_TIMEZONE: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(Some(c"UTC"));
+static BACKUP_COMPRESSION: GucSetting<BackupCompression> =
     GucSetting::<BackupCompression>::new(BackupCompression::Zstd);
-pub static BACKUP_COMPRESSION_WORKERS: GucSetting<i32> = GucSetting::<i32>::new(2);
-pub static BACKUP_FAST_CHECKPOINT: GucSetting<bool> = GucSetting::<bool>::new(false);
-pub static ROLES_FILE: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
-pub static DATABASE: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(Some(c"postgres"));
+static BACKUP_COMPRESSION_WORKERS: GucSetting<i32> = GucSetting::<i32>::new(2);
+static BACKUP_FAST_CHECKPOINT: GucSetting<bool> = GucSetting::<bool>::new(false);
+static ROLES_FILE: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+static DATABASE: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(Some(c"postgres"));
 static ENCRYPTION: GucSetting<bool> = GucSetting::<bool>::new(false);
 static ENCRYPTION_KEY_FILE: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 static RETENTION_POLICY: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
@@ -540,6 +540,17 @@ pub fn backup_upload_settings() -> UploadSettings {
         compression_workers: BACKUP_COMPRESSION_WORKERS.get() as u32,
         ..UploadSettings::new(compression, level)
     }
+}
+
+/// The schedule's settings as written (expression, time zone): a change of either starts
+/// the schedule anew.
+pub fn backup_schedule_text() -> String {
+    format!("{} {}", string(&BACKUP_SCHEDULE).unwrap_or_default(), string(&SCHEDULE_TIMEZONE).unwrap_or_default())
+}
+
+/// `pgops.backup_fast_checkpoint`.
+pub fn backup_fast_checkpoint() -> bool {
+    BACKUP_FAST_CHECKPOINT.get()
 }
 
 /// The backup schedule in force, `None` when there is none.
