@@ -759,23 +759,34 @@ pub async fn plan(repo: &Repository, request: &PlanRequest<'_>) -> Result<Plan, 
     })
 }
 
+/// Why a history file tells retention nothing, which only keeps more WAL.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+enum UnreadHistory {
+    #[error("stored with a compression pgops does not read")]
+    Compression,
+    #[error("deleted while it was read")]
+    Vanished,
+    /// It does not decode (corrupt, or a key the reader lacks): the store's cause.
+    #[error("{0}")]
+    Undecodable(String),
+}
+
 /// The timelines `timeline` descends from, read from its history file at store key
-/// `key`; an inner `Err` says why the file tells nothing (an unread compression,
-/// corrupt, vanished), which only keeps more WAL.
+/// `key`; an inner `Err` says why the file tells nothing.
 async fn history_ancestors(
     repo: &Repository,
     key: &str,
     timeline: Timeline,
-) -> Result<Result<Vec<(Timeline, Lsn)>, String>, RetentionError> {
+) -> Result<Result<Vec<(Timeline, Lsn)>, UnreadHistory>, RetentionError> {
     let file = key.rsplit('/').next().unwrap_or(key);
     let name = &file[..file.find(".history").map_or(file.len(), |at| at + ".history".len())];
     let Some(codec) = Compression::of_copy(file, name) else {
-        return Ok(Err("stored with a compression pgops does not read".into()));
+        return Ok(Err(UnreadHistory::Compression));
     };
     let text = match repo.read_object(key, codec, METADATA_LIMIT).await {
         Ok(Some(text)) => text,
-        Ok(None) => return Ok(Err("deleted while it was read".into())),
-        Err(e) if !e.is_transient() => return Ok(Err(e.cause)),
+        Ok(None) => return Ok(Err(UnreadHistory::Vanished)),
+        Err(e) if !e.is_transient() => return Ok(Err(UnreadHistory::Undecodable(e.cause))),
         Err(e) => return Err(e.into()),
     };
     let history = TimelineHistory::parse(timeline.0, &String::from_utf8_lossy(&text));
