@@ -359,7 +359,7 @@ impl Worker {
     fn backup(&mut self, id: &str, fast: Option<bool>) {
         self.drop_retention_run("a backup starts");
         log!("pgops: backup {id} starting");
-        let result = self.take_backup(id, fast.unwrap_or_else(|| guc::backup_fast_checkpoint()));
+        let result = self.take_backup(id, fast.unwrap_or_else(guc::backup_fast_checkpoint));
         match &result {
             Ok(info) => {
                 log!(

@@ -8,7 +8,6 @@ use pgops_core::restore::{
     self, ArchiveAfterRestore, BackupChoice, RecoveryTarget, RestoreError, RestoreRequest, TargetAction, TargetTime,
     TargetTimeline,
 };
-use pgops_core::store::StoreErrorKind;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::str::FromStr;
@@ -242,7 +241,7 @@ mod tests {
     use crate::{Cli, Command};
     use clap::error::ErrorKind;
     use clap::Parser;
-    use pgops_core::store::{StoreError, UndecodableReason};
+    use pgops_core::store::{StoreError, StoreErrorKind, UndecodableReason};
 
     fn parse(flags: &[&str]) -> Result<RestoreArgs, clap::Error> {
         let args = ["pgops", "restore", "--pgdata", "/restored"].iter().chain(flags);

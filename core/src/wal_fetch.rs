@@ -152,7 +152,8 @@ async fn fetch_sized(
     let runtime = Handle::current();
     let location = repo.location(&dir);
     let written = tokio::task::spawn_blocking(move || {
-        let written = write_copies(&repo, &runtime, &name, kind, &copies, &blocking_temp, segment_size, &cancelled);
+        let wanted = Wanted { name: &name, kind, copies: &copies, segment_size };
+        let written = write_copies(&repo, &runtime, wanted, &blocking_temp, &cancelled);
         if written.is_err() || cancelled.load(Ordering::Acquire) {
             let _ = std::fs::remove_file(&blocking_temp);
         }
@@ -224,18 +225,25 @@ fn temporary_path(dest: &Path) -> Result<PathBuf, FetchError> {
     Ok(dest.with_file_name(format!(".{}.{}-{fetch}.pgops-tmp", file_name.to_string_lossy(), std::process::id())))
 }
 
-/// Streams the first readable copy of `name` into `temp` (synced), and compares every other
-/// copy with it. Blocking.
+/// The WAL file a fetch brings: its name and kind, its copies in the repository, and the
+/// repository's segment size when known.
+struct Wanted<'a> {
+    name: &'a str,
+    kind: WalFileKind,
+    copies: &'a [ObjectMeta],
+    segment_size: Option<u64>,
+}
+
+/// Streams the first readable copy of the wanted file into `temp` (synced), and compares
+/// every other copy with it; stops writing once `cancelled`. Blocking.
 fn write_copies(
     repo: &Repository,
     runtime: &Handle,
-    name: &str,
-    kind: WalFileKind,
-    copies: &[ObjectMeta],
+    wanted: Wanted<'_>,
     temp: &Path,
-    segment_size: Option<u64>,
     cancelled: &AtomicBool,
 ) -> Result<Fetched, FetchError> {
+    let Wanted { name, kind, copies, segment_size } = wanted;
     let write_error = |cause| FetchError::Write { path: temp.to_path_buf(), cause };
     let mut first: Option<(String, u64)> = None;
     let mut vanished = None;

@@ -8,9 +8,8 @@ use super::{
     MAX_DELETE_BATCH, MIN_PART_SIZE,
 };
 use bytes::Bytes;
-use std::process::{Child, Command, Stdio};
+use pgops_testkit::S3sFs;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 /// A driver's store for one test, and what it needs kept alive (its directory, its server).
 struct Fixture {
@@ -34,9 +33,9 @@ impl Fixture {
     /// S3, asking for server-side encryption on every write.
     async fn s3_encrypted(sse: Option<ServerSideEncryption>) -> Fixture {
         let dir = tempfile::tempdir().unwrap();
-        let server = S3sFs::start(dir.path());
-        let options = S3Options { sse, ..server.options() };
-        let store = Arc::new(S3Store::new(S3sFs::BUCKET, &options).await);
+        let server = S3sFs::start(dir.path(), BUCKET, ACCESS_KEY, SECRET_KEY);
+        let options = S3Options { sse, ..s3_options(&server) };
+        let store = Arc::new(S3Store::new(BUCKET, &options).await);
         Fixture { store, _server: Some(server), _dir: dir }
     }
 
@@ -49,57 +48,17 @@ impl Fixture {
     }
 }
 
-/// An `s3s-fs` process on a free loopback port, serving one empty bucket; killed on drop.
-struct S3sFs {
-    child: Child,
-    port: u16,
-}
+/// The contract's S3 server: an `s3s-fs` process serving one empty bucket.
+const BUCKET: &str = "contract";
+const ACCESS_KEY: &str = "contract-key";
+const SECRET_KEY: &str = "contract-secret";
 
-impl S3sFs {
-    const BUCKET: &'static str = "contract";
-    const ACCESS_KEY: &'static str = "contract-key";
-    const SECRET_KEY: &'static str = "contract-secret";
-
-    fn start(dir: &std::path::Path) -> S3sFs {
-        let root = dir.join("s3");
-        // s3s-fs serves each directory under its root as a bucket.
-        std::fs::create_dir_all(root.join(Self::BUCKET)).unwrap();
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let child = Command::new("s3s-fs")
-            .args(["--host", "127.0.0.1", "--port", &port.to_string()])
-            .args(["--access-key", Self::ACCESS_KEY, "--secret-key", Self::SECRET_KEY])
-            .arg(&root)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("s3s-fs is not on PATH; run .ci/install");
-        let mut server = S3sFs { child, port };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            // Another process may have taken the port between choosing and binding it.
-            if let Some(status) = server.child.try_wait().unwrap() {
-                panic!("s3s-fs on port {port} exited with {status} before listening");
-            }
-            assert!(Instant::now() < deadline, "s3s-fs did not listen on port {port} within 20 s");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        server
-    }
-
-    fn options(&self) -> S3Options {
-        S3Options {
-            endpoint: Some(format!("http://127.0.0.1:{}", self.port)),
-            region: "us-east-1".into(),
-            credentials: Some((Self::ACCESS_KEY.into(), Self::SECRET_KEY.into())),
-            sse: None,
-        }
-    }
-}
-
-impl Drop for S3sFs {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+fn s3_options(server: &S3sFs) -> S3Options {
+    S3Options {
+        endpoint: Some(server.endpoint()),
+        region: "us-east-1".into(),
+        credentials: Some((ACCESS_KEY.into(), SECRET_KEY.into())),
+        sse: None,
     }
 }
 
