@@ -2,8 +2,9 @@
 //! (so it commits or rolls back with the caller), by statements the core plans. Also used
 //! by the pgops worker for the roles file.
 
+use crate::sqlstate;
 use crate::transaction::Failure;
-use pgops_core::roles::{self, Flag, Outcome, Refusal, RefusalKind, RoleSpec, RoleState, Timestamp};
+use pgops_core::roles::{self, Flag, Outcome, Refusal, RoleSpec, RoleState, Timestamp};
 use pgrx::datum::TimestampWithTimeZone;
 use pgrx::pg_sys;
 use pgrx::pg_sys::panic::CaughtError;
@@ -20,16 +21,8 @@ pub enum Password<'a> {
     File(&'a Path),
 }
 
-pub fn refusal_code(kind: RefusalKind) -> PgSqlErrorCode {
-    match kind {
-        RefusalKind::Reserved => PgSqlErrorCode::ERRCODE_RESERVED_NAME,
-        RefusalKind::InvalidValue => PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
-        RefusalKind::Conflict => PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
-    }
-}
-
 pub fn refuse(refusal: Refusal) -> ! {
-    Failure::new(refusal_code(refusal.kind), refusal.message, refusal.hint).raise()
+    Failure::new(sqlstate::of_refusal(refusal.kind), refusal.message, refusal.hint).raise()
 }
 
 fn permission_denied(message: String, hint: &str) -> ! {

@@ -2,6 +2,7 @@
 //! CLI's exit statuses and the plugin's gRPC codes are decided in their own crates).
 
 use pgops_core::error::ErrorKind;
+use pgops_core::roles::RefusalKind;
 use pgrx::PgSqlErrorCode;
 
 pub fn of(kind: ErrorKind) -> PgSqlErrorCode {
@@ -13,5 +14,14 @@ pub fn of(kind: ErrorKind) -> PgSqlErrorCode {
         ErrorKind::BadInput => PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
         ErrorKind::LocalIo => PgSqlErrorCode::ERRCODE_IO_ERROR,
         ErrorKind::Stopped => PgSqlErrorCode::ERRCODE_QUERY_CANCELED,
+    }
+}
+
+/// A role or database declaration pgops refuses, by why.
+pub fn of_refusal(kind: RefusalKind) -> PgSqlErrorCode {
+    match kind {
+        RefusalKind::Reserved => PgSqlErrorCode::ERRCODE_RESERVED_NAME,
+        RefusalKind::InvalidValue => PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+        RefusalKind::Conflict => PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
     }
 }
