@@ -74,7 +74,7 @@ pub fn backup(error: &BackupError) -> Status {
         BackupError::NoAnswer { .. } | BackupError::HeartbeatLost { .. } => {
             Status::unavailable(format!("{error}. {}", store_hint(&StoreErrorKind::Unreachable)))
         }
-        BackupError::EndSegmentNotArchived { .. } => Status::deadline_exceeded(error.to_string()),
+        BackupError::EndSegmentNotArchived { .. } => Status::failed_precondition(error.to_string()),
         BackupError::Local(_) => Status::internal(error.to_string()),
     };
     prefixed("backup failed", status)
@@ -180,6 +180,6 @@ mod tests {
             within: std::time::Duration::from_secs(300),
             cause: "the repository does not have it".into(),
         };
-        assert_eq!(status(not_archived).code(), Code::DeadlineExceeded);
+        assert_eq!(status(not_archived).code(), Code::FailedPrecondition);
     }
 }

@@ -8,7 +8,7 @@ use crate::backup::BackupError;
 use crate::ownership::OwnershipError;
 use crate::restore::RestoreError;
 use crate::retention::{KeepError, RetentionError};
-use crate::store::{StoreError, StoreErrorKind};
+use crate::store::{StoreError, StoreErrorKind, UndecodableReason};
 use crate::wal_fetch::FetchError;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,7 +39,9 @@ pub trait Kinded: std::fmt::Display {
 impl Kinded for StoreError {
     fn kind(&self) -> ErrorKind {
         match self.kind {
-            StoreErrorKind::Undecodable(_) | StoreErrorKind::Changed => ErrorKind::Corrupt,
+            StoreErrorKind::Undecodable(UndecodableReason::Corrupt) | StoreErrorKind::Changed => ErrorKind::Corrupt,
+            // Encrypted to a key the reader lacks: not damage, a key file to fix.
+            StoreErrorKind::Undecodable(UndecodableReason::Key) => ErrorKind::Refused,
             StoreErrorKind::NoSuchBucket
             | StoreErrorKind::AccessDenied
             | StoreErrorKind::Unreachable

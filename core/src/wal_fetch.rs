@@ -145,7 +145,10 @@ async fn fetch_sized(
     let temp = temporary_path(dest)?;
     // Dropped before the copy is in place (a deadline, a prefetch given up), this future
     // must leave nothing behind: the blocking thread, which cannot be stopped mid-read,
-    // is told to stop at its next write and never renames; the rename is done here.
+    // is told to stop at its next write and never renames; the rename is done here. The
+    // file is made here, so that the guard always has it to remove, and the thread only
+    // opens it (a file the guard removed is not made again).
+    std::fs::File::create(&temp).map_err(|cause| FetchError::Write { path: temp.clone(), cause })?;
     let abandoned = Abandoned { cancelled: Arc::new(AtomicBool::new(false)), temp: Some(temp.clone()) };
     let (cancelled, blocking_temp) = (abandoned.cancelled.clone(), temp.clone());
     let (repo, name) = (repo.clone(), name.to_string());
@@ -262,7 +265,8 @@ fn write_copies(
         let limit = segment_size.unwrap_or(LARGEST_SEGMENT);
         let (decoded, differs_at) = match &first {
             None => {
-                let mut out = StopWhenCancelled { inner: std::fs::File::create(temp).map_err(write_error)?, cancelled };
+                let file = std::fs::OpenOptions::new().write(true).truncate(true).open(temp).map_err(write_error)?;
+                let mut out = StopWhenCancelled { inner: file, cancelled };
                 let decoded = decode_into(repo, runtime, relative, codec, limit, &mut out);
                 if matches!(decoded, Ok(Some(_))) {
                     out.inner.sync_all().map_err(write_error)?;
@@ -373,7 +377,7 @@ pub async fn fetch_wal_prefetching(
         let limit = PREFETCH_TIME.min(options.patience.total);
         // A prefetch that fails or runs out of time leaves nothing behind; the next call
         // fetches that segment itself, with retries, and reports its errors.
-        let _ = tokio::time::timeout(limit, prefetch_following(repo, name, segment_size, options)).await;
+        prefetch_following(repo, name, segment_size, options, limit).await;
     }
     Ok(fetched)
 }
@@ -402,8 +406,10 @@ async fn fetch_wal_patiently(
     })
 }
 
-/// Fetches the `options.prefetch` segments after `name` into the spool, concurrently.
-async fn prefetch_following(repo: &Repository, name: &str, segment_size: u64, options: &FetchOptions) {
+/// Fetches the `options.prefetch` segments after `name` into the spool, concurrently, for
+/// `limit` at most; those still in flight then are dropped (each removes its temporary
+/// file) before this returns.
+async fn prefetch_following(repo: &Repository, name: &str, segment_size: u64, options: &FetchOptions, limit: Duration) {
     if options.prefetch == 0 || naming::next_segment(name, segment_size).is_none() {
         return;
     }
@@ -418,7 +424,10 @@ async fn prefetch_following(repo: &Repository, name: &str, segment_size: u64, op
         let (repo, into) = (repo.clone(), options.spool.join(&next));
         fetches.spawn(async move { fetch_sized(&repo, &next, &into, Some(segment_size)).await.ok() });
     }
-    fetches.join_all().await;
+    let _ = tokio::time::timeout(limit, async { while fetches.join_next().await.is_some() {} }).await;
+    // Aborted and awaited, not just dropped: a task only marked aborted may never be polled
+    // again before the process exits, and its temporary file would stay.
+    fetches.shutdown().await;
 }
 
 /// Removes spooled segments Postgres has gone past (recovery moves forward only, within a

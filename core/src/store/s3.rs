@@ -284,7 +284,15 @@ impl ObjectStore for S3Store {
             .send()
             .await
             .map_err(|e| self.error("GetObject", key, e))?;
-        self.read_body(key, response.body, length.max(1)).await
+        // More than the range asked for: a server or proxy that ignored Range, not damage.
+        self.read_body(key, response.body, length.max(1)).await.map_err(|e| match e.kind {
+            StoreErrorKind::Undecodable(_) => StoreError {
+                kind: StoreErrorKind::Other,
+                cause: format!("the store sent more than the {} bytes of the range asked for", length.max(1)),
+                ..e
+            },
+            _ => e,
+        })
     }
 
     async fn head(&self, key: &str) -> StoreResult<Option<ObjectMeta>> {
