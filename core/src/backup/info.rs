@@ -183,31 +183,36 @@ impl BackupRecord {
             .filter(|(_, v)| v != "None" && !v.is_empty())
             .collect();
         let mut malformed = BTreeMap::new();
-        let mut typed = |key: &'static str, what: &'static str, parse: &dyn Fn(&str) -> bool| {
-            let value = text.get(key)?;
-            if !parse(value) {
+        // A field's value as type T, parsed once; text that is not one is noted as `what`.
+        fn typed<T>(
+            text: &BTreeMap<String, String>,
+            malformed: &mut BTreeMap<&'static str, &'static str>,
+            key: &'static str,
+            what: &'static str,
+            parse: impl Fn(&str) -> Option<T>,
+        ) -> Option<T> {
+            let value = parse(text.get(key)?);
+            if value.is_none() {
                 malformed.insert(key, what);
             }
-            Some(value.as_str())
-        };
-        let wal = |name: &str| WalSegment::parse(name).is_ok();
-        let lsn = |value: &str| value.parse::<Lsn>().is_ok();
-        let number = |value: &str| value.parse::<u64>().is_ok();
-        let begin_wal = typed("begin_wal", "a WAL segment name", &wal).and_then(|n| WalSegment::parse(n).ok());
-        let end_wal = typed("end_wal", "a WAL segment name", &wal).and_then(|n| WalSegment::parse(n).ok());
-        let begin_lsn = typed("begin_xlog", "an LSN", &lsn).and_then(|v| v.parse().ok());
-        let end_lsn = typed("end_xlog", "an LSN", &lsn).and_then(|v| v.parse().ok());
-        let end_time =
-            typed("end_time", "a time with a UTC offset", &|v| barman_instant(v).is_some()).and_then(barman_instant);
+            value
+        }
+        let number = |value: &str| value.parse::<u64>().ok();
+        let system_identifier = typed(&text, &mut malformed, "systemid", "a system identifier", number);
+        let segment_size = typed(&text, &mut malformed, "xlog_segment_size", "a number", number);
+        let size = typed(&text, &mut malformed, "size", "a number", number);
+        let wal = |name: &str| WalSegment::parse(name).ok();
+        let begin_wal = typed(&text, &mut malformed, "begin_wal", "a WAL segment name", wal);
+        let end_wal = typed(&text, &mut malformed, "end_wal", "a WAL segment name", wal);
+        let begin_lsn = typed(&text, &mut malformed, "begin_xlog", "an LSN", |v| v.parse::<Lsn>().ok());
+        let end_lsn = typed(&text, &mut malformed, "end_xlog", "an LSN", |v| v.parse::<Lsn>().ok());
+        let end_time = typed(&text, &mut malformed, "end_time", "a time with a UTC offset", barman_instant);
         let timeline =
-            typed("timeline", "a timeline number", &|v| v.parse::<u32>().is_ok()).and_then(|v| v.parse().ok());
-        let system_identifier = typed("systemid", "a system identifier", &number).and_then(|v| v.parse().ok());
-        let segment_size = typed("xlog_segment_size", "a number", &number).and_then(|v| v.parse().ok());
-        let size = typed("size", "a number", &number).and_then(|v| v.parse().ok());
+            typed(&text, &mut malformed, "timeline", "a timeline number", |v| v.parse::<u32>().ok().map(Timeline));
         BackupRecord {
             status: text.get("status").and_then(|status| BackupStatus::from_barman(status)),
             system_identifier,
-            timeline: timeline.map(Timeline),
+            timeline,
             segment_size,
             begin_wal,
             end_wal,
