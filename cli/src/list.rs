@@ -26,7 +26,8 @@ struct ListedBackup {
     kept_by_policy: Option<bool>,
 }
 
-/// Runs `pgops list`. Exit status: 0 listed; 2 the store could not be read.
+/// Runs `pgops list`. Exit status: 0 listed; 2 the store could not be read; 4 a listing
+/// that reads back corrupt (the table in main.rs).
 pub fn run(args: ListArgs, repo: &Repository, runtime: &tokio::runtime::Runtime) -> ExitCode {
     let ListArgs { json, policy } = args;
     runtime.block_on(async {

@@ -104,7 +104,7 @@ enum Command {
     /// manifest, the WAL archive free of gaps on every timeline, each backup's WAL present.
     ///
     /// Exit status: 0 all good; 1 problems found (each one printed); 2 the store could not
-    /// be read.
+    /// be read; 4 what it read back is corrupt or encrypted to a key the key file lacks.
     Verify(verify::VerifyArgs),
     /// Apply a retention policy: delete obsolete backups (backup.info first, then their
     /// objects) and the WAL no kept backup needs; the same rows as pgops.expire().
@@ -126,7 +126,8 @@ enum Command {
     /// List the backups in the repository (pgops' and Barman Cloud's), oldest first; with
     /// --policy, whether that policy keeps each one (kept_by_policy).
     ///
-    /// Exit status: 0 listed; 2 the store could not be read.
+    /// Exit status: 0 listed; 2 the store could not be read; 4 what it read back is corrupt
+    /// or encrypted to a key the key file lacks.
     List(list::ListArgs),
     /// Run as a CloudNativePG plugin (CNPG-I): `pgops cnpg instance` is the instance pod's
     /// sidecar. Its repository comes from the Cluster's spec.plugins[name=pgops.io]

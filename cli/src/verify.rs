@@ -14,8 +14,8 @@ pub struct VerifyArgs {
     json: bool,
 }
 
-/// The exit status of each outcome: 0 all good; 1 problems found; 2 the store could not be
-/// read.
+/// The exit status of each outcome: 0 all good; 1 problems found; otherwise by the kind of
+/// the store's failure (2 the store could not be read, 4 corrupt; the table in main.rs).
 fn exit_status(outcome: &Result<VerifyReport, StoreError>) -> u8 {
     match outcome {
         Ok(report) if report.ok => 0,
